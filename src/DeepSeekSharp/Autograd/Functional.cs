@@ -1,0 +1,52 @@
+using DeepSeekSharp.Autograd.Ops;
+using DeepSeekSharp.Kernels;
+using DeepSeekSharp.Tensors;
+
+namespace DeepSeekSharp.Autograd;
+
+/// <summary>
+/// The differentiable ops, like torch.nn.functional. Each records a node (forward + backward kernel) when grad
+/// mode is on and an input requires grad.
+/// </summary>
+public static class Functional
+{
+    /// <summary>x [.., in] · W[out, in]ᵀ → [.., out].</summary>
+    public static Tensor Linear(Tensor x, Tensor weight) => LinearOp.Forward(x, weight);
+
+    public static Tensor RmsNorm(Tensor x, Tensor weight, float eps) => RmsNormOp.Forward(x, weight, eps);
+
+    public static Tensor Add(Tensor a, Tensor b) => AddOp.Forward(a, b);
+
+    /// <summary>silu(a) ⊙ b.</summary>
+    public static Tensor SiluMul(Tensor a, Tensor b) => SiluMulOp.Forward(a, b);
+
+    public static Tensor Sigmoid(Tensor x) => SigmoidOp.Forward(x);
+
+    public static Tensor Softmax(Tensor x) => SoftmaxOp.Forward(x);
+
+    public static Tensor SliceLast(Tensor x, int start, int length) => SliceLastOp.Forward(x, start, length);
+
+    public static Tensor ConcatLast(Tensor a, Tensor b) => ConcatLastOp.Forward(a, b);
+
+    public static Tensor Reshape(Tensor x, params int[] shape) => ReshapeOp.Forward(x, shape);
+
+    public static Tensor GatherRows(Tensor x, int[] rows) => GatherRowsOp.Forward(x, rows);
+
+    public static Tensor Embedding(Tensor weight, int[] ids) => EmbeddingOp.Forward(weight, ids);
+
+    public static Tensor Rope(Tensor x, int groups, int stride, int offset, int ropeDim, int[] positions, float[] cos, float[] sin) =>
+        RopeOp.Forward(x, groups, stride, offset, ropeDim, positions, cos, sin);
+
+    public static Tensor MlaAttention(Tensor q, Tensor kvb, Tensor kpe, MlaAttentionShape shape) => MlaAttentionOp.Forward(q, kvb, kpe, shape);
+
+    /// <summary>Mean cross-entropy over rows with target ≥ 0; a scalar [1].</summary>
+    public static Tensor CrossEntropy(Tensor logits, int[] targets) => CrossEntropyOp.Forward(logits, targets);
+
+    public static Tensor WeightedSum(Tensor[] scalars, float[] weights) => WeightedSumOp.Forward(scalars, weights);
+
+    public static Tensor RouteWeights(Tensor scores, int[] idx, int k, bool normalize, float scale) =>
+        RouteWeightsOp.Forward(scores, idx, k, normalize, scale);
+
+    public static Tensor MoeCombine(Tensor weights, Tensor[] expertOutputs, int[][] tokens, int[][] slots, int hidden) =>
+        MoeCombineOp.Forward(weights, expertOutputs, tokens, slots, hidden);
+}

@@ -1,0 +1,72 @@
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
+using DeepSeekSharp.Tensors;
+
+namespace DeepSeekSharp.Autograd.Ops;
+
+/// <summary>y = a + b (same shapes).</summary>
+internal sealed class AddOp : GradNode
+{
+    private AddOp(Tensor a, Tensor b) : base(a, b) { }
+
+    public static Tensor Forward(Tensor a, Tensor b)
+    {
+        if (a.Length != b.Length) throw new ArgumentException($"add: {a} and {b} differ");
+        var y = Tensor.Empty((int[])a.Shape.Clone());
+        TensorPrimitives.Add(a.Span, b.Span, y.Span);
+        return OpBase.Record(y, () => new AddOp(a, b), a, b);
+    }
+
+    public override void Backward(Tensor output, float[] dy)
+    {
+        var g = dy.AsSpan(0, (int)output.Length);
+        foreach (var input in Inputs)
+            if (GradOf(input) is { } d) TensorPrimitives.Add(d, g, d);
+    }
+}
+
+/// <summary>y = silu(a) ⊙ b, the SwiGLU gate (a = gate_proj(x), b = up_proj(x)).</summary>
+internal sealed class SiluMulOp : GradNode
+{
+    private SiluMulOp(Tensor a, Tensor b) : base(a, b) { }
+
+    public static Tensor Forward(Tensor a, Tensor b)
+    {
+        if (a.Length != b.Length) throw new ArgumentException($"silu_mul: {a} and {b} differ");
+        var y = Tensor.Empty((int[])a.Shape.Clone());
+        a.Backend.SiluMulForward(a.Span, b.Span, y.Span);
+        return OpBase.Record(y, () => new SiluMulOp(a, b), a, b);
+    }
+
+    public override void Backward(Tensor output, float[] dy)
+    {
+        Tensor a = Inputs[0], b = Inputs[1];
+        a.Backend.SiluMulBackward(a.Span, b.Span, dy.AsSpan(0, (int)a.Length),
+            GradOf(a) is { } da ? da : Span<float>.Empty, GradOf(b) is { } db ? db : Span<float>.Empty);
+    }
+}
+
+/// <summary>Σ_i c_i · x_i over scalars (loss mixing: main CE + λ·MTP + α·balance).</summary>
+internal sealed class WeightedSumOp : GradNode
+{
+    private readonly float[] _weights;
+
+    private WeightedSumOp(Tensor[] xs, float[] weights) : base(xs) { _weights = weights; }
+
+    public static Tensor Forward(Tensor[] xs, float[] weights)
+    {
+        float sum = 0;
+        for (int i = 0; i < xs.Length; i++)
+        {
+            if (xs[i].Length != 1) throw new ArgumentException("weighted sum takes scalars");
+            sum += weights[i] * xs[i].Data[0];
+        }
+        var y = Tensor.FromArray([sum], 1);
+        return OpBase.Record(y, () => new WeightedSumOp(xs, weights), xs);
+    }
+
+    public override void Backward(Tensor output, float[] dy)
+    {
+        for (int i = 0; i < Inputs.Length; i++)
+            if (GradOf(Inputs[i]) is { } d) d[0] += _weights[i] * dy[0];
+    }
+}

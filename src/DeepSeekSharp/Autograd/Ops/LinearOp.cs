@@ -1,0 +1,30 @@
+using DeepSeekSharp.Tensors;
+
+namespace DeepSeekSharp.Autograd.Ops;
+
+/// <summary>y[N, out] = x[N, in] · W[out, in]ᵀ (HF layout). Backward: dx = dy·W, dW += dyᵀ·x.</summary>
+internal sealed class LinearOp : GradNode
+{
+    private LinearOp(Tensor x, Tensor w) : base(x, w) { }
+
+    public static Tensor Forward(Tensor x, Tensor w)
+    {
+        int inDim = w.Shape[1], outDim = w.Shape[0];
+        OpBase.CheckLastDim(x, inDim, "linear input");
+        int n = OpBase.Rows(x);
+        var shape = (int[])x.Shape.Clone();
+        shape[^1] = outDim;
+        var y = Tensor.Empty(shape);
+        x.Backend.Gemm(false, true, n, outDim, inDim, 1f, x.Span, inDim, w.Span, inDim, 0f, y.Span, outDim);
+        return OpBase.Record(y, () => new LinearOp(x, w), x, w);
+    }
+
+    public override void Backward(Tensor output, float[] dy)
+    {
+        Tensor x = Inputs[0], w = Inputs[1];
+        int inDim = w.Shape[1], outDim = w.Shape[0], n = OpBase.Rows(x);
+        var be = x.Backend;
+        if (GradOf(x) is { } dx) be.Gemm(false, false, n, inDim, outDim, 1f, dy, outDim, w.Span, inDim, 1f, dx, inDim);
+        if (GradOf(w) is { } dw) be.Gemm(true, false, outDim, inDim, n, 1f, dy, outDim, x.Span, inDim, 1f, dw, inDim);
+    }
+}

@@ -1,0 +1,29 @@
+using DeepSeekSharp.Tensors;
+
+namespace DeepSeekSharp.Autograd.Ops;
+
+/// <summary>RMSNorm over the last dimension; saves 1/rms per row for the backward.</summary>
+internal sealed class RmsNormOp : GradNode
+{
+    private readonly float[] _invRms;
+
+    private RmsNormOp(Tensor x, Tensor w, float[] invRms) : base(x, w) { _invRms = invRms; }
+
+    public static Tensor Forward(Tensor x, Tensor w, float eps)
+    {
+        int d = w.Shape[0];
+        OpBase.CheckLastDim(x, d, "rms_norm input");
+        var y = Tensor.Empty((int[])x.Shape.Clone());
+        var inv = new float[OpBase.Rows(x)];
+        x.Backend.RmsNormForward(x.Span, w.Span, eps, d, y.Span, inv);
+        return OpBase.Record(y, () => new RmsNormOp(x, w, inv), x, w);
+    }
+
+    public override void Backward(Tensor output, float[] dy)
+    {
+        Tensor x = Inputs[0], w = Inputs[1];
+        int d = w.Shape[0];
+        x.Backend.RmsNormBackward(x.Span, w.Span, _invRms, dy.AsSpan(0, (int)x.Length), d,
+            GradOf(x) is { } dx ? dx : Span<float>.Empty, GradOf(w) is { } dw ? dw : Span<float>.Empty);
+    }
+}

@@ -1,0 +1,39 @@
+using DeepSeekSharp.Tensors;
+
+namespace DeepSeekSharp.Autograd.Ops;
+
+/// <summary>
+/// Interleaved rotary embedding on dims [offset, offset+ropeDim) of each of <c>groups</c> groups of width
+/// <c>stride</c> in the last dimension (q: one group per head; k_pe: one group). Backward is the inverse rotation.
+/// </summary>
+internal sealed class RopeOp : GradNode
+{
+    private readonly int _groups, _stride, _offset, _ropeDim;
+    private readonly int[] _positions;
+    private readonly float[] _cos, _sin;
+
+    private RopeOp(Tensor x, int groups, int stride, int offset, int ropeDim, int[] positions, float[] cos, float[] sin) : base(x)
+    {
+        (_groups, _stride, _offset, _ropeDim, _positions, _cos, _sin) = (groups, stride, offset, ropeDim, positions, cos, sin);
+    }
+
+    public static Tensor Forward(Tensor x, int groups, int stride, int offset, int ropeDim, int[] positions, float[] cos, float[] sin)
+    {
+        OpBase.CheckLastDim(x, groups * stride, "rope input");
+        int rows = OpBase.Rows(x);
+        if (positions.Length != rows) throw new ArgumentException($"rope: {positions.Length} positions for {rows} rows");
+        var y = Tensor.Empty((int[])x.Shape.Clone());
+        x.Backend.Rope(x.Span, y.Span, rows, groups, stride, offset, ropeDim, positions, cos, sin, inverse: false);
+        return OpBase.Record(y, () => new RopeOp(x, groups, stride, offset, ropeDim, positions, cos, sin), x);
+    }
+
+    public override void Backward(Tensor output, float[] dy)
+    {
+        Tensor x = Inputs[0];
+        if (GradOf(x) is not { } dx) return;
+        int rows = OpBase.Rows(x);
+        var rotated = new float[x.Length];
+        x.Backend.Rope(dy.AsSpan(0, (int)x.Length), rotated, rows, _groups, _stride, _offset, _ropeDim, _positions, _cos, _sin, inverse: true);
+        System.Numerics.Tensors.TensorPrimitives.Add(dx, rotated, dx);
+    }
+}

@@ -1,0 +1,112 @@
+using System.Buffers;
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
+
+namespace DeepSeekSharp.Kernels.Cpu;
+
+/// <summary>The CPU implementation of <see cref="IBackend"/>: vectorised kernels, parallel over rows/heads.</summary>
+public sealed class CpuBackend : IBackend
+{
+    public CpuBackend(int threads) { Threads = Math.Max(1, threads); }
+
+    /// <summary>The default backend: DSS_THREADS if set, else one thread per core.</summary>
+    public static CpuBackend Default { get; } = new(ThreadsFromEnvironment());
+
+    public static int ThreadsFromEnvironment() =>
+        int.TryParse(Environment.GetEnvironmentVariable("DSS_THREADS"), out int t) && t > 0 ? t : Environment.ProcessorCount;
+
+    public string Name => "cpu";
+
+    public int Threads { get; }
+
+    public void Gemm(bool transA, bool transB, int m, int n, int k, float alpha,
+        ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc) =>
+        Sgemm.Multiply(Threads, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+
+    public unsafe void RmsNormForward(ReadOnlySpan<float> x, ReadOnlySpan<float> w, float eps, int d, Span<float> y, Span<float> invRms)
+    {
+        int rows = x.Length / d;
+        fixed (float* px = x) fixed (float* pw = w) fixed (float* py = y) fixed (float* pr = invRms)
+        {
+            nint ix = (nint)px, iw = (nint)pw, iy = (nint)py, ir = (nint)pr;
+            int xl = x.Length;
+            CpuParallel.ForRanges(rows, 64, Threads, (s, e) => NormKernels.RmsNormRows(
+                new ReadOnlySpan<float>((float*)ix, xl), new ReadOnlySpan<float>((float*)iw, d), eps, d,
+                new Span<float>((float*)iy, xl), new Span<float>((float*)ir, rows), s, e));
+        }
+    }
+
+    public unsafe void RmsNormBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ReadOnlySpan<float> invRms, ReadOnlySpan<float> dy, int d,
+        Span<float> dx, Span<float> dw)
+    {
+        int rows = x.Length / d;
+        int xl = x.Length;
+        fixed (float* px = x) fixed (float* pw = w) fixed (float* pr = invRms) fixed (float* pdy = dy) fixed (float* pdx = dx)
+        {
+            nint ix = (nint)px, iw = (nint)pw, ir = (nint)pr, idy = (nint)pdy, idx = (nint)pdx;
+            if (!dx.IsEmpty)
+                CpuParallel.ForRanges(rows, 64, Threads, (s, e) =>
+                {
+                    float[] scratch = ArrayPool<float>.Shared.Rent(d);
+                    NormKernels.RmsNormBackwardRowsDx(new ReadOnlySpan<float>((float*)ix, xl), new ReadOnlySpan<float>((float*)iw, d),
+                        new ReadOnlySpan<float>((float*)ir, rows), new ReadOnlySpan<float>((float*)idy, xl), d,
+                        new Span<float>((float*)idx, xl), scratch.AsSpan(0, d), s, e);
+                    ArrayPool<float>.Shared.Return(scratch);
+                });
+        }
+        if (!dw.IsEmpty)
+        {
+            float[] scratch = ArrayPool<float>.Shared.Rent(d);
+            NormKernels.RmsNormBackwardRowsDw(x, invRms, dy, d, dw, scratch.AsSpan(0, d), 0, rows);
+            ArrayPool<float>.Shared.Return(scratch);
+        }
+    }
+
+    public void SiluMulForward(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y) => ActivationKernels.SiluMul(a, b, y);
+
+    public void SiluMulBackward(ReadOnlySpan<float> a, ReadOnlySpan<float> b, ReadOnlySpan<float> dy, Span<float> da, Span<float> db) =>
+        ActivationKernels.SiluMulBackward(a, b, dy, da, db);
+
+    public void Rope(ReadOnlySpan<float> x, Span<float> y, int rows, int groups, int stride, int offset, int ropeDim,
+        ReadOnlySpan<int> positions, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin, bool inverse) =>
+        RopeKernels.Apply(x, y, groups, stride, offset, ropeDim, positions, cos, sin, inverse, 0, rows);
+
+    public void MlaAttentionForward(in MlaAttentionShape s, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb, ReadOnlySpan<float> kpe,
+        Span<float> o, Span<float> logSumExp) => MlaAttentionKernels.Forward(s, q, kvb, kpe, o, logSumExp, Threads);
+
+    public void MlaAttentionBackward(in MlaAttentionShape s, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb, ReadOnlySpan<float> kpe,
+        ReadOnlySpan<float> logSumExp, ReadOnlySpan<float> dO, Span<float> dq, Span<float> dkvb, Span<float> dkpe) =>
+        MlaAttentionKernels.Backward(s, q, kvb, kpe, logSumExp, dO, dq, dkvb, dkpe, Threads);
+
+    public unsafe double CrossEntropyForward(ReadOnlySpan<float> logits, ReadOnlySpan<int> targets, int v, Span<float> rowLogSumExp)
+    {
+        int rows = targets.Length;
+        double total = 0;
+        object gate = new();
+        fixed (float* pl = logits) fixed (int* pt = targets) fixed (float* pr = rowLogSumExp)
+        {
+            nint il = (nint)pl, it = (nint)pt, ir = (nint)pr;
+            int ll = logits.Length;
+            CpuParallel.ForRanges(rows, 8, Threads, (s, e) =>
+            {
+                double part = CrossEntropyKernels.ForwardRows(new ReadOnlySpan<float>((float*)il, ll), new ReadOnlySpan<int>((int*)it, rows), v,
+                    new Span<float>((float*)ir, rows), s, e);
+                lock (gate) total += part;
+            });
+        }
+        return total;
+    }
+
+    public unsafe void CrossEntropyBackward(ReadOnlySpan<float> logits, ReadOnlySpan<int> targets, int v, ReadOnlySpan<float> rowLogSumExp,
+        float scale, Span<float> dlogits)
+    {
+        int rows = targets.Length;
+        fixed (float* pl = logits) fixed (int* pt = targets) fixed (float* pr = rowLogSumExp) fixed (float* pd = dlogits)
+        {
+            nint il = (nint)pl, it = (nint)pt, ir = (nint)pr, id = (nint)pd;
+            int ll = logits.Length;
+            CpuParallel.ForRanges(rows, 8, Threads, (s, e) => CrossEntropyKernels.BackwardRows(
+                new ReadOnlySpan<float>((float*)il, ll), new ReadOnlySpan<int>((int*)it, rows), v,
+                new ReadOnlySpan<float>((float*)ir, rows), scale, new Span<float>((float*)id, ll), s, e));
+        }
+    }
+}

@@ -1,0 +1,207 @@
+using System.Buffers;
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
+
+namespace DeepSeekSharp.Kernels.Cpu;
+
+/// <summary>
+/// Causal multi-head attention in MLA's training form, computed per (batch, head) in tiles of query rows so no
+/// T×T matrix is ever held (only a tile of <see cref="TileRows"/> × T scores). Keys are assembled per head as
+/// [k_nope ; k_pe] where k_pe is shared by every head (model.md, MLA).
+/// Layouts: q [B, T, H, dn+dr], kvb [B, T, H, dn+dv], kpe [B, T, dr], o [B, T, H, dv], logSumExp [B, H, T].
+/// </summary>
+internal static class MlaAttentionKernels
+{
+    public const int TileRows = 64;
+
+    public static void Forward(in MlaAttentionShape s, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb, ReadOnlySpan<float> kpe,
+        Span<float> o, Span<float> logSumExp, int threads)
+    {
+        var shape = s;
+        unsafe
+        {
+            fixed (float* pq = q) fixed (float* pkvb = kvb) fixed (float* pkpe = kpe) fixed (float* po = o) fixed (float* plse = logSumExp)
+            {
+                nint iq = (nint)pq, ikvb = (nint)pkvb, ikpe = (nint)pkpe, io = (nint)po, ilse = (nint)plse;
+                int qLen = q.Length, kvbLen = kvb.Length, kpeLen = kpe.Length, oLen = o.Length, lseLen = logSumExp.Length;
+                CpuParallel.ForRanges(s.Batch * s.Heads, 1, threads, (start, end) =>
+                {
+                    var scratch = new HeadScratch(shape);
+                    try
+                    {
+                        for (int bh = start; bh < end; bh++)
+                            ForwardHead(shape, bh / shape.Heads, bh % shape.Heads,
+                                new ReadOnlySpan<float>((float*)iq, qLen), new ReadOnlySpan<float>((float*)ikvb, kvbLen),
+                                new ReadOnlySpan<float>((float*)ikpe, kpeLen), new Span<float>((float*)io, oLen),
+                                new Span<float>((float*)ilse, lseLen), scratch);
+                    }
+                    finally { scratch.Return(); }
+                });
+            }
+        }
+    }
+
+    public static void Backward(in MlaAttentionShape s, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb, ReadOnlySpan<float> kpe,
+        ReadOnlySpan<float> logSumExp, ReadOnlySpan<float> dO, Span<float> dq, Span<float> dkvb, Span<float> dkpe, int threads)
+    {
+        var shape = s;
+        int perHeadKpe = s.SeqLen * s.RopeDim;
+        // k_pe is shared by all heads: each head accumulates its own partial, summed afterwards.
+        float[] dkpePartial = ArrayPool<float>.Shared.Rent(s.Batch * s.Heads * perHeadKpe);
+        Array.Clear(dkpePartial, 0, s.Batch * s.Heads * perHeadKpe);
+        try
+        {
+            unsafe
+            {
+                fixed (float* pq = q) fixed (float* pkvb = kvb) fixed (float* pkpe = kpe) fixed (float* plse = logSumExp) fixed (float* pdo = dO)
+                fixed (float* pdq = dq) fixed (float* pdkvb = dkvb)
+                {
+                    nint iq = (nint)pq, ikvb = (nint)pkvb, ikpe = (nint)pkpe, ilse = (nint)plse, ido = (nint)pdo, idq = (nint)pdq, idkvb = (nint)pdkvb;
+                    int qLen = q.Length, kvbLen = kvb.Length, kpeLen = kpe.Length, lseLen = logSumExp.Length, doLen = dO.Length;
+                    CpuParallel.ForRanges(s.Batch * s.Heads, 1, threads, (start, end) =>
+                    {
+                        var scratch = new HeadScratch(shape);
+                        try
+                        {
+                            for (int bh = start; bh < end; bh++)
+                                BackwardHead(shape, bh / shape.Heads, bh % shape.Heads,
+                                    new ReadOnlySpan<float>((float*)iq, qLen), new ReadOnlySpan<float>((float*)ikvb, kvbLen),
+                                    new ReadOnlySpan<float>((float*)ikpe, kpeLen), new ReadOnlySpan<float>((float*)ilse, lseLen),
+                                    new ReadOnlySpan<float>((float*)ido, doLen), new Span<float>((float*)idq, qLen),
+                                    new Span<float>((float*)idkvb, kvbLen), dkpePartial.AsSpan(bh * perHeadKpe, perHeadKpe), scratch);
+                        }
+                        finally { scratch.Return(); }
+                    });
+                }
+            }
+            for (int b = 0; b < s.Batch; b++)
+            {
+                var target = dkpe.Slice(b * perHeadKpe, perHeadKpe);
+                for (int h = 0; h < s.Heads; h++)
+                    TensorPrimitives.Add(target, dkpePartial.AsSpan((b * s.Heads + h) * perHeadKpe, perHeadKpe), target);
+            }
+        }
+        finally { ArrayPool<float>.Shared.Return(dkpePartial); }
+    }
+
+    /// <summary>Per-worker buffers: contiguous Q, K, V of one head and one tile of scores.</summary>
+    private sealed class HeadScratch
+    {
+        public readonly float[] Q, K, V, S, P2, DQ, DK, DV, DO;
+
+        public HeadScratch(in MlaAttentionShape s)
+        {
+            var pool = ArrayPool<float>.Shared;
+            int t = s.SeqLen;
+            Q = pool.Rent(t * s.QDim); K = pool.Rent(t * s.QDim); V = pool.Rent(t * s.VDim);
+            S = pool.Rent(TileRows * t); P2 = pool.Rent(TileRows * t);
+            DQ = pool.Rent(t * s.QDim); DK = pool.Rent(t * s.QDim); DV = pool.Rent(t * s.VDim); DO = pool.Rent(t * s.VDim);
+        }
+
+        public void Return()
+        {
+            var pool = ArrayPool<float>.Shared;
+            foreach (var a in new[] { Q, K, V, S, P2, DQ, DK, DV, DO }) pool.Return(a);
+        }
+    }
+
+    private static void Gather(in MlaAttentionShape s, int b, int h, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb, ReadOnlySpan<float> kpe, HeadScratch w)
+    {
+        int t = s.SeqLen, dq = s.QDim, dn = s.NopeDim, dr = s.RopeDim, dv = s.VDim, kvbDim = s.KvbDim;
+        for (int i = 0; i < t; i++)
+        {
+            long tok = (long)b * t + i;
+            q.Slice((int)((tok * s.Heads + h) * dq), dq).CopyTo(w.Q.AsSpan(i * dq, dq));
+            var kvbRow = kvb.Slice((int)((tok * s.Heads + h) * kvbDim), kvbDim);
+            kvbRow[..dn].CopyTo(w.K.AsSpan(i * dq, dn));
+            kpe.Slice((int)(tok * dr), dr).CopyTo(w.K.AsSpan(i * dq + dn, dr));
+            kvbRow.Slice(dn, dv).CopyTo(w.V.AsSpan(i * dv, dv));
+        }
+    }
+
+    private static void ForwardHead(in MlaAttentionShape s, int b, int h, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb, ReadOnlySpan<float> kpe,
+        Span<float> o, Span<float> lse, HeadScratch w)
+    {
+        int t = s.SeqLen, dq = s.QDim, dv = s.VDim;
+        Gather(s, b, h, q, kvb, kpe, w);
+        for (int r0 = 0; r0 < t; r0 += TileRows)
+        {
+            int rows = Math.Min(TileRows, t - r0);
+            int cols = r0 + rows; // causal: keys 0..r0+rows-1 are all this tile can see
+            // S[rows, cols] = scale · Q_tile · Kᵀ
+            Sgemm.Multiply(1, false, true, rows, cols, dq, s.Scale, w.Q.AsSpan(r0 * dq), dq, w.K, dq, 0f, w.S, cols);
+            for (int r = 0; r < rows; r++)
+            {
+                int i = r0 + r;
+                var row = w.S.AsSpan(r * cols, cols);
+                var live = row[..(i + 1)];
+                float max = TensorPrimitives.Max(live);
+                TensorPrimitives.Subtract(live, max, live);
+                TensorPrimitives.Exp(live, live);
+                float sum = TensorPrimitives.Sum(live);
+                TensorPrimitives.Multiply(live, 1f / sum, live);
+                row[(i + 1)..].Clear();
+                lse[(b * s.Heads + h) * t + i] = max + MathF.Log(sum);
+            }
+            // O_tile[rows, dv] = P · V
+            Sgemm.Multiply(1, false, false, rows, dv, cols, 1f, w.S, cols, w.V, dv, 0f, w.DO, dv);
+            for (int r = 0; r < rows; r++)
+            {
+                long tok = (long)b * t + r0 + r;
+                w.DO.AsSpan(r * dv, dv).CopyTo(o.Slice((int)((tok * s.Heads + h) * dv), dv));
+            }
+        }
+    }
+
+    private static void BackwardHead(in MlaAttentionShape s, int b, int h, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb, ReadOnlySpan<float> kpe,
+        ReadOnlySpan<float> lse, ReadOnlySpan<float> dO, Span<float> dq, Span<float> dkvb, Span<float> dkpeHead, HeadScratch w)
+    {
+        int t = s.SeqLen, dqDim = s.QDim, dn = s.NopeDim, dr = s.RopeDim, dv = s.VDim, kvbDim = s.KvbDim;
+        Gather(s, b, h, q, kvb, kpe, w);
+        for (int i = 0; i < t; i++)
+        {
+            long tok = (long)b * t + i;
+            dO.Slice((int)((tok * s.Heads + h) * dv), dv).CopyTo(w.DO.AsSpan(i * dv, dv));
+        }
+        Array.Clear(w.DK, 0, t * dqDim);
+        Array.Clear(w.DV, 0, t * dv);
+        for (int r0 = 0; r0 < t; r0 += TileRows)
+        {
+            int rows = Math.Min(TileRows, t - r0);
+            int cols = r0 + rows;
+            // Recompute P from the saved log-sum-exp.
+            Sgemm.Multiply(1, false, true, rows, cols, dqDim, s.Scale, w.Q.AsSpan(r0 * dqDim), dqDim, w.K, dqDim, 0f, w.S, cols);
+            // dP[rows, cols] = dO_tile · Vᵀ
+            Sgemm.Multiply(1, false, true, rows, cols, dv, 1f, w.DO.AsSpan(r0 * dv), dv, w.V, dv, 0f, w.P2, cols);
+            for (int r = 0; r < rows; r++)
+            {
+                int i = r0 + r;
+                var p = w.S.AsSpan(r * cols, cols);
+                var dp = w.P2.AsSpan(r * cols, cols);
+                var live = p[..(i + 1)];
+                TensorPrimitives.Subtract(live, lse[(b * s.Heads + h) * t + i], live);
+                TensorPrimitives.Exp(live, live);
+                p[(i + 1)..].Clear();
+                dp[(i + 1)..].Clear();
+                float dsum = TensorPrimitives.Dot(p, dp);
+                // dS = P ⊙ (dP − Σ P·dP), scaled into score space
+                TensorPrimitives.Subtract(dp, dsum, dp);
+                TensorPrimitives.Multiply(dp, p, dp);
+            }
+            // dV += Pᵀ · dO_tile ; dQ_tile = scale · dS · K ; dK += scale · dSᵀ · Q_tile
+            Sgemm.Multiply(1, true, false, cols, dv, rows, 1f, w.S, cols, w.DO.AsSpan(r0 * dv), dv, 1f, w.DV, dv);
+            Sgemm.Multiply(1, false, false, rows, dqDim, cols, s.Scale, w.P2, cols, w.K, dqDim, 0f, w.DQ.AsSpan(r0 * dqDim), dqDim);
+            Sgemm.Multiply(1, true, false, cols, dqDim, rows, s.Scale, w.P2, cols, w.Q.AsSpan(r0 * dqDim), dqDim, 1f, w.DK, dqDim);
+        }
+        for (int i = 0; i < t; i++)
+        {
+            long tok = (long)b * t + i;
+            var dqRow = dq.Slice((int)((tok * s.Heads + h) * dqDim), dqDim);
+            TensorPrimitives.Add(dqRow, w.DQ.AsSpan(i * dqDim, dqDim), dqRow);
+            var dkvbRow = dkvb.Slice((int)((tok * s.Heads + h) * kvbDim), kvbDim);
+            TensorPrimitives.Add(dkvbRow[..dn], w.DK.AsSpan(i * dqDim, dn), dkvbRow[..dn]);
+            TensorPrimitives.Add(dkvbRow.Slice(dn, dv), w.DV.AsSpan(i * dv, dv), dkvbRow.Slice(dn, dv));
+            var kp = dkpeHead.Slice(i * dr, dr);
+            TensorPrimitives.Add(kp, w.DK.AsSpan(i * dqDim + dn, dr), kp);
+        }
+    }
+}

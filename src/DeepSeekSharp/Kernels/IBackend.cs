@@ -1,0 +1,61 @@
+namespace DeepSeekSharp.Kernels;
+
+/// <summary>
+/// The kernels every op is built from. Autograd ops never loop over data themselves: they call these, so a
+/// second backend (CUDA) is one new implementation of this interface. Shapes are row-major; the shape comment
+/// on each parameter names its layout. Implementations must not allocate per call on hot paths.
+/// </summary>
+public interface IBackend
+{
+    string Name { get; }
+
+    /// <summary>C[m,n] = alpha · op(A) · op(B) + beta · C (row-major, op = optional transpose).</summary>
+    void Gemm(bool transA, bool transB, int m, int n, int k, float alpha,
+        ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc);
+
+    /// <summary>y = x · rsqrt(mean(x²)+eps) · w per row; writes 1/rms per row to <paramref name="invRms"/>.</summary>
+    void RmsNormForward(ReadOnlySpan<float> x /* [rows, d] */, ReadOnlySpan<float> w /* [d] */, float eps, int d,
+        Span<float> y /* [rows, d] */, Span<float> invRms /* [rows] */);
+
+    /// <summary>Accumulates dx (if not empty) and dw (if not empty) of RMSNorm.</summary>
+    void RmsNormBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ReadOnlySpan<float> invRms, ReadOnlySpan<float> dy, int d,
+        Span<float> dx, Span<float> dw);
+
+    /// <summary>y = silu(a) ⊙ b.</summary>
+    void SiluMulForward(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y);
+
+    /// <summary>Accumulates da and db of y = silu(a) ⊙ b (either may be empty).</summary>
+    void SiluMulBackward(ReadOnlySpan<float> a, ReadOnlySpan<float> b, ReadOnlySpan<float> dy, Span<float> da, Span<float> db);
+
+    /// <summary>
+    /// Rotates interleaved pairs of <c>x[row, g·stride + offset + 2i, +1]</c> by angle with cos/sin table rows
+    /// <c>positions[row]</c> (table [maxPos, ropeDim/2]); <paramref name="inverse"/> rotates back (the backward).
+    /// Elements outside the rope range are copied unchanged.
+    /// </summary>
+    void Rope(ReadOnlySpan<float> x, Span<float> y, int rows, int groups, int stride, int offset, int ropeDim,
+        ReadOnlySpan<int> positions, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin, bool inverse);
+
+    /// <summary>Causal MLA attention forward; see <see cref="Cpu.MlaAttentionKernels"/> for the layout.</summary>
+    void MlaAttentionForward(in MlaAttentionShape s, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb, ReadOnlySpan<float> kpe,
+        Span<float> o, Span<float> logSumExp);
+
+    void MlaAttentionBackward(in MlaAttentionShape s, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb, ReadOnlySpan<float> kpe,
+        ReadOnlySpan<float> logSumExp, ReadOnlySpan<float> dO, Span<float> dq, Span<float> dkvb, Span<float> dkpe);
+
+    /// <summary>Per-row softmax cross-entropy; returns the summed loss over rows with target ≥ 0.</summary>
+    double CrossEntropyForward(ReadOnlySpan<float> logits /* [rows, v] */, ReadOnlySpan<int> targets, int v, Span<float> rowLogSumExp);
+
+    /// <summary>Accumulates dlogits = scale · (softmax − onehot) for rows with target ≥ 0.</summary>
+    void CrossEntropyBackward(ReadOnlySpan<float> logits, ReadOnlySpan<int> targets, int v, ReadOnlySpan<float> rowLogSumExp,
+        float scale, Span<float> dlogits);
+}
+
+/// <summary>
+/// Shape of one MLA attention call: q [B, T, H, dn+dr] (rope already applied to the last dr), kvb [B, T, H, dn+dv]
+/// (k_nope then v per head), kpe [B, T, dr] (roped, shared by all heads), o [B, T, H, dv], logSumExp [B, H, T].
+/// </summary>
+public readonly record struct MlaAttentionShape(int Batch, int SeqLen, int Heads, int NopeDim, int RopeDim, int VDim, float Scale)
+{
+    public int QDim => NopeDim + RopeDim;
+    public int KvbDim => NopeDim + VDim;
+}

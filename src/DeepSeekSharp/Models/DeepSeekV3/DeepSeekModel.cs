@@ -1,0 +1,111 @@
+using DeepSeekSharp.Autograd;
+using DeepSeekSharp.Nn;
+using DeepSeekSharp.Tensors;
+
+namespace DeepSeekSharp.Models.DeepSeekV3;
+
+/// <summary>Logits of the main head and of each MTP depth, plus the final hidden state.</summary>
+/// <param name="Logits">[B·T, V]</param>
+/// <param name="Hidden">[B·T, H] after model.norm</param>
+/// <param name="MtpLogits">per depth k = 1..D: [B·T, V]; row i of a sequence predicts t_{i+k+1} (valid for i &lt; T−k)</param>
+public sealed record ModelOutput(Tensor Logits, Tensor Hidden, Tensor[] MtpLogits);
+
+/// <summary>
+/// The whole DeepSeek-V3 / V2 model (DeepseekV3ForCausalLM): h0 = embed(tokens); decoder blocks; model.norm;
+/// lm_head; optional MTP depths. Built with <c>materialize: false</c> it has shapes but no storage (inspection
+/// of a 671B config allocates nothing).
+/// </summary>
+public sealed class DeepSeekModel : Module
+{
+    public DeepSeekModel(DeepSeekConfig config, bool materialize)
+    {
+        Config = config;
+        Rope = new YarnRope(config);
+        Inner = Child("model", new Body(config, Rope, materialize));
+        LmHead = Child("lm_head", new Linear(config.HiddenSize, config.VocabSize, materialize));
+    }
+
+    public DeepSeekConfig Config { get; }
+
+    public YarnRope Rope { get; }
+
+    public Body Inner { get; }
+
+    public Linear LmHead { get; }
+
+    public IReadOnlyList<DecoderBlock> Layers => Inner.Blocks;
+
+    public IReadOnlyList<MtpModule> MtpModules => Inner.Mtp;
+
+    /// <summary>Names under which checkpoints store copies of the shared embedding and head for each MTP depth.</summary>
+    public IEnumerable<(string Name, Parameter Shared)> MtpSharedCopies()
+    {
+        for (int k = 0; k < MtpModules.Count; k++)
+        {
+            int layer = Config.NumHiddenLayers + k;
+            yield return ($"model.layers.{layer}.embed_tokens.weight", Inner.EmbedTokens.Weight);
+            yield return ($"model.layers.{layer}.shared_head.head.weight", LmHead.Weight);
+        }
+    }
+
+    /// <param name="tokens">[B·T] token ids</param>
+    /// <param name="batch">geometry and positions</param>
+    /// <param name="mtpDepth">how many MTP depths to run (0 … num_nextn_predict_layers)</param>
+    public ModelOutput Forward(int[] tokens, SequenceBatch batch, int mtpDepth = 0)
+    {
+        if (tokens.Length != batch.Tokens) throw new ArgumentException($"{tokens.Length} tokens for a batch of {batch.Tokens}");
+        if (mtpDepth > MtpModules.Count) throw new DeepSeekSharpException($"the model has {MtpModules.Count} MTP depth(s), {mtpDepth} requested");
+        Tensor h = Inner.EmbedTokens.Forward(tokens);                                      // [B·T, H]
+        foreach (var block in Inner.Blocks) h = block.Forward(h, batch);
+        Tensor hidden = Inner.Norm.Forward(h);
+        Tensor logits = LmHead.Forward(hidden);                                            // [B·T, V]
+        var mtpLogits = new Tensor[mtpDepth];
+        Tensor previous = hidden; // h⁰ is taken AFTER model.norm, as the serving engines feed real checkpoints
+        for (int k = 1; k <= mtpDepth; k++)
+        {
+            var module = MtpModules[k - 1];
+            Tensor embedded = Inner.EmbedTokens.Forward(ShiftTokens(tokens, batch, k));
+            previous = module.Forward(embedded, previous, batch);
+            mtpLogits[k - 1] = LmHead.Forward(module.SharedHeadNorm.Forward(previous));
+        }
+        return new ModelOutput(logits, hidden, mtpLogits);
+    }
+
+    /// <summary>Row i of each sequence gets t_{i+k}; rows past the end get token 0 (causality keeps them out of valid rows).</summary>
+    public static int[] ShiftTokens(int[] tokens, SequenceBatch batch, int k)
+    {
+        var shifted = new int[tokens.Length];
+        for (int b = 0; b < batch.Batch; b++)
+            for (int i = 0; i < batch.SeqLen; i++)
+                shifted[b * batch.SeqLen + i] = i + k < batch.SeqLen ? tokens[b * batch.SeqLen + i + k] : 0;
+        return shifted;
+    }
+
+    /// <summary>Targets for depth k (0 = main head): row i predicts t_{i+k+1}; −1 where that is past the end.</summary>
+    public static int[] Targets(int[] tokens, SequenceBatch batch, int k)
+    {
+        var targets = new int[tokens.Length];
+        for (int b = 0; b < batch.Batch; b++)
+            for (int i = 0; i < batch.SeqLen; i++)
+                targets[b * batch.SeqLen + i] = i + k + 1 < batch.SeqLen ? tokens[b * batch.SeqLen + i + k + 1] : -1;
+        return targets;
+    }
+
+    /// <summary>The model's "model." subtree: embeddings, decoder blocks then MTP layers, final norm.</summary>
+    public sealed class Body : Module
+    {
+        public Body(DeepSeekConfig c, YarnRope rope, bool materialize)
+        {
+            EmbedTokens = Child("embed_tokens", new Embedding(c.VocabSize, c.HiddenSize, materialize));
+            var layers = Child("layers", new ModuleList<Module>());
+            for (int l = 0; l < c.NumHiddenLayers; l++) Blocks.Add((DecoderBlock)layers.Add(new DecoderBlock(c, rope, c.IsMoeLayer(l), materialize)));
+            for (int k = 0; k < c.NumNextnPredictLayers; k++) Mtp.Add((MtpModule)layers.Add(new MtpModule(c, rope, materialize)));
+            Norm = Child("norm", new RmsNorm(c.HiddenSize, c.RmsNormEps, materialize));
+        }
+
+        public Embedding EmbedTokens { get; }
+        public List<DecoderBlock> Blocks { get; } = [];
+        public List<MtpModule> Mtp { get; } = [];
+        public RmsNorm Norm { get; }
+    }
+}

@@ -1,0 +1,115 @@
+using DeepSeekSharp.Autograd;
+using DeepSeekSharp.Nn;
+using DeepSeekSharp.Tensors;
+
+namespace DeepSeekSharp.Models.DeepSeekV3;
+
+/// <summary>
+/// The MoE router (model.md, DeepSeekMoE): affinity scores s = sigmoid or softmax of gate·x (fp32, never
+/// quantised), selection by s + e_score_correction_bias (noaux_tc: the bias steers selection only), optional
+/// group-limited routing, then top-k. Ties always go to the lower expert (or group) index.
+/// </summary>
+public sealed class Gate : Module
+{
+    private readonly DeepSeekConfig _c;
+
+    public Gate(DeepSeekConfig c, bool materialize)
+    {
+        _c = c;
+        int e = c.NRoutedExperts!.Value;
+        Weight = Param("weight", new Parameter([e, c.HiddenSize], materialize));
+        if (c.TopkMethod == "noaux_tc")
+            ScoreCorrectionBias = Buffer("e_score_correction_bias", materialize ? Tensor.Zeros(e) : Tensor.Meta(e));
+    }
+
+    /// <summary>[E, H]</summary>
+    public Parameter Weight { get; }
+
+    /// <summary>[E] selection bias (state, not a parameter: updated by the balancing rule, not the optimizer).</summary>
+    public Tensor? ScoreCorrectionBias { get; }
+
+    public int Experts => _c.NRoutedExperts!.Value;
+
+    public int TopK => _c.NumExpertsPerTok!.Value;
+
+    /// <summary>Tokens routed to each expert by the last forward (for bias balancing and MaxVio).</summary>
+    public long[] LastExpertCounts { get; private set; } = [];
+
+    /// <summary>Scores [N, E] (differentiable), chosen experts [N·k] and their weights [N, k] (differentiable).</summary>
+    public (Tensor Scores, int[] Indices, Tensor Weights) Forward(Tensor x)
+    {
+        Tensor logits = Functional.Linear(x, Weight);                                          // [N, E]
+        Tensor scores = _c.ScoringFunc == "sigmoid" ? Functional.Sigmoid(logits) : Functional.Softmax(logits);
+        int[] idx = Select(scores.Span, OptionalBias());
+        Tensor w = Functional.RouteWeights(scores, idx, TopK, _c.NormTopkProb == true, _c.RoutedScalingFactor ?? 1f);
+        var counts = new long[Experts];
+        foreach (int e in idx) counts[e]++;
+        LastExpertCounts = counts;
+        return (scores, idx, w);
+    }
+
+    private ReadOnlySpan<float> OptionalBias() => ScoreCorrectionBias is { IsMeta: false } b ? b.Span : ReadOnlySpan<float>.Empty;
+
+    /// <summary>Chooses k experts per token from scores [N, E]; returns [N·k], best first.</summary>
+    public int[] Select(ReadOnlySpan<float> scores, ReadOnlySpan<float> bias)
+    {
+        int e = Experts, k = TopK, n = scores.Length / e;
+        int groups = _c.NGroup ?? 1, keepGroups = _c.TopkGroup ?? groups;
+        bool grouped = groups > 1 && keepGroups < groups && _c.TopkMethod is "noaux_tc" or "group_limited_greedy";
+        int perGroup = e / groups;
+        var result = new int[n * k];
+        Span<float> sel = e <= 1024 ? stackalloc float[e] : new float[e];
+        Span<float> groupScore = stackalloc float[groups];
+        Span<bool> taken = groups <= 1024 ? stackalloc bool[groups] : new bool[groups];
+        for (int t = 0; t < n; t++)
+        {
+            var s = scores.Slice(t * e, e);
+            for (int i = 0; i < e; i++) sel[i] = bias.IsEmpty ? s[i] : s[i] + bias[i];
+            if (grouped)
+            {
+                for (int g = 0; g < groups; g++)
+                {
+                    if (_c.TopkMethod == "noaux_tc")
+                    {
+                        var gs = sel.Slice(g * perGroup, perGroup);
+                        int a = ArgMax(gs, -1);
+                        int b = ArgMax(gs, a);
+                        groupScore[g] = gs[a] + gs[b];
+                    }
+                    else
+                    {
+                        groupScore[g] = s[g * perGroup + ArgMax(s.Slice(g * perGroup, perGroup), -1)];
+                    }
+                }
+                taken.Clear();
+                for (int j = 0; j < keepGroups; j++)
+                {
+                    int best = -1;
+                    for (int g = 0; g < groups; g++)
+                        if (!taken[g] && (best < 0 || groupScore[g] > groupScore[best])) best = g;
+                    taken[best] = true;
+                }
+                for (int g = 0; g < groups; g++)
+                    if (!taken[g]) sel.Slice(g * perGroup, perGroup).Fill(float.NegativeInfinity);
+            }
+            for (int j = 0; j < k; j++)
+            {
+                int best = -1;
+                for (int i = 0; i < e; i++)
+                    if (sel[i] != float.NegativeInfinity || best < 0)
+                        if (best < 0 || sel[i] > sel[best]) best = i;
+                result[t * k + j] = best;
+                sel[best] = float.NegativeInfinity;
+            }
+        }
+        return result;
+    }
+
+    private static int ArgMax(ReadOnlySpan<float> v, int exclude)
+    {
+        int best = -1;
+        for (int i = 0; i < v.Length; i++)
+            if (i != exclude && (best < 0 || v[i] > v[best])) best = i;
+        return best;
+    }
+}

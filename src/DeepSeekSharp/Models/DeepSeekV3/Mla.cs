@@ -1,0 +1,74 @@
+using DeepSeekSharp.Autograd;
+using DeepSeekSharp.Kernels;
+using DeepSeekSharp.Nn;
+using DeepSeekSharp.Tensors;
+
+namespace DeepSeekSharp.Models.DeepSeekV3;
+
+/// <summary>
+/// Multi-head Latent Attention, training form (model.md, MLA): queries through the q LoRA (or q_proj), keys and
+/// values from the compressed latent c_kv = kv_a_layernorm(kv_a[:dc]) via kv_b_proj, plus one roped key k_pe
+/// shared by all heads.
+/// </summary>
+public sealed class Mla : Module
+{
+    private readonly DeepSeekConfig _c;
+    private readonly YarnRope _rope;
+
+    public Mla(DeepSeekConfig c, YarnRope rope, bool materialize)
+    {
+        _c = c;
+        _rope = rope;
+        int n = c.NumAttentionHeads, h = c.HiddenSize;
+        if (c.HasQLora)
+        {
+            QAProj = Child("q_a_proj", new Linear(h, c.QLoraRank!.Value, materialize));
+            QALayerNorm = Child("q_a_layernorm", new RmsNorm(c.QLoraRank!.Value, c.RmsNormEps, materialize));
+            QBProj = Child("q_b_proj", new Linear(c.QLoraRank!.Value, n * c.QkHeadDim, materialize));
+        }
+        else
+        {
+            QProj = Child("q_proj", new Linear(h, n * c.QkHeadDim, materialize));
+        }
+        KvAProjWithMqa = Child("kv_a_proj_with_mqa", new Linear(h, c.KvLoraRank + c.QkRopeHeadDim, materialize));
+        KvALayerNorm = Child("kv_a_layernorm", new RmsNorm(c.KvLoraRank, c.RmsNormEps, materialize));
+        KvBProj = Child("kv_b_proj", new Linear(c.KvLoraRank, n * (c.QkNopeHeadDim + c.VHeadDim), materialize));
+        OProj = Child("o_proj", new Linear(n * c.VHeadDim, h, materialize));
+    }
+
+    public Linear? QProj { get; }
+    public Linear? QAProj { get; }
+    public RmsNorm? QALayerNorm { get; }
+    public Linear? QBProj { get; }
+    public Linear KvAProjWithMqa { get; }
+    public RmsNorm KvALayerNorm { get; }
+    public Linear KvBProj { get; }
+    public Linear OProj { get; }
+
+    /// <param name="x">[B·T, H]</param>
+    /// <param name="batch">geometry and positions</param>
+    /// <returns>[B·T, H]</returns>
+    public Tensor Forward(Tensor x, SequenceBatch batch)
+    {
+        var c = _c;
+        int n = c.NumAttentionHeads, dn = c.QkNopeHeadDim, dr = c.QkRopeHeadDim, dc = c.KvLoraRank;
+        var (cos, sin) = _rope.Tables(MaxPosition(batch) + 1);
+
+        Tensor q = QProj is not null ? QProj.Forward(x) : QBProj!.Forward(QALayerNorm!.Forward(QAProj!.Forward(x))); // [B·T, n·(dn+dr)]
+        q = Functional.Rope(q, n, dn + dr, dn, dr, batch.Positions, cos, sin);
+        Tensor kvA = KvAProjWithMqa.Forward(x);                                          // [B·T, dc+dr]
+        Tensor cKv = KvALayerNorm.Forward(Functional.SliceLast(kvA, 0, dc));             // [B·T, dc]
+        Tensor kPe = Functional.Rope(Functional.SliceLast(kvA, dc, dr), 1, dr, 0, dr, batch.Positions, cos, sin); // [B·T, dr]
+        Tensor kvb = KvBProj.Forward(cKv);                                               // [B·T, n·(dn+dv)]
+        var shape = new MlaAttentionShape(batch.Batch, batch.SeqLen, n, dn, dr, c.VHeadDim, _rope.SoftmaxScale);
+        Tensor o = Functional.MlaAttention(q, kvb, kPe, shape);                          // [B·T, n·dv]
+        return OProj.Forward(o);
+    }
+
+    private static int MaxPosition(SequenceBatch batch)
+    {
+        int max = 0;
+        foreach (int p in batch.Positions) if (p > max) max = p;
+        return max;
+    }
+}

@@ -1,0 +1,24 @@
+using DeepSeekSharp.Autograd;
+using DeepSeekSharp.Nn;
+using DeepSeekSharp.Tensors;
+
+namespace DeepSeekSharp.Models.DeepSeekV3;
+
+/// <summary>SwiGLU MLP: down_proj(silu(gate_proj(x)) ⊙ up_proj(x)). Dense layers, routed and shared experts.</summary>
+public sealed class Mlp : Module
+{
+    public Mlp(int hidden, int intermediate, bool materialize)
+    {
+        GateProj = Child("gate_proj", new Linear(hidden, intermediate, materialize));
+        UpProj = Child("up_proj", new Linear(hidden, intermediate, materialize));
+        DownProj = Child("down_proj", new Linear(intermediate, hidden, materialize));
+    }
+
+    public Linear GateProj { get; }
+    public Linear UpProj { get; }
+    public Linear DownProj { get; }
+
+    /// <param name="x">[N, H]</param>
+    /// <returns>[N, H]</returns>
+    public Tensor Forward(Tensor x) => DownProj.Forward(Functional.SiluMul(GateProj.Forward(x), UpProj.Forward(x)));
+}

@@ -1,0 +1,44 @@
+using DeepSeekSharp.Autograd;
+using DeepSeekSharp.Tensors;
+
+namespace DeepSeekSharp.Nn;
+
+/// <summary>
+/// A bias-free linear layer y = x·Wᵀ with W [out, in] (HF layout). Every projection of the model is one of
+/// these, so precision (FP8) and adapters (LoRA) are decided in one place: <see cref="Adapter"/> lets a wrapper
+/// add to or replace the output without the owning module knowing.
+/// </summary>
+public sealed class Linear : Module
+{
+    public Linear(int inFeatures, int outFeatures, bool materialize)
+    {
+        InFeatures = inFeatures;
+        OutFeatures = outFeatures;
+        Weight = Param("weight", new Parameter([outFeatures, inFeatures], materialize));
+    }
+
+    public int InFeatures { get; }
+
+    public int OutFeatures { get; }
+
+    /// <summary>[out, in]</summary>
+    public Parameter Weight { get; }
+
+    /// <summary>Optional hook (LoRA, quantised compute); null means the plain fp32 product.</summary>
+    public ILinearAdapter? Adapter { get; set; }
+
+    /// <param name="x">[.., in]</param>
+    /// <returns>[.., out]</returns>
+    public Tensor Forward(Tensor x)
+    {
+        var y = Functional.Linear(x, Weight);
+        return Adapter is null ? y : Adapter.Forward(this, x, y);
+    }
+}
+
+/// <summary>Extends a <see cref="Linear"/> (LoRA adds B·A·x; other adapters may change the compute).</summary>
+public interface ILinearAdapter
+{
+    /// <summary>Given the layer, its input and its base output, returns the final output.</summary>
+    Tensor Forward(Linear layer, Tensor input, Tensor baseOutput);
+}

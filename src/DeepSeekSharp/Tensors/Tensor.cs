@@ -1,0 +1,89 @@
+using DeepSeekSharp.Autograd;
+using DeepSeekSharp.Kernels;
+using DeepSeekSharp.Kernels.Cpu;
+
+namespace DeepSeekSharp.Tensors;
+
+/// <summary>
+/// A dense, row-major fp32 tensor. Storage lives on a backend (the CPU backend keeps a managed array);
+/// a "meta" tensor has a shape but no storage, so a 671B-parameter model can be built for inspection.
+/// When <see cref="RequiresGrad"/> is set and grad mode is on, ops record a <see cref="GradNode"/> so that
+/// <see cref="Backprop.Backward"/> can fill <see cref="Grad"/>.
+/// </summary>
+public class Tensor
+{
+    private float[]? _data;
+
+    public Tensor(int[] shape, float[]? data, IBackend? backend = null)
+    {
+        Shape = shape;
+        Length = ShapeUtil.Numel(shape);
+        if (data is not null && data.Length < Length)
+            throw new ArgumentException($"data has {data.Length} elements, shape [{string.Join(", ", shape)}] needs {Length}");
+        _data = data;
+        Backend = backend ?? CpuBackend.Default;
+    }
+
+    /// <summary>Allocates uninitialised storage (callers overwrite every element).</summary>
+    public static Tensor Empty(params int[] shape) =>
+        new(shape, GC.AllocateUninitializedArray<float>(checked((int)ShapeUtil.Numel(shape))));
+
+    public static Tensor Zeros(params int[] shape) => new(shape, new float[checked((int)ShapeUtil.Numel(shape))]);
+
+    public static Tensor Meta(params int[] shape) => new(shape, null);
+
+    public static Tensor FromArray(float[] data, params int[] shape) => new(shape, data);
+
+    public int[] Shape { get; }
+
+    public int Rank => Shape.Length;
+
+    /// <summary>Number of elements.</summary>
+    public long Length { get; }
+
+    public IBackend Backend { get; }
+
+    public bool IsMeta => _data is null;
+
+    /// <summary>The storage array; may be longer than <see cref="Length"/> when pooled.</summary>
+    public float[] Data => _data ?? throw new InvalidOperationException("tensor has no storage (meta tensor)");
+
+    public Span<float> Span => Data.AsSpan(0, checked((int)Length));
+
+    public bool RequiresGrad { get; set; }
+
+    /// <summary>Accumulated gradient (same length as the tensor), allocated on first use by backward.</summary>
+    public float[]? Grad { get; set; }
+
+    /// <summary>The op that produced this tensor, when it was recorded for backward.</summary>
+    internal GradNode? GradFn { get; set; }
+
+    public int Dim(int axis) => Shape[axis < 0 ? Shape.Length + axis : axis];
+
+    /// <summary>Gives this tensor storage (used for meta tensors that get materialised, e.g. on load).</summary>
+    public void Materialize(float[]? data = null)
+    {
+        _data = data ?? new float[checked((int)Length)];
+    }
+
+    /// <summary>Drops storage and gradient (turning the tensor back into a meta tensor).</summary>
+    public void Release()
+    {
+        _data = null;
+        Grad = null;
+    }
+
+    public void ZeroGrad()
+    {
+        if (Grad is not null) Array.Clear(Grad);
+    }
+
+    /// <summary>The same storage seen with another shape of equal element count (no copy, no grad link).</summary>
+    public Tensor ViewAs(params int[] shape)
+    {
+        if (ShapeUtil.Numel(shape) != Length) throw new ArgumentException("view must keep the element count");
+        return new Tensor(shape, _data, Backend);
+    }
+
+    public override string ToString() => $"Tensor[{string.Join(", ", Shape)}]";
+}

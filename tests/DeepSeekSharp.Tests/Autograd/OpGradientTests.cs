@@ -1,0 +1,99 @@
+using DeepSeekSharp.Autograd;
+using DeepSeekSharp.Kernels;
+using DeepSeekSharp.Tensors;
+
+namespace DeepSeekSharp.Tests.Autograd;
+
+/// <summary>Finite-difference checks of every op's backward.</summary>
+public class OpGradientTests
+{
+    private static readonly Random Rng = new(42);
+
+    [Fact]
+    public void Linear() 
+    {
+        var x = GradCheck.Random(Rng, 1, 5, 7); var w = GradCheck.Random(Rng, 1, 3, 7);
+        GradCheck.Check(() => Functional.Linear(x, w), [x, w]);
+    }
+
+    [Fact]
+    public void RmsNorm()
+    {
+        var x = GradCheck.Random(Rng, 1, 4, 16); var w = GradCheck.Random(Rng, 1, 16);
+        GradCheck.Check(() => Functional.RmsNorm(x, w, 1e-6f), [x, w]);
+    }
+
+    [Fact]
+    public void SiluMulAndAdd()
+    {
+        var a = GradCheck.Random(Rng, 2, 3, 9); var b = GradCheck.Random(Rng, 2, 3, 9);
+        GradCheck.Check(() => Functional.Add(Functional.SiluMul(a, b), a), [a, b]);
+    }
+
+    [Fact]
+    public void SigmoidAndSoftmax()
+    {
+        var a = GradCheck.Random(Rng, 2, 3, 6);
+        GradCheck.Check(() => Functional.Sigmoid(a), [a]);
+        GradCheck.Check(() => Functional.Softmax(a), [a]);
+    }
+
+    [Fact]
+    public void SliceConcatReshapeGather()
+    {
+        var a = GradCheck.Random(Rng, 1, 4, 6); var b = GradCheck.Random(Rng, 1, 4, 2);
+        GradCheck.Check(() => Functional.GatherRows(Functional.Reshape(Functional.ConcatLast(Functional.SliceLast(a, 1, 3), b), 4, 5), [3, 0, 3, 2]), [a, b]);
+    }
+
+    [Fact]
+    public void Embedding()
+    {
+        var w = GradCheck.Random(Rng, 1, 10, 4);
+        GradCheck.Check(() => Functional.Embedding(w, [1, 7, 1, 9]), [w]);
+    }
+
+    [Fact]
+    public void Rope()
+    {
+        int rows = 5, heads = 2, stride = 6, offset = 2, dr = 4;
+        var x = GradCheck.Random(Rng, 1, rows, heads * stride);
+        var cos = new float[8 * dr / 2]; var sin = new float[8 * dr / 2];
+        for (int p = 0; p < 8; p++) for (int i = 0; i < dr / 2; i++) { cos[p * 2 + i] = MathF.Cos(p * (i + 1) * 0.3f); sin[p * 2 + i] = MathF.Sin(p * (i + 1) * 0.3f); }
+        GradCheck.Check(() => Functional.Rope(x, heads, stride, offset, dr, [0, 1, 2, 7, 3], cos, sin), [x]);
+    }
+
+    [Theory]
+    [InlineData(1, 5)]
+    [InlineData(2, 70)] // longer than one 64-row tile
+    public void MlaAttention(int batch, int seq)
+    {
+        var s = new MlaAttentionShape(batch, seq, 2, 3, 2, 4, 0.4f);
+        var q = GradCheck.Random(Rng, 1, batch * seq, s.Heads * s.QDim);
+        var kvb = GradCheck.Random(Rng, 1, batch * seq, s.Heads * s.KvbDim);
+        var kpe = GradCheck.Random(Rng, 1, batch * seq, s.RopeDim);
+        GradCheck.Check(() => Functional.MlaAttention(q, kvb, kpe, s), [q, kvb, kpe]);
+    }
+
+    [Fact]
+    public void CrossEntropyAndWeightedSum()
+    {
+        var z = GradCheck.Random(Rng, 2, 4, 7); var z2 = GradCheck.Random(Rng, 2, 3, 7);
+        GradCheck.Check(() => Functional.WeightedSum([Functional.CrossEntropy(z, [1, -1, 6, 0]), Functional.CrossEntropy(z2, [2, 2, -1])], [1f, 0.3f]), [z, z2]);
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void RouteWeightsAndCombine(bool normalize)
+    {
+        var scores = GradCheck.Random(Rng, 1, 3, 4);
+        for (int i = 0; i < scores.Length; i++) scores.Data[i] = Math.Abs(scores.Data[i]) + 0.1f;
+        var e0 = GradCheck.Random(Rng, 1, 2, 5); var e1 = GradCheck.Random(Rng, 1, 3, 5);
+        int[] idx = [0, 2, 2, 1, 0, 2];
+        GradCheck.Check(() =>
+        {
+            var w = Functional.RouteWeights(scores, idx, 2, normalize, 2.5f);
+            return Functional.MoeCombine(w, [e0, e1], [[0, 2], [0, 1, 2]], [[0, 1], [1, 0, 1]], 5);
+        }, [scores, e0, e1]);
+    }
+}
