@@ -1,0 +1,108 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using DeepSeekSharp.Autograd;
+using DeepSeekSharp.Kernels.Cpu;
+using DeepSeekSharp.Models.DeepSeekV3;
+using DeepSeekSharp.Optim;
+using DeepSeekSharp.Training;
+
+namespace DeepSeekSharp.Cli.Commands;
+
+/// <summary><c>dss bench gemm|train</c>: kernel and whole-step throughput on this machine.</summary>
+internal static class BenchCommand
+{
+    public static Command Create()
+    {
+        var cmd = new Command("bench", "Measure GEMM GFLOP/s or training/forward tokens per second");
+        cmd.Subcommands.Add(Gemm());
+        cmd.Subcommands.Add(Train());
+        return cmd;
+    }
+
+    private static Command Gemm()
+    {
+        var m = new Option<int>("--m") { Description = "rows of A and C", Required = true };
+        var n = new Option<int>("--n") { Description = "columns of B and C", Required = true };
+        var k = new Option<int>("--k") { Description = "inner dimension", Required = true };
+        var threads = new Option<int>("--threads") { Description = "worker threads (default: all cores)", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var iterations = new Option<int>("--iterations") { Description = "timed repetitions (median reported)", DefaultValueFactory = _ => 20 };
+        var json = new Option<bool>("--json") { Description = "print one JSON line" };
+        var cmd = new Command("gemm", "SGEMM C[m,n] = A[m,k]·B[k,n] GFLOP/s (median of repetitions after warm-up)") { m, n, k, threads, iterations, json };
+        cmd.SetAction(r => CliCommon.Run(() =>
+        {
+            int mm = r.GetValue(m), nn = r.GetValue(n), kk = r.GetValue(k), t = r.GetValue(threads), it = r.GetValue(iterations);
+            if (mm <= 0 || nn <= 0 || kk <= 0 || t <= 0 || it <= 0) throw new DeepSeekSharpException("--m, --n, --k, --threads and --iterations must be positive");
+            var res = GemmBenchmark.Run(mm, nn, kk, t, warmup: 3, iterations: it);
+            Console.WriteLine(r.GetValue(json)
+                ? JsonSerializer.Serialize(new { m = mm, n = nn, k = kk, threads = t, seconds_median = res.MedianSeconds, gflops = res.GFlops })
+                : string.Create(CultureInfo.InvariantCulture, $"sgemm {mm}x{nn}x{kk}, {t} thread(s): {res.GFlops:F1} GFLOP/s (median {res.MedianSeconds * 1e3:F3} ms)"));
+            return 0;
+        }));
+        return cmd;
+    }
+
+    private static Command Train()
+    {
+        var model = new Option<string>("--model") { Description = "folder with at least config.json (random init when it has no weights)", Required = true };
+        var batch = new Option<int>("--batch") { Description = "sequences per step", Required = true };
+        var seq = new Option<int>("--seq") { Description = "tokens per sequence", Required = true };
+        var steps = new Option<int>("--steps") { Description = "timed steps", DefaultValueFactory = _ => 5 };
+        var warmup = new Option<int>("--warmup") { Description = "untimed warm-up steps", DefaultValueFactory = _ => 2 };
+        var threads = new Option<int>("--threads") { Description = "worker threads (sets DSS_THREADS for this run)", DefaultValueFactory = _ => 0 };
+        var mode = new Option<string>("--mode") { Description = "train (forward, backward, AdamW) or fwd (forward only)", DefaultValueFactory = _ => "train" };
+        mode.AcceptOnlyFromAmong("train", "fwd");
+        var json = new Option<bool>("--json") { Description = "last line is {tokens_per_s, step_s_median, peak_rss_mb, gflops}" };
+        var cmd = new Command("train", "Time training steps (or forward passes) on random tokens") { model, batch, seq, steps, warmup, threads, mode, json };
+        cmd.SetAction(r => CliCommon.Run(() =>
+        {
+            string dir = r.GetValue(model)!;
+            int b = r.GetValue(batch), t = r.GetValue(seq), n = r.GetValue(steps), w = r.GetValue(warmup);
+            if (b <= 0 || t <= 1 || n <= 0 || w < 0) throw new DeepSeekSharpException("--batch, --steps must be positive, --seq > 1, --warmup ≥ 0");
+            if (r.GetValue(threads) > 0) Environment.SetEnvironmentVariable("DSS_THREADS", r.GetValue(threads).ToString(CultureInfo.InvariantCulture));
+            DeepSeekModel m;
+            if (ModelCheckpoint.HasWeights(dir)) m = ModelCheckpoint.Load(dir);
+            else
+            {
+                m = new DeepSeekModel(DeepSeekConfig.Load(ModelCheckpoint.ConfigPath(dir)), materialize: true);
+                ModelInit.InitializeRandom(m, 0);
+            }
+            bool train = r.GetValue(mode) == "train";
+            var opt = new AdamW(m.NamedParameters());
+            var rng = new Random(1);
+            var batchGeom = SequenceBatch.Training(b, t);
+            var times = new List<double>();
+            for (int s = 0; s < w + n; s++)
+            {
+                var ids = new int[b * t];
+                for (int i = 0; i < ids.Length; i++) ids[i] = rng.Next(m.Config.VocabSize);
+                var sw = Stopwatch.StartNew();
+                if (train)
+                {
+                    m.ZeroGrad();
+                    var loss = LanguageModelLoss.Compute(m, ids, batchGeom, 0f, 0);
+                    Backprop.Backward(loss.Total);
+                    opt.Update(1e-4f);
+                }
+                else
+                {
+                    using (GradMode.NoGrad()) m.Forward(ids, batchGeom);
+                }
+                sw.Stop();
+                if (s >= w) times.Add(sw.Elapsed.TotalSeconds);
+                if (!r.GetValue(json)) Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"step {s + 1}/{w + n}{(s < w ? " (warm-up)" : "")}: {sw.Elapsed.TotalSeconds:F3} s"));
+            }
+            times.Sort();
+            double median = times[times.Count / 2];
+            double tokensPerS = b * t / median;
+            double flopsPerToken = TrainingFlops.PerToken(m.Config, t) * (train ? 3 : 1);
+            long peakMb = Process.GetCurrentProcess().PeakWorkingSet64 / (1024 * 1024);
+            var result = new { tokens_per_s = Math.Round(tokensPerS, 1), step_s_median = Math.Round(median, 4), peak_rss_mb = peakMb, gflops = Math.Round(tokensPerS * flopsPerToken / 1e9, 1) };
+            Console.WriteLine(r.GetValue(json) ? JsonSerializer.Serialize(result)
+                : string.Create(CultureInfo.InvariantCulture, $"{(train ? "train" : "forward")}: {result.tokens_per_s} tokens/s, median step {median:F3} s, peak RSS {peakMb} MB, {result.gflops} GFLOP/s useful"));
+            return 0;
+        }));
+        return cmd;
+    }
+}

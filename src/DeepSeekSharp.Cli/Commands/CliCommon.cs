@@ -1,0 +1,63 @@
+using System.CommandLine;
+using System.Globalization;
+
+namespace DeepSeekSharp.Cli.Commands;
+
+/// <summary>Shared option parsing and the one place user errors become a one-line message and exit code 1.</summary>
+internal static class CliCommon
+{
+    public static Option<string> ModelOption() => new("--model")
+    {
+        Description = "Hugging Face model folder (config.json + safetensors)",
+        Required = true,
+    };
+
+    public static Option<string> TokensOption() => new("--tokens")
+    {
+        Description = "comma-separated token ids, e.g. 1,2,3",
+        Required = true,
+    };
+
+    public static Option<string> OutOption(string what) => new("--out") { Description = what, Required = true };
+
+    /// <summary>Runs a command body; a user-facing error prints "error: ..." on one line and exits 1.</summary>
+    public static int Run(Func<int> body)
+    {
+        try
+        {
+            return body();
+        }
+        catch (DeepSeekSharpException e)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 1;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException or OverflowException)
+        {
+            Console.Error.WriteLine($"error: {e.Message.ReplaceLineEndings(" ")}");
+            return 1;
+        }
+        catch (OutOfMemoryException)
+        {
+            Console.Error.WriteLine("error: out of memory");
+            return 1;
+        }
+    }
+
+    public static int[] ParseTokens(string text)
+    {
+        var parts = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        if (parts.Length == 0) throw new DeepSeekSharpException("--tokens: no token ids given");
+        var ids = new int[parts.Length];
+        for (int i = 0; i < parts.Length; i++)
+            if (!int.TryParse(parts[i], NumberStyles.Integer, CultureInfo.InvariantCulture, out ids[i]) || ids[i] < 0)
+                throw new DeepSeekSharpException($"--tokens: '{parts[i]}' is not a non-negative integer token id");
+        return ids;
+    }
+
+    public static void CheckTokens(int[] ids, int vocab)
+    {
+        foreach (int id in ids)
+            if (id >= vocab) throw new DeepSeekSharpException($"--tokens: token id {id} is outside the vocabulary [0, {vocab})");
+    }
+}

@@ -1,0 +1,24 @@
+using System.CommandLine;
+using System.Text.Json;
+using DeepSeekSharp.Models.DeepSeekV3;
+
+namespace DeepSeekSharp.Cli.Commands;
+
+/// <summary><c>dss inspect</c>: architecture summary and parameter counts, from config.json alone if need be.</summary>
+internal static class InspectCommand
+{
+    public static Command Create()
+    {
+        var model = new Option<string>("--model") { Description = "model folder, or a config.json (weights are not needed)", Required = true };
+        var json = new Option<bool>("--json") { Description = "print one JSON object instead of text" };
+        var cmd = new Command("inspect", "Summarise a model's architecture and count its parameters (total and activated per token)") { model, json };
+        cmd.SetAction(r => CliCommon.Run(() =>
+        {
+            var m = ModelCheckpoint.LoadMeta(r.GetValue(model)!);
+            var summary = ModelSummary.Of(m);
+            Console.WriteLine(r.GetValue(json) ? JsonSerializer.Serialize(summary) : summary.ToText());
+            return 0;
+        }));
+        return cmd;
+    }
+}

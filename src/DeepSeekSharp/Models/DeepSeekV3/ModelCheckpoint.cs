@@ -1,0 +1,69 @@
+using DeepSeekSharp.IO.HfCheckpoint;
+using DeepSeekSharp.Tensors;
+
+namespace DeepSeekSharp.Models.DeepSeekV3;
+
+/// <summary>
+/// Reads and writes a <see cref="DeepSeekModel"/> as a Hugging Face folder (formats.md): config.json plus
+/// safetensors (single or sharded; F32, BF16, F16 or DeepSeek FP8 with 128×128 block scales, dequantised on load).
+/// </summary>
+public static class ModelCheckpoint
+{
+    public static string ConfigPath(string path) =>
+        Directory.Exists(path) ? Path.Combine(path, "config.json") : path;
+
+    /// <summary>Whether <paramref name="dir"/> holds any safetensors weights.</summary>
+    public static bool HasWeights(string dir) =>
+        Directory.Exists(dir) && Directory.EnumerateFiles(dir, "*.safetensors").Any();
+
+    /// <summary>Builds the model from <c>DIR/config.json</c> without allocating weights (for inspection).</summary>
+    public static DeepSeekModel LoadMeta(string path) =>
+        new(DeepSeekConfig.Load(ConfigPath(path)), materialize: false);
+
+    /// <summary>Loads config and weights; every parameter and buffer must be present with the right shape.</summary>
+    public static DeepSeekModel Load(string dir)
+    {
+        if (!Directory.Exists(dir)) throw new DeepSeekSharpException($"{dir}: model folder not found");
+        var config = DeepSeekConfig.Load(Path.Combine(dir, "config.json"));
+        if (!HasWeights(dir)) throw new DeepSeekSharpException($"{dir}: no *.safetensors weights (use `dss init` to create a random-init model)");
+        var model = new DeepSeekModel(config, materialize: false);
+        using var reader = HfCheckpointReader.Open(dir, BlockSize(config));
+        foreach (var (name, p) in model.NamedParameters()) LoadTensor(reader, dir, name, p, required: true);
+        foreach (var (name, b) in model.NamedBuffers())
+            if (!LoadTensor(reader, dir, name, b, required: false)) b.Materialize();
+        return model;
+    }
+
+    private static (int Rows, int Cols) BlockSize(DeepSeekConfig c) =>
+        c.QuantizationConfig?.WeightBlockSize is [int r, int k] ? (r, k) : (128, 128);
+
+    private static bool LoadTensor(HfCheckpointReader reader, string dir, string name, Tensor t, bool required)
+    {
+        if (!reader.Contains(name))
+        {
+            if (required) throw new DeepSeekSharpException($"{dir}: weight '{name}' is missing from the checkpoint");
+            return false;
+        }
+        var shape = reader.GetShape(name);
+        if (!shape.AsSpan().SequenceEqual(t.Shape))
+            throw new DeepSeekSharpException($"{dir}: weight '{name}' has shape {ShapeUtil.Format(shape)}, the config implies {ShapeUtil.Format(t.Shape)}");
+        t.Materialize();
+        reader.ReadFloat32(name, t.Span);
+        return true;
+    }
+
+    /// <summary>Everything a checkpoint holds: parameters, buffers, and the MTP layers' copies of the shared embedding and head.</summary>
+    public static IEnumerable<(string Name, Tensor Tensor)> StateDict(DeepSeekModel model)
+    {
+        foreach (var (name, p) in model.NamedParameters()) yield return (name, p);
+        foreach (var (name, b) in model.NamedBuffers()) yield return (name, b);
+        foreach (var (name, shared) in model.MtpSharedCopies()) yield return (name, shared);
+    }
+
+    /// <summary>Writes config.json and the weights (F32 or BF16), sharded above <paramref name="maxShardBytes"/>; atomic per file.</summary>
+    public static void Save(DeepSeekModel model, string dir, DType dtype = DType.F32, long maxShardBytes = 2L << 30, string? configJson = null)
+    {
+        var tensors = StateDict(model).Select(e => new NamedTensor(e.Name, e.Tensor.Shape, e.Tensor.Data.AsMemory(0, (int)e.Tensor.Length)));
+        HfCheckpointWriter.Save(dir, tensors.ToList(), configJson ?? model.Config.ToJson(), dtype, maxShardBytes);
+    }
+}
