@@ -343,7 +343,12 @@ def routing_diffs(cfg, W, tokens):
         layer = int(key.replace("route.layer", ""))
         p = f"model.layers.{layer}.mlp."
         bias = W.get(p + "gate.e_score_correction_bias")
-        full = ref.route(cfg, W[p + "gate.weight"], bias, z)[0].sort(-1).values
+        full_idx, _, s_raw = ref.route(cfg, W[p + "gate.weight"], bias, z)
+        full = full_idx.sort(-1).values
+        if bias is not None:
+            # HF's modeling_deepseek (V3) fills dropped groups with 0.0 instead of -inf; keep every chosen
+            # biased score > 0 so that quirk cannot change the fixture's selection.
+            assert float((s_raw + bias).gather(1, full_idx).min()) > 0.05
         nob = ref.route(cfg, W[p + "gate.weight"], bias, z, use_bias=False)[0].sort(-1).values
         nog = ref.route(cfg, W[p + "gate.weight"], bias, z, use_groups=False)[0].sort(-1).values
         margin = decision_margin(cfg, W[p + "gate.weight"], bias, z)
