@@ -68,6 +68,11 @@ def check_fixture_files(root):
         same_routes = all(torch.equal(routes[k], exp[k]) for k in routes) and \
             set(routes) == {k for k in exp if k.startswith("route.")}
         grads_complete = {k[5:] for k in exp if k.startswith("grad.")} == set(train)
+        if ref.yarn_active(cfg):
+            with torch.no_grad():
+                plain = ref.model_forward(dict(cfg, rope_scaling=None), W, tokens)[0]
+            d = (plain - logits.detach()).abs().max().item()
+            check(f"fixture {case}: YaRN matters", d > 0.1, f"(max |logits - plain-RoPE logits| {d:.2f})")
         check(f"fixture {case} recomputed from files", err < 1e-5 and gerr < 1e-6 and same_routes and grads_complete,
               f"(max |d logits/loss| {err:.2e}, max |d grad| {gerr:.2e}, routes equal {same_routes})")
 
