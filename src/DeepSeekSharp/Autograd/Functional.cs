@@ -44,6 +44,10 @@ public static class Functional
 
     public static Tensor WeightedSum(Tensor[] scalars, float[] weights) => WeightedSumOp.Forward(scalars, weights);
 
+    /// <summary>α·Σ_e f_e·P_e per group of <paramref name="groupRows"/> rows, averaged over groups (a scalar [1]).</summary>
+    public static Tensor BalanceLoss(Tensor scores, int[] idx, int k, int groupRows, float alpha) =>
+        BalanceLossOp.Forward(scores, idx, k, groupRows, alpha);
+
     public static Tensor RouteWeights(Tensor scores, int[] idx, int k, bool normalize, float scale) =>
         RouteWeightsOp.Forward(scores, idx, k, normalize, scale);
 

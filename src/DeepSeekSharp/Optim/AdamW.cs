@@ -55,6 +55,18 @@ public sealed class AdamW
         }
     }
 
+    /// <summary>Restores the step count and the moments of named parameters (resume).</summary>
+    public void LoadState(long step, IReadOnlyDictionary<string, (float[] M, float[] V)> moments)
+    {
+        Step = step;
+        foreach (var (name, p) in _params)
+            if (moments.TryGetValue(name, out var st))
+            {
+                if (st.M.Length != p.Length || st.V.Length != p.Length) throw new DeepSeekSharpException($"optimizer state for '{name}' has the wrong size");
+                _state[p] = st;
+            }
+    }
+
     /// <summary>Moments per parameter name (for checkpointing).</summary>
     public IEnumerable<(string Name, float[] M, float[] V)> State()
     {

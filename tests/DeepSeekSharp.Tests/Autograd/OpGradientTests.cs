@@ -97,3 +97,18 @@ public class OpGradientTests
         }, [scores, e0, e1]);
     }
 }
+
+public class BalanceLossGradientTests
+{
+    [Theory]
+    [InlineData(3)] // sequence-wise: 2 groups of 3 rows
+    [InlineData(6)] // whole batch
+    public void BalanceLoss(int groupRows)
+    {
+        var rng = new Random(5);
+        var scores = GradCheck.Random(rng, 1, 6, 4);
+        for (int i = 0; i < scores.Length; i++) scores.Data[i] = Math.Abs(scores.Data[i]) + 0.1f;
+        int[] idx = [0, 1, 2, 3, 1, 2, 0, 3, 3, 1, 2, 0];
+        GradCheck.Check(() => DeepSeekSharp.Autograd.Functional.BalanceLoss(scores, idx, 2, groupRows, 0.5f), [scores]);
+    }
+}

@@ -35,6 +35,12 @@ public sealed class Gate : Module
     /// <summary>Tokens routed to each expert by the last forward (for bias balancing and MaxVio).</summary>
     public long[] LastExpertCounts { get; private set; } = [];
 
+    /// <summary>The experts chosen by the last forward, [N·k] best first (for tests and routing statistics).</summary>
+    public int[] LastIndices { get; private set; } = [];
+
+    /// <summary>The scores [N, E] of the last forward, still linked to the graph (for balance losses).</summary>
+    public Tensor? LastScores { get; private set; }
+
     /// <summary>Scores [N, E] (differentiable), chosen experts [N·k] and their weights [N, k] (differentiable).</summary>
     public (Tensor Scores, int[] Indices, Tensor Weights) Forward(Tensor x)
     {
@@ -45,6 +51,8 @@ public sealed class Gate : Module
         var counts = new long[Experts];
         foreach (int e in idx) counts[e]++;
         LastExpertCounts = counts;
+        LastIndices = idx;
+        LastScores = scores;
         return (scores, idx, w);
     }
 

@@ -1,4 +1,5 @@
 using DeepSeekSharp.IO.HfCheckpoint;
+using DeepSeekSharp.IO.SafeTensors;
 using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Models.DeepSeekV3;
@@ -14,7 +15,7 @@ public static class ModelCheckpoint
 
     /// <summary>Whether <paramref name="dir"/> holds any safetensors weights.</summary>
     public static bool HasWeights(string dir) =>
-        Directory.Exists(dir) && Directory.EnumerateFiles(dir, "*.safetensors").Any();
+        Directory.Exists(dir) && (File.Exists(Path.Combine(dir, "model.safetensors.index.json")) || Directory.EnumerateFiles(dir, "*.safetensors").Any());
 
     /// <summary>Builds the model from <c>DIR/config.json</c> without allocating weights (for inspection).</summary>
     public static DeepSeekModel LoadMeta(string path) =>

@@ -7,7 +7,7 @@ namespace DeepSeekSharp.Models.DeepSeekV3;
 public sealed record ModelSummary(
     string ModelType, int Layers, int DenseLayers, int MoeLayers, int MtpDepth, int Hidden, int Vocab, int Heads,
     string Attention, int RoutedExperts, int SharedExperts, int ExpertsPerToken, string Routing, string Rope,
-    long TotalParameters, long ActivatedParameters, long MtpParameters, long KvCacheValuesPerToken, long MhaCacheValuesPerToken)
+    long TotalParameters, long ActivatedParameters, long MtpParameters, long MtpStoredCopies, long KvCacheValuesPerToken, long MhaCacheValuesPerToken)
 {
     public static ModelSummary Of(DeepSeekModel model)
     {
@@ -25,7 +25,7 @@ public sealed record ModelSummary(
             : $"RoPE theta {c.RopeTheta.ToString(CultureInfo.InvariantCulture)}, {c.MaxPositionEmbeddings} positions";
         return new ModelSummary(c.ModelType, c.NumHiddenLayers, c.NumHiddenLayers - moe, moe, c.NumNextnPredictLayers, c.HiddenSize,
             c.VocabSize, c.NumAttentionHeads, attention, c.NRoutedExperts ?? 0, c.NSharedExperts ?? 0, c.NumExpertsPerTok ?? 0, routing, rope,
-            count.Total, count.ActivatedPerToken, count.Mtp,
+            count.Total, count.ActivatedPerToken, count.Mtp, count.MtpStoredCopies,
             (long)(c.KvLoraRank + c.QkRopeHeadDim) * c.NumHiddenLayers,
             2L * c.NumAttentionHeads * c.VHeadDim * c.NumHiddenLayers);
     }
@@ -50,7 +50,7 @@ public sealed record ModelSummary(
         sb.AppendLine(CultureInfo.InvariantCulture, $"positions         {Rope}");
         sb.AppendLine(CultureInfo.InvariantCulture, $"parameters        {Human(TotalParameters)} total ({TotalParameters:N0})");
         sb.AppendLine(CultureInfo.InvariantCulture, $"activated/token   {Human(ActivatedParameters)} ({ActivatedParameters:N0})");
-        sb.AppendLine(CultureInfo.InvariantCulture, $"MTP modules       {Human(MtpParameters)} ({MtpParameters:N0})");
+        if (MtpDepth > 0) sb.AppendLine(CultureInfo.InvariantCulture, $"MTP modules       {Human(MtpParameters)} ({MtpParameters:N0}); {Human(MtpParameters + MtpStoredCopies)} as stored, with the embedding/head copies");
         sb.Append(CultureInfo.InvariantCulture, $"KV cache/token    {KvCacheValuesPerToken:N0} values (MLA latent) vs {MhaCacheValuesPerToken:N0} for plain MHA ({(double)MhaCacheValuesPerToken / KvCacheValuesPerToken:0.#}x)");
         return sb.ToString();
     }

@@ -2,10 +2,13 @@ namespace DeepSeekSharp.Models.DeepSeekV3;
 
 /// <summary>Parameter counts from shapes alone (works on a meta model, e.g. the 671B config).</summary>
 /// <param name="Total">main model parameters (embedding, blocks, final norm, head), MTP excluded</param>
-/// <param name="ActivatedPerToken">parameters one token touches: all but the routed experts, plus k experts per MoE layer</param>
+/// <param name="ActivatedPerToken">parameters whose weights one token computes with: everything except the routed experts
+/// and the embedding table (a row lookup, not a matrix product), plus k experts per MoE layer. This is the convention
+/// that reproduces DeepSeek's published figures (V3: 37B, V2-Lite: 2.4B).</param>
 /// <param name="Mtp">parameters of the MTP layers (their own weights; the shared embedding/head are not counted again)</param>
 /// <param name="RoutedExperts">all routed-expert parameters</param>
-public sealed record ParameterCount(long Total, long ActivatedPerToken, long Mtp, long RoutedExperts)
+/// <param name="MtpStoredCopies">the copies of embedding and head that checkpoints store under each MTP layer</param>
+public sealed record ParameterCount(long Total, long ActivatedPerToken, long Mtp, long RoutedExperts, long MtpStoredCopies)
 {
     public static ParameterCount Of(DeepSeekModel model)
     {
@@ -27,6 +30,9 @@ public sealed record ParameterCount(long Total, long ActivatedPerToken, long Mtp
             long perExpert = 3L * c.HiddenSize * c.MoeIntermediateSize;
             activatedRouted = moeLayers * (long)c.NumExpertsPerTok!.Value * perExpert;
         }
-        return new ParameterCount(total, total - routed + activatedRouted, mtp, routed);
+        long copies = 0;
+        foreach (var (_, shared) in model.MtpSharedCopies()) copies += shared.Length;
+        long embedding = model.Inner.EmbedTokens.Weight.Length;
+        return new ParameterCount(total, total - routed - embedding + activatedRouted, mtp, routed, copies);
     }
 }

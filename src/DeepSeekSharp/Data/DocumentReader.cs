@@ -1,0 +1,132 @@
+using System.Text;
+using System.Text.Json;
+
+namespace DeepSeekSharp.Data;
+
+/// <summary>
+/// Streams documents from the dataset formats of formats.md: plain text files and folders of them, JSON lines
+/// with <c>text</c>, GSM8K (<c>question</c>/<c>answer</c>), Alpaca (<c>instruction</c>/<c>input</c>/<c>output</c>) and chat
+/// (<c>messages: [{role, content}]</c>, rendered in DeepSeek-V3's chat format). Files are read line by line, so
+/// their size is not bounded by memory.
+/// </summary>
+public static class DocumentReader
+{
+    public static readonly string[] Formats = ["text", "jsonl", "gsm8k", "alpaca", "chat"];
+
+    public const string Bos = "<｜begin▁of▁sentence｜>";
+    public const string Eos = "<｜end▁of▁sentence｜>";
+    public const string User = "<｜User｜>";
+    public const string Assistant = "<｜Assistant｜>";
+
+    /// <summary>Guesses the format: folders and non-.jsonl files are text; JSON lines by their first object's keys.</summary>
+    public static string DetectFormat(string path)
+    {
+        if (Directory.Exists(path) || !path.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase)) return "text";
+        using var reader = new StreamReader(path);
+        string? line;
+        while ((line = reader.ReadLine()) is not null && string.IsNullOrWhiteSpace(line)) { }
+        if (line is null) return "jsonl";
+        try
+        {
+            using var doc = JsonDocument.Parse(line);
+            var root = doc.RootElement;
+            if (root.ValueKind != JsonValueKind.Object) return "jsonl";
+            if (root.TryGetProperty("messages", out _)) return "chat";
+            if (root.TryGetProperty("question", out _) && root.TryGetProperty("answer", out _)) return "gsm8k";
+            if (root.TryGetProperty("instruction", out _)) return "alpaca";
+        }
+        catch (JsonException) { }
+        return "jsonl";
+    }
+
+    public static IEnumerable<Document> Read(string path, string? format = null)
+    {
+        format ??= DetectFormat(path);
+        if (format == "text") return ReadText(path);
+        if (!File.Exists(path)) throw new DeepSeekSharpException($"{path}: dataset file not found");
+        return format switch
+        {
+            "jsonl" => ReadJsonLines(path, (root, line) => new Document("", RequireString(root, "text", path, line))),
+            "gsm8k" => ReadJsonLines(path, (root, line) => new Document(
+                $"Question: {RequireString(root, "question", path, line)}\nAnswer: ", RequireString(root, "answer", path, line))),
+            "alpaca" => ReadJsonLines(path, (root, line) => Alpaca(root, path, line)),
+            "chat" => ReadJsonLines(path, (root, line) => Chat(root, path, line)),
+            _ => throw new DeepSeekSharpException($"{path}: unknown dataset format '{format}' (expected {string.Join(", ", Formats)})"),
+        };
+    }
+
+    private static IEnumerable<Document> ReadText(string path)
+    {
+        if (File.Exists(path))
+        {
+            yield return new Document("", File.ReadAllText(path));
+            yield break;
+        }
+        if (!Directory.Exists(path)) throw new DeepSeekSharpException($"{path}: dataset file or folder not found");
+        foreach (var file in Directory.EnumerateFiles(path, "*", SearchOption.AllDirectories).Order(StringComparer.Ordinal))
+            if (file.EndsWith(".txt", StringComparison.OrdinalIgnoreCase) || file.EndsWith(".md", StringComparison.OrdinalIgnoreCase))
+                yield return new Document("", File.ReadAllText(file));
+    }
+
+    private static IEnumerable<Document> ReadJsonLines(string path, Func<JsonElement, int, Document> convert)
+    {
+        using var reader = new StreamReader(path, Encoding.UTF8);
+        string? line;
+        int number = 0;
+        while ((line = reader.ReadLine()) is not null)
+        {
+            number++;
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            Document d;
+            try
+            {
+                using var doc = JsonDocument.Parse(line);
+                if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new DeepSeekSharpException($"{path}:{number}: expected a JSON object");
+                d = convert(doc.RootElement, number);
+            }
+            catch (JsonException e)
+            {
+                throw new DeepSeekSharpException($"{path}:{number}: invalid JSON ({e.Message.Split('\n')[0]})");
+            }
+            yield return d;
+        }
+    }
+
+    private static string RequireString(JsonElement root, string key, string path, int line) =>
+        root.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString()!
+            : throw new DeepSeekSharpException($"{path}:{line}: missing string field '{key}'");
+
+    private static Document Alpaca(JsonElement root, string path, int line)
+    {
+        string instruction = RequireString(root, "instruction", path, line);
+        string input = root.TryGetProperty("input", out var i) && i.ValueKind == JsonValueKind.String ? i.GetString()! : "";
+        string prompt = input.Length > 0 ? $"{instruction}\n\n{input}" : instruction;
+        return new Document(Bos + User + prompt + Assistant, RequireString(root, "output", path, line) + Eos);
+    }
+
+    /// <summary>
+    /// DeepSeek-V3 chat format: BOS, system prompts joined by blank lines, then User/Assistant turns; the loss trains
+    /// on the LAST assistant turn (earlier turns are context).
+    /// </summary>
+    private static Document Chat(JsonElement root, string path, int line)
+    {
+        if (!root.TryGetProperty("messages", out var messages) || messages.ValueKind != JsonValueKind.Array)
+            throw new DeepSeekSharpException($"{path}:{line}: missing array field 'messages'");
+        var system = new List<string>();
+        var turns = new List<(string Role, string Content)>();
+        foreach (var m in messages.EnumerateArray())
+        {
+            string role = RequireString(m, "role", path, line), content = RequireString(m, "content", path, line);
+            if (role == "system") system.Add(content);
+            else if (role is "user" or "assistant") turns.Add((role, content));
+            else throw new DeepSeekSharpException($"{path}:{line}: unknown role '{role}'");
+        }
+        int last = turns.FindLastIndex(t => t.Role == "assistant");
+        if (last < 0) throw new DeepSeekSharpException($"{path}:{line}: no assistant message to train on");
+        var prompt = new StringBuilder(Bos).Append(string.Join("\n\n", system));
+        for (int t = 0; t < last; t++)
+            prompt.Append(turns[t].Role == "user" ? User + turns[t].Content : Assistant + turns[t].Content + Eos);
+        prompt.Append(Assistant);
+        return new Document(prompt.ToString(), turns[last].Content + Eos);
+    }
+}

@@ -1,0 +1,159 @@
+using System.Globalization;
+using System.Reflection;
+using YamlDotNet.RepresentationModel;
+
+namespace DeepSeekSharp.Training;
+
+/// <summary>One entry of <c>datasets:</c>.</summary>
+public sealed record DatasetSpec(string Path, string? Type = null);
+
+/// <summary>
+/// A training run's settings, read from YAML. Keys follow Axolotl where the concept is the same
+/// (<c>datasets</c>, <c>sequence_len</c>, <c>micro_batch_size</c>, <c>gradient_accumulation_steps</c>, <c>learning_rate</c>,
+/// <c>lr_scheduler</c>, <c>warmup_steps</c>, <c>output_dir</c>, ...); defaults are the DeepSeek-V3 recipe
+/// (training.md). docs/config.md documents every key.
+/// </summary>
+public sealed class TrainConfig
+{
+    // Model
+    [Key("base_model")] public string? BaseModel { get; set; }
+    [Key("model_config")] public string? ModelConfig { get; set; }
+    [Key("model_preset")] public string? ModelPreset { get; set; }
+    [Key("tokenizer")] public string Tokenizer { get; set; } = "byte";
+    [Key("tokenizer_vocab_size")] public int TokenizerVocabSize { get; set; } = 0;
+
+    // Data
+    public List<DatasetSpec> Datasets { get; set; } = [];
+    [Key("val_set_size")] public double ValSetSize { get; set; } = 0.05;
+    [Key("sequence_len")] public int SequenceLen { get; set; } = 256;
+    [Key("micro_batch_size")] public int MicroBatchSize { get; set; } = 8;
+    [Key("gradient_accumulation_steps")] public int GradientAccumulationSteps { get; set; } = 1;
+    [Key("seed")] public int Seed { get; set; } = 42;
+
+    // Optimiser and schedule
+    [Key("max_steps")] public int MaxSteps { get; set; } = 1000;
+    [Key("learning_rate")] public float LearningRate { get; set; } = 2.2e-4f;
+    [Key("lr_scheduler")] public string LrScheduler { get; set; } = "deepseek";
+    [Key("warmup_steps")] public int WarmupSteps { get; set; } = 100;
+    [Key("min_lr_ratio")] public float MinLrRatio { get; set; } = 0.1f;
+    [Key("weight_decay")] public float WeightDecay { get; set; } = 0.1f;
+    [Key("adam_beta1")] public float AdamBeta1 { get; set; } = 0.9f;
+    [Key("adam_beta2")] public float AdamBeta2 { get; set; } = 0.95f;
+    [Key("adam_epsilon")] public float AdamEpsilon { get; set; } = 1e-8f;
+    [Key("max_grad_norm")] public float MaxGradNorm { get; set; } = 1.0f;
+    [Key("init_std")] public float InitStd { get; set; } = 0f;
+
+    // DeepSeek-V3 specifics
+    [Key("mtp_depth")] public int MtpDepth { get; set; } = -1;
+    [Key("mtp_lambda")] public float MtpLambda { get; set; } = 0.3f;
+    [Key("mtp_lambda_late")] public float MtpLambdaLate { get; set; } = 0.1f;
+    [Key("mtp_lambda_switch")] public float MtpLambdaSwitch { get; set; } = 0.67f;
+    [Key("balancing")] public string Balancing { get; set; } = "bias";
+    [Key("bias_update_speed")] public float BiasUpdateSpeed { get; set; } = 0.001f;
+    [Key("seq_aux_alpha")] public float SeqAuxAlpha { get; set; } = 0.0001f;
+    [Key("aux_loss_alpha")] public float AuxLossAlpha { get; set; } = 0.01f;
+    [Key("precision")] public string Precision { get; set; } = "fp32";
+
+    // Run
+    [Key("output_dir")] public string OutputDir { get; set; } = "runs/train";
+    [Key("logging_steps")] public int LoggingSteps { get; set; } = 10;
+    [Key("eval_steps")] public int EvalSteps { get; set; } = 100;
+    [Key("eval_batches")] public int EvalBatches { get; set; } = 8;
+    [Key("save_steps")] public int SaveSteps { get; set; } = 500;
+    [Key("save_total_limit")] public int SaveTotalLimit { get; set; } = 2;
+    [Key("sample_tokens")] public int SampleTokens { get; set; } = 64;
+    [Key("sample_prompt")] public string SamplePrompt { get; set; } = "\n";
+    [Key("threads")] public int Threads { get; set; } = 0;
+
+    [AttributeUsage(AttributeTargets.Property)]
+    private sealed class KeyAttribute(string name) : Attribute { public string Name { get; } = name; }
+
+    private static readonly Dictionary<string, PropertyInfo> ScalarKeys = typeof(TrainConfig).GetProperties()
+        .Where(p => p.GetCustomAttribute<KeyAttribute>() is not null)
+        .ToDictionary(p => p.GetCustomAttribute<KeyAttribute>()!.Name);
+
+    public static IEnumerable<string> Keys => ScalarKeys.Keys.Append("datasets");
+
+    /// <summary>Reads YAML, then applies <c>key=value</c> overrides (<c>--set</c>) in order.</summary>
+    public static TrainConfig Load(string? path, IEnumerable<string> overrides)
+    {
+        var cfg = new TrainConfig();
+        if (path is not null)
+        {
+            if (!File.Exists(path)) throw new DeepSeekSharpException($"{path}: config file not found");
+            var yaml = new YamlStream();
+            try { yaml.Load(new StringReader(File.ReadAllText(path))); }
+            catch (YamlDotNet.Core.YamlException e) { throw new DeepSeekSharpException($"{path}: invalid YAML at line {e.Start.Line}: {e.Message}"); }
+            if (yaml.Documents.Count > 0 && yaml.Documents[0].RootNode is YamlMappingNode root)
+                foreach (var (k, v) in root.Children) cfg.Apply(((YamlScalarNode)k).Value ?? "", v, path);
+            else if (yaml.Documents.Count > 0) throw new DeepSeekSharpException($"{path}: expected a mapping of keys at the top level");
+        }
+        foreach (var o in overrides)
+        {
+            int eq = o.IndexOf('=');
+            if (eq <= 0) throw new DeepSeekSharpException($"--set '{o}': expected key=value");
+            string key = o[..eq].Trim(), value = o[(eq + 1)..];
+            if (key == "datasets") cfg.Datasets = value.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(p => new DatasetSpec(p.Trim())).ToList();
+            else cfg.SetScalar(key, value, "--set");
+        }
+        cfg.Validate(path ?? "--set");
+        return cfg;
+    }
+
+    private void Apply(string key, YamlNode value, string source)
+    {
+        if (key == "datasets")
+        {
+            if (value is not YamlSequenceNode seq) throw new DeepSeekSharpException($"{source}: 'datasets' must be a list");
+            Datasets = seq.Children.Select(item => item switch
+            {
+                YamlScalarNode s => new DatasetSpec(s.Value ?? ""),
+                YamlMappingNode m => new DatasetSpec(
+                    Scalar(m, "path") ?? throw new DeepSeekSharpException($"{source}: a dataset entry needs 'path'"), Scalar(m, "type")),
+                _ => throw new DeepSeekSharpException($"{source}: bad dataset entry"),
+            }).ToList();
+            return;
+        }
+        if (value is not YamlScalarNode scalar) throw new DeepSeekSharpException($"{source}: '{key}' must be a single value");
+        SetScalar(key, scalar.Value ?? "", source);
+    }
+
+    private static string? Scalar(YamlMappingNode m, string key) =>
+        m.Children.TryGetValue(new YamlScalarNode(key), out var v) && v is YamlScalarNode s ? s.Value : null;
+
+    private void SetScalar(string key, string raw, string source)
+    {
+        if (!ScalarKeys.TryGetValue(key, out var prop))
+            throw new DeepSeekSharpException($"{source}: unknown key '{key}' (known: {string.Join(", ", Keys.Order())})");
+        object? value;
+        try
+        {
+            value = prop.PropertyType == typeof(string) ? raw
+                : prop.PropertyType == typeof(string) || Nullable.GetUnderlyingType(prop.PropertyType) == typeof(string) ? raw
+                : prop.PropertyType == typeof(int) ? int.Parse(raw, CultureInfo.InvariantCulture)
+                : prop.PropertyType == typeof(float) ? float.Parse(raw, CultureInfo.InvariantCulture)
+                : prop.PropertyType == typeof(double) ? double.Parse(raw, CultureInfo.InvariantCulture)
+                : prop.PropertyType == typeof(bool) ? bool.Parse(raw)
+                : raw;
+        }
+        catch (FormatException) { throw new DeepSeekSharpException($"{source}: '{key}' = '{raw}' is not a valid {prop.PropertyType.Name}"); }
+        catch (OverflowException) { throw new DeepSeekSharpException($"{source}: '{key}' = '{raw}' is out of range"); }
+        if (raw is "null" or "~" && prop.PropertyType == typeof(string) && Nullable.GetUnderlyingType(prop.PropertyType) is null && prop.Name is "BaseModel" or "ModelConfig" or "ModelPreset")
+            value = null;
+        prop.SetValue(this, value);
+    }
+
+    private void Validate(string source)
+    {
+        void Require(bool ok, string what) { if (!ok) throw new DeepSeekSharpException($"{source}: {what}"); }
+        Require(SequenceLen >= 2, "sequence_len must be ≥ 2");
+        Require(MicroBatchSize >= 1 && GradientAccumulationSteps >= 1, "micro_batch_size and gradient_accumulation_steps must be ≥ 1");
+        Require(MaxSteps >= 1, "max_steps must be ≥ 1");
+        Require(LearningRate > 0 && float.IsFinite(LearningRate), "learning_rate must be positive");
+        Require(LrSchedule.Kinds.Contains(LrScheduler), $"lr_scheduler must be one of {string.Join(", ", LrSchedule.Kinds)}");
+        Require(Balancing is "bias" or "aux_loss" or "none", "balancing must be bias, aux_loss or none");
+        Require(Precision is "fp32", "precision: only fp32 is implemented so far (bf16 and fp8 arrive with the FP8 work)");
+        Require(ValSetSize is >= 0 and < 0.5, "val_set_size must be in [0, 0.5)");
+        Require((BaseModel is null ? 0 : 1) + (ModelConfig is null ? 0 : 1) + (ModelPreset is null ? 0 : 1) <= 1, "give at most one of base_model, model_config, model_preset");
+    }
+}

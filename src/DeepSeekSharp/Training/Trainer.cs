@@ -1,0 +1,279 @@
+using System.Diagnostics;
+using System.Text.Json;
+using DeepSeekSharp.Autograd;
+using DeepSeekSharp.Models.DeepSeekV3;
+using DeepSeekSharp.Optim;
+using DeepSeekSharp.Tensors;
+using DeepSeekSharp.Tokenization;
+
+namespace DeepSeekSharp.Training;
+
+/// <summary>Command-line controls of one run (not part of the YAML).</summary>
+/// <param name="StopAtStep">save and stop after this step as if interrupted (the schedule still follows MaxSteps)</param>
+/// <param name="ResumeDir">an output folder whose latest checkpoint to continue from</param>
+public sealed record TrainOptions(int? StopAtStep = null, string? ResumeDir = null);
+
+/// <summary>Reported after every optimizer step.</summary>
+public sealed record TrainProgress(long Step, long TotalSteps, float Loss, float LearningRate, double TokensPerSecond);
+
+/// <summary>How a run ended.</summary>
+public sealed record TrainResult(long FinalStep, string? LastCheckpoint, float? LastValidationLoss, bool Interrupted);
+
+/// <summary>
+/// The pre-training loop (training.md): AdamW with the chosen schedule, gradient accumulation and clipping, MTP with
+/// the λ schedule, auxiliary-loss-free bias balancing (or the aux-loss baseline), periodic validation (loss,
+/// bits per byte, MaxVio), samples, metrics, and atomic checkpoints that <c>--resume</c> continues exactly.
+/// </summary>
+public sealed class Trainer
+{
+    private readonly TrainConfig _cfg;
+    private readonly TrainOptions _opts;
+    private readonly Action<string> _log;
+    private readonly ITextTokenizer _tokenizer;
+    private readonly DeepSeekModel _model;
+    private readonly AdamW _optimizer;
+    private readonly BiasBalancer _balancer;
+    private readonly string _configJson;
+    private readonly string? _tokenizerFile;
+    private long _step;
+
+    private Trainer(TrainConfig cfg, TrainOptions opts, Action<string> log)
+    {
+        _cfg = cfg;
+        _opts = opts;
+        _log = log;
+        Directory.CreateDirectory(cfg.OutputDir);
+        (_tokenizer, _tokenizerFile) = TokenizerFactory.Create(cfg, log);
+        string? resumeFrom = opts.ResumeDir is null ? null : CheckpointStore.Latest(opts.ResumeDir)
+            ?? throw new DeepSeekSharpException($"{opts.ResumeDir}: no checkpoint-<step> folder to resume from");
+        (_model, _configJson) = resumeFrom is not null ? LoadForResume(resumeFrom) : BuildModel();
+        if (_model.Config.VocabSize < _tokenizer.VocabSize)
+            throw new DeepSeekSharpException($"the model's vocab_size {_model.Config.VocabSize} is smaller than the tokenizer's {_tokenizer.VocabSize}");
+        _optimizer = new AdamW(_model.NamedParameters())
+        {
+            Beta1 = cfg.AdamBeta1, Beta2 = cfg.AdamBeta2, Eps = cfg.AdamEpsilon, WeightDecay = cfg.WeightDecay,
+        };
+        _balancer = new BiasBalancer(_model);
+        if (resumeFrom is not null)
+        {
+            _step = CheckpointStore.LoadTrainingState(resumeFrom, _optimizer);
+            log($"resumed from {resumeFrom} at step {_step}");
+        }
+    }
+
+    public static TrainResult Run(TrainConfig cfg, TrainOptions opts, IProgress<TrainProgress>? progress, Action<string> log, CancellationToken ct)
+    {
+        var trainer = new Trainer(cfg, opts, log);
+        return trainer.Loop(progress, ct);
+    }
+
+    private (DeepSeekModel, string) LoadForResume(string checkpoint)
+    {
+        var model = ModelCheckpoint.Load(checkpoint);
+        return (model, File.ReadAllText(Path.Combine(checkpoint, "config.json")));
+    }
+
+    private (DeepSeekModel, string) BuildModel()
+    {
+        if (_cfg.BaseModel is not null)
+        {
+            _log($"loading base model {_cfg.BaseModel}");
+            return (ModelCheckpoint.Load(_cfg.BaseModel), File.ReadAllText(Path.Combine(_cfg.BaseModel, "config.json")));
+        }
+        string json;
+        if (_cfg.ModelConfig is not null) json = File.ReadAllText(ModelCheckpoint.ConfigPath(_cfg.ModelConfig));
+        else
+        {
+            string preset = _cfg.ModelPreset ?? "tiny-v3";
+            if (!Presets.All.TryGetValue(preset, out json!)) throw new DeepSeekSharpException($"model_preset: unknown preset '{preset}'");
+            // A preset takes the tokenizer's vocabulary (rounded up to a multiple of 8).
+            var node = System.Text.Json.Nodes.JsonNode.Parse(json)!;
+            node["vocab_size"] = (_tokenizer.VocabSize + 7) / 8 * 8;
+            json = node.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+        }
+        var config = DeepSeekConfig.Parse(json, _cfg.ModelConfig ?? "model_preset");
+        if (_cfg.InitStd > 0) config = config with { InitializerRange = _cfg.InitStd };
+        var model = new DeepSeekModel(config, materialize: true);
+        ModelInit.InitializeRandom(model, _cfg.Seed);
+        return (model, json);
+    }
+
+    private int MtpDepth => _cfg.MtpDepth < 0 ? _model.MtpModules.Count : Math.Min(_cfg.MtpDepth, _model.MtpModules.Count);
+
+    private TrainResult Loop(IProgress<TrainProgress>? progress, CancellationToken ct)
+    {
+        var cfg = _cfg;
+        using var data = TrainingData.Prepare(cfg, _tokenizer, _tokenizerFile ?? "byte", _log);
+        using var metrics = new MetricsLog(cfg.OutputDir);
+        var schedule = new LrSchedule(cfg.LrScheduler, cfg.LearningRate, cfg.WarmupSteps, cfg.MaxSteps, cfg.MinLrRatio);
+        int b = cfg.MicroBatchSize, t = cfg.SequenceLen, accum = cfg.GradientAccumulationSteps;
+        long stopAt = Math.Min(cfg.MaxSteps, _opts.StopAtStep ?? long.MaxValue);
+        var batch = SequenceBatch.Training(b, t);
+        var tokens = new int[b * t];
+        var parameters = _model.NamedParameters().Select(p => p.Parameter).ToList();
+        string? lastCheckpoint = null;
+        float? lastVal = null;
+        var clock = Stopwatch.StartNew();
+        long tokensSeen = 0;
+        _log($"training {SummaryLine()} for steps {_step + 1}..{stopAt} of {cfg.MaxSteps}");
+
+        while (_step < stopAt)
+        {
+            if (ct.IsCancellationRequested)
+            {
+                lastCheckpoint = SaveCheckpoint();
+                return new TrainResult(_step, lastCheckpoint, lastVal, Interrupted: true);
+            }
+            long step = _step + 1;
+            var stepClock = Stopwatch.StartNew();
+            _model.ZeroGrad();
+            float lambda = step <= cfg.MtpLambdaSwitch * cfg.MaxSteps ? cfg.MtpLambda : cfg.MtpLambdaLate;
+            double lossSum = 0, mainSum = 0, mtpSum = 0, auxSum = 0;
+            for (int micro = 0; micro < accum; micro++)
+            {
+                data.Batches.TrainBatch(_step * accum + micro, b, tokens);
+                var loss = LanguageModelLoss.Compute(_model, tokens, batch, lambda, MtpDepth);
+                var (total, aux) = AddBalanceLoss(loss.Total, b, t);
+                Tensor scaled = accum == 1 ? total : Functional.WeightedSum([total], [1f / accum]);
+                Backprop.Backward(scaled);
+                _balancer.Accumulate();
+                lossSum += total.Data[0];
+                mainSum += loss.MainLoss;
+                mtpSum += loss.MtpLosses.Length > 0 ? loss.MtpLosses.Average() : 0;
+                auxSum += aux;
+            }
+            float gradNorm = GradClip.ClipGlobalNorm(parameters, cfg.MaxGradNorm);
+            float lr = schedule.At(step);
+            _optimizer.Update(lr);
+            float[] maxVio = _balancer.Update(cfg.Balancing == "bias" ? cfg.BiasUpdateSpeed : 0f);
+            _step = step;
+            tokensSeen += (long)b * t * accum;
+            double tps = (double)b * t * accum / stepClock.Elapsed.TotalSeconds;
+            float mainLoss = (float)(mainSum / accum);
+            if (!float.IsFinite(mainLoss)) throw new DeepSeekSharpException($"step {step}: loss is {mainLoss} (diverged); lower learning_rate");
+            progress?.Report(new TrainProgress(step, stopAt, mainLoss, lr, tps));
+
+            if (step % cfg.LoggingSteps == 0 || step == stopAt)
+                metrics.Write("train", step, new Dictionary<string, object>
+                {
+                    ["tokens"] = tokensSeen, ["loss"] = mainLoss, ["total_loss"] = (float)(lossSum / accum),
+                    ["mtp_loss"] = (float)(mtpSum / accum), ["balance_loss"] = (float)(auxSum / accum), ["lr"] = lr,
+                    ["grad_norm"] = gradNorm, ["tokens_per_s"] = Math.Round(tps, 1),
+                    ["max_vio"] = maxVio.Length > 0 ? maxVio.Average() : 0f, ["elapsed_s"] = Math.Round(clock.Elapsed.TotalSeconds, 2),
+                });
+            if (step % cfg.EvalSteps == 0 || step == cfg.MaxSteps)
+            {
+                lastVal = Evaluate(data, metrics, step, clock.Elapsed.TotalSeconds);
+            }
+            if (step % cfg.SaveSteps == 0 || step == stopAt) lastCheckpoint = SaveCheckpoint();
+        }
+        return new TrainResult(_step, lastCheckpoint, lastVal, Interrupted: _step < cfg.MaxSteps);
+    }
+
+    /// <summary>Adds the sequence-wise balance loss (bias mode, α = seq_aux_alpha) or the batch-wise baseline (aux_loss mode).</summary>
+    private (Tensor Total, float Aux) AddBalanceLoss(Tensor total, int batch, int seqLen)
+    {
+        float alpha = _cfg.Balancing switch { "bias" => _cfg.SeqAuxAlpha, "aux_loss" => _cfg.AuxLossAlpha, _ => 0f };
+        if (alpha <= 0) return (total, 0);
+        int groupRows = _cfg.Balancing == "bias" ? seqLen : batch * seqLen;
+        var terms = new List<Tensor> { total };
+        foreach (var gate in _balancer.Gates)
+        {
+            if (gate.LastScores is null) continue;
+            int rows = gate.LastScores.Shape[0];
+            if (rows != batch * seqLen) continue; // MTP gates see the same rows; anything else is skipped
+            terms.Add(Functional.BalanceLoss(gate.LastScores, gate.LastIndices, gate.TopK, groupRows, alpha));
+        }
+        if (terms.Count == 1) return (total, 0);
+        float aux = terms.Skip(1).Sum(x => x.Data[0]);
+        return (Functional.WeightedSum(terms.ToArray(), Enumerable.Repeat(1f, terms.Count).ToArray()), aux);
+    }
+
+    private float Evaluate(TrainingData data, MetricsLog metrics, long step, double elapsed)
+    {
+        int b = _cfg.MicroBatchSize, t = _cfg.SequenceLen;
+        int windows = Math.Min(data.Batches.ValidationWindows, _cfg.EvalBatches * b);
+        if (windows == 0) return float.NaN;
+        double lossSum = 0;
+        int count = 0;
+        var counts = _balancer.Gates.Select(g => new long[g.Experts]).ToArray();
+        using (GradMode.NoGrad())
+        {
+            for (int start = 0; start < windows; start += b)
+            {
+                int n = Math.Min(b, windows - start);
+                var ids = new int[n * t];
+                for (int i = 0; i < n; i++) data.Batches.ValidationWindow(start + i, ids.AsSpan(i * t, t));
+                var batch = SequenceBatch.Training(n, t);
+                var output = _model.Forward(ids, batch, 0);
+                lossSum += Functional.CrossEntropy(output.Logits, DeepSeekModel.Targets(ids, batch, 0)).Data[0] * n;
+                count += n;
+                for (int g = 0; g < counts.Length; g++)
+                {
+                    var c = _balancer.Gates[g].LastExpertCounts;
+                    for (int e = 0; e < c.Length && e < counts[g].Length; e++) counts[g][e] += c[e];
+                }
+            }
+        }
+        float valLoss = (float)(lossSum / count);
+        float bpb = (float)(valLoss / Math.Log(2) / data.ValidationBytesPerToken);
+        var layerVio = counts.Select(c => BiasBalancer.MaxVio(c)).ToArray();
+        string sample = Sample();
+        _log($"step {step}: val_loss {valLoss:F4} ({bpb:F3} bits/byte), val MaxVio {(layerVio.Length > 0 ? layerVio.Average() : 0):F3}");
+        _log($"sample: {sample.ReplaceLineEndings("⏎")}");
+        metrics.Write("eval", step, new Dictionary<string, object>
+        {
+            ["val_loss"] = valLoss, ["val_bpb"] = bpb, ["val_max_vio"] = layerVio.Length > 0 ? layerVio.Average() : 0f,
+            ["val_max_vio_per_layer"] = layerVio, ["expert_load_per_layer"] = counts, ["sample"] = sample,
+            ["elapsed_s"] = Math.Round(elapsed, 2),
+        });
+        return valLoss;
+    }
+
+    /// <summary>Temperature-0.8 sampling from <c>sample_prompt</c> with a fixed seed (full recompute per token).</summary>
+    private string Sample()
+    {
+        if (_cfg.SampleTokens <= 0) return "";
+        var rng = new Random(_cfg.Seed);
+        var ids = _tokenizer.Encode(_cfg.SamplePrompt).ToList();
+        if (ids.Count == 0 && _tokenizer.EosId is int eos) ids.Add(eos);
+        int start = ids.Count;
+        using (GradMode.NoGrad())
+        {
+            for (int i = 0; i < _cfg.SampleTokens; i++)
+            {
+                var context = ids.Skip(Math.Max(0, ids.Count - _cfg.SequenceLen)).ToArray();
+                var output = _model.Forward(context, SequenceBatch.Training(1, context.Length));
+                int v = _model.Config.VocabSize;
+                var last = output.Logits.Span.Slice((context.Length - 1) * v, v);
+                ids.Add(SampleToken(last, 0.8f, rng, _tokenizer.VocabSize));
+            }
+        }
+        return _tokenizer.Decode(ids.Skip(start).ToArray());
+    }
+
+    private static int SampleToken(ReadOnlySpan<float> logits, float temperature, Random rng, int usable)
+    {
+        float max = float.NegativeInfinity;
+        for (int i = 0; i < usable; i++) max = Math.Max(max, logits[i]);
+        var p = new double[usable];
+        double sum = 0;
+        for (int i = 0; i < usable; i++) sum += p[i] = Math.Exp((logits[i] - max) / temperature);
+        double u = rng.NextDouble() * sum;
+        for (int i = 0; i < usable; i++) if ((u -= p[i]) <= 0) return i;
+        return usable - 1;
+    }
+
+    private string SaveCheckpoint()
+    {
+        string dir = CheckpointStore.Save(_cfg.OutputDir, _step, _model, _configJson, _optimizer, _tokenizerFile, _cfg.SaveTotalLimit);
+        _log($"saved {dir}");
+        return dir;
+    }
+
+    private string SummaryLine()
+    {
+        var count = ParameterCount.Of(_model);
+        return $"{ModelSummary.Human(count.Total)} params ({ModelSummary.Human(count.ActivatedPerToken)} active), MTP depth {MtpDepth}, balancing {_cfg.Balancing}";
+    }
+}
