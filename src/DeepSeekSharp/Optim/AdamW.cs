@@ -6,7 +6,7 @@ namespace DeepSeekSharp.Optim;
 /// <summary>
 /// AdamW with decoupled weight decay (training.md defaults: β1 0.9, β2 0.95, ε 1e-8, decay 0.1 on parameters
 /// whose <see cref="Parameter.WeightDecay"/> is set; norms and embeddings are not decayed). Frozen parameters
-/// (RequiresGrad false) and parameters without a gradient are skipped. Moments are fp32 here.
+/// (RequiresGrad false) are skipped; a parameter without a gradient this step is updated with zeros. Moments are fp32 here.
 /// </summary>
 public sealed class AdamW
 {
@@ -30,8 +30,11 @@ public sealed class AdamW
         float[] scratch = [];
         foreach (var (_, p) in _params)
         {
-            if (!p.RequiresGrad || p.Grad is null) continue;
+            if (!p.RequiresGrad) continue;
             int n = (int)p.Length;
+            // A parameter no token reached this step (an idle expert) is updated with a zero gradient, as with
+            // zero_grad(set_to_none=False): moments decay and decoupled decay applies, the same in a resumed run.
+            p.Grad ??= new float[n];
             if (!_state.TryGetValue(p, out var st)) _state[p] = st = (new float[n], new float[n]);
             if (scratch.Length < n) scratch = new float[n];
             var g = p.Grad.AsSpan(0, n);

@@ -31,6 +31,9 @@ public static class CheckpointStore
             moments.Add(("v." + name, shapes[name], v));
         }
         SafeTensorsWriter.WriteFloat32(Path.Combine(tmp, "optimizer.safetensors"), moments);
+        // Fault injection for the crash-safety test: die abruptly in the middle of a save.
+        if (Environment.GetEnvironmentVariable("DSS_CRASH_DURING_SAVE_AT_STEP") == step.ToString(CultureInfo.InvariantCulture))
+            Environment.FailFast("injected crash during checkpoint save");
         if (tokenizerFile is not null && File.Exists(tokenizerFile)) File.Copy(tokenizerFile, Path.Combine(tmp, "tokenizer.json"), true);
         // The state file is written last: a folder without it is never taken for a checkpoint.
         File.WriteAllText(Path.Combine(tmp, StateFile), JsonSerializer.Serialize(new TrainerState(step, optimizer.Step)));
