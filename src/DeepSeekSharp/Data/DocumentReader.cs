@@ -63,9 +63,22 @@ public static class DocumentReader
             yield break;
         }
         if (!Directory.Exists(path)) throw new DeepSeekSharpException($"{path}: dataset file or folder not found");
-        foreach (var file in Directory.EnumerateFiles(path, "*", SearchOption.AllDirectories).Order(StringComparer.Ordinal))
+        foreach (var file in TextFiles(path).Order(StringComparer.Ordinal))
+            yield return new Document("", File.ReadAllText(file));
+    }
+
+    /// <summary>.txt and .md files under a folder, skipping hidden folders and build/dependency output.</summary>
+    private static IEnumerable<string> TextFiles(string root)
+    {
+        foreach (var file in Directory.EnumerateFiles(root))
             if (file.EndsWith(".txt", StringComparison.OrdinalIgnoreCase) || file.EndsWith(".md", StringComparison.OrdinalIgnoreCase))
-                yield return new Document("", File.ReadAllText(file));
+                yield return file;
+        foreach (var dir in Directory.EnumerateDirectories(root))
+        {
+            string name = Path.GetFileName(dir);
+            if (name.StartsWith('.') || name is "bin" or "obj" or "node_modules" or "runs" or "TestResults") continue;
+            foreach (var f in TextFiles(dir)) yield return f;
+        }
     }
 
     private static IEnumerable<Document> ReadJsonLines(string path, Func<JsonElement, int, Document> convert)
