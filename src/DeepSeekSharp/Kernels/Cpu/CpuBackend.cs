@@ -6,7 +6,11 @@ namespace DeepSeekSharp.Kernels.Cpu;
 /// <summary>The CPU implementation of <see cref="IBackend"/>: vectorised kernels, parallel over rows/heads.</summary>
 public sealed class CpuBackend : IBackend
 {
-    public CpuBackend(int threads) { Threads = Math.Max(1, threads); }
+    public CpuBackend(int threads)
+    {
+        Threads = Math.Max(1, threads);
+        Pool = new WorkerPool(Threads);
+    }
 
     /// <summary>The default backend: DSS_THREADS if set, else one thread per core.</summary>
     public static CpuBackend Default { get; } = new(ThreadsFromEnvironment());
@@ -18,9 +22,12 @@ public sealed class CpuBackend : IBackend
 
     public int Threads { get; }
 
+    /// <summary>The persistent workers every kernel of this backend shares.</summary>
+    public WorkerPool Pool { get; }
+
     public void Gemm(bool transA, bool transB, int m, int n, int k, float alpha,
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc) =>
-        Sgemm.Multiply(Threads, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        Sgemm.Multiply(Pool, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 
     public unsafe void RmsNormForward(ReadOnlySpan<float> x, ReadOnlySpan<float> w, float eps, int d, Span<float> y, Span<float> invRms)
     {
@@ -29,7 +36,7 @@ public sealed class CpuBackend : IBackend
         {
             nint ix = (nint)px, iw = (nint)pw, iy = (nint)py, ir = (nint)pr;
             int xl = x.Length;
-            CpuParallel.ForRanges(rows, 64, Threads, (s, e) => NormKernels.RmsNormRows(
+            CpuParallel.ForRanges(rows, 64, Pool, (s, e) => NormKernels.RmsNormRows(
                 new ReadOnlySpan<float>((float*)ix, xl), new ReadOnlySpan<float>((float*)iw, d), eps, d,
                 new Span<float>((float*)iy, xl), new Span<float>((float*)ir, rows), s, e));
         }
@@ -44,7 +51,7 @@ public sealed class CpuBackend : IBackend
         {
             nint ix = (nint)px, iw = (nint)pw, ir = (nint)pr, idy = (nint)pdy, idx = (nint)pdx;
             if (!dx.IsEmpty)
-                CpuParallel.ForRanges(rows, 64, Threads, (s, e) =>
+                CpuParallel.ForRanges(rows, 64, Pool, (s, e) =>
                 {
                     float[] scratch = ArrayPool<float>.Shared.Rent(d);
                     NormKernels.RmsNormBackwardRowsDx(new ReadOnlySpan<float>((float*)ix, xl), new ReadOnlySpan<float>((float*)iw, d),
@@ -71,11 +78,11 @@ public sealed class CpuBackend : IBackend
         RopeKernels.Apply(x, y, groups, stride, offset, ropeDim, positions, cos, sin, inverse, 0, rows);
 
     public void MlaAttentionForward(in MlaAttentionShape s, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb, ReadOnlySpan<float> kpe,
-        Span<float> o, Span<float> logSumExp) => MlaAttentionKernels.Forward(s, q, kvb, kpe, o, logSumExp, Threads);
+        Span<float> o, Span<float> logSumExp) => MlaAttentionKernels.Forward(s, q, kvb, kpe, o, logSumExp, Pool);
 
     public void MlaAttentionBackward(in MlaAttentionShape s, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb, ReadOnlySpan<float> kpe,
         ReadOnlySpan<float> logSumExp, ReadOnlySpan<float> dO, Span<float> dq, Span<float> dkvb, Span<float> dkpe) =>
-        MlaAttentionKernels.Backward(s, q, kvb, kpe, logSumExp, dO, dq, dkvb, dkpe, Threads);
+        MlaAttentionKernels.Backward(s, q, kvb, kpe, logSumExp, dO, dq, dkvb, dkpe, Pool);
 
     public unsafe double CrossEntropyForward(ReadOnlySpan<float> logits, ReadOnlySpan<int> targets, int v, Span<float> rowLogSumExp)
     {
@@ -86,7 +93,7 @@ public sealed class CpuBackend : IBackend
         {
             nint il = (nint)pl, it = (nint)pt, ir = (nint)pr;
             int ll = logits.Length;
-            CpuParallel.ForRanges(rows, 8, Threads, (s, e) =>
+            CpuParallel.ForRanges(rows, 8, Pool, (s, e) =>
             {
                 double part = CrossEntropyKernels.ForwardRows(new ReadOnlySpan<float>((float*)il, ll), new ReadOnlySpan<int>((int*)it, rows), v,
                     new Span<float>((float*)ir, rows), s, e);
@@ -104,7 +111,7 @@ public sealed class CpuBackend : IBackend
         {
             nint il = (nint)pl, it = (nint)pt, ir = (nint)pr, id = (nint)pd;
             int ll = logits.Length;
-            CpuParallel.ForRanges(rows, 8, Threads, (s, e) => CrossEntropyKernels.BackwardRows(
+            CpuParallel.ForRanges(rows, 8, Pool, (s, e) => CrossEntropyKernels.BackwardRows(
                 new ReadOnlySpan<float>((float*)il, ll), new ReadOnlySpan<int>((int*)it, rows), v,
                 new ReadOnlySpan<float>((float*)ir, rows), scale, new Span<float>((float*)id, ll), s, e));
         }

@@ -14,7 +14,7 @@ internal static class MlaAttentionKernels
     public const int TileRows = 64;
 
     public static void Forward(in MlaAttentionShape s, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb, ReadOnlySpan<float> kpe,
-        Span<float> o, Span<float> logSumExp, int threads)
+        Span<float> o, Span<float> logSumExp, WorkerPool? pool)
     {
         var shape = s;
         unsafe
@@ -23,7 +23,7 @@ internal static class MlaAttentionKernels
             {
                 nint iq = (nint)pq, ikvb = (nint)pkvb, ikpe = (nint)pkpe, io = (nint)po, ilse = (nint)plse;
                 int qLen = q.Length, kvbLen = kvb.Length, kpeLen = kpe.Length, oLen = o.Length, lseLen = logSumExp.Length;
-                CpuParallel.ForRanges(s.Batch * s.Heads, 1, threads, (start, end) =>
+                CpuParallel.ForRanges(s.Batch * s.Heads, 1, pool, (start, end) =>
                 {
                     var scratch = new HeadScratch(shape);
                     try
@@ -41,7 +41,7 @@ internal static class MlaAttentionKernels
     }
 
     public static void Backward(in MlaAttentionShape s, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb, ReadOnlySpan<float> kpe,
-        ReadOnlySpan<float> logSumExp, ReadOnlySpan<float> dO, Span<float> dq, Span<float> dkvb, Span<float> dkpe, int threads)
+        ReadOnlySpan<float> logSumExp, ReadOnlySpan<float> dO, Span<float> dq, Span<float> dkvb, Span<float> dkpe, WorkerPool? pool)
     {
         var shape = s;
         int perHeadKpe = s.SeqLen * s.RopeDim;
@@ -57,7 +57,7 @@ internal static class MlaAttentionKernels
                 {
                     nint iq = (nint)pq, ikvb = (nint)pkvb, ikpe = (nint)pkpe, ilse = (nint)plse, ido = (nint)pdo, idq = (nint)pdq, idkvb = (nint)pdkvb;
                     int qLen = q.Length, kvbLen = kvb.Length, kpeLen = kpe.Length, lseLen = logSumExp.Length, doLen = dO.Length;
-                    CpuParallel.ForRanges(s.Batch * s.Heads, 1, threads, (start, end) =>
+                    CpuParallel.ForRanges(s.Batch * s.Heads, 1, pool, (start, end) =>
                     {
                         var scratch = new HeadScratch(shape);
                         try
@@ -128,7 +128,7 @@ internal static class MlaAttentionKernels
             int rows = Math.Min(TileRows, t - r0);
             int cols = r0 + rows; // causal: keys 0..r0+rows-1 are all this tile can see
             // S[rows, cols] = scale · Q_tile · Kᵀ
-            Sgemm.Multiply(1, false, true, rows, cols, dq, s.Scale, w.Q.AsSpan(r0 * dq), dq, w.K, dq, 0f, w.S, cols);
+            Sgemm.Multiply(null, false, true, rows, cols, dq, s.Scale, w.Q.AsSpan(r0 * dq), dq, w.K, dq, 0f, w.S, cols);
             for (int r = 0; r < rows; r++)
             {
                 int i = r0 + r;
@@ -143,7 +143,7 @@ internal static class MlaAttentionKernels
                 lse[(b * s.Heads + h) * t + i] = max + MathF.Log(sum);
             }
             // O_tile[rows, dv] = P · V
-            Sgemm.Multiply(1, false, false, rows, dv, cols, 1f, w.S, cols, w.V, dv, 0f, w.DO, dv);
+            Sgemm.Multiply(null, false, false, rows, dv, cols, 1f, w.S, cols, w.V, dv, 0f, w.DO, dv);
             for (int r = 0; r < rows; r++)
             {
                 long tok = (long)b * t + r0 + r;
@@ -169,9 +169,9 @@ internal static class MlaAttentionKernels
             int rows = Math.Min(TileRows, t - r0);
             int cols = r0 + rows;
             // Recompute P from the saved log-sum-exp.
-            Sgemm.Multiply(1, false, true, rows, cols, dqDim, s.Scale, w.Q.AsSpan(r0 * dqDim), dqDim, w.K, dqDim, 0f, w.S, cols);
+            Sgemm.Multiply(null, false, true, rows, cols, dqDim, s.Scale, w.Q.AsSpan(r0 * dqDim), dqDim, w.K, dqDim, 0f, w.S, cols);
             // dP[rows, cols] = dO_tile · Vᵀ
-            Sgemm.Multiply(1, false, true, rows, cols, dv, 1f, w.DO.AsSpan(r0 * dv), dv, w.V, dv, 0f, w.P2, cols);
+            Sgemm.Multiply(null, false, true, rows, cols, dv, 1f, w.DO.AsSpan(r0 * dv), dv, w.V, dv, 0f, w.P2, cols);
             for (int r = 0; r < rows; r++)
             {
                 int i = r0 + r;
@@ -188,9 +188,9 @@ internal static class MlaAttentionKernels
                 TensorPrimitives.Multiply(dp, p, dp);
             }
             // dV += Pᵀ · dO_tile ; dQ_tile = scale · dS · K ; dK += scale · dSᵀ · Q_tile
-            Sgemm.Multiply(1, true, false, cols, dv, rows, 1f, w.S, cols, w.DO.AsSpan(r0 * dv), dv, 1f, w.DV, dv);
-            Sgemm.Multiply(1, false, false, rows, dqDim, cols, s.Scale, w.P2, cols, w.K, dqDim, 0f, w.DQ.AsSpan(r0 * dqDim), dqDim);
-            Sgemm.Multiply(1, true, false, cols, dqDim, rows, s.Scale, w.P2, cols, w.Q.AsSpan(r0 * dqDim), dqDim, 1f, w.DK, dqDim);
+            Sgemm.Multiply(null, true, false, cols, dv, rows, 1f, w.S, cols, w.DO.AsSpan(r0 * dv), dv, 1f, w.DV, dv);
+            Sgemm.Multiply(null, false, false, rows, dqDim, cols, s.Scale, w.P2, cols, w.K, dqDim, 0f, w.DQ.AsSpan(r0 * dqDim), dqDim);
+            Sgemm.Multiply(null, true, false, cols, dqDim, rows, s.Scale, w.P2, cols, w.Q.AsSpan(r0 * dqDim), dqDim, 1f, w.DK, dqDim);
         }
         for (int i = 0; i < t; i++)
         {
