@@ -1,1 +1,3 @@
-public static class P { public static void Main() {} }
+using BenchmarkDotNet.Running;
+
+BenchmarkSwitcher.FromAssembly(typeof(DeepSeekSharp.Benchmarks.SgemmBenchmarks).Assembly).Run(args);
