@@ -12,6 +12,6 @@ for t in 1 2; do
     IFS=x read -r m n k <<< "$s"
     ours=$($DSS bench gemm --m "$m" --n "$n" --k "$k" --threads "$t" --iterations 10 --json | sed -E 's/.*"gflops":([0-9.]+).*/\1/')
     peer=$(/usr/bin/python3 tools/bench/gemm_numpy.py --threads "$t" --iterations 10 --shapes "$s" | sed -E 's/.*"gflops": ([0-9.]+).*/\1/')
-    echo "| $s | $t | $ours | $peer | $(awk -v a="$ours" -v b="$peer" 'BEGIN{printf "%.2f", a/b}') |"
+    printf '| %s | %s | %.1f | %.1f | %.2f |\n' "$s" "$t" "$ours" "$peer" "$(awk -v a="$ours" -v b="$peer" 'BEGIN{print a/b}')"
   done
 done
