@@ -1,0 +1,246 @@
+using System.Text;
+using System.Text.Json;
+
+namespace DeepSeekSharp.Tokenization;
+
+/// <summary>
+/// A Hugging Face <c>tokenizer.json</c> of the byte-level BPE kind (DeepSeek-V3's, GPT-2-style ones, and the ones
+/// the trainer of this folder writes): added tokens cut out first (leftmost-longest), then the pre-tokenizer
+/// (a sequence of regex splits and ByteLevel), then BPE; decoding maps byte-level characters back to UTF-8.
+/// </summary>
+public sealed class HfTokenizer : ITextTokenizer
+{
+    /// <summary>GPT-2's split, used by a ByteLevel pre-tokenizer with <c>use_regex: true</c>.</summary>
+    public const string Gpt2Pattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+
+    private readonly BpeModel _bpe;
+    private readonly List<RunePreservingRegex> _splits = [];
+    private readonly Dictionary<string, int> _added = new(StringComparer.Ordinal);
+    private readonly Dictionary<int, (string Content, bool Special)> _addedById = [];
+    private readonly Dictionary<char, List<string>> _addedByFirstChar = [];
+
+    private HfTokenizer(BpeModel bpe) { _bpe = bpe; }
+
+    public string? SourcePath { get; private init; }
+
+    public int VocabSize { get; private set; }
+
+    public int? EosId { get; private set; }
+
+    public int? BosId { get; private set; }
+
+    public BpeModel Model => _bpe;
+
+    public static HfTokenizer Load(string path)
+    {
+        if (!File.Exists(path)) throw new DeepSeekSharpException($"{path}: tokenizer file not found");
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllText(path), new JsonDocumentOptions { MaxDepth = 64 });
+            var t = FromJson(doc.RootElement, path);
+            t.ReadSpecialIds(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, "tokenizer_config.json"));
+            return t;
+        }
+        catch (JsonException e) { throw new DeepSeekSharpException($"{path}: invalid JSON ({e.Message.Split('\n')[0]})"); }
+        catch (InvalidOperationException e) { throw new DeepSeekSharpException($"{path}: unexpected structure ({e.Message})"); }
+        catch (KeyNotFoundException e) { throw new DeepSeekSharpException($"{path}: missing field ({e.Message})"); }
+    }
+
+    private static HfTokenizer FromJson(JsonElement root, string path)
+    {
+        var model = root.GetProperty("model");
+        string type = model.TryGetProperty("type", out var ty) ? ty.GetString() ?? "" : "BPE";
+        if (type != "BPE") throw new DeepSeekSharpException($"{path}: model type '{type}' is not supported (byte-level BPE only)");
+        var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var p in model.GetProperty("vocab").EnumerateObject()) vocab[p.Name] = p.Value.GetInt32();
+        var merges = new List<(string, string)>();
+        foreach (var m in model.GetProperty("merges").EnumerateArray())
+        {
+            if (m.ValueKind == JsonValueKind.String)
+            {
+                string s = m.GetString()!;
+                int sp = s.IndexOf(' ', 1);
+                if (sp <= 0) throw new DeepSeekSharpException($"{path}: merge '{s}' is not 'left right'");
+                merges.Add((s[..sp], s[(sp + 1)..]));
+            }
+            else merges.Add((m[0].GetString()!, m[1].GetString()!));
+        }
+        var t = new HfTokenizer(new BpeModel(vocab, merges, path)) { SourcePath = path };
+        if (root.TryGetProperty("normalizer", out var norm) && norm.ValueKind == JsonValueKind.Object)
+        {
+            string nt = norm.GetProperty("type").GetString()!;
+            if (!(nt == "Sequence" && norm.GetProperty("normalizers").GetArrayLength() == 0))
+                throw new DeepSeekSharpException($"{path}: normalizer '{nt}' is not supported");
+        }
+        if (root.TryGetProperty("pre_tokenizer", out var pre) && pre.ValueKind == JsonValueKind.Object) t.AddPreTokenizer(pre, path);
+        int maxId = vocab.Count == 0 ? -1 : vocab.Values.Max();
+        if (root.TryGetProperty("added_tokens", out var added))
+            foreach (var a in added.EnumerateArray())
+            {
+                string content = a.GetProperty("content").GetString()!;
+                int id = a.GetProperty("id").GetInt32();
+                bool special = a.TryGetProperty("special", out var sp) && sp.GetBoolean();
+                t._added[content] = id;
+                t._addedById[id] = (content, special);
+                if (content.Length > 0)
+                {
+                    if (!t._addedByFirstChar.TryGetValue(content[0], out var list)) t._addedByFirstChar[content[0]] = list = [];
+                    list.Add(content);
+                }
+                maxId = Math.Max(maxId, id);
+            }
+        foreach (var list in t._addedByFirstChar.Values) list.Sort((x, y) => y.Length.CompareTo(x.Length)); // longest first
+        t.VocabSize = maxId + 1;
+        return t;
+    }
+
+    private void AddPreTokenizer(JsonElement pre, string path)
+    {
+        string type = pre.GetProperty("type").GetString()!;
+        switch (type)
+        {
+            case "Sequence":
+                foreach (var p in pre.GetProperty("pretokenizers").EnumerateArray()) AddPreTokenizer(p, path);
+                break;
+            case "Split":
+                string behavior = pre.TryGetProperty("behavior", out var b) ? b.GetString()! : "Isolated";
+                bool invert = pre.TryGetProperty("invert", out var inv) && inv.GetBoolean();
+                if (behavior != "Isolated" || invert) throw new DeepSeekSharpException($"{path}: Split behavior '{behavior}' (invert {invert}) is not supported");
+                var pattern = pre.GetProperty("pattern");
+                string regex = pattern.TryGetProperty("Regex", out var r) ? r.GetString()! : System.Text.RegularExpressions.Regex.Escape(pattern.GetProperty("String").GetString()!);
+                _splits.Add(new RunePreservingRegex(regex));
+                break;
+            case "ByteLevel":
+                if (pre.TryGetProperty("add_prefix_space", out var aps) && aps.GetBoolean())
+                    throw new DeepSeekSharpException($"{path}: ByteLevel add_prefix_space = true is not supported");
+                if (!pre.TryGetProperty("use_regex", out var ur) || ur.GetBoolean()) _splits.Add(new RunePreservingRegex(Gpt2Pattern));
+                break;
+            default:
+                throw new DeepSeekSharpException($"{path}: pre-tokenizer '{type}' is not supported");
+        }
+    }
+
+    private void ReadSpecialIds(string configPath)
+    {
+        string? bos = null, eos = null;
+        if (File.Exists(configPath))
+        {
+            try
+            {
+                using var doc = JsonDocument.Parse(File.ReadAllText(configPath));
+                bos = TokenContent(doc.RootElement, "bos_token");
+                eos = TokenContent(doc.RootElement, "eos_token");
+            }
+            catch (JsonException e) { throw new DeepSeekSharpException($"{configPath}: invalid JSON ({e.Message.Split('\n')[0]})"); }
+        }
+        // Without a tokenizer_config.json, fall back to the conventional names of the DeepSeek and GPT families.
+        BosId = Find(bos, "<｜begin▁of▁sentence｜>", "<|begin_of_text|>", "<s>");
+        EosId = Find(eos, "<｜end▁of▁sentence｜>", "<|endoftext|>", "</s>");
+    }
+
+    private static string? TokenContent(JsonElement root, string key) =>
+        !root.TryGetProperty(key, out var v) ? null
+        : v.ValueKind == JsonValueKind.String ? v.GetString()
+        : v.ValueKind == JsonValueKind.Object && v.TryGetProperty("content", out var c) ? c.GetString() : null;
+
+    private int? Find(params string?[] candidates)
+    {
+        foreach (var c in candidates)
+            if (c is not null && (_added.TryGetValue(c, out int id) || _bpe.Vocab.TryGetValue(c, out id))) return id;
+        return null;
+    }
+
+    public int? TokenToId(string token) => _added.TryGetValue(token, out int id) || _bpe.Vocab.TryGetValue(token, out id) ? id : null;
+
+    public string? IdToToken(int id) => _addedById.TryGetValue(id, out var a) ? a.Content : _bpe.IdToToken(id);
+
+    /// <summary>Token ids of <paramref name="text"/>; added tokens (e.g. &lt;｜User｜&gt;) in the text are recognised.</summary>
+    public int[] Encode(string text)
+    {
+        var ids = new List<int>(text.Length / 3 + 4);
+        int start = 0;
+        for (int i = 0; i < text.Length;)
+        {
+            string? match = _addedByFirstChar.Count == 0 ? null : MatchAdded(text, i);
+            if (match is null) { i++; continue; }
+            if (i > start) EncodeOrdinary(text.Substring(start, i - start), ids);
+            ids.Add(_added[match]);
+            i += match.Length;
+            start = i;
+        }
+        if (start < text.Length) EncodeOrdinary(start == 0 ? text : text[start..], ids);
+        return ids.ToArray();
+    }
+
+    private string? MatchAdded(string text, int i)
+    {
+        if (!_addedByFirstChar.TryGetValue(text[i], out var candidates)) return null;
+        foreach (var c in candidates)
+            if (string.CompareOrdinal(text, i, c, 0, c.Length) == 0) return c;
+        return null;
+    }
+
+    private void EncodeOrdinary(string segment, List<int> ids)
+    {
+        var pieces = new List<(int Start, int Length)> { (0, segment.Length) };
+        foreach (var split in _splits)
+        {
+            var next = new List<(int, int)>(pieces.Count * 2);
+            foreach (var (ps, pl) in pieces)
+            {
+                string piece = segment.Substring(ps, pl);
+                int last = 0;
+                split.Matches(piece, (ms, ml) =>
+                {
+                    if (ms > last) next.Add((ps + last, ms - last)); // the gap between matches is a piece too
+                    next.Add((ps + ms, ml));
+                    last = ms + ml;
+                });
+                if (last < pl) next.Add((ps + last, pl - last));
+            }
+            pieces = next;
+        }
+        var sb = new StringBuilder();
+        Span<byte> buffer = stackalloc byte[256];
+        foreach (var (ps, pl) in pieces)
+        {
+            sb.Clear();
+            var span = segment.AsSpan(ps, pl);
+            int byteCount = Encoding.UTF8.GetByteCount(span);
+            Span<byte> bytes = byteCount <= buffer.Length ? buffer[..byteCount] : new byte[byteCount];
+            Encoding.UTF8.GetBytes(span, bytes);
+            foreach (byte b in bytes) sb.Append(ByteLevel.ByteToChar[b]);
+            _bpe.Encode(sb.ToString(), ids);
+        }
+    }
+
+    public string Decode(ReadOnlySpan<int> ids) => Decode(ids, skipSpecialTokens: false);
+
+    public string Decode(ReadOnlySpan<int> ids, bool skipSpecialTokens)
+    {
+        var result = new StringBuilder();
+        var bytes = new List<byte>();
+        void Flush()
+        {
+            if (bytes.Count == 0) return;
+            result.Append(Encoding.UTF8.GetString(bytes.ToArray()));
+            bytes.Clear();
+        }
+        foreach (int id in ids)
+        {
+            if (_addedById.TryGetValue(id, out var a))
+            {
+                if (skipSpecialTokens && a.Special) continue;
+                Flush();
+                result.Append(a.Content);
+                continue;
+            }
+            string? tok = _bpe.IdToToken(id);
+            if (tok is null) continue;
+            foreach (char c in tok)
+                if (ByteLevel.TryGetByte(c, out byte b)) bytes.Add(b);
+        }
+        Flush();
+        return result.ToString();
+    }
+}
