@@ -5,13 +5,27 @@ namespace DeepSeekSharp.Training;
 /// <summary>
 /// Picks the run's tokenizer from <c>tokenizer:</c> — <c>byte</c> (built in, no file), a path to an HF
 /// <c>tokenizer.json</c>, or <c>bpe</c> to train a byte-level BPE of <c>tokenizer_vocab_size</c> on the datasets
-/// (saved as OUT/tokenizer.json, reused on later runs).
+/// (saved as OUT/tokenizer.json, reused on later runs and resumes).
 /// </summary>
 public static class TokenizerFactory
 {
     public static (ITextTokenizer Tokenizer, string? File) Create(TrainConfig cfg, Action<string> log)
     {
         if (cfg.Tokenizer == "byte") return (new ByteTokenizer(), null);
-        throw new DeepSeekSharpException($"tokenizer: '{cfg.Tokenizer}' is not available yet (only 'byte')");
+        if (cfg.Tokenizer == "bpe")
+        {
+            string path = Path.Combine(cfg.OutputDir, "tokenizer.json");
+            if (!File.Exists(path))
+            {
+                if (cfg.TokenizerVocabSize < 300) throw new DeepSeekSharpException("tokenizer: bpe needs tokenizer_vocab_size ≥ 300");
+                log($"training a byte-level BPE tokenizer of {cfg.TokenizerVocabSize} tokens");
+                Directory.CreateDirectory(cfg.OutputDir);
+                var texts = cfg.Datasets.SelectMany(d => Data.DocumentReader.Read(d.Path, d.Type)).Select(d => d.Text);
+                BpeTrainer.TrainAndSave(texts, cfg.TokenizerVocabSize, path);
+            }
+            return (HfTokenizer.Load(path), path);
+        }
+        string file = Directory.Exists(cfg.Tokenizer) ? Path.Combine(cfg.Tokenizer, "tokenizer.json") : cfg.Tokenizer;
+        return (HfTokenizer.Load(file), file);
     }
 }
