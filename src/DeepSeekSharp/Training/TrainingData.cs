@@ -48,6 +48,23 @@ public sealed class TrainingData : IDisposable
             IEnumerable<int[]> Chunks()
             {
                 foreach (var spec in cfg.Datasets)
+                {
+                    if (spec.Type is "bin16" or "bin32")
+                    {
+                        // Pre-tokenised shards are copied as they are (they carry their own document separators).
+                        using var shard = TokenFile.Open(spec.Path, spec.Type == "bin16" ? 2 : 4);
+                        for (long at = 0; at < shard.Count; at += 1 << 20)
+                        {
+                            var part = new int[(int)Math.Min(1 << 20, shard.Count - at)];
+                            shard.Read(at, part);
+                            foreach (int id in part)
+                                if (id < 0 || id >= tokenizer.VocabSize)
+                                    throw new DeepSeekSharpException($"{spec.Path}: token id {id} is outside the tokenizer's vocabulary [0, {tokenizer.VocabSize})");
+                            tokens += part.Length;
+                            yield return part;
+                        }
+                        continue;
+                    }
                     foreach (var doc in DocumentReader.Read(spec.Path, spec.Type))
                     {
                         var ids = tokenizer.Encode(doc.Text);
@@ -58,6 +75,7 @@ public sealed class TrainingData : IDisposable
                         tokens += withEos.Length;
                         yield return withEos;
                     }
+                }
             }
             AtomicWrite(sigPath, signature);
             log($"tokenized {docs:N0} document(s) into {tokens:N0} tokens");

@@ -75,3 +75,28 @@ public class DataTests
         Directory.Delete(dir, true);
     }
 }
+
+public class PreTokenizedDatasetTests
+{
+    [Fact]
+    public void Bin16ShardIsUsedAsIsAndBadIdsAreRejected()
+    {
+        string dir = TestPaths.TempDir();
+        string shard = Path.Combine(dir, "train.bin");
+        var ids = Enumerable.Range(0, 500).Select(i => i % 250).ToArray();
+        TokenFile.Write(shard, [ids], 2);
+        var cfg = DeepSeekSharp.Training.TrainConfig.Load(null, [$"datasets={shard}", $"output_dir={Path.Combine(dir, "out")}", "sequence_len=10"]);
+        cfg.Datasets[0] = cfg.Datasets[0] with { Type = "bin16" };
+        using (var data = DeepSeekSharp.Training.TrainingData.Prepare(cfg, new DeepSeekSharp.Tokenization.ByteTokenizer(), "byte", _ => { }))
+        {
+            var all = new int[500];
+            data.File.Read(0, all);
+            Assert.Equal(ids, all);
+        }
+        TokenFile.Write(shard, [[1, 2, 60000]], 2);
+        cfg.OutputDir = Path.Combine(dir, "out2");
+        var e = Assert.ThrowsAny<DeepSeekSharpException>(() => DeepSeekSharp.Training.TrainingData.Prepare(cfg, new DeepSeekSharp.Tokenization.ByteTokenizer(), "byte", _ => { }));
+        Assert.Contains("60000", e.Message);
+        Directory.Delete(dir, true);
+    }
+}
