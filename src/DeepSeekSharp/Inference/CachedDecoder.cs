@@ -1,0 +1,102 @@
+using DeepSeekSharp.Autograd;
+using DeepSeekSharp.Kernels.Cpu;
+using DeepSeekSharp.Models.DeepSeekV3;
+using DeepSeekSharp.Tensors;
+
+namespace DeepSeekSharp.Inference;
+
+/// <summary>
+/// Runs a <see cref="DeepSeekModel"/> incrementally with MLA latent caches: prefill and decode are the same call
+/// (new tokens of one or more sequences, each appended to its own cache). Rows of all sequences share every
+/// projection and MoE GEMM; attention runs per sequence over its cache. The MTP modules run the same way with
+/// caches of their own, for speculative drafting.
+/// </summary>
+public sealed class CachedDecoder
+{
+    private readonly WorkerPool? _pool;
+
+    public CachedDecoder(DeepSeekModel model)
+    {
+        Model = model;
+        _pool = (model.LmHead.Weight.Backend as CpuBackend)?.Pool;
+    }
+
+    public DeepSeekModel Model { get; }
+
+    private DeepSeekConfig C => Model.Config;
+
+    public LatentKvCache NewCache() => new(C.NumHiddenLayers, C.KvLoraRank, C.QkRopeHeadDim);
+
+    /// <summary>A cache for MTP depth modules (one layer each).</summary>
+    public LatentKvCache NewMtpCache() => new(Math.Max(1, Model.MtpModules.Count), C.KvLoraRank, C.QkRopeHeadDim);
+
+    /// <summary>Bytes per token plain multi-head attention would cache (K and V of every head, fp32) — for comparison.</summary>
+    public long MhaBytesPerToken => (long)C.NumHiddenLayers * C.NumAttentionHeads * (C.QkHeadDim + C.VHeadDim) * sizeof(float);
+
+    /// <summary>Feeds new tokens; returns logits [rows, V] and final hidden states [rows, H] (after model.norm).</summary>
+    public (Tensor Logits, Tensor Hidden) Forward(IReadOnlyList<(int[] Tokens, LatentKvCache Cache)> batch)
+    {
+        using var _ = GradMode.NoGrad();
+        var (ids, seqOf, pos, caches) = Layout(batch);
+        foreach (var id in ids)
+            if ((uint)id >= (uint)C.VocabSize) throw new DeepSeekSharpException($"token id {id} is outside the vocabulary [0, {C.VocabSize})");
+        int maxPos = pos.Length == 0 ? 0 : pos.Max();
+        if (maxPos >= C.MaxPositionEmbeddings)
+            throw new DeepSeekSharpException($"context of {maxPos + 1} tokens exceeds max_position_embeddings {C.MaxPositionEmbeddings}");
+        Tensor h = Model.Inner.EmbedTokens.Forward(ids);
+        for (int l = 0; l < Model.Layers.Count; l++) h = Block(Model.Layers[l], h, l, caches, seqOf, pos);
+        foreach (var (tokens, cache) in batch) cache.Advance(tokens.Length);
+        Tensor hidden = Model.Inner.Norm.Forward(h);
+        return (Model.LmHead.Forward(hidden), hidden);
+    }
+
+    /// <summary>
+    /// MTP depth 1 over new positions: row r combines embed(<paramref name="nextTokens"/>[r]) with the main hidden
+    /// state <paramref name="previousHidden"/>[r] (model.md, MTP) and predicts the token after next.
+    /// </summary>
+    /// <returns>logits [rows, V] of the token two ahead</returns>
+    public Tensor MtpForward(int[] nextTokens, Tensor previousHidden, LatentKvCache mtpCache)
+    {
+        using var _ = GradMode.NoGrad();
+        if (Model.MtpModules.Count == 0) throw new DeepSeekSharpException("the model has no MTP module (num_nextn_predict_layers = 0)");
+        var module = Model.MtpModules[0];
+        var batch = new[] { (nextTokens, mtpCache) };
+        var (ids, seqOf, pos, caches) = Layout(batch);
+        Tensor e = Model.Inner.EmbedTokens.Forward(ids);
+        Tensor merged = module.EhProj.Forward(Functional.ConcatLast(module.ENorm.Forward(e), module.HNorm.Forward(previousHidden)));
+        Tensor h = Block(module.Block, merged, 0, caches, seqOf, pos);
+        mtpCache.Advance(nextTokens.Length);
+        return Model.LmHead.Forward(module.SharedHeadNorm.Forward(h));
+    }
+
+    private (int[] Ids, int[] SeqOf, int[] Pos, List<LatentKvCache> Caches) Layout(IReadOnlyList<(int[] Tokens, LatentKvCache Cache)> batch)
+    {
+        int rows = batch.Sum(b => b.Tokens.Length);
+        var ids = new int[rows];
+        var seqOf = new int[rows];
+        var pos = new int[rows];
+        var caches = new List<LatentKvCache>(batch.Count);
+        int r = 0;
+        for (int s = 0; s < batch.Count; s++)
+        {
+            var (tokens, cache) = batch[s];
+            cache.Reserve(tokens.Length);
+            caches.Add(cache);
+            for (int j = 0; j < tokens.Length; j++, r++)
+            {
+                ids[r] = tokens[j];
+                seqOf[r] = s;
+                pos[r] = cache.Length + j;
+            }
+        }
+        return (ids, seqOf, pos, caches);
+    }
+
+    private Tensor Block(DecoderBlock block, Tensor h, int layer, List<LatentKvCache> caches, int[] seqOf, int[] pos)
+    {
+        Tensor attn = AbsorbedMlaAttention.Forward(block.SelfAttn, C, Model.Rope, block.InputLayerNorm.Forward(h), layer, caches, seqOf, pos, _pool);
+        Tensor a = Functional.Add(h, attn);
+        Tensor f = block.PostAttentionLayerNorm.Forward(a);
+        return Functional.Add(a, block.Moe is not null ? block.Moe.Forward(f) : block.DenseMlp!.Forward(f));
+    }
+}

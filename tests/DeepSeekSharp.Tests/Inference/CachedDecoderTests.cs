@@ -1,0 +1,94 @@
+using DeepSeekSharp.Autograd;
+using DeepSeekSharp.Inference;
+using DeepSeekSharp.Models.DeepSeekV3;
+
+namespace DeepSeekSharp.Tests.Inference;
+
+/// <summary>The absorbed-MLA cached path against full recomputation with the training-form model.</summary>
+public class CachedDecoderTests
+{
+    private static int ArgMax(ReadOnlySpan<float> v)
+    {
+        int best = 0;
+        for (int i = 1; i < v.Length; i++) if (v[i] > v[best]) best = i;
+        return best;
+    }
+
+    private static float[] FullLogitsLast(DeepSeekModel m, List<int> tokens)
+    {
+        using var _ = GradMode.NoGrad();
+        var o = m.Forward(tokens.ToArray(), SequenceBatch.Training(1, tokens.Count));
+        int v = m.Config.VocabSize;
+        return o.Logits.Span.Slice((tokens.Count - 1) * v, v).ToArray();
+    }
+
+    [Theory]
+    [InlineData("v3-tiny")]
+    [InlineData("v2-lite-tiny")]
+    [InlineData("v2-group-tiny")]
+    public void GreedyCachedDecodingEqualsFullRecomputeEveryStep(string fixture)
+    {
+        var model = ModelCheckpoint.Load(TestPaths.Fixture(fixture));
+        var decoder = new CachedDecoder(model);
+        var rng = new Random(4);
+        // 20 prompt tokens: past YaRN's original length (16) for the v3/v2-lite fixtures.
+        var tokens = Enumerable.Range(0, 20).Select(_ => rng.Next(model.Config.VocabSize)).ToList();
+        var cache = decoder.NewCache();
+        var (logits, _) = decoder.Forward([(tokens.ToArray(), cache)]);
+        int v = model.Config.VocabSize;
+        // Prefill logits equal the training form's at every position.
+        using (GradMode.NoGrad())
+        {
+            var full = model.Forward(tokens.ToArray(), SequenceBatch.Training(1, tokens.Count)).Logits.Span;
+            for (int i = 0; i < full.Length; i++) Assert.True(Math.Abs(full[i] - logits.Span[i]) < 1e-4, $"prefill logit {i}");
+        }
+        int next = ArgMax(logits.Span.Slice((tokens.Count - 1) * v, v));
+        for (int step = 0; step < 12; step++)
+        {
+            Assert.Equal(ArgMax(FullLogitsLast(model, tokens)), next);
+            tokens.Add(next);
+            var (l, _) = decoder.Forward([(new[] { next }, cache)]);
+            next = ArgMax(l.Span);
+        }
+        Assert.Equal(tokens.Count, cache.Length);
+    }
+
+    [Fact]
+    public void BatchedPromptsOfDifferentLengthsMatchSeparateRuns()
+    {
+        var model = ModelCheckpoint.Load(TestPaths.Fixture("v3-tiny"));
+        var decoder = new CachedDecoder(model);
+        int[] a = [5, 9, 2, 7, 1, 3], b = [11, 4];
+        var (joint, _) = decoder.Forward([(a, decoder.NewCache()), (b, decoder.NewCache())]);
+        var (sa, _) = decoder.Forward([(a, decoder.NewCache())]);
+        var (sb, _) = decoder.Forward([(b, decoder.NewCache())]);
+        var expected = sa.Span.ToArray().Concat(sb.Span.ToArray()).ToArray();
+        for (int i = 0; i < expected.Length; i++) Assert.True(Math.Abs(expected[i] - joint.Span[i]) < 1e-4);
+    }
+
+    [Fact]
+    public void MtpDraftLogitsEqualTheTrainingFormMtpLogits()
+    {
+        var model = ModelCheckpoint.Load(TestPaths.Fixture("v3-tiny"));
+        var decoder = new CachedDecoder(model);
+        int[] t = [3, 8, 1, 9, 4, 6, 2, 7];
+        ModelOutput full;
+        using (GradMode.NoGrad()) full = model.Forward(t, SequenceBatch.Training(1, t.Length), 1);
+        var (_, hidden) = decoder.Forward([(t, decoder.NewCache())]);
+        // Row i combines embed(t_{i+1}) with h_i, for i = 0..T-2.
+        var h = DeepSeekSharp.Tensors.Tensor.FromArray(hidden.Span[..((t.Length - 1) * model.Config.HiddenSize)].ToArray(), t.Length - 1, model.Config.HiddenSize);
+        var mtp = decoder.MtpForward(t[1..], h, decoder.NewMtpCache());
+        var want = full.MtpLogits[0].Span[..mtp.Span.Length];
+        for (int i = 0; i < want.Length; i++) Assert.True(Math.Abs(want[i] - mtp.Span[i]) < 1e-4, $"mtp logit {i}");
+    }
+
+    [Fact]
+    public void LatentCacheIsFarSmallerThanMultiHeadAttention()
+    {
+        var model = ModelCheckpoint.LoadMeta(Path.Combine(TestPaths.RepoRoot, "configs", "models", "deepseek-v3"));
+        var decoder = new CachedDecoder(model);
+        var cache = decoder.NewCache();
+        Assert.Equal(61L * (512 + 64) * 4, cache.BytesPerToken);
+        Assert.True(decoder.MhaBytesPerToken > 50 * cache.BytesPerToken);
+    }
+}
