@@ -16,6 +16,7 @@ public static class DssApp
         root.Subcommands.Add(TrainCommand.Create());
         root.Subcommands.Add(TokenizeCommand.Create());
         root.Subcommands.Add(TokenizeCommand.CreateGroup());
+        root.Subcommands.Add(GenerateCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
         return root;
     }

@@ -65,6 +65,15 @@ internal static class TokenizeCommand
         }));
         group.Subcommands.Add(train);
 
+        var byteOut = CliCommon.OutOption("output tokenizer.json");
+        var exportByte = new Command("byte", "Write the built-in byte tokenizer (256 bytes + BOS/EOS/PAD) as an HF tokenizer.json") { byteOut };
+        exportByte.SetAction(r => CliCommon.Run(() =>
+        {
+            ByteTokenizer.SaveAsHfJson(r.GetValue(byteOut)!);
+            return 0;
+        }));
+        group.Subcommands.Add(exportByte);
+
         var btok = new Option<string>("--tokenizer") { Description = "HF tokenizer.json", Required = true };
         var file = new Option<string>("--file") { Description = "text file to encode", Required = true };
         var bench = new Command("bench", "Encoding speed in MB/s on one thread (median of 5 runs after a warm-up)") { btok, file };

@@ -24,6 +24,41 @@ public sealed class ByteTokenizer : ITextTokenizer
         return ids;
     }
 
+    /// <summary>
+    /// Writes this tokenizer as an HF tokenizer.json (byte-level BPE with no merges; id b is the byte b, then
+    /// BOS/EOS/PAD), so checkpoints trained with it carry a tokenizer any HF-style tool can load.
+    /// </summary>
+    public static void SaveAsHfJson(string path)
+    {
+        var vocab = new System.Text.Json.Nodes.JsonObject();
+        for (int b = 0; b < 256; b++) vocab[ByteLevel.ByteToChar[b].ToString()] = b;
+        string[] specials = ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>"];
+        var added = new System.Text.Json.Nodes.JsonArray();
+        for (int i = 0; i < specials.Length; i++)
+        {
+            vocab[specials[i]] = 256 + i;
+            added.Add(new System.Text.Json.Nodes.JsonObject
+            {
+                ["id"] = 256 + i, ["content"] = specials[i], ["single_word"] = false, ["lstrip"] = false, ["rstrip"] = false,
+                ["normalized"] = false, ["special"] = true,
+            });
+        }
+        var byteLevel = new System.Text.Json.Nodes.JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = false, ["trim_offsets"] = true, ["use_regex"] = false };
+        var root = new System.Text.Json.Nodes.JsonObject
+        {
+            ["version"] = "1.0", ["truncation"] = null, ["padding"] = null, ["added_tokens"] = added, ["normalizer"] = null,
+            ["pre_tokenizer"] = byteLevel.DeepClone(), ["post_processor"] = byteLevel.DeepClone(), ["decoder"] = byteLevel.DeepClone(),
+            ["model"] = new System.Text.Json.Nodes.JsonObject
+            {
+                ["type"] = "BPE", ["dropout"] = null, ["unk_token"] = null, ["continuing_subword_prefix"] = null, ["end_of_word_suffix"] = null,
+                ["fuse_unk"] = false, ["byte_fallback"] = false, ["ignore_merges"] = false, ["vocab"] = vocab, ["merges"] = new System.Text.Json.Nodes.JsonArray(),
+            },
+        };
+        string tmp = path + ".tmp-" + Environment.ProcessId;
+        File.WriteAllText(tmp, root.ToJsonString(new System.Text.Json.JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }));
+        File.Move(tmp, path, overwrite: true);
+    }
+
     public string Decode(ReadOnlySpan<int> ids)
     {
         var bytes = new List<byte>(ids.Length);

@@ -11,7 +11,14 @@ public static class TokenizerFactory
 {
     public static (ITextTokenizer Tokenizer, string? File) Create(TrainConfig cfg, Action<string> log)
     {
-        if (cfg.Tokenizer == "byte") return (new ByteTokenizer(), null);
+        if (cfg.Tokenizer == "byte")
+        {
+            // Saved beside the checkpoints so `dss generate --prompt` and HF tools can read the models it trains.
+            Directory.CreateDirectory(cfg.OutputDir);
+            string path = Path.Combine(cfg.OutputDir, "tokenizer.json");
+            ByteTokenizer.SaveAsHfJson(path);
+            return (new ByteTokenizer(), path);
+        }
         if (cfg.Tokenizer == "bpe")
         {
             string path = Path.Combine(cfg.OutputDir, "tokenizer.json");

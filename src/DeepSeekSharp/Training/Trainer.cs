@@ -103,7 +103,7 @@ public sealed class Trainer
     private TrainResult Loop(IProgress<TrainProgress>? progress, CancellationToken ct)
     {
         var cfg = _cfg;
-        using var data = TrainingData.Prepare(cfg, _tokenizer, _tokenizerFile ?? "byte", _log);
+        using var data = TrainingData.Prepare(cfg, _tokenizer, _tokenizer is ByteTokenizer ? "byte" : _tokenizerFile ?? "byte", _log);
         using var metrics = new MetricsLog(cfg.OutputDir);
         var schedule = new LrSchedule(cfg.LrScheduler, cfg.LearningRate, cfg.WarmupSteps, cfg.MaxSteps, cfg.MinLrRatio);
         int b = cfg.MicroBatchSize, t = cfg.SequenceLen, accum = cfg.GradientAccumulationSteps;

@@ -70,3 +70,22 @@ public class HfTokenizerTests
         }
     }
 }
+
+public class ByteTokenizerTests
+{
+    [Fact]
+    public void HfJsonFormOfTheByteTokenizerEncodesTheSame()
+    {
+        string path = Path.Combine(TestPaths.TempDir(), "tokenizer.json");
+        ByteTokenizer.SaveAsHfJson(path);
+        var hf = HfTokenizer.Load(path);
+        var bytes = new ByteTokenizer();
+        foreach (var text in new[] { "Hello, world!", "ROMEO:\nWhat light", "naïve 中文 😀", "  spaces\t\ttabs" })
+        {
+            Assert.Equal(bytes.Encode(text), hf.Encode(text));
+            Assert.Equal(text, hf.Decode(hf.Encode(text)));
+        }
+        Assert.Equal(ByteTokenizer.Eos, hf.EosId);
+        Assert.Equal(259, hf.VocabSize);
+    }
+}
