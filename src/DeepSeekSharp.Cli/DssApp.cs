@@ -17,6 +17,8 @@ public static class DssApp
         root.Subcommands.Add(TokenizeCommand.Create());
         root.Subcommands.Add(TokenizeCommand.CreateGroup());
         root.Subcommands.Add(GenerateCommand.Create());
+        root.Subcommands.Add(ServeCommand.CreateChat());
+        root.Subcommands.Add(ServeCommand.CreateServe());
         root.Subcommands.Add(BenchCommand.Create());
         return root;
     }

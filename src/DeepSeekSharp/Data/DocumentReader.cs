@@ -13,10 +13,7 @@ public static class DocumentReader
 {
     public static readonly string[] Formats = ["text", "jsonl", "gsm8k", "alpaca", "chat"];
 
-    public const string Bos = "<｜begin▁of▁sentence｜>";
-    public const string Eos = "<｜end▁of▁sentence｜>";
-    public const string User = "<｜User｜>";
-    public const string Assistant = "<｜Assistant｜>";
+    private const string Eos = Inference.ChatTemplate.Eos;
 
     /// <summary>Guesses the format: folders and non-.jsonl files are text; JSON lines by their first object's keys.</summary>
     public static string DetectFormat(string path)
@@ -114,7 +111,7 @@ public static class DocumentReader
         string instruction = RequireString(root, "instruction", path, line);
         string input = root.TryGetProperty("input", out var i) && i.ValueKind == JsonValueKind.String ? i.GetString()! : "";
         string prompt = input.Length > 0 ? $"{instruction}\n\n{input}" : instruction;
-        return new Document(Bos + User + prompt + Assistant, RequireString(root, "output", path, line) + Eos);
+        return new Document(Inference.ChatTemplate.Render([("user", prompt)], addGenerationPrompt: true), RequireString(root, "output", path, line) + Eos);
     }
 
     /// <summary>
@@ -136,10 +133,7 @@ public static class DocumentReader
         }
         int last = turns.FindLastIndex(t => t.Role == "assistant");
         if (last < 0) throw new DeepSeekSharpException($"{path}:{line}: no assistant message to train on");
-        var prompt = new StringBuilder(Bos).Append(string.Join("\n\n", system));
-        for (int t = 0; t < last; t++)
-            prompt.Append(turns[t].Role == "user" ? User + turns[t].Content : Assistant + turns[t].Content + Eos);
-        prompt.Append(Assistant);
-        return new Document(prompt.ToString(), turns[last].Content + Eos);
+        var context = system.Select(c => ("system", c)).Concat(turns.Take(last));
+        return new Document(Inference.ChatTemplate.Render(context, addGenerationPrompt: true), turns[last].Content + Eos);
     }
 }
