@@ -18,6 +18,7 @@ internal static class BenchCommand
         var cmd = new Command("bench", "Measure GEMM GFLOP/s or training/forward tokens per second");
         cmd.Subcommands.Add(Gemm());
         cmd.Subcommands.Add(Train());
+        cmd.Subcommands.Add(Decode());
         return cmd;
     }
 
@@ -60,6 +61,76 @@ internal static class BenchCommand
         times.Sort();
         double median = times[times.Count / 2];
         return (median, 2.0 * m * n * k / median / 1e9);
+    }
+
+    private static Command Decode()
+    {
+        var model = new Option<string>("--model") { Description = "folder with at least config.json (random init when it has no weights)", Required = true };
+        var context = new Option<int>("--context") { Description = "prompt tokens before decoding starts", DefaultValueFactory = _ => 512 };
+        var tokens = new Option<int>("--tokens") { Description = "tokens to decode (timed)", DefaultValueFactory = _ => 32 };
+        var recompute = new Option<int>("--recompute-steps") { Description = "also time this many full-sequence recomputations per token (0 = skip)", DefaultValueFactory = _ => 3 };
+        var json = new Option<bool>("--json") { Description = "print one JSON line" };
+        var cmd = new Command("decode", "Batch-1 decoding speed with the MLA latent cache vs recomputing the whole sequence per token") { model, context, tokens, recompute, json };
+        cmd.SetAction(r => CliCommon.Run(() =>
+        {
+            string dir = r.GetValue(model)!;
+            int ctxLen = r.GetValue(context), n = r.GetValue(tokens), rec = r.GetValue(recompute);
+            DeepSeekModel m;
+            if (ModelCheckpoint.HasWeights(dir)) m = ModelCheckpoint.Load(dir);
+            else
+            {
+                m = new DeepSeekModel(DeepSeekConfig.Load(ModelCheckpoint.ConfigPath(dir)), materialize: true);
+                ModelInit.InitializeRandom(m, 0);
+            }
+            if (ctxLen < 1 || n < 1 || ctxLen + n > m.Config.MaxPositionEmbeddings) throw new DeepSeekSharpException("--context + --tokens must fit the model's max_position_embeddings");
+            var rng = new Random(2);
+            var prompt = Enumerable.Range(0, ctxLen).Select(_ => rng.Next(m.Config.VocabSize)).ToArray();
+            var decoder = new DeepSeekSharp.Inference.CachedDecoder(m);
+            var cache = decoder.NewCache();
+            var sw = Stopwatch.StartNew();
+            var (logits, _) = decoder.Forward([(prompt, cache)]);
+            double prefill = sw.Elapsed.TotalSeconds;
+            int v = m.Config.VocabSize;
+            int next = DeepSeekSharp.Inference.Sampler.ArgMax(logits.Span.Slice((ctxLen - 1) * v, v));
+            var times = new List<double>();
+            var all = prompt.ToList();
+            for (int i = 0; i < n; i++)
+            {
+                all.Add(next);
+                sw.Restart();
+                (logits, _) = decoder.Forward([(new[] { next }, cache)]);
+                times.Add(sw.Elapsed.TotalSeconds);
+                next = DeepSeekSharp.Inference.Sampler.ArgMax(logits.Span);
+            }
+            times.Sort();
+            double cached = times[times.Count / 2];
+            double recomputeS = 0;
+            if (rec > 0)
+            {
+                var rt = new List<double>();
+                using (GradMode.NoGrad())
+                    for (int i = 0; i < rec; i++)
+                    {
+                        sw.Restart();
+                        m.Forward(all.ToArray(), SequenceBatch.Training(1, all.Count));
+                        rt.Add(sw.Elapsed.TotalSeconds);
+                    }
+                rt.Sort();
+                recomputeS = rt[rt.Count / 2];
+            }
+            long peakMb = Process.GetCurrentProcess().PeakWorkingSet64 / (1024 * 1024);
+            var res = new
+            {
+                context = ctxLen, decode_tokens_per_s = Math.Round(1 / cached, 2), decode_ms_per_token = Math.Round(cached * 1e3, 3),
+                prefill_tokens_per_s = Math.Round(ctxLen / prefill, 1), recompute_ms_per_token = Math.Round(recomputeS * 1e3, 2),
+                speedup_vs_recompute = recomputeS > 0 ? Math.Round(recomputeS / cached, 1) : 0,
+                cache_bytes_per_token = cache.BytesPerToken, mha_cache_bytes_per_token = decoder.MhaBytesPerToken, peak_rss_mb = peakMb,
+            };
+            Console.WriteLine(r.GetValue(json) ? JsonSerializer.Serialize(res)
+                : string.Create(CultureInfo.InvariantCulture, $"decode at {ctxLen} context: {res.decode_tokens_per_s} tokens/s ({res.decode_ms_per_token} ms/token), prefill {res.prefill_tokens_per_s} tokens/s; full recompute {res.recompute_ms_per_token} ms/token ({res.speedup_vs_recompute}x slower); cache {cache.BytesPerToken} B/token vs {decoder.MhaBytesPerToken} B for MHA"));
+            return 0;
+        }));
+        return cmd;
     }
 
     private static Command Train()
