@@ -19,6 +19,9 @@ public static class DssApp
         root.Subcommands.Add(GenerateCommand.Create());
         root.Subcommands.Add(ServeCommand.CreateChat());
         root.Subcommands.Add(ServeCommand.CreateServe());
+        root.Subcommands.Add(Fp8Command.Create());
+        root.Subcommands.Add(Fp8Command.Quantize());
+        root.Subcommands.Add(Fp8Command.Dequantize());
         root.Subcommands.Add(BenchCommand.Create());
         return root;
     }

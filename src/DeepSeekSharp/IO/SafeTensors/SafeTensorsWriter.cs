@@ -8,6 +8,9 @@ namespace DeepSeekSharp.IO.SafeTensors;
 /// <summary>A tensor to write: name, shape and fp32 values (converted to the file's dtype on write).</summary>
 public sealed record NamedTensor(string Name, int[] Shape, ReadOnlyMemory<float> Data);
 
+/// <summary>A tensor to write as it is: raw little-endian bytes of any dtype (e.g. FP8 codes).</summary>
+public sealed record RawTensor(string Name, DType DType, int[] Shape, ReadOnlyMemory<byte> Bytes);
+
 /// <summary>
 /// Writes safetensors files: header padded with spaces to a multiple of 8, tensors in the given order,
 /// atomically (temp file in the same folder, then rename), so a crash never leaves a partial file under the name.
@@ -17,19 +20,36 @@ public static class SafeTensorsWriter
     public static void WriteFloat32(string path, IReadOnlyList<(string Name, int[] Shape, float[] Data)> tensors, IReadOnlyDictionary<string, string>? metadata = null) =>
         Write(path, tensors.Select(t => new NamedTensor(t.Name, t.Shape, t.Data.AsMemory(0, checked((int)ShapeUtil.Numel(t.Shape))))).ToList(), DType.F32, metadata);
 
+    /// <summary>Writes tensors whose bytes are already in their dtype (FP8 checkpoints mix F8_E4M3 and F32).</summary>
+    public static void WriteRaw(string path, IReadOnlyList<RawTensor> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        foreach (var t in tensors)
+            if (t.Bytes.Length != ShapeUtil.Numel(t.Shape) * NumericFormats.SizeOf(t.DType))
+                throw new ArgumentException($"'{t.Name}': {t.Bytes.Length} bytes for {t.DType} {ShapeUtil.Format(t.Shape)}");
+        WriteCore(path, tensors.Select(t => (t.Name, t.DType, t.Shape, (long)t.Bytes.Length)).ToList(), metadata,
+            (fs, i, _) => fs.Write(tensors[i].Bytes.Span));
+    }
+
     /// <summary>Writes fp32 data stored as <paramref name="dtype"/> (F32, BF16 or F16).</summary>
     public static void Write(string path, IReadOnlyList<NamedTensor> tensors, DType dtype, IReadOnlyDictionary<string, string>? metadata = null)
     {
         if (dtype is not (DType.F32 or DType.BF16 or DType.F16)) throw new ArgumentException($"cannot write fp32 data as {dtype}");
         int size = NumericFormats.SizeOf(dtype);
+        foreach (var t in tensors)
+            if (t.Data.Length != ShapeUtil.Numel(t.Shape)) throw new ArgumentException($"'{t.Name}': {t.Data.Length} values for shape {ShapeUtil.Format(t.Shape)}");
+        WriteCore(path, tensors.Select(t => (t.Name, dtype, t.Shape, t.Data.Length * (long)size)).ToList(), metadata,
+            (fs, i, buffer) => WriteData(fs, tensors[i].Data.Span, dtype, buffer));
+    }
+
+    private static void WriteCore(string path, List<(string Name, DType DType, int[] Shape, long Bytes)> entries,
+        IReadOnlyDictionary<string, string>? metadata, Action<FileStream, int, byte[]> writeData)
+    {
         var header = new Dictionary<string, object>();
         if (metadata is { Count: > 0 }) header["__metadata__"] = metadata;
         long offset = 0;
-        foreach (var t in tensors)
+        foreach (var (name, dtype, shape, bytes) in entries)
         {
-            long bytes = ShapeUtil.Numel(t.Shape) * size;
-            if (t.Data.Length != ShapeUtil.Numel(t.Shape)) throw new ArgumentException($"'{t.Name}': {t.Data.Length} values for shape {ShapeUtil.Format(t.Shape)}");
-            header[t.Name] = new { dtype = SafeTensorsDTypes.Name(dtype), shape = t.Shape, data_offsets = new[] { offset, offset + bytes } };
+            header[name] = new { dtype = SafeTensorsDTypes.Name(dtype), shape, data_offsets = new[] { offset, offset + bytes } };
             offset += bytes;
         }
         byte[] json = Encoding.UTF8.GetBytes(JsonSerializer.Serialize(header));
@@ -45,7 +65,7 @@ public static class SafeTensorsWriter
                 fs.Write(json);
                 for (int i = json.Length; i < padded; i++) fs.WriteByte((byte)' ');
                 var buffer = new byte[1 << 16];
-                foreach (var t in tensors) WriteData(fs, t.Data.Span, dtype, buffer);
+                for (int i = 0; i < entries.Count; i++) writeData(fs, i, buffer);
                 fs.Flush(flushToDisk: true);
             }
             File.Move(tmp, path, overwrite: true);

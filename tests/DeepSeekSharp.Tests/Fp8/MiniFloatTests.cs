@@ -1,0 +1,81 @@
+using DeepSeekSharp.Fp8;
+
+namespace DeepSeekSharp.Tests.Fp8;
+
+/// <summary>Exhaustive codec tests: every code both ways, and every float32 neighbourhood of every rounding boundary.</summary>
+public class MiniFloatTests
+{
+    public static TheoryData<string> Formats => new() { "E4M3", "E5M2", "E5M6" };
+
+    private static MiniFloat Get(string name) => name switch { "E4M3" => MiniFloat.E4M3, "E5M2" => MiniFloat.E5M2, _ => MiniFloat.E5M6 };
+
+    /// <summary>The value of a code straight from the OCP FP8 / IEEE definitions (independent of the codec).</summary>
+    private static double Reference(string name, int code)
+    {
+        int e = name == "E4M3" ? 4 : 5, m = name switch { "E4M3" => 3, "E5M2" => 2, _ => 6 }, bias = name == "E4M3" ? 7 : 15;
+        int sign = (code >> (e + m)) & 1, exp = (code >> m) & ((1 << e) - 1), man = code & ((1 << m) - 1);
+        double s = sign == 1 ? -1 : 1;
+        if (name == "E4M3" && exp == 15 && man == 7) return double.NaN;
+        if (name != "E4M3" && exp == (1 << e) - 1) return man == 0 ? s * double.PositiveInfinity : double.NaN;
+        return exp == 0 ? s * Math.Pow(2, 1 - bias) * (man / Math.Pow(2, m)) : s * Math.Pow(2, exp - bias) * (1 + man / Math.Pow(2, m));
+    }
+
+    [Theory]
+    [MemberData(nameof(Formats))]
+    public void EveryCodeDecodesToItsDefinitionAndEncodesBack(string name)
+    {
+        var f = Get(name);
+        for (int code = 0; code < 1 << f.Bits; code++)
+        {
+            double want = Reference(name, code);
+            float got = f.Decode(code);
+            if (double.IsNaN(want)) { Assert.True(float.IsNaN(got), $"{name} code {code:X}"); Assert.True(float.IsNaN(f.Decode(f.Encode(got)))); continue; }
+            Assert.Equal(want, got);
+            if (double.IsInfinity(want)) { Assert.Equal(f.MaxFinite * Math.Sign(want), f.Decode(f.Encode(got))); continue; } // saturating
+            Assert.Equal(code, f.Encode(got));
+        }
+        Assert.Equal(name switch { "E4M3" => 448f, "E5M2" => 57344f, _ => 65024f }, f.MaxFinite);
+    }
+
+    [Theory]
+    [MemberData(nameof(Formats))]
+    public void RoundingBoundariesGoToNearestWithTiesToEven(string name)
+    {
+        var f = Get(name);
+        var values = Enumerable.Range(0, 1 << f.Bits).Select(c => (Code: c, Value: f.Decode(c)))
+            .Where(x => float.IsFinite(x.Value) && x.Value >= 0 && !(x.Value == 0 && x.Code != 0)).OrderBy(x => x.Value).ToList();
+        for (int i = 0; i + 1 < values.Count; i++)
+        {
+            var (lo, hi) = (values[i], values[i + 1]);
+            float mid = (float)(((double)lo.Value + hi.Value) / 2); // exact in float32 for these formats
+            int even = (lo.Code & 1) == 0 ? lo.Code : hi.Code;
+            Assert.Equal(even, f.Encode(mid));
+            Assert.Equal(lo.Code, f.Encode(MathF.BitDecrement(mid)));
+            Assert.Equal(hi.Code, f.Encode(MathF.BitIncrement(mid)));
+            Assert.Equal(lo.Code, f.Encode(MathF.BitIncrement(lo.Value)));
+            Assert.Equal(hi.Code, f.Encode(MathF.BitDecrement(hi.Value)));
+            // Negative side mirrors with the sign bit.
+            int signBit = 1 << (f.Bits - 1);
+            Assert.Equal(even | signBit, f.Encode(-mid));
+            Assert.Equal(lo.Code | signBit, f.Encode(-MathF.BitDecrement(mid)));
+        }
+        // Saturation above the largest finite value, infinities included; NaN stays NaN.
+        Assert.Equal(f.MaxCode, f.Encode(MathF.BitIncrement(f.MaxFinite)));
+        Assert.Equal(f.MaxCode, f.Encode(f.MaxFinite * 4));
+        Assert.Equal(f.MaxCode, f.Encode(float.PositiveInfinity));
+        Assert.Equal(f.MaxCode | (1 << (f.Bits - 1)), f.Encode(float.NegativeInfinity));
+        Assert.True(float.IsNaN(f.Decode(f.Encode(float.NaN))));
+        Assert.Equal(1 << (f.Bits - 1), f.Encode(-0f));
+        Assert.Equal(0, f.Encode(float.Epsilon));
+    }
+
+    [Fact]
+    public void MatchesTheE4M3DecoderOfTheCheckpointReader()
+    {
+        for (int c = 0; c < 256; c++)
+        {
+            float a = MiniFloat.E4M3.Decode(c), b = DeepSeekSharp.Tensors.NumericFormats.E4M3ToFloat((byte)c);
+            Assert.True(a.Equals(b) || (float.IsNaN(a) && float.IsNaN(b)));
+        }
+    }
+}
