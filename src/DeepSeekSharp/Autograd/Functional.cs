@@ -13,6 +13,9 @@ public static class Functional
     /// <summary>x [.., in] · W[out, in]ᵀ → [.., out].</summary>
     public static Tensor Linear(Tensor x, Tensor weight) => LinearOp.Forward(x, weight);
 
+    /// <summary>Linear with FP8 (E4M3, fine-grained scales) inputs to all three GEMMs; caches its input in FP8.</summary>
+    public static Tensor LinearFp8(Tensor x, Tensor weight) => Fp8LinearOp.Forward(x, weight);
+
     public static Tensor RmsNorm(Tensor x, Tensor weight, float eps) => RmsNormOp.Forward(x, weight, eps);
 
     public static Tensor Add(Tensor a, Tensor b) => AddOp.Forward(a, b);

@@ -31,7 +31,6 @@ public static class Fp8Quantizer
         int tr = (rows + tileRows - 1) / tileRows, tc = (cols + tileCols - 1) / tileCols;
         var scales = new float[tr * tc];
         var codes = new byte[rows * cols];
-        var e4m3 = MiniFloat.E4M3;
         for (int bi = 0; bi < tr; bi++)
             for (int bj = 0; bj < tc; bj++)
             {
@@ -48,7 +47,7 @@ public static class Fp8Quantizer
                 float s = amax == 0 ? 1f : amax / E4M3Max;
                 scales[bi * tc + bj] = s;
                 for (int r = r0; r < r1; r++)
-                    for (int c = c0; c < c1; c++) codes[r * cols + c] = (byte)e4m3.Encode(x[r * cols + c] / s);
+                    for (int c = c0; c < c1; c++) codes[r * cols + c] = E4M3Fast.Encode(x[r * cols + c] / s);
             }
         return new Fp8Tensor(rows, cols, tileRows, tileCols, codes, scales);
     }
@@ -67,8 +66,20 @@ public static class Fp8Quantizer
 
     public static void Dequantize(Fp8Tensor q, Span<float> destination)
     {
-        var e4m3 = MiniFloat.E4M3;
         int tc = q.ScaleCols;
+        if (q.TileRows == 1)
+        {
+            // Row tiles: one scale per 128 consecutive elements of a row.
+            for (int r = 0; r < q.Rows; r++)
+                for (int bj = 0; bj < tc; bj++)
+                {
+                    float s = q.Scales[r * tc + bj];
+                    int c0 = bj * q.TileCols, c1 = Math.Min(q.Cols, c0 + q.TileCols);
+                    for (int c = c0; c < c1; c++) destination[r * q.Cols + c] = E4M3Fast.ToFloat(q.Codes[r * q.Cols + c]) * s;
+                }
+            return;
+        }
+        var e4m3 = MiniFloat.E4M3;
         for (int r = 0; r < q.Rows; r++)
         {
             int bi = r / q.TileRows;

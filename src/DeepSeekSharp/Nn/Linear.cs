@@ -24,6 +24,9 @@ public sealed class Linear : Module
     /// <summary>[out, in]</summary>
     public Parameter Weight { get; }
 
+    /// <summary>Run the forward, input-gradient and weight-gradient GEMMs with FP8 inputs (DeepSeek-V3's recipe).</summary>
+    public bool Fp8Compute { get; set; }
+
     /// <summary>Optional hook (LoRA, quantised compute); null means the plain fp32 product.</summary>
     public ILinearAdapter? Adapter { get; set; }
 
@@ -31,7 +34,7 @@ public sealed class Linear : Module
     /// <returns>[.., out]</returns>
     public Tensor Forward(Tensor x)
     {
-        var y = Functional.Linear(x, Weight);
+        var y = Fp8Compute ? Functional.LinearFp8(x, Weight) : Functional.Linear(x, Weight);
         return Adapter is null ? y : Adapter.Forward(this, x, y);
     }
 }

@@ -54,6 +54,7 @@ public sealed class Trainer
             Beta1 = cfg.AdamBeta1, Beta2 = cfg.AdamBeta2, Eps = cfg.AdamEpsilon, WeightDecay = cfg.WeightDecay,
         };
         _balancer = new BiasBalancer(_model);
+        if (cfg.Precision == "fp8") DeepSeekSharp.Fp8.Fp8Training.Enable(_model);
         if (resumeFrom is not null)
         {
             _step = CheckpointStore.LoadTrainingState(resumeFrom, _optimizer);

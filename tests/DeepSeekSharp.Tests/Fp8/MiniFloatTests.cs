@@ -79,3 +79,34 @@ public class MiniFloatTests
         }
     }
 }
+
+public class E4M3FastTests
+{
+    [Fact]
+    public void FastEncoderAgreesWithTheDefinitionEverywhere()
+    {
+        var f = MiniFloat.E4M3;
+        // Every code's value and both float32 neighbours, every midpoint and its neighbours...
+        var probes = new List<float>();
+        for (int c = 0; c < 256; c++)
+        {
+            float v = f.Decode(c);
+            if (!float.IsFinite(v)) continue;
+            probes.AddRange([v, MathF.BitIncrement(v), MathF.BitDecrement(v)]);
+            float next = f.Decode(Math.Min(c + 1, 0x7E));
+            float mid = (v + next) / 2;
+            probes.AddRange([mid, MathF.BitIncrement(mid), MathF.BitDecrement(mid)]);
+        }
+        // ...plus random floats across the whole exponent range and specials.
+        var rng = new Random(11);
+        for (int i = 0; i < 200_000; i++) probes.Add(BitConverter.Int32BitsToSingle(rng.Next(int.MinValue, int.MaxValue)));
+        probes.AddRange([0f, -0f, float.Epsilon, 448f, 464f, 1e9f, float.PositiveInfinity, float.NegativeInfinity, float.NaN]);
+        foreach (float p in probes)
+        {
+            int want = f.Encode(p);
+            int got = E4M3Fast.Encode(p);
+            if (float.IsNaN(p)) Assert.True(float.IsNaN(f.Decode(got)));
+            else Assert.True(want == got, $"{p:R} (0x{BitConverter.SingleToUInt32Bits(p):X8}): definition {want:X2}, fast {got:X2}");
+        }
+    }
+}

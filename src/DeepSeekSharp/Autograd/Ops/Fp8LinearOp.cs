@@ -1,0 +1,75 @@
+using System.Buffers;
+using DeepSeekSharp.Fp8;
+using DeepSeekSharp.Tensors;
+
+namespace DeepSeekSharp.Autograd.Ops;
+
+/// <summary>
+/// A Linear whose three GEMMs take FP8 (E4M3) inputs with DeepSeek-V3's fine-grained scaling (training.md, FP8):
+/// forward x (1×128 tiles) · W (128×128 blocks); input gradient dy (1×128 tiles) · W (blocks); weight gradient
+/// dyᵀ · x with both requantised in 128×1 tiles along the tokens. Products of FP8 values accumulate in fp32 over
+/// the whole K (at least as precise as promotion every 128). The input is cached for the backward as FP8 codes
+/// plus scales (a quarter of its fp32 bytes), not as fp32.
+/// </summary>
+internal sealed class Fp8LinearOp : GradNode
+{
+    private readonly Fp8Tensor _x;
+    private readonly Fp8Tensor _w;
+
+    private Fp8LinearOp(Tensor x, Tensor w, Fp8Tensor xq, Fp8Tensor wq) : base(x, w) { (_x, _w) = (xq, wq); }
+
+    public static Tensor Forward(Tensor x, Tensor w)
+    {
+        int inDim = w.Shape[1], outDim = w.Shape[0];
+        OpBase.CheckLastDim(x, inDim, "fp8 linear input");
+        int n = OpBase.Rows(x);
+        var xq = Fp8Quantizer.QuantizeRowTiles(x.Span, n, inDim);
+        var wq = Fp8Quantizer.QuantizeBlocks(w.Span, outDim, inDim);
+        var shape = (int[])x.Shape.Clone();
+        shape[^1] = outDim;
+        var y = Tensor.Empty(shape);
+        var pool = ArrayPool<float>.Shared;
+        float[] xd = pool.Rent(n * inDim), wd = pool.Rent(outDim * inDim);
+        try
+        {
+            Fp8Quantizer.Dequantize(xq, xd);
+            Fp8Quantizer.Dequantize(wq, wd);
+            x.Backend.Gemm(false, true, n, outDim, inDim, 1f, xd, inDim, wd, inDim, 0f, y.Span, outDim);
+        }
+        finally
+        {
+            pool.Return(xd);
+            pool.Return(wd);
+        }
+        return OpBase.Record(y, () => new Fp8LinearOp(x, w, xq, wq), x, w);
+    }
+
+    public override void Backward(Tensor output, float[] dy)
+    {
+        Tensor x = Inputs[0], w = Inputs[1];
+        int inDim = w.Shape[1], outDim = w.Shape[0], n = _x.Rows;
+        var be = w.Backend;
+        var pool = ArrayPool<float>.Shared;
+        var g = dy.AsSpan(0, n * outDim);
+        if (GradOf(x) is { } dx)
+        {
+            float[] gd = pool.Rent(n * outDim), wd = pool.Rent(outDim * inDim);
+            Fp8Quantizer.Dequantize(Fp8Quantizer.QuantizeRowTiles(g, n, outDim), gd);
+            Fp8Quantizer.Dequantize(_w, wd);
+            be.Gemm(false, false, n, inDim, outDim, 1f, gd, outDim, wd, inDim, 1f, dx, inDim);
+            pool.Return(gd);
+            pool.Return(wd);
+        }
+        if (GradOf(w) is { } dw)
+        {
+            float[] gc = pool.Rent(n * outDim), xd = pool.Rent(n * inDim);
+            Fp8Quantizer.Dequantize(Fp8Quantizer.QuantizeColumnTiles(g, n, outDim), gc);
+            Fp8Quantizer.Dequantize(_x, xd);
+            var xc = Fp8Quantizer.QuantizeColumnTiles(xd.AsSpan(0, n * inDim), n, inDim);
+            Fp8Quantizer.Dequantize(xc, xd);
+            be.Gemm(true, false, outDim, inDim, n, 1f, gc, outDim, xd, inDim, 1f, dw, inDim);
+            pool.Return(gc);
+            pool.Return(xd);
+        }
+    }
+}
