@@ -3,8 +3,11 @@ using DeepSeekSharp.Training;
 
 namespace DeepSeekSharp.Tests.Training;
 
-public class InterruptTests
+public partial class InterruptTests
 {
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "kill")]
+    private static partial int SendSignal(int pid, int signal);
+
     [Fact]
     public async Task CtrlCSavesACheckpointAndExitsWith130()
     {
@@ -25,7 +28,7 @@ public class InterruptTests
         while ((line = p.StandardOutput.ReadLine()) is not null)
             if (line.Contains("step ", StringComparison.Ordinal) && line.Contains("loss", StringComparison.Ordinal) && ++steps == 3) break;
         Assert.Equal(3, steps);
-        using (var kill = Process.Start("kill", ["-INT", p.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])) kill.WaitForExit();
+        Assert.Equal(0, SendSignal(p.Id, 2)); // SIGINT, as Ctrl+C in a terminal
         string rest = p.StandardOutput.ReadToEnd();
         Assert.True(p.WaitForExit(TimeSpan.FromMinutes(2)));
         string err = await stderr;
