@@ -70,17 +70,20 @@ internal static class BenchCommand
         var tokens = new Option<int>("--tokens") { Description = "tokens to decode (timed)", DefaultValueFactory = _ => 32 };
         var recompute = new Option<int>("--recompute-steps") { Description = "also time this many full-sequence recomputations per token (0 = skip)", DefaultValueFactory = _ => 3 };
         var json = new Option<bool>("--json") { Description = "print one JSON line" };
-        var cmd = new Command("decode", "Batch-1 decoding speed with the MLA latent cache vs recomputing the whole sequence per token") { model, context, tokens, recompute, json };
+        var weights = CliCommon.WeightsOption();
+        var cmd = new Command("decode", "Batch-1 decoding speed with the MLA latent cache vs recomputing the whole sequence per token") { model, context, tokens, recompute, weights, json };
         cmd.SetAction(r => CliCommon.Run(() =>
         {
             string dir = r.GetValue(model)!;
             int ctxLen = r.GetValue(context), n = r.GetValue(tokens), rec = r.GetValue(recompute);
             DeepSeekModel m;
-            if (ModelCheckpoint.HasWeights(dir)) m = ModelCheckpoint.Load(dir);
+            string storage = r.GetValue(weights)!;
+            if (ModelCheckpoint.HasWeights(dir)) m = CliCommon.LoadForInference(dir, storage);
             else
             {
                 m = new DeepSeekModel(DeepSeekConfig.Load(ModelCheckpoint.ConfigPath(dir)), materialize: true);
                 ModelInit.InitializeRandom(m, 0);
+                if (storage != "fp32") DeepSeekSharp.Inference.InferenceWeights.Compress(m, storage == "bf16" ? DeepSeekSharp.Tensors.WeightStorage.Bf16 : DeepSeekSharp.Tensors.WeightStorage.Fp8Block);
             }
             if (ctxLen < 1 || n < 1 || ctxLen + n > m.Config.MaxPositionEmbeddings) throw new DeepSeekSharpException("--context + --tokens must fit the model's max_position_embeddings");
             var rng = new Random(2);
@@ -125,6 +128,7 @@ internal static class BenchCommand
                 prefill_tokens_per_s = Math.Round(ctxLen / prefill, 1), recompute_ms_per_token = Math.Round(recomputeS * 1e3, 2),
                 speedup_vs_recompute = recomputeS > 0 ? Math.Round(recomputeS / cached, 1) : 0,
                 cache_bytes_per_token = cache.BytesPerToken, mha_cache_bytes_per_token = decoder.MhaBytesPerToken, peak_rss_mb = peakMb,
+                weights = storage, weight_mb = Math.Round(DeepSeekSharp.Inference.InferenceWeights.WeightBytes(m) / 1048576.0, 1),
             };
             Console.WriteLine(r.GetValue(json) ? JsonSerializer.Serialize(res)
                 : string.Create(CultureInfo.InvariantCulture, $"decode at {ctxLen} context: {res.decode_tokens_per_s} tokens/s ({res.decode_ms_per_token} ms/token), prefill {res.prefill_tokens_per_s} tokens/s; full recompute {res.recompute_ms_per_token} ms/token ({res.speedup_vs_recompute}x slower); cache {cache.BytesPerToken} B/token vs {decoder.MhaBytesPerToken} B for MHA"));

@@ -18,6 +18,20 @@ internal static class CliCommon
         Required = true,
     };
 
+    public static Option<string> WeightsOption()
+    {
+        var o = new Option<string>("--weights") { Description = "in-memory weight format for inference: fp32, bf16 or fp8 (E4M3, 128x128 blocks; an FP8 checkpoint's codes are used as stored)", DefaultValueFactory = _ => "fp32" };
+        o.AcceptOnlyFromAmong("fp32", "bf16", "fp8");
+        return o;
+    }
+
+    public static DeepSeekSharp.Models.DeepSeekV3.DeepSeekModel LoadForInference(string dir, string weights) => weights switch
+    {
+        "bf16" => DeepSeekSharp.Inference.InferenceWeights.Load(dir, DeepSeekSharp.Tensors.WeightStorage.Bf16),
+        "fp8" => DeepSeekSharp.Inference.InferenceWeights.Load(dir, DeepSeekSharp.Tensors.WeightStorage.Fp8Block),
+        _ => DeepSeekSharp.Models.DeepSeekV3.ModelCheckpoint.Load(dir),
+    };
+
     public static Option<string> OutOption(string what) => new("--out") { Description = what, Required = true };
 
     /// <summary>Runs a command body; a user-facing error prints "error: ..." on one line and exits 1.</summary>

@@ -11,9 +11,9 @@ namespace DeepSeekSharp.Cli.Commands;
 /// <summary><c>dss serve</c> (OpenAI-compatible HTTP API) and <c>dss chat</c> (interactive terminal chat).</summary>
 internal static class ServeCommand
 {
-    private static (DeepSeekChatClient Client, HfTokenizer Tokenizer) Load(string dir, bool speculative)
+    private static (DeepSeekChatClient Client, HfTokenizer Tokenizer) Load(string dir, bool speculative, string weights = "fp32")
     {
-        var model = ModelCheckpoint.Load(dir);
+        var model = CliCommon.LoadForInference(dir, weights);
         var tokenizer = ModelTokenizer.TryLoad(dir) ?? throw new DeepSeekSharpException($"{dir}: no tokenizer.json (the server and chat need one)");
         return (new DeepSeekChatClient(new CachedDecoder(model), tokenizer, Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/')), speculative), tokenizer);
     }
@@ -26,16 +26,17 @@ internal static class ServeCommand
         var apiKey = new Option<string?>("--api-key") { Description = "require 'Authorization: Bearer KEY'" };
         var concurrency = new Option<int>("--max-concurrent") { Description = "generations at once (more wait, up to 16, then 429)", DefaultValueFactory = _ => 2 };
         var speculative = new Option<bool>("--speculative-mtp") { Description = "use MTP speculative decoding when the model has an MTP module" };
+        var weights = CliCommon.WeightsOption();
         var cmd = new Command("serve", "Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models)")
         {
-            model, host, port, apiKey, concurrency, speculative,
+            model, host, port, apiKey, concurrency, speculative, weights,
         };
         cmd.SetAction(async (r, ct) =>
         {
             WebApplication? app = null;
             int code = CliCommon.Run(() =>
             {
-                var (client, tokenizer) = Load(r.GetValue(model)!, r.GetValue(speculative));
+                var (client, tokenizer) = Load(r.GetValue(model)!, r.GetValue(speculative), r.GetValue(weights)!);
                 if (r.GetValue(port) is < 1 or > 65535) throw new DeepSeekSharpException("--port must be in 1..65535");
                 app = OpenAiServer.Build(client, tokenizer, new ServerOptions
                 {

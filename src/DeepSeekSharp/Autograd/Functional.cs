@@ -16,6 +16,18 @@ public static class Functional
     /// <summary>Linear with FP8 (E4M3, fine-grained scales) inputs to all three GEMMs; caches its input in FP8.</summary>
     public static Tensor LinearFp8(Tensor x, Tensor weight) => Fp8LinearOp.Forward(x, weight);
 
+    /// <summary>x · Wᵀ with an inference-only compressed weight (no gradient).</summary>
+    public static Tensor LinearCompressed(Tensor x, CompressedWeight w)
+    {
+        if (GradMode.IsEnabled && x.RequiresGrad) throw new InvalidOperationException("compressed (bf16/fp8) weights are for inference; run under GradMode.NoGrad()");
+        int n = checked((int)(x.Length / w.Cols));
+        var shape = (int[])x.Shape.Clone();
+        shape[^1] = w.Rows;
+        var y = Tensor.Empty(shape);
+        x.Backend.GemmCompressedWeight(n, x.Span, w, y.Span);
+        return y;
+    }
+
     public static Tensor RmsNorm(Tensor x, Tensor weight, float eps) => RmsNormOp.Forward(x, weight, eps);
 
     public static Tensor Add(Tensor a, Tensor b) => AddOp.Forward(a, b);

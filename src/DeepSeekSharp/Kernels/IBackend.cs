@@ -13,6 +13,9 @@ public interface IBackend
     void Gemm(bool transA, bool transB, int m, int n, int k, float alpha,
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc);
 
+    /// <summary>C[m, n] = A[m, k] · Wᵀ with W [n, k] stored compressed (BF16 or FP8 blocks), widened inside the GEMM.</summary>
+    void GemmCompressedWeight(int m, ReadOnlySpan<float> a, DeepSeekSharp.Tensors.CompressedWeight w, Span<float> c);
+
     /// <summary>y = x · rsqrt(mean(x²)+eps) · w per row; writes 1/rms per row to <paramref name="invRms"/>.</summary>
     void RmsNormForward(ReadOnlySpan<float> x /* [rows, d] */, ReadOnlySpan<float> w /* [d] */, float eps, int d,
         Span<float> y /* [rows, d] */, Span<float> invRms /* [rows] */);

@@ -27,6 +27,9 @@ public sealed class Linear : Module
     /// <summary>Run the forward, input-gradient and weight-gradient GEMMs with FP8 inputs (DeepSeek-V3's recipe).</summary>
     public bool Fp8Compute { get; set; }
 
+    /// <summary>An inference-only compressed copy of the weight (BF16 or FP8 blocks); when set, the forward reads it.</summary>
+    public CompressedWeight? InferenceWeight { get; set; }
+
     /// <summary>Optional hook (LoRA, quantised compute); null means the plain fp32 product.</summary>
     public ILinearAdapter? Adapter { get; set; }
 
@@ -34,7 +37,8 @@ public sealed class Linear : Module
     /// <returns>[.., out]</returns>
     public Tensor Forward(Tensor x)
     {
-        var y = Fp8Compute ? Functional.LinearFp8(x, Weight) : Functional.Linear(x, Weight);
+        var y = InferenceWeight is not null ? Functional.LinearCompressed(x, InferenceWeight)
+            : Fp8Compute ? Functional.LinearFp8(x, Weight) : Functional.Linear(x, Weight);
         return Adapter is null ? y : Adapter.Forward(this, x, y);
     }
 }

@@ -101,6 +101,10 @@ public sealed class HfCheckpointReader : IDisposable
     /// <summary>Whether <paramref name="name"/> is an FP8 block-quantised weight with a scale companion.</summary>
     public bool IsFp8Block(string name) => GetEntry(name).DType == DType.F8E4M3 && Contains(name + "_scale_inv");
 
+    /// <summary>The stored bytes of a tensor (e.g. FP8 codes), copied.</summary>
+    public byte[] ReadRawBytes(string name) => _owner.TryGetValue(name, out var f) ? f.GetBytes(f.Get(name)).ToArray()
+        : throw new DeepSeekSharpException($"{Directory}: no tensor named '{name}'");
+
     /// <summary>Reads any floating-point tensor as fp32; FP8 weights with scales are block-dequantised.</summary>
     public void ReadFloat32(string name, Span<float> destination)
     {

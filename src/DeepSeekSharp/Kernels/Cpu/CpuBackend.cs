@@ -29,6 +29,9 @@ public sealed class CpuBackend : IBackend
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc) =>
         Sgemm.Multiply(Pool, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 
+    public void GemmCompressedWeight(int m, ReadOnlySpan<float> a, DeepSeekSharp.Tensors.CompressedWeight w, Span<float> c) =>
+        Sgemm.MultiplyCompressedWeight(Pool, m, a, w.Cols, w, c, w.Rows);
+
     public unsafe void RmsNormForward(ReadOnlySpan<float> x, ReadOnlySpan<float> w, float eps, int d, Span<float> y, Span<float> invRms)
     {
         int rows = x.Length / d;

@@ -34,9 +34,23 @@ public static unsafe class Sgemm
             Multiply(pool, transA, transB, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    /// <summary>C[m,n] = A[m,k] · Wᵀ with W [n,k] stored compressed (BF16 or FP8 blocks), widened while packing.</summary>
+    public static void MultiplyCompressedWeight(WorkerPool? pool, int m, ReadOnlySpan<float> a, int lda, DeepSeekSharp.Tensors.CompressedWeight w, Span<float> c, int ldc)
+    {
+        int n = w.Rows, k = w.Cols;
+        if (a.Length < (long)(m - 1) * lda + k || c.Length < (long)(m - 1) * ldc + n) throw new ArgumentException("sgemm (compressed): buffers too small");
+        fixed (float* pa = a) fixed (float* pc = c)
+            Core(pool, false, true, m, n, k, 1f, pa, lda, null, k, 0f, pc, ldc, w);
+    }
+
     public static void Multiply(WorkerPool? pool, bool transA, bool transB, int m, int n, int k, float alpha,
-        float* a, int lda, float* b, int ldb, float beta, float* c, int ldc)
+        float* a, int lda, float* b, int ldb, float beta, float* c, int ldc) =>
+        Core(pool, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, null);
+
+    /// <summary>The driver; <paramref name="cb"/> replaces B (transposed) when the weight is stored compressed.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Core(WorkerPool? pool, bool transA, bool transB, int m, int n, int k, float alpha,
+        float* a, int lda, float* b, int ldb, float beta, float* c, int ldc, DeepSeekSharp.Tensors.CompressedWeight? cb)
     {
         if (m <= 0 || n <= 0) return;
         if (beta != 1f) ScaleC(c, m, n, ldc, beta);
@@ -44,7 +58,12 @@ public static unsafe class Sgemm
         // The path depends on n·k only, so a row gets bit-identical results whatever m is (decode vs verify).
         if ((long)n * k < 4096 || !Avx512F.IsSupported)
         {
-            Direct(transA, transB, m, n, k, alpha, a, lda, b, ldb, c, ldc);
+            if (cb is not null)
+            {
+                var wide = cb.Decompress();
+                fixed (float* pw = wide) Direct(transA, transB, m, n, k, alpha, a, lda, pw, ldb, c, ldc);
+            }
+            else Direct(transA, transB, m, n, k, alpha, a, lda, b, ldb, c, ldc);
             return;
         }
         int threads = pool?.Threads ?? 1;
@@ -72,7 +91,7 @@ public static unsafe class Sgemm
                         int kc = Math.Min(KC, k - pc);
                         if (pool is null)
                         {
-                            PackB(transB, b, ldb, pc, kc, jc, nc, 0, strips, pB);
+                            PackB(transB, b, ldb, pc, kc, jc, nc, 0, strips, pB, cb);
                             PackA(transA, a, lda, alpha, 0, m, pc, kc, pA);
                             Compute(0, m, 0, strips, kc, jc, nc, pA, pB, c, ldc);
                             continue;
@@ -81,7 +100,7 @@ public static unsafe class Sgemm
                         int packTasks = strips + (aStrips + 7) / 8;
                         pool.Run(packTasks, t =>
                         {
-                            if (t < strips) PackB(transB, (float*)ib, ldb, pc, kc, jc, nc, t, t + 1, (float*)ipb);
+                            if (t < strips) PackB(transB, (float*)ib, ldb, pc, kc, jc, nc, t, t + 1, (float*)ipb, cb);
                             else
                             {
                                 int s0 = (t - strips) * 8, s1 = Math.Min(aStrips, s0 + 8);
@@ -148,8 +167,14 @@ public static unsafe class Sgemm
 
     /// <summary>Packs B[pc:pc+kc, jc + 64·s ...] into strips: strip s holds kc rows of 64 floats (zero-padded).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void PackB(bool transB, float* b, int ldb, int pc, int kc, int jc, int nc, int s0, int s1, float* dst)
+    private static void PackB(bool transB, float* b, int ldb, int pc, int kc, int jc, int nc, int s0, int s1, float* dst,
+        DeepSeekSharp.Tensors.CompressedWeight? cb = null)
     {
+        if (cb is not null)
+        {
+            PackCompressedB(cb, pc, kc, jc, nc, s0, s1, dst);
+            return;
+        }
         for (int s = s0; s < s1; s++)
         {
             int j0 = jc + s * NR, w = Math.Min(NR, jc + nc - j0);
@@ -185,6 +210,24 @@ public static unsafe class Sgemm
                 for (int j = w; j < NR; j++)
                     for (int p = 0; p < kc; p++) d[p * NR + j] = 0f;
             }
+        }
+    }
+
+    /// <summary>Packs rows of a compressed W (Bᵀ) into 64-wide strips, widening BF16/FP8 to fp32 on the way.</summary>
+    private static void PackCompressedB(DeepSeekSharp.Tensors.CompressedWeight w, int pc, int kc, int jc, int nc, int s0, int s1, float* dst)
+    {
+        Span<float> row = stackalloc float[KC];
+        for (int s = s0; s < s1; s++)
+        {
+            int j0 = jc + s * NR, width = Math.Min(NR, jc + nc - j0);
+            float* d = dst + (long)s * kc * NR;
+            for (int j = 0; j < width; j++)
+            {
+                w.DecodeRow(j0 + j, pc, row[..kc]);
+                for (int p = 0; p < kc; p++) d[p * NR + j] = row[p];
+            }
+            for (int j = width; j < NR; j++)
+                for (int p = 0; p < kc; p++) d[p * NR + j] = 0f;
         }
     }
 

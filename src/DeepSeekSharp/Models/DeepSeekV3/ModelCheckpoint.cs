@@ -22,14 +22,18 @@ public static class ModelCheckpoint
         new(DeepSeekConfig.Load(ConfigPath(path)), materialize: false);
 
     /// <summary>Loads config and weights; every parameter and buffer must be present with the right shape.</summary>
-    public static DeepSeekModel Load(string dir)
+    public static DeepSeekModel Load(string dir) => Load(dir, _ => false);
+
+    /// <summary>Loads, leaving parameters for which <paramref name="skip"/> is true as meta tensors (callers fill them otherwise).</summary>
+    public static DeepSeekModel Load(string dir, Func<string, bool> skip)
     {
         if (!Directory.Exists(dir)) throw new DeepSeekSharpException($"{dir}: model folder not found");
         var config = DeepSeekConfig.Load(Path.Combine(dir, "config.json"));
         if (!HasWeights(dir)) throw new DeepSeekSharpException($"{dir}: no *.safetensors weights (use `dss init` to create a random-init model)");
         var model = new DeepSeekModel(config, materialize: false);
         using var reader = HfCheckpointReader.Open(dir, BlockSize(config));
-        foreach (var (name, p) in model.NamedParameters()) LoadTensor(reader, dir, name, p, required: true);
+        foreach (var (name, p) in model.NamedParameters())
+            if (!skip(name)) LoadTensor(reader, dir, name, p, required: true);
         foreach (var (name, b) in model.NamedBuffers())
             if (!LoadTensor(reader, dir, name, b, required: false)) b.Materialize();
         return model;

@@ -1,0 +1,77 @@
+using DeepSeekSharp.IO.HfCheckpoint;
+using DeepSeekSharp.Models.DeepSeekV3;
+using DeepSeekSharp.Nn;
+using DeepSeekSharp.Tensors;
+
+namespace DeepSeekSharp.Inference;
+
+/// <summary>
+/// Stores a model's Linear weights compressed for inference (BF16, or FP8 E4M3 with 128×128 block scales) and drops
+/// their fp32 copies. kv_b_proj stays fp32 (absorbed attention reads W_UK/W_UV directly), as do the embedding, the
+/// MoE gates and norms. FP8 applies to the Linears DeepSeek's FP8 checkpoints quantise (attention and MLP/experts);
+/// the head and the MTP eh_proj stay in their stored precision. From an FP8 checkpoint the codes are taken as stored,
+/// never widened to fp32 in memory.
+/// </summary>
+public static class InferenceWeights
+{
+    public static IEnumerable<(string Name, Linear Linear)> CompressibleLinears(DeepSeekModel model)
+    {
+        foreach (var (path, module) in model.NamedModules())
+            if (module is Linear linear && !path.EndsWith(".kv_b_proj", StringComparison.Ordinal))
+                yield return (path, linear);
+    }
+
+    /// <summary>Converts the loaded fp32 weights; returns the bytes the weights now take.</summary>
+    public static long Compress(DeepSeekModel model, WeightStorage storage)
+    {
+        if (storage == WeightStorage.Fp32) return model.NamedParameters().Sum(p => p.Parameter.Length * 4L);
+        var fp8Set = Fp8.Fp8Checkpoint.QuantizedWeightNames(model);
+        foreach (var (path, linear) in CompressibleLinears(model))
+        {
+            if (storage == WeightStorage.Fp8Block && !fp8Set.Contains(path + ".weight")) continue;
+            var w = linear.Weight;
+            linear.InferenceWeight = CompressedWeight.Compress(w.Span, w.Shape[0], w.Shape[1], storage);
+            w.Release();
+        }
+        return WeightBytes(model);
+    }
+
+    public static long WeightBytes(DeepSeekModel model) =>
+        model.NamedModules().Select(m => m.Module).OfType<Linear>().Sum(l => l.InferenceWeight?.Bytes ?? l.Weight.Length * 4L)
+        + model.NamedParameters().Where(p => !p.Name.EndsWith("proj.weight", StringComparison.Ordinal) && p.Name != "lm_head.weight").Sum(p => p.Parameter.Length * 4L);
+
+    /// <summary>
+    /// Loads a model for inference with <paramref name="storage"/> weights. FP8-block weights of an FP8 checkpoint
+    /// are kept as stored when <paramref name="storage"/> is FP8 (a quarter of the fp32 bytes, no fp32 detour).
+    /// </summary>
+    public static DeepSeekModel Load(string dir, WeightStorage storage)
+    {
+        if (storage != WeightStorage.Fp8Block) { var m = ModelCheckpoint.Load(dir); Compress(m, storage); return m; }
+        var config = DeepSeekConfig.Load(Path.Combine(dir, "config.json"));
+        // Weights stored as FP8 blocks are read as codes below, so the fp32 load skips them.
+        var fp8Names = config.QuantizationConfig is null ? [] : Fp8.Fp8Checkpoint.QuantizedWeightNames(new DeepSeekModel(config, materialize: false));
+        var model = ModelCheckpoint.Load(dir, skip: n => fp8Names.Contains(n) && !n.EndsWith(".kv_b_proj.weight", StringComparison.Ordinal));
+        using var reader = HfCheckpointReader.Open(dir, (128, 128));
+        var fp8Set = Fp8.Fp8Checkpoint.QuantizedWeightNames(model);
+        foreach (var (path, linear) in CompressibleLinears(model))
+        {
+            string name = path + ".weight";
+            if (!fp8Set.Contains(name)) continue;
+            if (linear.Weight.IsMeta && reader.IsFp8Block(name))
+            {
+                var entry = reader.GetEntry(name);
+                var codes = reader.ReadRawBytes(name);
+                var scales = new float[reader.GetEntry(name + "_scale_inv").ElementCount];
+                reader.ReadFloat32(name + "_scale_inv", scales);
+                linear.InferenceWeight = CompressedWeight.FromFp8(new Fp8.Fp8Tensor(entry.Shape[0], entry.Shape[1], 128, 128, codes, scales));
+            }
+            else
+            {
+                var w = linear.Weight;
+                linear.InferenceWeight = CompressedWeight.Compress(w.Span, w.Shape[0], w.Shape[1], WeightStorage.Fp8Block);
+                w.Release();
+            }
+        }
+        return model;
+    }
+}
