@@ -1,3 +1,5 @@
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
+
 namespace DeepSeekSharp.Fp8;
 
 /// <summary>FP8 E4M3 codes with one fp32 scale per tile; value ≈ code · scale (the scale is DeepSeek's <c>scale_inv</c>).</summary>
@@ -31,24 +33,32 @@ public static class Fp8Quantizer
         int tr = (rows + tileRows - 1) / tileRows, tc = (cols + tileCols - 1) / tileCols;
         var scales = new float[tr * tc];
         var codes = new byte[rows * cols];
+        // Per-column running amax of the current band of tile rows (vectorised over the row).
+        var amax = new float[cols];
+        var colScale = new float[cols];
+        var scaled = new float[cols];
         for (int bi = 0; bi < tr; bi++)
+        {
+            int r0 = bi * tileRows, r1 = Math.Min(rows, r0 + tileRows);
+            Array.Clear(amax);
+            for (int r = r0; r < r1; r++) TensorPrimitives.MaxMagnitude(x.Slice(r * cols, cols), amax, amax);
             for (int bj = 0; bj < tc; bj++)
             {
-                int r0 = bi * tileRows, r1 = Math.Min(rows, r0 + tileRows), c0 = bj * tileCols, c1 = Math.Min(cols, c0 + tileCols);
-                float amax = 0;
-                for (int r = r0; r < r1; r++)
-                    for (int c = c0; c < c1; c++)
-                    {
-                        float v = x[r * cols + c];
-                        if (!float.IsFinite(v))
-                            throw new DeepSeekSharpException($"{name ?? "tensor"}: value {v} at [{r}, {c}] cannot be quantised to FP8 (NaN/Inf)");
-                        amax = Math.Max(amax, Math.Abs(v));
-                    }
-                float s = amax == 0 ? 1f : amax / E4M3Max;
+                int c0 = bj * tileCols, c1 = Math.Min(cols, c0 + tileCols);
+                float m = TensorPrimitives.MaxMagnitude(amax.AsSpan(c0, c1 - c0));
+                if (!float.IsFinite(m)) throw new DeepSeekSharpException($"{name ?? "tensor"}: NaN/Inf in rows {r0}..{r1 - 1}, columns {c0}..{c1 - 1} cannot be quantised to FP8");
+                float s = m == 0 ? 1f : Math.Abs(m) / E4M3Max;
                 scales[bi * tc + bj] = s;
-                for (int r = r0; r < r1; r++)
-                    for (int c = c0; c < c1; c++) codes[r * cols + c] = E4M3Fast.Encode(x[r * cols + c] / s);
+                colScale.AsSpan(c0, c1 - c0).Fill(s);
             }
+            for (int r = r0; r < r1; r++)
+            {
+                // x / s in float32 (a true division, as the reference quantiser does), then the bit-level encoder.
+                TensorPrimitives.Divide(x.Slice(r * cols, cols), colScale, scaled);
+                var dst = codes.AsSpan(r * cols, cols);
+                for (int c = 0; c < cols; c++) dst[c] = E4M3Fast.Encode(scaled[c]);
+            }
+        }
         return new Fp8Tensor(rows, cols, tileRows, tileCols, codes, scales);
     }
 
@@ -67,24 +77,22 @@ public static class Fp8Quantizer
     public static void Dequantize(Fp8Tensor q, Span<float> destination)
     {
         int tc = q.ScaleCols;
-        if (q.TileRows == 1)
-        {
-            // Row tiles: one scale per 128 consecutive elements of a row.
-            for (int r = 0; r < q.Rows; r++)
-                for (int bj = 0; bj < tc; bj++)
-                {
-                    float s = q.Scales[r * tc + bj];
-                    int c0 = bj * q.TileCols, c1 = Math.Min(q.Cols, c0 + q.TileCols);
-                    for (int c = c0; c < c1; c++) destination[r * q.Cols + c] = E4M3Fast.ToFloat(q.Codes[r * q.Cols + c]) * s;
-                }
-            return;
-        }
-        var e4m3 = MiniFloat.E4M3;
+        Span<float> rowScales = q.Cols <= 4096 ? stackalloc float[q.Cols] : new float[q.Cols];
         for (int r = 0; r < q.Rows; r++)
         {
-            int bi = r / q.TileRows;
-            for (int c = 0; c < q.Cols; c++)
-                destination[r * q.Cols + c] = e4m3.Decode(q.Codes[r * q.Cols + c]) * q.Scales[bi * tc + c / q.TileCols];
+            if (r % q.TileRows == 0 || r == 0)
+            {
+                int bi = r / q.TileRows;
+                for (int bj = 0; bj < tc; bj++)
+                {
+                    int c0 = bj * q.TileCols, c1 = Math.Min(q.Cols, c0 + q.TileCols);
+                    rowScales[c0..c1].Fill(q.Scales[bi * tc + bj]);
+                }
+            }
+            var dst = destination.Slice(r * q.Cols, q.Cols);
+            var src = q.Codes.AsSpan(r * q.Cols, q.Cols);
+            for (int c = 0; c < dst.Length; c++) dst[c] = E4M3Fast.ToFloat(src[c]);
+            TensorPrimitives.Multiply(dst, rowScales, dst);
         }
     }
 }
