@@ -55,6 +55,12 @@ public static unsafe class Sgemm
         if (m <= 0 || n <= 0) return;
         if (beta != 1f) ScaleC(c, m, n, ldc, beta);
         if (k <= 0 || alpha == 0f) return;
+        if (m <= SkinnyRows && transB && !transA)
+        {
+            // Decode-sized products (1-4 rows against a weight): read each weight row once, never pack it.
+            SkinnyNT(pool, m, n, k, alpha, a, lda, b, ldb, c, ldc, cb);
+            return;
+        }
         // The path depends on n·k only, so a row gets bit-identical results whatever m is (decode vs verify).
         if ((long)n * k < 4096 || !Avx512F.IsSupported)
         {
@@ -153,6 +159,44 @@ public static unsafe class Sgemm
                 }
             }
         }
+    }
+
+    /// <summary>Row counts up to which x·Wᵀ streams W directly (GEMV-like) instead of packing it.</summary>
+    public const int SkinnyRows = 4;
+
+    /// <summary>C[i, j] += alpha · A_i · W_j for m ≤ 4 rows: one pass over W (decoded row by row when compressed), parallel over W's rows.</summary>
+    private static void SkinnyNT(WorkerPool? pool, int m, int n, int k, float alpha, float* a, int lda, float* b, int ldb, float* c, int ldc,
+        DeepSeekSharp.Tensors.CompressedWeight? cb)
+    {
+        nint ia = (nint)a, ib = (nint)b, ic = (nint)c;
+        int chunk = Math.Max(16, 65536 / Math.Max(1, k));
+        int tasks = (n + chunk - 1) / chunk;
+        void Run(int t)
+        {
+            int j0 = t * chunk, j1 = Math.Min(n, j0 + chunk);
+            float[]? row = cb is null ? null : System.Buffers.ArrayPool<float>.Shared.Rent(k);
+            try
+            {
+                for (int j = j0; j < j1; j++)
+                {
+                    ReadOnlySpan<float> w;
+                    if (cb is null) w = new ReadOnlySpan<float>((float*)ib + (long)j * ldb, k);
+                    else
+                    {
+                        cb.DecodeRow(j, 0, row.AsSpan(0, k));
+                        w = row.AsSpan(0, k);
+                    }
+                    for (int i = 0; i < m; i++)
+                        ((float*)ic)[(long)i * ldc + j] += alpha * System.Numerics.Tensors.TensorPrimitives.Dot(new ReadOnlySpan<float>((float*)ia + (long)i * lda, k), w);
+                }
+            }
+            finally
+            {
+                if (row is not null) System.Buffers.ArrayPool<float>.Shared.Return(row);
+            }
+        }
+        if (pool is null || tasks == 1) for (int t = 0; t < tasks; t++) Run(t);
+        else pool.Run(tasks, Run);
     }
 
     private static void ScaleC(float* c, int m, int n, int ldc, float beta)
