@@ -28,6 +28,9 @@ public static class Functional
         return y;
     }
 
+    /// <summary>BF16-rounded copy with a straight-through gradient (bf16 compute over fp32 master weights).</summary>
+    public static Tensor RoundBf16(Tensor x) => RoundBf16Op.Forward(x);
+
     public static Tensor RmsNorm(Tensor x, Tensor weight, float eps) => RmsNormOp.Forward(x, weight, eps);
 
     public static Tensor Add(Tensor a, Tensor b) => AddOp.Forward(a, b);

@@ -24,6 +24,9 @@ public sealed class Linear : Module
     /// <summary>[out, in]</summary>
     public Parameter Weight { get; }
 
+    /// <summary>Compute with a BF16 copy of the (fp32 master) weight.</summary>
+    public bool Bf16Compute { get; set; }
+
     /// <summary>Run the forward, input-gradient and weight-gradient GEMMs with FP8 inputs (DeepSeek-V3's recipe).</summary>
     public bool Fp8Compute { get; set; }
 
@@ -38,7 +41,8 @@ public sealed class Linear : Module
     public Tensor Forward(Tensor x)
     {
         var y = InferenceWeight is not null ? Functional.LinearCompressed(x, InferenceWeight)
-            : Fp8Compute ? Functional.LinearFp8(x, Weight) : Functional.Linear(x, Weight);
+            : Fp8Compute ? Functional.LinearFp8(x, Weight)
+            : Bf16Compute ? Functional.Linear(x, Functional.RoundBf16(Weight)) : Functional.Linear(x, Weight);
         return Adapter is null ? y : Adapter.Forward(this, x, y);
     }
 }

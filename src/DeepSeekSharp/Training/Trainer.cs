@@ -55,6 +55,9 @@ public sealed class Trainer
         };
         _balancer = new BiasBalancer(_model);
         if (cfg.Precision == "fp8") DeepSeekSharp.Fp8.Fp8Training.Enable(_model);
+        if (cfg.Precision == "bf16")
+            foreach (var (_, module) in _model.NamedModules())
+                if (module is Nn.Linear linear) linear.Bf16Compute = true;
         if (resumeFrom is not null)
         {
             _step = CheckpointStore.LoadTrainingState(resumeFrom, _optimizer);

@@ -94,3 +94,26 @@ public class TrainingPiecesTests
         Assert.Equal("a.txt", cfg.Datasets.Single().Path);
     }
 }
+
+public class PrecisionTests
+{
+    [Fact]
+    public void Bf16ComputeUsesBf16WeightsWithStraightThroughGradients()
+    {
+        var model = DeepSeekSharp.Models.DeepSeekV3.ModelCheckpoint.Load(TestPaths.Fixture("v2-lite-tiny"));
+        int[] tokens = [3, 1, 4, 1, 5, 9, 2, 6];
+        var batch = DeepSeekSharp.Models.DeepSeekV3.SequenceBatch.Training(1, tokens.Length);
+        var full = LanguageModelLoss.Compute(model, tokens, batch, 0, 0).Total.Data[0];
+        foreach (var (_, m) in model.NamedModules())
+            if (m is DeepSeekSharp.Nn.Linear l) l.Bf16Compute = true;
+        model.ZeroGrad();
+        var loss = LanguageModelLoss.Compute(model, tokens, batch, 0, 0);
+        DeepSeekSharp.Autograd.Backprop.Backward(loss.Total);
+        Assert.NotEqual(full, loss.Total.Data[0]);                       // the rounding is applied...
+        Assert.True(Math.Abs(full - loss.Total.Data[0]) < 0.01 * full);  // ...and only at bf16's ~3 significant digits
+        Assert.NotNull(model.NamedParameters().First(p => p.Name.EndsWith("o_proj.weight")).Parameter.Grad);
+        // Master weights stay fp32 (not rounded in place).
+        Assert.Contains(model.NamedParameters().First(p => p.Name.EndsWith("o_proj.weight")).Parameter.Data,
+            w => DeepSeekSharp.Tensors.NumericFormats.Bf16ToFloat(DeepSeekSharp.Tensors.NumericFormats.FloatToBf16(w)) != w);
+    }
+}

@@ -70,3 +70,25 @@ internal sealed class WeightedSumOp : GradNode
             if (GradOf(Inputs[i]) is { } d) d[0] += _weights[i] * dy[0];
     }
 }
+
+/// <summary>
+/// y = x rounded to BF16 (round to nearest even), with a straight-through gradient: bf16 mixed precision keeps fp32
+/// master weights and computes with their BF16 copies.
+/// </summary>
+internal sealed class RoundBf16Op : GradNode
+{
+    private RoundBf16Op(Tensor x) : base(x) { }
+
+    public static Tensor Forward(Tensor x)
+    {
+        var y = Tensor.Empty((int[])x.Shape.Clone());
+        var xs = x.Span; var ys = y.Span;
+        for (int i = 0; i < xs.Length; i++) ys[i] = NumericFormats.Bf16ToFloat(NumericFormats.FloatToBf16(xs[i]));
+        return OpBase.Record(y, () => new RoundBf16Op(x), x);
+    }
+
+    public override void Backward(Tensor output, float[] dy)
+    {
+        if (GradOf(Inputs[0]) is { } dx) TensorPrimitives.Add(dx, dy.AsSpan(0, dx.Length), dx);
+    }
+}
