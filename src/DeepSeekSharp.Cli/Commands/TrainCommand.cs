@@ -16,14 +16,17 @@ internal static class TrainCommand
         var stopAt = new Option<int?>("--stop-at-step") { Description = "save and stop after this step, as if interrupted" };
         var outputDir = new Option<string?>("--output-dir") { Description = "where checkpoints, metrics and samples go" };
         var resume = new Option<string?>("--resume") { Description = "an output folder: continue from its latest checkpoint" };
+        var precision = new Option<string?>("--precision") { Description = "fp32, bf16 or fp8 (same as --set precision=...)" };
+        precision.AcceptOnlyFromAmong("fp32", "bf16", "fp8");
         var cmd = new Command("train", "Train a DeepSeek-V3-architecture model (MTP, bias balancing, V3 schedule) from a YAML config")
         {
-            config, set, maxSteps, stopAt, outputDir, resume,
+            config, set, maxSteps, stopAt, outputDir, resume, precision,
         };
         cmd.SetAction((r, ct) => Task.FromResult(CliCommon.Run(() =>
         {
             var overrides = (r.GetValue(set) ?? []).ToList();
             if (r.GetValue(maxSteps) is int ms) overrides.Add($"max_steps={ms}");
+            if (r.GetValue(precision) is string p) overrides.Add($"precision={p}");
             if (r.GetValue(outputDir) is string od) overrides.Add($"output_dir={od}");
             else if (r.GetValue(resume) is string rd) overrides.Add($"output_dir={rd}");
             var cfg = TrainConfig.Load(r.GetValue(config), overrides);
