@@ -53,6 +53,12 @@ public static unsafe class Sgemm
         float* a, int lda, float* b, int ldb, float beta, float* c, int ldc, DeepSeekSharp.Tensors.CompressedWeight? cb)
     {
         if (m <= 0 || n <= 0) return;
+        if (cb is null && !(m <= SkinnyRows && transB && !transA))
+        {
+            // Dense products go to the BLIS-style kernel family (Blis/): in-place A, parallel B packing, tuned blocking.
+            BlisSgemm.Multiply(pool, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+            return;
+        }
         if (beta != 1f) ScaleC(c, m, n, ldc, beta);
         if (k <= 0 || alpha == 0f) return;
         if (m <= SkinnyRows && transB && !transA)
@@ -72,7 +78,7 @@ public static unsafe class Sgemm
             else Direct(transA, transB, m, n, k, alpha, a, lda, b, ldb, c, ldc);
             return;
         }
-        int threads = pool?.Threads ?? 1;
+        int threads = pool?.ThreadCount ?? 1;
         // A pooled call packs A and B into buffers all workers read; single-threaded calls (e.g. from inside
         // attention tasks) use per-thread buffers, so concurrent callers never share or allocate them.
         bool shared = pool is not null && threads > 1 && Monitor.TryEnter(PackGate);

@@ -1,92 +1,201 @@
+using System.Diagnostics;
+using System.Runtime.ExceptionServices;
+
 namespace DeepSeekSharp.Kernels.Cpu;
 
+/// <summary>One unit of parallel work: <see cref="Execute"/> is called once for every task index.</summary>
+public interface IWorkerTask
+{
+    /// <summary>Runs task <paramref name="taskIndex"/> (0 ≤ index &lt; the task count given to <see cref="WorkerPool.Run(int, IWorkerTask)"/>).</summary>
+    void Execute(int taskIndex);
+}
+
 /// <summary>
-/// Persistent worker threads for kernels that are called thousands of times per step: creating tasks per call
-/// halves GEMM throughput on mid-sized shapes here (performance.md). <see cref="Run"/> hands out task indices
-/// through one counter; the calling thread works too. Re-entrant calls (a task that itself calls Run) and
-/// concurrent callers run inline instead of waiting.
+/// A persistent pool of worker threads for fine-grained data parallelism (GEMM tiles, row blocks). The calling
+/// thread takes part in every <see cref="Run(int, IWorkerTask)"/>, so a pool of <c>ThreadCount</c> threads owns
+/// <c>ThreadCount - 1</c> background threads. Idle workers spin for <c>SpinMicroseconds</c> after each run (so
+/// back-to-back calls cost a few microseconds) and then block.
 /// </summary>
+/// <remarks>
+/// Calls from inside a task (re-entrant) and calls from a second thread while a run is in flight execute inline,
+/// serially, on the calling thread; both are safe. Tasks are claimed dynamically, so uneven tasks balance out.
+/// </remarks>
 public sealed class WorkerPool : IDisposable
 {
-    private readonly Thread[] _threads;
-    private readonly SemaphoreSlim _start;
-    private readonly object _gate = new();
-    private Action<int>? _body;
-    private int _taskCount;
-    private int _next;
-    private int _pending;
-    private volatile bool _disposed;
-    private readonly ManualResetEventSlim _done = new(false);
-    [ThreadStatic] private static bool _insideTask;
+    // _state packs (generation: 24 bits | task count: 20 bits | next task index: 20 bits). Claiming a task is a CAS
+    // that only succeeds for the current generation, so a worker that wakes late can never run a stale job.
+    private const int IndexBits = 20;
+    private const long IndexMask = (1L << IndexBits) - 1;
+    private const int MaxTasksPerBatch = (1 << IndexBits) - 1;
 
-    public WorkerPool(int threads)
+    private static readonly Lazy<WorkerPool> s_default = new(CreateDefault, LazyThreadSafetyMode.ExecutionAndPublication);
+
+    private readonly Thread[] _threads;
+    private readonly object _sleepLock = new();
+    private readonly long _spinTicks;
+    private long _state;
+    private int _completed;
+    private int _sleepers;
+    private int _busy;
+    private volatile bool _disposed;
+    private IWorkerTask? _task;
+    private int _taskOffset;
+    private ExceptionDispatchInfo? _error;
+
+    /// <summary>Creates a pool in which <paramref name="threadCount"/> threads (the caller included) share each run.</summary>
+    /// <param name="threadCount">Total degree of parallelism, ≥ 1; 1 means everything runs inline.</param>
+    /// <param name="spinMicroseconds">How long an idle worker spins before blocking (default 200 µs).</param>
+    public WorkerPool(int threadCount, int spinMicroseconds = 200)
     {
-        Threads = Math.Max(1, threads);
-        _start = new SemaphoreSlim(0);
-        _threads = new Thread[Threads - 1];
+        ArgumentOutOfRangeException.ThrowIfLessThan(threadCount, 1);
+        ArgumentOutOfRangeException.ThrowIfNegative(spinMicroseconds);
+        ThreadCount = threadCount;
+        _spinTicks = (long)(spinMicroseconds * (Stopwatch.Frequency / 1e6));
+        _threads = new Thread[threadCount - 1];
         for (int i = 0; i < _threads.Length; i++)
         {
-            _threads[i] = new Thread(WorkerLoop) { IsBackground = true, Name = $"dss-worker-{i + 1}" };
+            _threads[i] = new Thread(WorkerLoop, 256 * 1024) { IsBackground = true, Name = $"dss-worker-{i + 1}" };
             _threads[i].Start();
         }
     }
 
-    public int Threads { get; }
+    /// <summary>Total threads taking part in a run, the caller included.</summary>
+    public int ThreadCount { get; }
 
-    /// <summary>Runs body(0..taskCount-1) across the pool and returns when all are done.</summary>
-    public void Run(int taskCount, Action<int> body)
+    /// <summary>A process-wide pool created on first use with <see cref="CreateDefault"/>; never disposed.</summary>
+    public static WorkerPool Default => s_default.Value;
+
+    /// <summary>Creates a pool sized by the <c>DSS_THREADS</c> environment variable, else <see cref="Environment.ProcessorCount"/>.</summary>
+    public static WorkerPool CreateDefault()
     {
-        if (taskCount <= 0) return;
-        if (taskCount == 1 || Threads == 1 || _insideTask || !Monitor.TryEnter(_gate))
+        string? env = Environment.GetEnvironmentVariable("DSS_THREADS");
+        int threads = int.TryParse(env, out int t) && t > 0 ? t : Environment.ProcessorCount;
+        return new WorkerPool(threads);
+    }
+
+    /// <summary>Runs <paramref name="task"/> for task indices 0..taskCount-1 and returns when all have finished.</summary>
+    /// <remarks>The first exception thrown by a task is rethrown here after all tasks have finished.</remarks>
+    public void Run(int taskCount, IWorkerTask task)
+    {
+        ArgumentNullException.ThrowIfNull(task);
+        ArgumentOutOfRangeException.ThrowIfNegative(taskCount);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (taskCount == 0) return;
+        if (taskCount == 1 || _threads.Length == 0 || Interlocked.CompareExchange(ref _busy, 1, 0) != 0)
         {
-            for (int i = 0; i < taskCount; i++) body(i);
+            for (int i = 0; i < taskCount; i++) task.Execute(i);
             return;
         }
+        ExceptionDispatchInfo? error;
         try
         {
-            _body = body;
-            _taskCount = taskCount;
-            _next = 0;
-            int helpers = Math.Min(_threads.Length, taskCount - 1);
-            _pending = helpers + 1;
-            _done.Reset();
-            _start.Release(helpers);
-            Work();
-            if (Interlocked.Decrement(ref _pending) != 0) _done.Wait();
-            _body = null;
+            for (int offset = 0; offset < taskCount; offset += MaxTasksPerBatch)
+                RunBatch(Math.Min(MaxTasksPerBatch, taskCount - offset), offset, task);
         }
         finally
         {
-            Monitor.Exit(_gate);
+            _task = null;
+            error = _error; // taken before releasing the pool, so a next run cannot see or lose it
+            _error = null;
+            Volatile.Write(ref _busy, 0);
         }
+        error?.Throw();
     }
 
-    private void Work()
+    /// <summary>Runs <paramref name="body"/> for indices 0..taskCount-1 (allocates a small wrapper per call).</summary>
+    public void Run(int taskCount, Action<int> body)
     {
-        _insideTask = true;
-        try
+        ArgumentNullException.ThrowIfNull(body);
+        Run(taskCount, new DelegateTask(body));
+    }
+
+    private void RunBatch(int count, int offset, IWorkerTask task)
+    {
+        _task = task;
+        _taskOffset = offset;
+        _completed = 0;
+        long generation = ((Volatile.Read(ref _state) >> (2 * IndexBits)) + 1) & 0xFFFFFF;
+        long state = (generation << (2 * IndexBits)) | ((long)count << IndexBits);
+        Interlocked.Exchange(ref _state, state); // publishes _task/_taskOffset/_completed (full fence)
+        if (Volatile.Read(ref _sleepers) > 0)
+            lock (_sleepLock) Monitor.PulseAll(_sleepLock);
+
+        Drain(state);
+        var spin = new SpinWait();
+        while (Volatile.Read(ref _completed) < count) spin.SpinOnce(sleep1Threshold: -1);
+    }
+
+    /// <summary>Claims and runs tasks of the generation in <paramref name="seen"/> until none are left.</summary>
+    private void Drain(long seen)
+    {
+        long generationAndCount = seen & ~IndexMask;
+        int count = (int)((seen >> IndexBits) & IndexMask);
+        while (true)
         {
-            var body = _body!;
-            int i;
-            while ((i = Interlocked.Increment(ref _next) - 1) < _taskCount) body(i);
+            long s = Volatile.Read(ref _state);
+            if ((s & ~IndexMask) != generationAndCount) return;
+            int index = (int)(s & IndexMask);
+            if (index >= count) return;
+            if (Interlocked.CompareExchange(ref _state, s + 1, s) != s) continue;
+            try
+            {
+                _task!.Execute(_taskOffset + index);
+            }
+            catch (Exception e)
+            {
+                Interlocked.CompareExchange(ref _error, ExceptionDispatchInfo.Capture(e), null);
+            }
+            Interlocked.Increment(ref _completed);
         }
-        finally { _insideTask = false; }
     }
 
     private void WorkerLoop()
     {
+        long lastGeneration = Volatile.Read(ref _state) & ~IndexMask;
         while (true)
         {
-            _start.Wait();
+            long s = WaitForNewGeneration(lastGeneration);
             if (_disposed) return;
-            Work();
-            if (Interlocked.Decrement(ref _pending) == 0) _done.Set();
+            lastGeneration = s & ~IndexMask;
+            Drain(s);
         }
     }
 
+    private long WaitForNewGeneration(long lastGeneration)
+    {
+        long start = Stopwatch.GetTimestamp();
+        int spins = 0;
+        while (true)
+        {
+            long s = Volatile.Read(ref _state);
+            if ((s & ~IndexMask) != lastGeneration || _disposed) return s;
+            if (++spins < 64 || Stopwatch.GetTimestamp() - start < _spinTicks)
+            {
+                Thread.SpinWait(8);
+                continue;
+            }
+            lock (_sleepLock)
+            {
+                Interlocked.Increment(ref _sleepers);
+                while (((s = Volatile.Read(ref _state)) & ~IndexMask) == lastGeneration && !_disposed)
+                    Monitor.Wait(_sleepLock);
+                Interlocked.Decrement(ref _sleepers);
+            }
+            return s;
+        }
+    }
+
+    /// <summary>Stops and joins the worker threads. Runs already in flight complete first.</summary>
     public void Dispose()
     {
+        if (_disposed) return;
         _disposed = true;
-        _start.Release(_threads.Length);
+        lock (_sleepLock) Monitor.PulseAll(_sleepLock);
+        foreach (Thread t in _threads) t.Join();
+    }
+
+    private sealed class DelegateTask(Action<int> body) : IWorkerTask
+    {
+        public void Execute(int taskIndex) => body(taskIndex);
     }
 }

@@ -1,0 +1,150 @@
+using System.Runtime.CompilerServices;
+
+namespace DeepSeekSharp.Kernels.Cpu;
+
+/// <summary>
+/// The BLIS-style blocked SGEMM driver. Loops: jc over N (NC columns) → pc over K (KC depth; B block packed once,
+/// in parallel, into 64-wide strips) → parallel tasks over (MC-row block of A, group of B strips); each task runs the
+/// 6×64 micro-kernel over its tiles, reading A in place (or, if A is transposed, from 6-row panels it packs into a
+/// thread-local buffer).
+/// </summary>
+internal sealed unsafe class SgemmBlocked : IWorkerTask
+{
+    public const int NC = 2048;
+    public const int KC = 512;
+    public const int MC = 96;
+    private const int MR = SgemmMicroKernels.MR;
+    private const int NR = SgemmMicroKernels.NR;
+
+    [ThreadStatic] private static PackBuffer? t_packA;
+    [ThreadStatic] private static PackBuffer? t_packB;
+    [ThreadStatic] private static SgemmBlocked? t_cachedJob;
+
+    // The whole problem.
+    private bool _transA, _transB;
+    private int _m, _lda, _ldb, _ldc;
+    private float _alpha;
+    private float* _a, _b, _c;
+    private BlisSgemmKernel _kernel;
+    // The current (jc, pc) block.
+    private bool _packPhase;
+    private int _jc, _nc, _pc, _kc, _mBlocks, _nStrips, _stripsPerGroup;
+    private float _beta;
+    private float* _packedB;
+
+    /// <summary>Runs the blocked algorithm. Requires m, n, k ≥ 1 and alpha ≠ 0.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Multiply(WorkerPool? pool, BlisSgemmKernel kernel, bool transA, bool transB, int m, int n, int k,
+        float alpha, float* a, int lda, float* b, int ldb, float beta, float* c, int ldc)
+    {
+        SgemmBlocked job = t_cachedJob ?? new SgemmBlocked();
+        t_cachedJob = null; // a re-entrant call on this thread gets its own job
+        try
+        {
+            job.Run(pool, kernel, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        }
+        finally
+        {
+            job._a = job._b = job._c = job._packedB = null;
+            t_cachedJob = job;
+        }
+    }
+
+    private void Run(WorkerPool? pool, BlisSgemmKernel kernel, bool transA, bool transB, int m, int n, int k,
+        float alpha, float* a, int lda, float* b, int ldb, float beta, float* c, int ldc)
+    {
+        (_transA, _transB, _m, _lda, _ldb, _ldc, _alpha) = (transA, transB, m, lda, ldb, ldc, alpha);
+        _a = a;
+        _b = b;
+        _c = c;
+        _kernel = SgemmMicroKernels.Resolve(kernel);
+        int threads = pool?.ThreadCount ?? 1;
+
+        // Balanced blocks: 513 deep becomes 2 × 257 rather than 512 + 1.
+        int kBlocks = (k + KC - 1) / KC, kcMax = (k + kBlocks - 1) / kBlocks;
+        int nBlocks = (n + NC - 1) / NC, ncMax = RoundUp((n + nBlocks - 1) / nBlocks, NR);
+        _packedB = PackBuffer.Get(ref t_packB, kcMax * ncMax);
+        _mBlocks = (m + MC - 1) / MC;
+
+        for (int jc = 0; jc < n; jc += ncMax)
+        {
+            _jc = jc;
+            _nc = Math.Min(ncMax, n - jc);
+            _nStrips = (_nc + NR - 1) / NR;
+            int groups = 1;
+            if (threads > 1 && _mBlocks < 4 * threads)
+                groups = Math.Clamp((4 * threads + _mBlocks - 1) / _mBlocks, 1, _nStrips);
+            _stripsPerGroup = (_nStrips + groups - 1) / groups;
+            groups = (_nStrips + _stripsPerGroup - 1) / _stripsPerGroup;
+
+            for (int pc = 0; pc < k; pc += kcMax)
+            {
+                _pc = pc;
+                _kc = Math.Min(kcMax, k - pc);
+                _beta = pc == 0 ? beta : 1f;
+                _packPhase = true;
+                Dispatch(pool, _nStrips);
+                _packPhase = false;
+                Dispatch(pool, _mBlocks * groups);
+            }
+        }
+    }
+
+    private void Dispatch(WorkerPool? pool, int tasks)
+    {
+        if (pool is null || tasks == 1)
+            for (int i = 0; i < tasks; i++) Execute(i);
+        else
+            pool.Run(tasks, this);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void Execute(int taskIndex)
+    {
+        if (_packPhase)
+        {
+            int j = taskIndex * NR;
+            SgemmPacking.PackBStrip(_transB, _b, _ldb, _jc + j, Math.Min(NR, _nc - j), _pc, _kc, _packedB + (nint)j * _kc);
+        }
+        else
+        {
+            ComputeTask(taskIndex % _mBlocks, taskIndex / _mBlocks);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void ComputeTask(int mBlock, int group)
+    {
+        int i0 = mBlock * MC, mc = Math.Min(MC, _m - i0), kc = _kc;
+        // op(A) not transposed is read in place (rows at stride lda, the micro-kernel broadcasts from them); packing
+        // it would be a transpose. Transposed A is packed into 6-row panels: cheap contiguous copies.
+        float* aBlock;
+        nint rs, step, panelStride;
+        if (!_transA)
+        {
+            aBlock = _a + (nint)i0 * _lda + _pc;
+            (rs, step, panelStride) = (_lda, 1, (nint)MR * _lda);
+        }
+        else
+        {
+            aBlock = PackBuffer.Get(ref t_packA, RoundUp(MC, MR) * KC + SgemmPacking.PackASlack);
+            SgemmPacking.PackATransposed(_a, _lda, _m, i0, mc, _pc, kc, aBlock);
+            (rs, step, panelStride) = (1, MR, (nint)MR * kc);
+        }
+
+        int s0 = group * _stripsPerGroup, s1 = Math.Min(_nStrips, s0 + _stripsPerGroup);
+        for (int s = s0; s < s1; s++)
+        {
+            int j = s * NR, cols = Math.Min(NR, _nc - j);
+            float* bPanel = _packedB + (nint)j * kc;
+            float* cBase = _c + (nint)i0 * _ldc + _jc + j;
+            for (int ir = 0; ir < mc; ir += MR)
+            {
+                SgemmMicroKernels.Tile(_kernel, kc, aBlock + ir / MR * panelStride, rs, step, bPanel, cBase + (nint)ir * _ldc, _ldc,
+                    Math.Min(MR, mc - ir), cols, _alpha, _beta);
+            }
+        }
+    }
+
+    private static int RoundUp(int x, int multiple) => (x + multiple - 1) / multiple * multiple;
+}

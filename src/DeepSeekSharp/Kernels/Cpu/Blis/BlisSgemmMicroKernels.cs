@@ -1,0 +1,221 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace DeepSeekSharp.Kernels.Cpu;
+
+/// <summary>Which micro-kernel the blocked SGEMM uses; <see cref="Best"/> picks the widest the CPU supports.</summary>
+internal enum BlisSgemmKernel
+{
+    Best = 0,
+    Scalar,
+    Avx2,
+    Avx512,
+}
+
+/// <summary>
+/// Micro-kernels computing one MR×NR = 6×64 tile: <c>C = alpha * (Apanel · Bpanel) + beta * C</c>. The A panel is
+/// read through strides: element (r, p) is <c>a[r * rs + p * step]</c> (packed: rs = 1, step = 6; A used in place:
+/// rs = lda, step = 1); rows ≥ <c>rows</c> alias row 0 so they never read out of bounds. The packed B panel is
+/// kc × 64 (p-major). beta = 0 never reads C.
+/// </summary>
+internal static unsafe class SgemmMicroKernels
+{
+    public const int MR = 6;
+    public const int NR = 64;
+
+    public static BlisSgemmKernel Resolve(BlisSgemmKernel requested)
+    {
+        if (requested == BlisSgemmKernel.Best)
+            return Avx512F.IsSupported ? BlisSgemmKernel.Avx512 : Fma.IsSupported && Avx2.IsSupported ? BlisSgemmKernel.Avx2 : BlisSgemmKernel.Scalar;
+        if (requested == BlisSgemmKernel.Avx512 && !Avx512F.IsSupported) throw new PlatformNotSupportedException("AVX-512F");
+        if (requested == BlisSgemmKernel.Avx2 && !(Fma.IsSupported && Avx2.IsSupported)) throw new PlatformNotSupportedException("AVX2/FMA");
+        return requested;
+    }
+
+    /// <summary>Computes a tile of <paramref name="rows"/> ≤ 6 by <paramref name="cols"/> ≤ 64 with the given kernel.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [SkipLocalsInit]
+    public static void Tile(BlisSgemmKernel kernel, int kc, float* a, nint rs, nint step, float* b, float* c, int ldc,
+        int rows, int cols, float alpha, float beta)
+    {
+        if (rows == MR && cols == NR)
+        {
+            Full(kernel, kc, a, rs, step, MR, b, c, ldc, alpha, beta);
+            return;
+        }
+        // Edge tile: compute the whole padded tile into a scratch tile, then merge the valid part.
+        float* tmp = stackalloc float[MR * NR + 16];
+        tmp = (float*)(((nint)tmp + 63) & ~(nint)63);
+        Full(kernel, kc, a, rs, step, rows, b, tmp, NR, 1f, 0f);
+        for (int r = 0; r < rows; r++)
+        {
+            float* cr = c + (nint)r * ldc;
+            float* tr = tmp + r * NR;
+            if (beta == 0f)
+                for (int j = 0; j < cols; j++) cr[j] = alpha * tr[j];
+            else
+                for (int j = 0; j < cols; j++) cr[j] = alpha * tr[j] + beta * cr[j];
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Full(BlisSgemmKernel kernel, int kc, float* a, nint rs, nint step, int rows, float* b, float* c, int ldc,
+        float alpha, float beta)
+    {
+        switch (kernel)
+        {
+            case BlisSgemmKernel.Avx512: Avx512Kernel6x64(kc, a, rs, step, rows, b, c, ldc, alpha, beta); break;
+            case BlisSgemmKernel.Avx2:
+                for (int q = 0; q < NR; q += 16) Avx2Kernel6x16(kc, a, rs, step, rows, b + q, c + q, ldc, alpha, beta);
+                break;
+            default: ScalarKernel(kc, a, rs, step, rows, b, c, ldc, alpha, beta); break;
+        }
+    }
+
+    /// <summary>Pointer to row r of the A panel, aliasing row 0 for rows past the valid ones.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float* Row(float* a, nint rs, int r, int rows) => r < rows ? a + r * rs : a;
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Avx512Kernel6x64(int kc, float* a, nint rs, nint step, int rows, float* b, float* c, int ldc,
+        float alpha, float beta)
+    {
+        float* a0 = a, a1 = Row(a, rs, 1, rows), a2 = Row(a, rs, 2, rows), a3 = Row(a, rs, 3, rows);
+        float* a4 = Row(a, rs, 4, rows), a5 = Row(a, rs, 5, rows);
+        nint off = 0;
+        Vector512<float> c00 = default, c01 = default, c02 = default, c03 = default;
+        Vector512<float> c10 = default, c11 = default, c12 = default, c13 = default;
+        Vector512<float> c20 = default, c21 = default, c22 = default, c23 = default;
+        Vector512<float> c30 = default, c31 = default, c32 = default, c33 = default;
+        Vector512<float> c40 = default, c41 = default, c42 = default, c43 = default;
+        Vector512<float> c50 = default, c51 = default, c52 = default, c53 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            Vector512<float> b0 = Vector512.Load(b);
+            Vector512<float> b1 = Vector512.Load(b + 16);
+            Vector512<float> b2 = Vector512.Load(b + 32);
+            Vector512<float> b3 = Vector512.Load(b + 48);
+            Vector512<float> av = Vector512.Create(a0[off]);
+            c00 = Avx512F.FusedMultiplyAdd(av, b0, c00); c01 = Avx512F.FusedMultiplyAdd(av, b1, c01);
+            c02 = Avx512F.FusedMultiplyAdd(av, b2, c02); c03 = Avx512F.FusedMultiplyAdd(av, b3, c03);
+            av = Vector512.Create(a1[off]);
+            c10 = Avx512F.FusedMultiplyAdd(av, b0, c10); c11 = Avx512F.FusedMultiplyAdd(av, b1, c11);
+            c12 = Avx512F.FusedMultiplyAdd(av, b2, c12); c13 = Avx512F.FusedMultiplyAdd(av, b3, c13);
+            av = Vector512.Create(a2[off]);
+            c20 = Avx512F.FusedMultiplyAdd(av, b0, c20); c21 = Avx512F.FusedMultiplyAdd(av, b1, c21);
+            c22 = Avx512F.FusedMultiplyAdd(av, b2, c22); c23 = Avx512F.FusedMultiplyAdd(av, b3, c23);
+            av = Vector512.Create(a3[off]);
+            c30 = Avx512F.FusedMultiplyAdd(av, b0, c30); c31 = Avx512F.FusedMultiplyAdd(av, b1, c31);
+            c32 = Avx512F.FusedMultiplyAdd(av, b2, c32); c33 = Avx512F.FusedMultiplyAdd(av, b3, c33);
+            av = Vector512.Create(a4[off]);
+            c40 = Avx512F.FusedMultiplyAdd(av, b0, c40); c41 = Avx512F.FusedMultiplyAdd(av, b1, c41);
+            c42 = Avx512F.FusedMultiplyAdd(av, b2, c42); c43 = Avx512F.FusedMultiplyAdd(av, b3, c43);
+            av = Vector512.Create(a5[off]);
+            c50 = Avx512F.FusedMultiplyAdd(av, b0, c50); c51 = Avx512F.FusedMultiplyAdd(av, b1, c51);
+            c52 = Avx512F.FusedMultiplyAdd(av, b2, c52); c53 = Avx512F.FusedMultiplyAdd(av, b3, c53);
+            off += step;
+            b += NR;
+        }
+        Store512Row(c, alpha, beta, c00, c01, c02, c03);
+        Store512Row(c + ldc, alpha, beta, c10, c11, c12, c13);
+        Store512Row(c + 2 * (nint)ldc, alpha, beta, c20, c21, c22, c23);
+        Store512Row(c + 3 * (nint)ldc, alpha, beta, c30, c31, c32, c33);
+        Store512Row(c + 4 * (nint)ldc, alpha, beta, c40, c41, c42, c43);
+        Store512Row(c + 5 * (nint)ldc, alpha, beta, c50, c51, c52, c53);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store512Row(float* c, float alpha, float beta,
+        Vector512<float> v0, Vector512<float> v1, Vector512<float> v2, Vector512<float> v3)
+    {
+        Vector512<float> va = Vector512.Create(alpha);
+        if (beta == 0f)
+        {
+            (va * v0).Store(c); (va * v1).Store(c + 16); (va * v2).Store(c + 32); (va * v3).Store(c + 48);
+        }
+        else
+        {
+            Vector512<float> vb = Vector512.Create(beta);
+            Avx512F.FusedMultiplyAdd(va, v0, vb * Vector512.Load(c)).Store(c);
+            Avx512F.FusedMultiplyAdd(va, v1, vb * Vector512.Load(c + 16)).Store(c + 16);
+            Avx512F.FusedMultiplyAdd(va, v2, vb * Vector512.Load(c + 32)).Store(c + 32);
+            Avx512F.FusedMultiplyAdd(va, v3, vb * Vector512.Load(c + 48)).Store(c + 48);
+        }
+    }
+
+    /// <summary>6×16 AVX2 kernel over a 16-column slice of a 64-wide packed B panel (row stride 64).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Avx2Kernel6x16(int kc, float* a, nint rs, nint step, int rows, float* b, float* c, int ldc,
+        float alpha, float beta)
+    {
+        float* a0 = a, a1 = Row(a, rs, 1, rows), a2 = Row(a, rs, 2, rows), a3 = Row(a, rs, 3, rows);
+        float* a4 = Row(a, rs, 4, rows), a5 = Row(a, rs, 5, rows);
+        nint off = 0;
+        Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
+        Vector256<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            Vector256<float> b0 = Vector256.Load(b);
+            Vector256<float> b1 = Vector256.Load(b + 8);
+            Vector256<float> av = Vector256.Create(a0[off]);
+            c00 = Fma.MultiplyAdd(av, b0, c00); c01 = Fma.MultiplyAdd(av, b1, c01);
+            av = Vector256.Create(a1[off]);
+            c10 = Fma.MultiplyAdd(av, b0, c10); c11 = Fma.MultiplyAdd(av, b1, c11);
+            av = Vector256.Create(a2[off]);
+            c20 = Fma.MultiplyAdd(av, b0, c20); c21 = Fma.MultiplyAdd(av, b1, c21);
+            av = Vector256.Create(a3[off]);
+            c30 = Fma.MultiplyAdd(av, b0, c30); c31 = Fma.MultiplyAdd(av, b1, c31);
+            av = Vector256.Create(a4[off]);
+            c40 = Fma.MultiplyAdd(av, b0, c40); c41 = Fma.MultiplyAdd(av, b1, c41);
+            av = Vector256.Create(a5[off]);
+            c50 = Fma.MultiplyAdd(av, b0, c50); c51 = Fma.MultiplyAdd(av, b1, c51);
+            off += step;
+            b += NR;
+        }
+        Store256Row(c, alpha, beta, c00, c01);
+        Store256Row(c + ldc, alpha, beta, c10, c11);
+        Store256Row(c + 2 * (nint)ldc, alpha, beta, c20, c21);
+        Store256Row(c + 3 * (nint)ldc, alpha, beta, c30, c31);
+        Store256Row(c + 4 * (nint)ldc, alpha, beta, c40, c41);
+        Store256Row(c + 5 * (nint)ldc, alpha, beta, c50, c51);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store256Row(float* c, float alpha, float beta, Vector256<float> v0, Vector256<float> v1)
+    {
+        Vector256<float> va = Vector256.Create(alpha);
+        if (beta == 0f)
+        {
+            (va * v0).Store(c); (va * v1).Store(c + 8);
+        }
+        else
+        {
+            Vector256<float> vb = Vector256.Create(beta);
+            Fma.MultiplyAdd(va, v0, vb * Vector256.Load(c)).Store(c);
+            Fma.MultiplyAdd(va, v1, vb * Vector256.Load(c + 8)).Store(c + 8);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ScalarKernel(int kc, float* a, nint rs, nint step, int rows, float* b, float* c, int ldc,
+        float alpha, float beta)
+    {
+        float* acc = stackalloc float[NR];
+        for (int r = 0; r < MR; r++)
+        {
+            new Span<float>(acc, NR).Clear();
+            for (int p = 0; p < kc; p++)
+            {
+                float av = Row(a, rs, r, rows)[p * step];
+                float* bp = b + (nint)p * NR;
+                for (int j = 0; j < NR; j++) acc[j] += av * bp[j];
+            }
+            float* cr = c + (nint)r * ldc;
+            if (beta == 0f)
+                for (int j = 0; j < NR; j++) cr[j] = alpha * acc[j];
+            else
+                for (int j = 0; j < NR; j++) cr[j] = alpha * acc[j] + beta * cr[j];
+        }
+    }
+}

@@ -1,0 +1,136 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace DeepSeekSharp.Kernels.Cpu;
+
+/// <summary>
+/// Packs blocks of op(A) and op(B) into the layouts the micro-kernels read. Transposes are absorbed here, so the
+/// kernels only ever see: B panel = kc × 64 floats (p-major), zero padded; A either in place (rows at stride lda) or,
+/// when transposed, as a kc × 6 panel (p-major).
+/// </summary>
+internal static unsafe class SgemmPacking
+{
+    private const int MR = SgemmMicroKernels.MR;
+    private const int NR = SgemmMicroKernels.NR;
+
+    /// <summary>Slack (in floats) a packed-A buffer needs past its end: the SIMD packer writes 8-wide rows at a 6 stride.</summary>
+    public const int PackASlack = 8;
+
+    /// <summary>
+    /// Packs rows [i0, i0+mc) × depth [p0, p0+kc) of op(A) = Aᵀ (A stored (k, m): op(A)[i,p] = a[p*lda + i]) into
+    /// ceil(mc/6) panels of kc × 6 at <paramref name="dst"/>, zero padding missing rows. (A not transposed needs no
+    /// packing: the micro-kernel reads its rows in place.)
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void PackATransposed(float* a, int lda, int m, int i0, int mc, int p0, int kc, float* dst)
+    {
+        for (int ir = 0; ir < mc; ir += MR, dst += (nint)kc * MR)
+        {
+            int rows = Math.Min(MR, mc - ir);
+            int i = i0 + ir;
+            float* src = a + (nint)p0 * lda + i;
+            if (rows == MR && Avx.IsSupported && i + 8 <= m)
+            {
+                // Six contiguous floats per depth step; the 8-wide store spills into the next step (written after).
+                for (int p = 0; p < kc; p++) Vector256.Load(src + (nint)p * lda).Store(dst + p * MR);
+            }
+            else
+            {
+                for (int p = 0; p < kc; p++)
+                {
+                    float* s = src + (nint)p * lda;
+                    float* d = dst + p * MR;
+                    int r = 0;
+                    for (; r < rows; r++) d[r] = s[r];
+                    for (; r < MR; r++) d[r] = 0f;
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Packs one 64-column strip: columns [j0, j0+cols) × depth [p0, p0+kc) of op(B) into kc × 64 at
+    /// <paramref name="dst"/>, zero padding columns ≥ cols. Not transposed: op(B)[p,j] = b[p*ldb + j];
+    /// transposed: op(B)[p,j] = b[j*ldb + p].
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void PackBStrip(bool transB, float* b, int ldb, int j0, int cols, int p0, int kc, float* dst)
+    {
+        if (!transB)
+        {
+            float* src = b + (nint)p0 * ldb + j0;
+            if (cols == NR && Vector512.IsHardwareAccelerated)
+            {
+                for (int p = 0; p < kc; p++)
+                {
+                    float* s = src + (nint)p * ldb;
+                    float* d = dst + p * NR;
+                    Vector512.Load(s).Store(d); Vector512.Load(s + 16).Store(d + 16);
+                    Vector512.Load(s + 32).Store(d + 32); Vector512.Load(s + 48).Store(d + 48);
+                }
+            }
+            else
+            {
+                for (int p = 0; p < kc; p++)
+                {
+                    float* s = src + (nint)p * ldb;
+                    float* d = dst + p * NR;
+                    new ReadOnlySpan<float>(s, cols).CopyTo(new Span<float>(d, cols));
+                    if (cols < NR) new Span<float>(d + cols, NR - cols).Clear();
+                }
+            }
+            return;
+        }
+
+        float* bt = b + (nint)j0 * ldb + p0; // row j of bt = column j0 + j of op(B)
+        int fullGroups = Avx.IsSupported ? cols / 8 : 0;
+        int kc8 = Avx.IsSupported ? kc & ~7 : 0;
+        for (int g = 0; g < fullGroups; g++)
+        {
+            float* s = bt + (nint)g * 8 * ldb;
+            for (int p = 0; p < kc8; p += 8)
+            {
+                Transpose8x8(Vector256.Load(s + p), Vector256.Load(s + ldb + p), Vector256.Load(s + 2 * (nint)ldb + p),
+                    Vector256.Load(s + 3 * (nint)ldb + p), Vector256.Load(s + 4 * (nint)ldb + p),
+                    Vector256.Load(s + 5 * (nint)ldb + p), Vector256.Load(s + 6 * (nint)ldb + p),
+                    Vector256.Load(s + 7 * (nint)ldb + p),
+                    out var o0, out var o1, out var o2, out var o3, out var o4, out var o5, out var o6, out var o7);
+                float* d = dst + p * NR + g * 8;
+                o0.Store(d); o1.Store(d + NR); o2.Store(d + 2 * NR); o3.Store(d + 3 * NR);
+                o4.Store(d + 4 * NR); o5.Store(d + 5 * NR); o6.Store(d + 6 * NR); o7.Store(d + 7 * NR);
+            }
+        }
+        // Whatever the 8×8 blocks did not cover: depth tail for the full groups, then the remaining columns.
+        int coveredCols = fullGroups * 8;
+        for (int p = kc8; p < kc; p++)
+            for (int j = 0; j < coveredCols; j++) dst[p * NR + j] = bt[(nint)j * ldb + p];
+        for (int p = 0; p < kc; p++)
+        {
+            float* d = dst + p * NR;
+            for (int j = coveredCols; j < cols; j++) d[j] = bt[(nint)j * ldb + p];
+            for (int j = cols; j < NR; j++) d[j] = 0f;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8x8(
+        Vector256<float> r0, Vector256<float> r1, Vector256<float> r2, Vector256<float> r3,
+        Vector256<float> r4, Vector256<float> r5, Vector256<float> r6, Vector256<float> r7,
+        out Vector256<float> o0, out Vector256<float> o1, out Vector256<float> o2, out Vector256<float> o3,
+        out Vector256<float> o4, out Vector256<float> o5, out Vector256<float> o6, out Vector256<float> o7)
+    {
+        Vector256<float> t0 = Avx.UnpackLow(r0, r1), t1 = Avx.UnpackHigh(r0, r1);
+        Vector256<float> t2 = Avx.UnpackLow(r2, r3), t3 = Avx.UnpackHigh(r2, r3);
+        Vector256<float> t4 = Avx.UnpackLow(r4, r5), t5 = Avx.UnpackHigh(r4, r5);
+        Vector256<float> t6 = Avx.UnpackLow(r6, r7), t7 = Avx.UnpackHigh(r6, r7);
+        Vector256<float> s0 = Avx.Shuffle(t0, t2, 0x44), s1 = Avx.Shuffle(t0, t2, 0xEE);
+        Vector256<float> s2 = Avx.Shuffle(t1, t3, 0x44), s3 = Avx.Shuffle(t1, t3, 0xEE);
+        Vector256<float> s4 = Avx.Shuffle(t4, t6, 0x44), s5 = Avx.Shuffle(t4, t6, 0xEE);
+        Vector256<float> s6 = Avx.Shuffle(t5, t7, 0x44), s7 = Avx.Shuffle(t5, t7, 0xEE);
+        o0 = Avx.Permute2x128(s0, s4, 0x20); o1 = Avx.Permute2x128(s1, s5, 0x20);
+        o2 = Avx.Permute2x128(s2, s6, 0x20); o3 = Avx.Permute2x128(s3, s7, 0x20);
+        o4 = Avx.Permute2x128(s0, s4, 0x31); o5 = Avx.Permute2x128(s1, s5, 0x31);
+        o6 = Avx.Permute2x128(s2, s6, 0x31); o7 = Avx.Permute2x128(s3, s7, 0x31);
+    }
+}
