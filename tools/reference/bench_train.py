@@ -1,0 +1,108 @@
+"""PyTorch TRAINING-step throughput of the reference model (forward, next-token CE, backward, AdamW), float32.
+
+    /usr/bin/python3 tools/reference/bench_train.py FOLDER_WITH_config.json --batch 8 --seq 256 --threads 2
+
+Prints one JSON line: {"tokens_per_s": ..., "step_s_median": ..., ...}.
+One "step" = forward of the main model over a [batch, seq] block of random tokens, mean next-token cross-entropy,
+backward, torch.optim.AdamW (betas 0.9/0.95, decay 0.1, foreach), the same workload as `dss bench train`.
+Run with GOMP_SPINCOUNT=1000 OPENBLAS_THREAD_TIMEOUT=4 to give the peer its best chance (../shared/bench/README.md).
+"""
+import argparse
+import ctypes
+import json
+import os
+import sys
+import time
+
+
+def parse():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("folder", help="folder with config.json (or the config.json itself)")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--mtp", action="store_true", help="also run the MTP module(s)")
+    return ap.parse_args()
+
+
+def set_blas_threads(n):
+    """Pin OpenBLAS (if it is what torch/numpy use) to n threads via ctypes."""
+    done = []
+    try:
+        with open("/proc/self/maps") as f:
+            libs = {line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line}
+    except OSError:
+        libs = set()
+    for lib in sorted(libs):
+        try:
+            h = ctypes.CDLL(lib)
+            for fn in ("openblas_set_num_threads", "openblas_set_num_threads64_", "goto_set_num_threads"):
+                if hasattr(h, fn):
+                    getattr(h, fn)(ctypes.c_int(n))
+                    done.append(f"{os.path.basename(lib)}:{fn}")
+                    break
+        except OSError:
+            pass
+    return done
+
+
+def main():
+    args = parse()
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+    import torch  # noqa: E402  (after the env vars)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import deepseek_reference as ref  # noqa: E402
+
+    torch.set_num_threads(args.threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+    blas = set_blas_threads(args.threads)
+
+    path = args.folder if args.folder.endswith(".json") else os.path.join(args.folder, "config.json")
+    cfg = json.load(open(path))
+    gen = torch.Generator().manual_seed(args.seed)
+    W = ref.init_weights(cfg, gen, torch.float32, std=0.02, norm_noise=0.0, bias_std=0.0)
+    tokens = torch.randint(0, cfg["vocab_size"], (args.batch, args.seq), generator=gen)
+
+    names = ref.trainable_names(cfg, W)
+    params = []
+    for name in names:
+        W[name] = W[name].detach().requires_grad_(True)
+        params.append(W[name])
+    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, foreach=True)
+    targets = tokens[:, 1:].reshape(-1)
+
+    def step():
+        logits, _ = ref.model_forward(cfg, W, tokens)
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets)
+        opt.zero_grad(set_to_none=False)
+        loss.backward()
+        opt.step()
+
+    times = []
+    for _ in range(args.warmup):
+        step()
+    for _ in range(args.iters):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    med = times[len(times) // 2] if len(times) % 2 else 0.5 * (times[len(times) // 2 - 1] + times[len(times) // 2])
+    print(json.dumps({
+        "tokens_per_s": args.batch * args.seq / med,
+        "step_s_median": med,
+        "step_s_min": times[0],
+        "batch": args.batch, "seq": args.seq, "threads": args.threads, "iters": args.iters,
+        "warmup": args.warmup, "dtype": "float32", "mtp": args.mtp,
+        "model_type": cfg.get("model_type"), "torch": torch.__version__, "blas_threads_set": blas,
+    }))
+
+
+if __name__ == "__main__":
+    main()
