@@ -1,4 +1,7 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace DeepSeekSharp.Fp8;
 
@@ -33,6 +36,37 @@ public static class E4M3Fast
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float ToFloat(byte code) => Decode[code];
+
+    /// <summary>
+    /// destination[i] = value(codes[i]) · scale, 16 codes per AVX-512 step: normals are rebuilt from the bits
+    /// (exponent + 120, mantissa &lt;&lt; 20), subnormals as mantissa · 2^-9, S.1111.111 as NaN.
+    /// </summary>
+    public static void DecodeScaled(ReadOnlySpan<byte> codes, float scale, Span<float> destination)
+    {
+        int i = 0;
+        if (Avx512F.IsSupported)
+        {
+            var vScale = Vector512.Create(scale);
+            var sub = Vector512.Create(1f / 512f);
+            ref byte src = ref MemoryMarshal.GetReference(codes);
+            ref float dst = ref MemoryMarshal.GetReference(destination);
+            for (; i + 16 <= codes.Length; i += 16)
+            {
+                var x = Avx512F.ConvertToVector512Int32(Vector128.LoadUnsafe(ref src, (nuint)i));
+                var sign = (x & Vector512.Create(0x80)) << 24;
+                var e = (x >> 3) & Vector512.Create(0xF);
+                var m = x & Vector512.Create(7);
+                var normal = sign | ((e + Vector512.Create(120)) << 23) | (m << 20);
+                var subnormal = Vector512.ConvertToSingle(m) * sub;
+                var value = Vector512.ConditionalSelect(Vector512.Equals(e, Vector512<int>.Zero).AsSingle(),
+                    (subnormal.AsInt32() | sign).AsSingle(), normal.AsSingle());
+                var isNaN = Vector512.Equals(x & Vector512.Create(0x7F), Vector512.Create(0x7F)).AsSingle();
+                value = Vector512.ConditionalSelect(isNaN, Vector512.Create(float.NaN), value);
+                (value * vScale).StoreUnsafe(ref dst, (nuint)i);
+            }
+        }
+        for (; i < codes.Length; i++) destination[i] = Decode[codes[i]] * scale;
+    }
 
     /// <summary>codes[i] = E4M3(x[i] · invScale).</summary>
     public static void EncodeScaled(ReadOnlySpan<float> x, float invScale, Span<byte> codes)

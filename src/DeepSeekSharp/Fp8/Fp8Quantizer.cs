@@ -91,7 +91,7 @@ public static class Fp8Quantizer
             }
             var dst = destination.Slice(r * q.Cols, q.Cols);
             var src = q.Codes.AsSpan(r * q.Cols, q.Cols);
-            for (int c = 0; c < dst.Length; c++) dst[c] = E4M3Fast.ToFloat(src[c]);
+            E4M3Fast.DecodeScaled(src, 1f, dst);
             TensorPrimitives.Multiply(dst, rowScales, dst);
         }
     }

@@ -63,7 +63,8 @@ public sealed class CompressedWeight
             int c = col + i;
             float s = Scales![sb + c / 128];
             int end = Math.Min(count, i + (128 - c % 128));
-            for (; i < end; i++) destination[i] = E4M3Fast.ToFloat(codes[i]) * s;
+            E4M3Fast.DecodeScaled(codes[i..end], s, destination[i..end]);
+            i = end;
         }
     }
 

@@ -110,3 +110,19 @@ public class E4M3FastTests
         }
     }
 }
+
+public class E4M3VectorDecodeTests
+{
+    [Fact]
+    public void VectorDecodeMatchesTheTableForEveryCodeAndTail()
+    {
+        var codes = Enumerable.Range(0, 256).Select(c => (byte)c).Concat(new byte[] { 1, 2, 3, 0x7F, 0xFF, 0x80, 0x08 }).ToArray();
+        var got = new float[codes.Length];
+        E4M3Fast.DecodeScaled(codes, 0.75f, got);
+        for (int i = 0; i < codes.Length; i++)
+        {
+            float want = MiniFloat.E4M3.Decode(codes[i]) * 0.75f;
+            Assert.True(want.Equals(got[i]) || (float.IsNaN(want) && float.IsNaN(got[i])), $"code {codes[i]:X2}: {want} vs {got[i]}");
+        }
+    }
+}
