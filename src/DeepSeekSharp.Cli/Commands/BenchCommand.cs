@@ -148,8 +148,8 @@ internal static class BenchCommand
         var mode = new Option<string>("--mode") { Description = "train (forward, backward, AdamW) or fwd (forward only)", DefaultValueFactory = _ => "train" };
         mode.AcceptOnlyFromAmong("train", "fwd");
         var json = new Option<bool>("--json") { Description = "last line is {tokens_per_s, step_s_median, peak_rss_mb, gflops}" };
-        var precision = new Option<string>("--precision") { Description = "fp32, or fp8 (FP8 GEMMs in attention/MLP Linears)", DefaultValueFactory = _ => "fp32" };
-        precision.AcceptOnlyFromAmong("fp32", "fp8");
+        var precision = new Option<string>("--precision") { Description = "fp32, bf16 or fp8 (FP8 GEMMs in attention/MLP Linears)", DefaultValueFactory = _ => "fp32" };
+        precision.AcceptOnlyFromAmong(DeepSeekSharp.Fp8.Fp8Training.Precisions);
         var cmd = new Command("train", "Time training steps (or forward passes) on random tokens") { model, batch, seq, steps, warmup, threads, mode, precision, json };
         cmd.SetAction(r => CliCommon.Run(() =>
         {
@@ -165,7 +165,7 @@ internal static class BenchCommand
                 ModelInit.InitializeRandom(m, 0);
             }
             bool train = r.GetValue(mode) == "train";
-            if (r.GetValue(precision) == "fp8") DeepSeekSharp.Fp8.Fp8Training.Enable(m);
+            DeepSeekSharp.Fp8.Fp8Training.Apply(m, r.GetValue(precision)!);
             var opt = new AdamW(m.NamedParameters());
             var rng = new Random(1);
             var batchGeom = SequenceBatch.Training(b, t);

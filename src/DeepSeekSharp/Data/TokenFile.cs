@@ -59,8 +59,7 @@ public sealed unsafe class TokenFile : IDisposable
     /// <summary>Writes ids as uint16 (when every id fits) or uint32, atomically (temp file + rename).</summary>
     public static void Write(string path, IEnumerable<int[]> chunks, int bytesPerToken)
     {
-        string tmp = path + ".tmp-" + Environment.ProcessId;
-        using (var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20))
+        IO.AtomicFile.Write(path, fs =>
         {
             foreach (var chunk in chunks)
             {
@@ -74,8 +73,7 @@ public sealed unsafe class TokenFile : IDisposable
                     fs.Write(MemoryMarshal.AsBytes(narrow.AsSpan()));
                 }
             }
-        }
-        File.Move(tmp, path, overwrite: true);
+        });
     }
 
     public void Dispose()

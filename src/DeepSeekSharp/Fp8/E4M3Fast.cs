@@ -67,10 +67,4 @@ public static class E4M3Fast
         }
         for (; i < codes.Length; i++) destination[i] = Decode[codes[i]] * scale;
     }
-
-    /// <summary>codes[i] = E4M3(x[i] · invScale).</summary>
-    public static void EncodeScaled(ReadOnlySpan<float> x, float invScale, Span<byte> codes)
-    {
-        for (int i = 0; i < x.Length; i++) codes[i] = Encode(x[i] * invScale);
-    }
 }

@@ -15,16 +15,22 @@ namespace DeepSeekSharp.Fp8;
 /// </summary>
 public static class Fp8Checkpoint
 {
-    /// <summary>The weights that are quantised: the Linears owned by MLA blocks and by MLPs (dense, experts, shared).</summary>
-    public static HashSet<string> QuantizedWeightNames(DeepSeekModel model)
+    /// <summary>
+    /// The Linears DeepSeek-V3's FP8 recipe covers — those owned by MLA blocks and by MLPs (dense, routed and shared
+    /// experts, the MTP block's too) — with their module paths. Checkpoint quantisation, FP8 training and FP8
+    /// inference weights all use this one selection.
+    /// </summary>
+    public static IEnumerable<(string Path, Linear Linear)> Fp8Linears(DeepSeekModel model)
     {
-        var names = new HashSet<string>(StringComparer.Ordinal);
         foreach (var (path, module) in model.NamedModules())
             if (module is Mla or Mlp)
                 foreach (var (child, sub) in module.Children)
-                    if (sub is Linear) names.Add($"{path}.{child}.weight");
-        return names;
+                    if (sub is Linear linear) yield return ($"{path}.{child}", linear);
     }
+
+    /// <summary>HF weight names of <see cref="Fp8Linears"/>.</summary>
+    public static HashSet<string> QuantizedWeightNames(DeepSeekModel model) =>
+        Fp8Linears(model).Select(l => l.Path + ".weight").ToHashSet(StringComparer.Ordinal);
 
     public static void Quantize(string sourceDir, string outputDir, DType highPrecision = DType.F32)
     {
@@ -79,7 +85,7 @@ public static class Fp8Checkpoint
     }
 
     private static void WriteConfig(string dir, JsonObject config) =>
-        IO.HfCheckpoint.HfCheckpointWriter.WriteTextAtomic(Path.Combine(dir, "config.json"), config.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+        IO.AtomicFile.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
 
     private static void CopyTokenizer(string from, string to)
     {

@@ -4,20 +4,33 @@ using DeepSeekSharp.Nn;
 namespace DeepSeekSharp.Fp8;
 
 /// <summary>
-/// Switches a model to DeepSeek-V3's FP8 training recipe: the Linears of attention and of the MLPs/experts compute
-/// with FP8 inputs (<see cref="Linear.Fp8Compute"/>); the embedding, the output head, the MoE gate, the MTP eh_proj,
-/// every norm, the attention core and the optimizer stay in fp32 (master weights fp32).
+/// Training precisions (training.md): <c>fp32</c>; <c>bf16</c> — every Linear computes with a BF16 copy of its fp32
+/// master weight; <c>fp8</c> — DeepSeek-V3's recipe: the attention/MLP/expert Linears
+/// (<see cref="Fp8Checkpoint.Fp8Linears"/>) run their three GEMMs on FP8 inputs, while the embedding, output head,
+/// MoE gate, MTP eh_proj, norms, attention core and optimizer stay fp32.
 /// </summary>
 public static class Fp8Training
 {
-    /// <returns>how many Linears now compute in FP8</returns>
-    public static int Enable(DeepSeekModel model, bool enabled = true)
+    public static readonly string[] Precisions = ["fp32", "bf16", "fp8"];
+
+    /// <returns>how many Linears changed precision</returns>
+    public static int Apply(DeepSeekModel model, string precision)
     {
         int count = 0;
-        foreach (var (_, module) in model.NamedModules())
-            if (module is Mla or Mlp)
-                foreach (var (_, child) in module.Children)
-                    if (child is Linear linear) { linear.Fp8Compute = enabled; count++; }
+        switch (precision)
+        {
+            case "fp32":
+                break;
+            case "fp8":
+                foreach (var (_, linear) in Fp8Checkpoint.Fp8Linears(model)) { linear.Fp8Compute = true; count++; }
+                break;
+            case "bf16":
+                foreach (var (_, module) in model.NamedModules())
+                    if (module is Linear linear) { linear.Bf16Compute = true; count++; }
+                break;
+            default:
+                throw new DeepSeekSharpException($"precision '{precision}' is not one of {string.Join(", ", Precisions)}");
+        }
         return count;
     }
 }

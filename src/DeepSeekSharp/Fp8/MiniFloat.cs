@@ -78,15 +78,6 @@ public sealed class MiniFloat
         return sign | Math.Min(code, MaxCode);
     }
 
-    public float Round(float value) => Decode(Encode(value));
-
-    /// <summary>Encodes a span into byte codes (E4M3/E5M2); parallel over chunks for large inputs.</summary>
-    public void EncodeBytes(ReadOnlySpan<float> values, Span<byte> codes)
-    {
-        if (Bits != 8) throw new InvalidOperationException($"{Name} codes do not fit a byte");
-        for (int i = 0; i < values.Length; i++) codes[i] = (byte)Encode(values[i]);
-    }
-
     public void DecodeBytes(ReadOnlySpan<byte> codes, Span<float> values)
     {
         for (int i = 0; i < codes.Length; i++) values[i] = _decode[codes[i]];

@@ -25,10 +25,10 @@ public static class InferenceWeights
     public static long Compress(DeepSeekModel model, WeightStorage storage)
     {
         if (storage == WeightStorage.Fp32) return model.NamedParameters().Sum(p => p.Parameter.Length * 4L);
-        var fp8Set = Fp8.Fp8Checkpoint.QuantizedWeightNames(model);
-        foreach (var (path, linear) in CompressibleLinears(model))
+        var targets = storage == WeightStorage.Fp8Block ? Fp8.Fp8Checkpoint.Fp8Linears(model) : CompressibleLinears(model);
+        foreach (var (path, linear) in targets)
         {
-            if (storage == WeightStorage.Fp8Block && !fp8Set.Contains(path + ".weight")) continue;
+            if (path.EndsWith(".kv_b_proj", StringComparison.Ordinal)) continue; // absorbed attention reads it as fp32
             var w = linear.Weight;
             linear.InferenceWeight = CompressedWeight.Compress(w.Span, w.Shape[0], w.Shape[1], storage);
             w.Release();
@@ -36,9 +36,10 @@ public static class InferenceWeights
         return WeightBytes(model);
     }
 
+    /// <summary>Bytes the weights take in memory: compressed copies plus every fp32 parameter still materialised.</summary>
     public static long WeightBytes(DeepSeekModel model) =>
-        model.NamedModules().Select(m => m.Module).OfType<Linear>().Sum(l => l.InferenceWeight?.Bytes ?? l.Weight.Length * 4L)
-        + model.NamedParameters().Where(p => !p.Name.EndsWith("proj.weight", StringComparison.Ordinal) && p.Name != "lm_head.weight").Sum(p => p.Parameter.Length * 4L);
+        model.NamedModules().Select(m => m.Module).OfType<Linear>().Sum(l => l.InferenceWeight?.Bytes ?? 0)
+        + model.NamedParameters().Where(p => !p.Parameter.IsMeta).Sum(p => p.Parameter.Length * 4L);
 
     /// <summary>
     /// Loads a model for inference with <paramref name="storage"/> weights. FP8-block weights of an FP8 checkpoint
@@ -52,11 +53,10 @@ public static class InferenceWeights
         var fp8Names = config.QuantizationConfig is null ? [] : Fp8.Fp8Checkpoint.QuantizedWeightNames(new DeepSeekModel(config, materialize: false));
         var model = ModelCheckpoint.Load(dir, skip: n => fp8Names.Contains(n) && !n.EndsWith(".kv_b_proj.weight", StringComparison.Ordinal));
         using var reader = HfCheckpointReader.Open(dir, (128, 128));
-        var fp8Set = Fp8.Fp8Checkpoint.QuantizedWeightNames(model);
-        foreach (var (path, linear) in CompressibleLinears(model))
+        foreach (var (path, linear) in Fp8.Fp8Checkpoint.Fp8Linears(model))
         {
+            if (path.EndsWith(".kv_b_proj", StringComparison.Ordinal)) continue; // loaded as fp32 for absorbed attention
             string name = path + ".weight";
-            if (!fp8Set.Contains(name)) continue;
             if (linear.Weight.IsMeta && reader.IsFp8Block(name))
             {
                 var entry = reader.GetEntry(name);

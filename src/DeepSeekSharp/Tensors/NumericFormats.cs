@@ -1,38 +1,15 @@
 using System.Runtime.InteropServices;
+using DeepSeekSharp.Fp8;
 
 namespace DeepSeekSharp.Tensors;
 
 /// <summary>Conversions between storage formats (BF16, F16, FP8 E4M3FN/E5M2) and fp32.</summary>
 public static class NumericFormats
 {
-    private static readonly float[] E4M3Table = BuildTable(exponentBits: 4, mantissaBits: 3, bias: 7, ieeeSpecials: false);
-    private static readonly float[] E5M2Table = BuildTable(exponentBits: 5, mantissaBits: 2, bias: 15, ieeeSpecials: true);
+    /// <summary>OCP E4M3FN code → value (the codec lives in <see cref="MiniFloat"/>).</summary>
+    public static float E4M3ToFloat(byte code) => MiniFloat.E4M3.Decode(code);
 
-    /// <summary>Decodes one FP8 code from the format definition (used to build the lookup tables).</summary>
-    public static float DecodeFp8(byte code, int exponentBits, int mantissaBits, int bias, bool ieeeSpecials)
-    {
-        int sign = code >> 7;
-        int exp = (code >> mantissaBits) & ((1 << exponentBits) - 1);
-        int man = code & ((1 << mantissaBits) - 1);
-        int maxExp = (1 << exponentBits) - 1;
-        double value;
-        if (ieeeSpecials && exp == maxExp) value = man == 0 ? double.PositiveInfinity : double.NaN;
-        else if (!ieeeSpecials && exp == maxExp && man == (1 << mantissaBits) - 1) value = double.NaN; // E4M3FN: S.1111.111
-        else if (exp == 0) value = man / (double)(1 << mantissaBits) * Math.Pow(2, 1 - bias);
-        else value = (1 + man / (double)(1 << mantissaBits)) * Math.Pow(2, exp - bias);
-        return (float)(sign == 1 ? -value : value);
-    }
-
-    private static float[] BuildTable(int exponentBits, int mantissaBits, int bias, bool ieeeSpecials)
-    {
-        var t = new float[256];
-        for (int c = 0; c < 256; c++) t[c] = DecodeFp8((byte)c, exponentBits, mantissaBits, bias, ieeeSpecials);
-        return t;
-    }
-
-    public static float E4M3ToFloat(byte code) => E4M3Table[code];
-
-    public static float E5M2ToFloat(byte code) => E5M2Table[code];
+    public static float E5M2ToFloat(byte code) => MiniFloat.E5M2.Decode(code);
 
     public static float Bf16ToFloat(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);
 
@@ -66,10 +43,10 @@ public static class NumericFormats
                 break;
             }
             case DType.F8E4M3:
-                for (int i = 0; i < source.Length; i++) destination[i] = E4M3Table[source[i]];
+                E4M3Fast.DecodeScaled(source, 1f, destination);
                 break;
             case DType.F8E5M2:
-                for (int i = 0; i < source.Length; i++) destination[i] = E5M2Table[source[i]];
+                MiniFloat.E5M2.DecodeBytes(source, destination);
                 break;
             case DType.F64:
             {

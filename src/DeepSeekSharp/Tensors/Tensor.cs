@@ -78,12 +78,5 @@ public class Tensor
         if (Grad is not null) Array.Clear(Grad);
     }
 
-    /// <summary>The same storage seen with another shape of equal element count (no copy, no grad link).</summary>
-    public Tensor ViewAs(params int[] shape)
-    {
-        if (ShapeUtil.Numel(shape) != Length) throw new ArgumentException("view must keep the element count");
-        return new Tensor(shape, _data, Backend);
-    }
-
     public override string ToString() => $"Tensor[{string.Join(", ", Shape)}]";
 }

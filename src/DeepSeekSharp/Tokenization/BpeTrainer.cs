@@ -27,9 +27,7 @@ public static class BpeTrainer
     {
         specialTokens ??= DefaultSpecialTokens;
         var json = Train(texts, vocabSize, specialTokens);
-        string tmp = outputPath + ".tmp-" + Environment.ProcessId;
-        File.WriteAllText(tmp, json);
-        File.Move(tmp, outputPath, overwrite: true);
+        IO.AtomicFile.WriteAllText(outputPath, json);
         return HfTokenizer.Load(outputPath);
     }
 

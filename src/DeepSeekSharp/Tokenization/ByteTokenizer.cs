@@ -54,9 +54,7 @@ public sealed class ByteTokenizer : ITextTokenizer
                 ["fuse_unk"] = false, ["byte_fallback"] = false, ["ignore_merges"] = false, ["vocab"] = vocab, ["merges"] = new System.Text.Json.Nodes.JsonArray(),
             },
         };
-        string tmp = path + ".tmp-" + Environment.ProcessId;
-        File.WriteAllText(tmp, root.ToJsonString(new System.Text.Json.JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }));
-        File.Move(tmp, path, overwrite: true);
+        IO.AtomicFile.WriteAllText(path, root.ToJsonString(new System.Text.Json.JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }));
     }
 
     public string Decode(ReadOnlySpan<int> ids)

@@ -152,7 +152,7 @@ public sealed class TrainConfig
         Require(LearningRate > 0 && float.IsFinite(LearningRate), "learning_rate must be positive");
         Require(LrSchedule.Kinds.Contains(LrScheduler), $"lr_scheduler must be one of {string.Join(", ", LrSchedule.Kinds)}");
         Require(Balancing is "bias" or "aux_loss" or "none", "balancing must be bias, aux_loss or none");
-        Require(Precision is "fp32" or "bf16" or "fp8", "precision must be fp32, bf16 (BF16 weights in every Linear, fp32 master copy) or fp8 (FP8 GEMMs in every attention/MLP Linear)");
+        Require(Fp8.Fp8Training.Precisions.Contains(Precision), "precision must be fp32, bf16 (BF16 weights in every Linear, fp32 master copy) or fp8 (FP8 GEMMs in every attention/MLP Linear)");
         Require(ValSetSize is >= 0 and < 0.5, "val_set_size must be in [0, 0.5)");
         Require((BaseModel is null ? 0 : 1) + (ModelConfig is null ? 0 : 1) + (ModelPreset is null ? 0 : 1) <= 1, "give at most one of base_model, model_config, model_preset");
     }

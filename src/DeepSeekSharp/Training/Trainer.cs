@@ -54,10 +54,7 @@ public sealed class Trainer
             Beta1 = cfg.AdamBeta1, Beta2 = cfg.AdamBeta2, Eps = cfg.AdamEpsilon, WeightDecay = cfg.WeightDecay,
         };
         _balancer = new BiasBalancer(_model);
-        if (cfg.Precision == "fp8") DeepSeekSharp.Fp8.Fp8Training.Enable(_model);
-        if (cfg.Precision == "bf16")
-            foreach (var (_, module) in _model.NamedModules())
-                if (module is Nn.Linear linear) linear.Bf16Compute = true;
+        DeepSeekSharp.Fp8.Fp8Training.Apply(_model, cfg.Precision);
         if (resumeFrom is not null)
         {
             _step = CheckpointStore.LoadTrainingState(resumeFrom, _optimizer);

@@ -77,7 +77,7 @@ public sealed class TrainingData : IDisposable
                     }
                 }
             }
-            AtomicWrite(sigPath, signature);
+            IO.AtomicFile.WriteAllText(sigPath, signature);
             log($"tokenized {docs:N0} document(s) into {tokens:N0} tokens");
         }
         var file = TokenFile.Open(binPath, bytesPerToken);
@@ -98,13 +98,6 @@ public sealed class TrainingData : IDisposable
         System.IO.File.Exists(path) ? new FileInfo(path).Length
         : Directory.Exists(path) ? Directory.EnumerateFiles(path, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length)
         : throw new DeepSeekSharpException($"{path}: dataset file or folder not found");
-
-    public static void AtomicWrite(string path, string text)
-    {
-        string tmp = path + ".tmp-" + Environment.ProcessId;
-        System.IO.File.WriteAllText(tmp, text);
-        System.IO.File.Move(tmp, path, overwrite: true);
-    }
 
     public void Dispose() => File.Dispose();
 }

@@ -32,8 +32,13 @@ internal sealed class RopeOp : GradNode
         Tensor x = Inputs[0];
         if (GradOf(x) is not { } dx) return;
         int rows = OpBase.Rows(x);
-        var rotated = new float[x.Length];
-        x.Backend.Rope(dy.AsSpan(0, (int)x.Length), rotated, rows, _groups, _stride, _offset, _ropeDim, _positions, _cos, _sin, inverse: true);
-        System.Numerics.Tensors.TensorPrimitives.Add(dx, rotated, dx);
+        int n = (int)x.Length;
+        float[] rotated = System.Buffers.ArrayPool<float>.Shared.Rent(n);
+        try
+        {
+            x.Backend.Rope(dy.AsSpan(0, n), rotated.AsSpan(0, n), rows, _groups, _stride, _offset, _ropeDim, _positions, _cos, _sin, inverse: true);
+            System.Numerics.Tensors.TensorPrimitives.Add(dx.AsSpan(0, n), rotated.AsSpan(0, n), dx.AsSpan(0, n));
+        }
+        finally { System.Buffers.ArrayPool<float>.Shared.Return(rotated); }
     }
 }

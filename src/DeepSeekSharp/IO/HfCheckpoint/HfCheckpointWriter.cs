@@ -46,16 +46,9 @@ public static class HfCheckpointWriter
                 SafeTensorsWriter.Write(Path.Combine(dir, name), shards[i], dtype, meta);
                 foreach (var t in shards[i]) weightMap[t.Name] = name;
             }
-            WriteTextAtomic(Path.Combine(dir, "model.safetensors.index.json"),
+            AtomicFile.WriteAllText(Path.Combine(dir, "model.safetensors.index.json"),
                 JsonSerializer.Serialize(new { metadata = new { total_size = total }, weight_map = weightMap }, new JsonSerializerOptions { WriteIndented = true }));
         }
-        WriteTextAtomic(Path.Combine(dir, "config.json"), configJson);
-    }
-
-    public static void WriteTextAtomic(string path, string text)
-    {
-        string tmp = path + ".tmp-" + Environment.ProcessId;
-        File.WriteAllText(tmp, text);
-        File.Move(tmp, path, overwrite: true);
+        AtomicFile.WriteAllText(Path.Combine(dir, "config.json"), configJson);
     }
 }

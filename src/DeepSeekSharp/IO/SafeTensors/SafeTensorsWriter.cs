@@ -54,26 +54,16 @@ public static class SafeTensorsWriter
         }
         byte[] json = Encoding.UTF8.GetBytes(JsonSerializer.Serialize(header));
         int padded = (json.Length + 7) / 8 * 8;
-        string tmp = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, $".{Path.GetFileName(path)}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}");
-        try
+        AtomicFile.Write(path, fs =>
         {
-            using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
-            {
-                Span<byte> len = stackalloc byte[8];
-                System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)padded);
-                fs.Write(len);
-                fs.Write(json);
-                for (int i = json.Length; i < padded; i++) fs.WriteByte((byte)' ');
-                var buffer = new byte[1 << 16];
-                for (int i = 0; i < entries.Count; i++) writeData(fs, i, buffer);
-                fs.Flush(flushToDisk: true);
-            }
-            File.Move(tmp, path, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(tmp)) File.Delete(tmp);
-        }
+            Span<byte> len = stackalloc byte[8];
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)padded);
+            fs.Write(len);
+            fs.Write(json);
+            for (int i = json.Length; i < padded; i++) fs.WriteByte((byte)' ');
+            var buffer = new byte[1 << 16];
+            for (int i = 0; i < entries.Count; i++) writeData(fs, i, buffer);
+        });
     }
 
     private static void WriteData(Stream s, ReadOnlySpan<float> data, DType dtype, byte[] buffer)

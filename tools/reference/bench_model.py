@@ -1,11 +1,14 @@
-"""PyTorch TRAINING-step throughput of the reference model (forward, next-token CE, backward, AdamW), float32.
+"""PyTorch peer of `dss bench train`: throughput of the reference model for an HF config folder (random init, float32).
 
-    /usr/bin/python3 tools/reference/bench_train.py FOLDER_WITH_config.json --batch 8 --seq 256 --threads 2
+    GOMP_SPINCOUNT=1000 OPENBLAS_THREAD_TIMEOUT=4 \
+    /usr/bin/python3 tools/reference/bench_model.py FOLDER_WITH_config.json --batch 8 --seq 256 --threads 2 --mode train
 
 Prints one JSON line: {"tokens_per_s": ..., "step_s_median": ..., ...}.
-One "step" = forward of the main model over a [batch, seq] block of random tokens, mean next-token cross-entropy,
-backward, torch.optim.AdamW (betas 0.9/0.95, decay 0.1, foreach), the same workload as `dss bench train`.
-Run with GOMP_SPINCOUNT=1000 OPENBLAS_THREAD_TIMEOUT=4 to give the peer its best chance (../shared/bench/README.md).
+--mode fwd: one "step" = a forward pass of the main model (no MTP unless --mtp) over a [batch, seq] block of random
+tokens (full causal prefill, logits included), under no_grad.
+--mode train: forward, mean next-token cross-entropy, backward and torch.optim.AdamW (betas 0.9/0.95, decay 0.1,
+foreach) -- the same workload as `dss bench train`. The environment variables above give the peer its best chance
+(../shared/bench/README.md). Weights are random (normal std 0.02, norms 1, bias 0).
 """
 import argparse
 import ctypes
@@ -24,7 +27,8 @@ def parse():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--mtp", action="store_true", help="also run the MTP module(s)")
+    ap.add_argument("--mtp", action="store_true", help="also run the MTP module(s) (fwd mode)")
+    ap.add_argument("--mode", choices=["fwd", "train"], default="fwd")
     return ap.parse_args()
 
 
@@ -70,20 +74,26 @@ def main():
     W = ref.init_weights(cfg, gen, torch.float32, std=0.02, norm_noise=0.0, bias_std=0.0)
     tokens = torch.randint(0, cfg["vocab_size"], (args.batch, args.seq), generator=gen)
 
-    names = ref.trainable_names(cfg, W)
-    params = []
-    for name in names:
-        W[name] = W[name].detach().requires_grad_(True)
-        params.append(W[name])
-    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, foreach=True)
-    targets = tokens[:, 1:].reshape(-1)
+    if args.mode == "train":
+        params = []
+        for name in ref.trainable_names(cfg, W):
+            W[name] = W[name].detach().requires_grad_(True)
+            params.append(W[name])
+        opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, foreach=True)
+        targets = tokens[:, 1:].reshape(-1)
 
-    def step():
-        logits, _ = ref.model_forward(cfg, W, tokens)
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets)
-        opt.zero_grad(set_to_none=False)
-        loss.backward()
-        opt.step()
+        def step():
+            logits, _ = ref.model_forward(cfg, W, tokens)
+            loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets)
+            opt.zero_grad(set_to_none=False)
+            loss.backward()
+            opt.step()
+    else:
+        def step():
+            with torch.no_grad():
+                logits, h = ref.model_forward(cfg, W, tokens)
+                if args.mtp:
+                    ref.mtp_forward(cfg, W, tokens, h)
 
     times = []
     for _ in range(args.warmup):
@@ -99,7 +109,7 @@ def main():
         "step_s_median": med,
         "step_s_min": times[0],
         "batch": args.batch, "seq": args.seq, "threads": args.threads, "iters": args.iters,
-        "warmup": args.warmup, "dtype": "float32", "mtp": args.mtp,
+        "warmup": args.warmup, "dtype": "float32", "mtp": args.mtp, "mode": args.mode,
         "model_type": cfg.get("model_type"), "torch": torch.__version__, "blas_threads_set": blas,
     }))
 
