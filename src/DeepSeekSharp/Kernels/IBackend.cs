@@ -13,7 +13,7 @@ public interface IBackend
     void Gemm(bool transA, bool transB, int m, int n, int k, float alpha,
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc);
 
-    /// <summary>C[m, n] = A[m, k] · Wᵀ with W [n, k] stored compressed (BF16 or FP8 blocks), widened inside the GEMM.</summary>
+    /// <summary>C[m, n] = A[m, k] · Wᵀ with W [n, k] stored compressed (BF16 or FP8 blocks), widened on the fly (see Sgemm).</summary>
     void GemmCompressedWeight(int m, ReadOnlySpan<float> a, DeepSeekSharp.Tensors.CompressedWeight w, Span<float> c);
 
     /// <summary>y = x · rsqrt(mean(x²)+eps) · w per row; writes 1/rms per row to <paramref name="invRms"/>.</summary>
