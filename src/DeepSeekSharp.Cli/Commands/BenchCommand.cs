@@ -166,14 +166,17 @@ internal static class BenchCommand
             }
             bool train = r.GetValue(mode) == "train";
             DeepSeekSharp.Fp8.Fp8Training.Apply(m, r.GetValue(precision)!);
-            var opt = new AdamW(m.NamedParameters());
+            // As in training: DeepSeek-V3's FP8 recipe keeps the AdamW moments in BF16.
+            var opt = new AdamW(m.NamedParameters()) { Moments = r.GetValue(precision) == "fp8" ? MomentPrecision.Bf16 : MomentPrecision.Fp32 };
             var rng = new Random(1);
             var batchGeom = SequenceBatch.Training(b, t);
             var times = new List<double>();
+            TimeSpan gcPause = TimeSpan.Zero;
             for (int s = 0; s < w + n; s++)
             {
                 var ids = new int[b * t];
                 for (int i = 0; i < ids.Length; i++) ids[i] = rng.Next(m.Config.VocabSize);
+                var pauseBefore = GC.GetTotalPauseDuration();
                 var sw = Stopwatch.StartNew();
                 if (train)
                 {
@@ -187,7 +190,11 @@ internal static class BenchCommand
                     using (GradMode.NoGrad()) m.Forward(ids, batchGeom);
                 }
                 sw.Stop();
-                if (s >= w) times.Add(sw.Elapsed.TotalSeconds);
+                if (s >= w)
+                {
+                    times.Add(sw.Elapsed.TotalSeconds);
+                    gcPause += GC.GetTotalPauseDuration() - pauseBefore;
+                }
                 if (!r.GetValue(json)) Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"step {s + 1}/{w + n}{(s < w ? " (warm-up)" : "")}: {sw.Elapsed.TotalSeconds:F3} s"));
             }
             times.Sort();
@@ -195,9 +202,10 @@ internal static class BenchCommand
             double tokensPerS = b * t / median;
             double flopsPerToken = TrainingFlops.PerToken(m.Config, t) * (train ? 3 : 1);
             long peakMb = Process.GetCurrentProcess().PeakWorkingSet64 / (1024 * 1024);
-            var result = new { tokens_per_s = Math.Round(tokensPerS, 1), step_s_median = Math.Round(median, 4), peak_rss_mb = peakMb, gflops = Math.Round(tokensPerS * flopsPerToken / 1e9, 1) };
+            var result = new { tokens_per_s = Math.Round(tokensPerS, 1), step_s_median = Math.Round(median, 4), peak_rss_mb = peakMb, gflops = Math.Round(tokensPerS * flopsPerToken / 1e9, 1),
+                gc_pause_share = Math.Round(gcPause.TotalSeconds / times.Sum(), 3) };
             Console.WriteLine(r.GetValue(json) ? JsonSerializer.Serialize(result)
-                : string.Create(CultureInfo.InvariantCulture, $"{(train ? "train" : "forward")}: {result.tokens_per_s} tokens/s, median step {median:F3} s, peak RSS {peakMb} MB, {result.gflops} GFLOP/s useful"));
+                : string.Create(CultureInfo.InvariantCulture, $"{(train ? "train" : "forward")}: {result.tokens_per_s} tokens/s, median step {median:F3} s, peak RSS {peakMb} MB, {result.gflops} GFLOP/s useful, {result.gc_pause_share:P1} of the time in GC pauses"));
             return 0;
         }));
         return cmd;

@@ -30,36 +30,63 @@ public static class Fp8Quantizer
     public static Fp8Tensor Quantize(ReadOnlySpan<float> x, int rows, int cols, int tileRows, int tileCols, string? name = null)
     {
         if (x.Length != rows * cols) throw new ArgumentException("length does not match rows × cols");
-        int tr = (rows + tileRows - 1) / tileRows, tc = (cols + tileCols - 1) / tileCols;
-        var scales = new float[tr * tc];
-        var codes = new byte[rows * cols];
-        // Per-column running amax of the current band of tile rows (vectorised over the row).
-        var amax = new float[cols];
-        var colScale = new float[cols];
-        var scaled = new float[cols];
-        for (int bi = 0; bi < tr; bi++)
+        var q = Allocate(rows, cols, tileRows, tileCols);
+        QuantizeBands(x, rows, cols, tileRows, tileCols, 0, (rows + tileRows - 1) / tileRows, q.Codes, q.Scales, [], name);
+        return q;
+    }
+
+    /// <summary>An uninitialised quantised tensor of the given tiling (filled by <see cref="QuantizeBands"/>).</summary>
+    public static Fp8Tensor Allocate(int rows, int cols, int tileRows, int tileCols) =>
+        new(rows, cols, tileRows, tileCols, GC.AllocateUninitializedArray<byte>(rows * cols),
+            new float[((rows + tileRows - 1) / tileRows) * ((cols + tileCols - 1) / tileCols)]);
+
+    /// <summary>
+    /// Quantises the bands of tile rows [<paramref name="bandStart"/>, <paramref name="bandEnd"/>) of x [rows, cols]:
+    /// writes the scales of those bands, the codes (unless <paramref name="codes"/> is empty) and the dequantised
+    /// values code · scale (unless <paramref name="dequantized"/> is empty; the "fake-quantised" input of an FP8 GEMM).
+    /// Bands are independent, so backends run them in parallel.
+    /// </summary>
+    public static void QuantizeBands(ReadOnlySpan<float> x, int rows, int cols, int tileRows, int tileCols, int bandStart, int bandEnd,
+        Span<byte> codes, Span<float> scales, Span<float> dequantized, string? name = null)
+    {
+        int tc = (cols + tileCols - 1) / tileCols;
+        var pool = System.Buffers.ArrayPool<float>.Shared;
+        float[] amaxBuffer = pool.Rent(cols), scaleBuffer = pool.Rent(cols);
+        try
         {
-            int r0 = bi * tileRows, r1 = Math.Min(rows, r0 + tileRows);
-            Array.Clear(amax);
-            for (int r = r0; r < r1; r++) TensorPrimitives.MaxMagnitude(x.Slice(r * cols, cols), amax, amax);
-            for (int bj = 0; bj < tc; bj++)
+            // Per-column running amax of the current band of tile rows (vectorised over the row).
+            var amax = amaxBuffer.AsSpan(0, cols);
+            var colScale = scaleBuffer.AsSpan(0, cols);
+            for (int bi = bandStart; bi < bandEnd; bi++)
             {
-                int c0 = bj * tileCols, c1 = Math.Min(cols, c0 + tileCols);
-                float m = TensorPrimitives.MaxMagnitude(amax.AsSpan(c0, c1 - c0));
-                if (!float.IsFinite(m)) throw new DeepSeekSharpException($"{name ?? "tensor"}: NaN/Inf in rows {r0}..{r1 - 1}, columns {c0}..{c1 - 1} cannot be quantised to FP8");
-                float s = m == 0 ? 1f : Math.Abs(m) / E4M3Max;
-                scales[bi * tc + bj] = s;
-                colScale.AsSpan(c0, c1 - c0).Fill(s);
-            }
-            for (int r = r0; r < r1; r++)
-            {
+                int r0 = bi * tileRows, r1 = Math.Min(rows, r0 + tileRows);
+                if (r1 - r0 == 1) x.Slice(r0 * cols, cols).CopyTo(amax);
+                else
+                {
+                    amax.Clear();
+                    for (int r = r0; r < r1; r++) TensorPrimitives.MaxMagnitude(x.Slice(r * cols, cols), amax, amax);
+                }
+                for (int bj = 0; bj < tc; bj++)
+                {
+                    int c0 = bj * tileCols, c1 = Math.Min(cols, c0 + tileCols);
+                    float m = c1 - c0 == 1 ? amax[c0] : TensorPrimitives.MaxMagnitude(amax.Slice(c0, c1 - c0));
+                    if (!float.IsFinite(m)) throw new DeepSeekSharpException($"{name ?? "tensor"}: NaN/Inf in rows {r0}..{r1 - 1}, columns {c0}..{c1 - 1} cannot be quantised to FP8");
+                    float s = m == 0 ? 1f : Math.Abs(m) / E4M3Max;
+                    scales[bi * tc + bj] = s;
+                    if (c1 - c0 == 1) colScale[c0] = s;
+                    else colScale.Slice(c0, c1 - c0).Fill(s);
+                }
                 // x / s in float32 (a true division, as the reference quantiser does), then the bit-level encoder.
-                TensorPrimitives.Divide(x.Slice(r * cols, cols), colScale, scaled);
-                var dst = codes.AsSpan(r * cols, cols);
-                for (int c = 0; c < cols; c++) dst[c] = E4M3Fast.Encode(scaled[c]);
+                for (int r = r0; r < r1; r++)
+                    E4M3Fast.EncodeDivided(x.Slice(r * cols, cols), colScale,
+                        codes.IsEmpty ? [] : codes.Slice(r * cols, cols), dequantized.IsEmpty ? [] : dequantized.Slice(r * cols, cols));
             }
         }
-        return new Fp8Tensor(rows, cols, tileRows, tileCols, codes, scales);
+        finally
+        {
+            pool.Return(amaxBuffer);
+            pool.Return(scaleBuffer);
+        }
     }
 
     /// <summary>Weights: 128×128 blocks.</summary>

@@ -45,6 +45,14 @@ public interface IBackend
     void MlaAttentionBackward(in MlaAttentionShape s, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb, ReadOnlySpan<float> kpe,
         ReadOnlySpan<float> logSumExp, ReadOnlySpan<float> dO, Span<float> dq, Span<float> dkvb, Span<float> dkpe);
 
+    /// <summary>
+    /// FP8 E4M3 quantisation of x [rows, cols] with one scale per tileRows × tileCols tile (training.md, FP8; see
+    /// <see cref="DeepSeekSharp.Fp8.Fp8Quantizer.QuantizeBands"/>): scales [ceil(rows/tileRows), ceil(cols/tileCols)],
+    /// codes [rows, cols] (may be empty), dequantised values code · scale [rows, cols] (may be empty).
+    /// </summary>
+    void QuantizeE4M3(ReadOnlySpan<float> x, int rows, int cols, int tileRows, int tileCols, Span<byte> codes, Span<float> scales,
+        Span<float> dequantized);
+
     /// <summary>Per-row softmax cross-entropy; returns the summed loss over rows with target ≥ 0.</summary>
     double CrossEntropyForward(ReadOnlySpan<float> logits /* [rows, v] */, ReadOnlySpan<int> targets, int v, Span<float> rowLogSumExp);
 

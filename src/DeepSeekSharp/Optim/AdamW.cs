@@ -3,15 +3,29 @@ using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 
 namespace DeepSeekSharp.Optim;
 
+/// <summary>How AdamW stores its two moments.</summary>
+public enum MomentPrecision
+{
+    /// <summary>fp32 (8 bytes per parameter).</summary>
+    Fp32,
+    /// <summary>BF16, as in DeepSeek-V3's FP8 recipe (4 bytes per parameter): each step widens a chunk of the moments to
+    /// fp32, updates it and rounds it back to nearest even.</summary>
+    Bf16,
+}
+
 /// <summary>
 /// AdamW with decoupled weight decay (training.md defaults: β1 0.9, β2 0.95, ε 1e-8, decay 0.1 on parameters
 /// whose <see cref="Parameter.WeightDecay"/> is set; norms and embeddings are not decayed). Frozen parameters
-/// (RequiresGrad false) are skipped; a parameter without a gradient this step is updated with zeros. Moments are fp32 here.
+/// (RequiresGrad false) are skipped; a parameter without a gradient this step is updated with zeros. The master
+/// weights are always fp32; the moments fp32 or BF16 (<see cref="Moments"/>).
 /// </summary>
 public sealed class AdamW
 {
+    private const int Chunk = 4096;
+
     private readonly List<(string Name, Parameter P)> _params;
-    private readonly Dictionary<Parameter, (float[] M, float[] V)> _state = new(ReferenceEqualityComparer.Instance);
+    private readonly Dictionary<Parameter, MomentState> _state = new(ReferenceEqualityComparer.Instance);
+    private readonly float[] _m = new float[Chunk], _v = new float[Chunk], _tmp = new float[Chunk];
 
     public AdamW(IEnumerable<(string Name, Parameter P)> parameters) { _params = parameters.ToList(); }
 
@@ -19,15 +33,19 @@ public sealed class AdamW
     public float Beta2 { get; init; } = 0.95f;
     public float Eps { get; init; } = 1e-8f;
     public float WeightDecay { get; init; } = 0.1f;
+    public MomentPrecision Moments { get; init; } = MomentPrecision.Fp32;
 
     /// <summary>Number of steps taken (bias correction uses it).</summary>
     public long Step { get; private set; }
+
+    /// <summary>Bytes held by the moments.</summary>
+    public long StateBytes => _state.Values.Sum(s => s.Bytes);
 
     public void Update(float learningRate)
     {
         Step++;
         float bc1 = 1f - MathF.Pow(Beta1, Step), bc2 = 1f - MathF.Pow(Beta2, Step);
-        float[] scratch = [];
+        float decay = 1f - learningRate * WeightDecay;
         foreach (var (_, p) in _params)
         {
             if (!p.RequiresGrad) continue;
@@ -35,30 +53,46 @@ public sealed class AdamW
             // A parameter no token reached this step (an idle expert) is updated with a zero gradient, as with
             // zero_grad(set_to_none=False): moments decay and decoupled decay applies, the same in a resumed run.
             p.Grad ??= new float[n];
-            if (!_state.TryGetValue(p, out var st)) _state[p] = st = (new float[n], new float[n]);
-            if (scratch.Length < n) scratch = new float[n];
-            var g = p.Grad.AsSpan(0, n);
-            var m = st.M.AsSpan(0, n);
-            var v = st.V.AsSpan(0, n);
-            var w = p.Span;
-            var tmp = scratch.AsSpan(0, n);
-            // m = β1·m + (1−β1)·g ; v = β2·v + (1−β2)·g²
-            TensorPrimitives.Multiply(m, Beta1, m);
-            TensorPrimitives.MultiplyAdd(g, 1f - Beta1, m, m);
-            TensorPrimitives.Multiply(g, g, tmp);
-            TensorPrimitives.Multiply(v, Beta2, v);
-            TensorPrimitives.MultiplyAdd(tmp, 1f - Beta2, v, v);
-            // w −= lr·(m̂ / (sqrt(v̂) + ε) + λ·w)
-            if (p.WeightDecay && WeightDecay > 0) TensorPrimitives.Multiply(w, 1f - learningRate * WeightDecay, w);
-            TensorPrimitives.Multiply(v, 1f / bc2, tmp);
-            TensorPrimitives.Sqrt(tmp, tmp);
-            TensorPrimitives.Add(tmp, Eps, tmp);
-            TensorPrimitives.Divide(m, tmp, tmp);
-            TensorPrimitives.MultiplyAdd(tmp, -learningRate / bc1, w, w);
+            if (!_state.TryGetValue(p, out var st)) _state[p] = st = new MomentState(n, Moments);
+            bool decayed = p.WeightDecay && WeightDecay > 0;
+            for (int c0 = 0; c0 < n; c0 += Chunk)
+            {
+                int len = Math.Min(Chunk, n - c0);
+                var m = st.M32 is not null ? st.M32.AsSpan(c0, len) : _m.AsSpan(0, len);
+                var v = st.V32 is not null ? st.V32.AsSpan(c0, len) : _v.AsSpan(0, len);
+                if (st.M16 is not null)
+                {
+                    NumericFormats.Bf16ToFloat(st.M16.AsSpan(c0, len), m);
+                    NumericFormats.Bf16ToFloat(st.V16!.AsSpan(c0, len), v);
+                }
+                StepChunk(p.Grad.AsSpan(c0, len), m, v, p.Span.Slice(c0, len), _tmp.AsSpan(0, len), learningRate, bc1, bc2, decayed ? decay : 1f);
+                if (st.M16 is not null)
+                {
+                    NumericFormats.FloatToBf16(m, st.M16.AsSpan(c0, len));
+                    NumericFormats.FloatToBf16(v, st.V16!.AsSpan(c0, len));
+                }
+            }
         }
     }
 
-    /// <summary>Restores the step count and the moments of named parameters (resume).</summary>
+    private void StepChunk(Span<float> g, Span<float> m, Span<float> v, Span<float> w, Span<float> tmp, float lr, float bc1, float bc2, float decay)
+    {
+        // m = β1·m + (1−β1)·g ; v = β2·v + (1−β2)·g²
+        TensorPrimitives.Multiply(m, Beta1, m);
+        TensorPrimitives.MultiplyAdd(g, 1f - Beta1, m, m);
+        TensorPrimitives.Multiply(g, g, tmp);
+        TensorPrimitives.Multiply(v, Beta2, v);
+        TensorPrimitives.MultiplyAdd(tmp, 1f - Beta2, v, v);
+        // w −= lr·(m̂ / (sqrt(v̂) + ε) + λ·w)
+        if (decay != 1f) TensorPrimitives.Multiply(w, decay, w);
+        TensorPrimitives.Multiply(v, 1f / bc2, tmp);
+        TensorPrimitives.Sqrt(tmp, tmp);
+        TensorPrimitives.Add(tmp, Eps, tmp);
+        TensorPrimitives.Divide(m, tmp, tmp);
+        TensorPrimitives.MultiplyAdd(tmp, -lr / bc1, w, w);
+    }
+
+    /// <summary>Restores the step count and the moments of named parameters (resume); BF16 moments are rounded from them.</summary>
     public void LoadState(long step, IReadOnlyDictionary<string, (float[] M, float[] V)> moments)
     {
         Step = step;
@@ -66,14 +100,48 @@ public sealed class AdamW
             if (moments.TryGetValue(name, out var st))
             {
                 if (st.M.Length != p.Length || st.V.Length != p.Length) throw new DeepSeekSharpException($"optimizer state for '{name}' has the wrong size");
-                _state[p] = st;
+                var state = new MomentState((int)p.Length, Moments);
+                state.Set(st.M, st.V);
+                _state[p] = state;
             }
     }
 
-    /// <summary>Moments per parameter name (for checkpointing).</summary>
+    /// <summary>Moments per parameter name, as fp32 (for checkpointing; BF16 moments widen exactly).</summary>
     public IEnumerable<(string Name, float[] M, float[] V)> State()
     {
         foreach (var (name, p) in _params)
-            if (_state.TryGetValue(p, out var st)) yield return (name, st.M, st.V);
+            if (_state.TryGetValue(p, out var st)) yield return (name, st.MAsFloat(), st.VAsFloat());
+    }
+
+    private sealed class MomentState
+    {
+        public MomentState(int n, MomentPrecision precision)
+        {
+            if (precision == MomentPrecision.Bf16) (M16, V16) = (new ushort[n], new ushort[n]);
+            else (M32, V32) = (new float[n], new float[n]);
+        }
+
+        public float[]? M32 { get; }
+        public float[]? V32 { get; }
+        public ushort[]? M16 { get; }
+        public ushort[]? V16 { get; }
+
+        public long Bytes => M32 is not null ? 8L * M32.Length : 4L * M16!.Length;
+
+        public void Set(float[] m, float[] v)
+        {
+            if (M32 is not null) { m.CopyTo(M32, 0); v.CopyTo(V32!, 0); }
+            else { NumericFormats.FloatToBf16(m, M16); NumericFormats.FloatToBf16(v, V16); }
+        }
+
+        public float[] MAsFloat() => M32 ?? Widen(M16!);
+        public float[] VAsFloat() => V32 ?? Widen(V16!);
+
+        private static float[] Widen(ushort[] h)
+        {
+            var f = new float[h.Length];
+            NumericFormats.Bf16ToFloat(h, f);
+            return f;
+        }
     }
 }

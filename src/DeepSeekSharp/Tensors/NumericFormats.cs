@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using DeepSeekSharp.Fp8;
 
 namespace DeepSeekSharp.Tensors;
@@ -20,6 +21,41 @@ public static class NumericFormats
         if (float.IsNaN(value)) return (ushort)((bits >> 16) | 0x40);
         uint rounding = 0x7FFF + ((bits >> 16) & 1);
         return (ushort)((bits + rounding) >> 16);
+    }
+
+    /// <summary>Bulk <see cref="Bf16ToFloat(ushort)"/> (exact widening).</summary>
+    public static void Bf16ToFloat(ReadOnlySpan<ushort> source, Span<float> destination)
+    {
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+            for (; i + 32 <= source.Length; i += 32)
+            {
+                var v = Vector512.Create(source.Slice(i, 32));
+                var (lo, hi) = Vector512.Widen(v);
+                Vector512.ShiftLeft(lo, 16).AsSingle().CopyTo(destination.Slice(i, 16));
+                Vector512.ShiftLeft(hi, 16).AsSingle().CopyTo(destination.Slice(i + 16, 16));
+            }
+        for (; i < source.Length; i++) destination[i] = Bf16ToFloat(source[i]);
+    }
+
+    /// <summary>Bulk <see cref="FloatToBf16(float)"/>: round to nearest even (finite values and quiet NaNs).</summary>
+    public static void FloatToBf16(ReadOnlySpan<float> source, Span<ushort> destination)
+    {
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            var bias = Vector512.Create(0x7FFFu);
+            var one = Vector512.Create(1u);
+            for (; i + 32 <= source.Length; i += 32)
+            {
+                var lo = Vector512.Create(source.Slice(i, 16)).AsUInt32();
+                var hi = Vector512.Create(source.Slice(i + 16, 16)).AsUInt32();
+                lo = Vector512.ShiftRightLogical(lo + bias + (Vector512.ShiftRightLogical(lo, 16) & one), 16);
+                hi = Vector512.ShiftRightLogical(hi + bias + (Vector512.ShiftRightLogical(hi, 16) & one), 16);
+                Vector512.Narrow(lo, hi).CopyTo(destination.Slice(i, 32));
+            }
+        }
+        for (; i < source.Length; i++) destination[i] = FloatToBf16(source[i]);
     }
 
     /// <summary>Converts raw little-endian <paramref name="source"/> of <paramref name="dtype"/> to fp32.</summary>

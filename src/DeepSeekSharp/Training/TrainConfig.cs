@@ -40,6 +40,7 @@ public sealed class TrainConfig
     [Key("adam_beta1")] public float AdamBeta1 { get; set; } = 0.9f;
     [Key("adam_beta2")] public float AdamBeta2 { get; set; } = 0.95f;
     [Key("adam_epsilon")] public float AdamEpsilon { get; set; } = 1e-8f;
+    [Key("adam_moments")] public string AdamMoments { get; set; } = "auto";
     [Key("max_grad_norm")] public float MaxGradNorm { get; set; } = 1.0f;
     [Key("init_std")] public float InitStd { get; set; } = 0f;
 
@@ -153,7 +154,12 @@ public sealed class TrainConfig
         Require(LrSchedule.Kinds.Contains(LrScheduler), $"lr_scheduler must be one of {string.Join(", ", LrSchedule.Kinds)}");
         Require(Balancing is "bias" or "aux_loss" or "none", "balancing must be bias, aux_loss or none");
         Require(Fp8.Fp8Training.Precisions.Contains(Precision), "precision must be fp32, bf16 (BF16 weights in every Linear, fp32 master copy) or fp8 (FP8 GEMMs in every attention/MLP Linear)");
+        Require(AdamMoments is "auto" or "fp32" or "bf16", "adam_moments must be auto (bf16 with precision fp8, else fp32), fp32 or bf16");
         Require(ValSetSize is >= 0 and < 0.5, "val_set_size must be in [0, 0.5)");
         Require((BaseModel is null ? 0 : 1) + (ModelConfig is null ? 0 : 1) + (ModelPreset is null ? 0 : 1) <= 1, "give at most one of base_model, model_config, model_preset");
     }
+
+    /// <summary>The AdamW moment storage: DeepSeek-V3's FP8 recipe keeps them in BF16.</summary>
+    public Optim.MomentPrecision MomentPrecision =>
+        AdamMoments == "bf16" || (AdamMoments == "auto" && Precision == "fp8") ? Optim.MomentPrecision.Bf16 : Optim.MomentPrecision.Fp32;
 }

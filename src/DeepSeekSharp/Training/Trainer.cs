@@ -52,6 +52,7 @@ public sealed class Trainer
         _optimizer = new AdamW(_model.NamedParameters())
         {
             Beta1 = cfg.AdamBeta1, Beta2 = cfg.AdamBeta2, Eps = cfg.AdamEpsilon, WeightDecay = cfg.WeightDecay,
+            Moments = cfg.MomentPrecision,
         };
         _balancer = new BiasBalancer(_model);
         DeepSeekSharp.Fp8.Fp8Training.Apply(_model, cfg.Precision);

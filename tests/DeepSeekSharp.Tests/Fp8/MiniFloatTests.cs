@@ -126,3 +126,46 @@ public class E4M3VectorDecodeTests
         }
     }
 }
+
+public class E4M3VectorEncodeTests
+{
+    [Theory]
+    [InlineData(1f)]
+    [InlineData(0.0371f)]
+    [InlineData(3.5e-4f)]
+    public void BulkEncoderAgreesWithTheDefinitionOnEveryBoundaryAndRandomFloats(float scale)
+    {
+        var f = MiniFloat.E4M3;
+        var probes = new List<float>();
+        for (int c = 0; c < 256; c++)
+        {
+            float v = f.Decode(c);
+            if (!float.IsFinite(v)) continue;
+            float next = f.Decode(Math.Min(c + 1, 0x7E));
+            float mid = (v + next) / 2;
+            // Probe the neighbourhood of every code and every rounding boundary, as seen after the division by the scale.
+            foreach (float p in new[] { v, mid })
+                probes.AddRange([p * scale, MathF.BitIncrement(p * scale), MathF.BitDecrement(p * scale), p, MathF.BitIncrement(p), MathF.BitDecrement(p)]);
+        }
+        var rng = new Random(5);
+        for (int i = 0; i < 100_000; i++) probes.Add(BitConverter.Int32BitsToSingle(rng.Next(int.MinValue, int.MaxValue)));
+        probes.AddRange([0f, -0f, float.Epsilon, 448f, -464f, 1e9f, float.PositiveInfinity, float.NegativeInfinity, float.NaN]);
+        var x = probes.ToArray();
+        var scales = Enumerable.Repeat(scale, x.Length).ToArray();
+        var codes = new byte[x.Length];
+        var values = new float[x.Length];
+        E4M3Fast.EncodeDivided(x, scales, codes, values);
+        for (int i = 0; i < x.Length; i++)
+        {
+            float scaled = x[i] / scale;
+            int want = f.Encode(scaled);
+            if (float.IsNaN(scaled))
+            {
+                Assert.True(float.IsNaN(f.Decode(codes[i])) && float.IsNaN(values[i]), $"NaN at {i}");
+                continue;
+            }
+            Assert.True(want == codes[i], $"{x[i]:R} / {scale}: definition {want:X2}, bulk {codes[i]:X2}");
+            Assert.Equal(f.Decode(want) * scale, values[i]);
+        }
+    }
+}

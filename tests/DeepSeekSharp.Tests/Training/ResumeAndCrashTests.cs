@@ -18,26 +18,28 @@ public class ResumeAndCrashTests
         return path;
     }
 
-    private static string[] Settings(string corpus, string output) =>
-    [
+    private static string[] Settings(string corpus, string output, params string[] extra) =>
+    [.. extra,
         $"datasets={corpus}", $"output_dir={output}", "sequence_len=32", "micro_batch_size=4", "gradient_accumulation_steps=2",
         "max_steps=6", "warmup_steps=2", "learning_rate=3e-3", "lr_scheduler=cosine", "eval_steps=3", "eval_batches=1",
         "sample_tokens=4", "save_steps=3", "logging_steps=1", "seed=7",
     ];
 
-    [Fact]
-    public void ResumedRunEndsWithIdenticalWeights()
+    [Theory]
+    [InlineData("precision=fp32")]
+    [InlineData("precision=fp8")] // FP8 GEMMs and BF16 AdamW moments (saved widened, restored exactly)
+    public void ResumedRunEndsWithIdenticalWeights(string precision)
     {
         string dir = TestPaths.TempDir();
         string corpus = Corpus(dir);
         string full = Path.Combine(dir, "full"), split = Path.Combine(dir, "split");
 
-        var straight = Trainer.Run(TrainConfig.Load(null, Settings(corpus, full)), new TrainOptions(), null, _ => { }, TestContext.Current.CancellationToken);
+        var straight = Trainer.Run(TrainConfig.Load(null, Settings(corpus, full, precision)), new TrainOptions(), null, _ => { }, TestContext.Current.CancellationToken);
         Assert.Equal(6, straight.FinalStep);
 
-        var first = Trainer.Run(TrainConfig.Load(null, Settings(corpus, split)), new TrainOptions(StopAtStep: 3), null, _ => { }, TestContext.Current.CancellationToken);
+        var first = Trainer.Run(TrainConfig.Load(null, Settings(corpus, split, precision)), new TrainOptions(StopAtStep: 3), null, _ => { }, TestContext.Current.CancellationToken);
         Assert.Equal(3, first.FinalStep);
-        var resumed = Trainer.Run(TrainConfig.Load(null, Settings(corpus, split)), new TrainOptions(ResumeDir: split), null, _ => { }, TestContext.Current.CancellationToken);
+        var resumed = Trainer.Run(TrainConfig.Load(null, Settings(corpus, split, precision)), new TrainOptions(ResumeDir: split), null, _ => { }, TestContext.Current.CancellationToken);
         Assert.Equal(6, resumed.FinalStep);
 
         using var a = SafeTensorsReader.Open(Path.Combine(full, "checkpoint-6", "model.safetensors"));

@@ -23,8 +23,9 @@ internal sealed class Fp8LinearOp : GradNode
         int inDim = w.Shape[1], outDim = w.Shape[0];
         OpBase.CheckLastDim(x, inDim, "fp8 linear input");
         int n = OpBase.Rows(x);
-        var xq = Fp8Quantizer.QuantizeRowTiles(x.Span, n, inDim);
-        var wq = Fp8Quantizer.QuantizeBlocks(w.Span, outDim, inDim);
+        var be = x.Backend;
+        var xq = Fp8Quantizer.Allocate(n, inDim, 1, 128);
+        var wq = Fp8Quantizer.Allocate(outDim, inDim, 128, 128);
         var shape = (int[])x.Shape.Clone();
         shape[^1] = outDim;
         var y = Tensor.Empty(shape);
@@ -32,9 +33,10 @@ internal sealed class Fp8LinearOp : GradNode
         float[] xd = pool.Rent(n * inDim), wd = pool.Rent(outDim * inDim);
         try
         {
-            Fp8Quantizer.Dequantize(xq, xd);
-            Fp8Quantizer.Dequantize(wq, wd);
-            x.Backend.Gemm(false, true, n, outDim, inDim, 1f, xd, inDim, wd, inDim, 0f, y.Span, outDim);
+            // One pass each: codes + scales kept for the backward, dequantised values feed the fp32-accumulating GEMM.
+            be.QuantizeE4M3(x.Span, n, inDim, 1, 128, xq.Codes, xq.Scales, xd);
+            be.QuantizeE4M3(w.Span, outDim, inDim, 128, 128, wq.Codes, wq.Scales, wd);
+            be.Gemm(false, true, n, outDim, inDim, 1f, xd, inDim, wd, inDim, 0f, y.Span, outDim);
         }
         finally
         {
@@ -51,25 +53,32 @@ internal sealed class Fp8LinearOp : GradNode
         var be = w.Backend;
         var pool = ArrayPool<float>.Shared;
         var g = dy.AsSpan(0, n * outDim);
-        if (GradOf(x) is { } dx)
+        float[] gq = pool.Rent(n * outDim), scales = pool.Rent(Math.Max(n * ((outDim + 127) / 128), ((n + 127) / 128) * Math.Max(inDim, outDim)));
+        try
         {
-            float[] gd = pool.Rent(n * outDim), wd = pool.Rent(outDim * inDim);
-            Fp8Quantizer.Dequantize(Fp8Quantizer.QuantizeRowTiles(g, n, outDim), gd);
-            Fp8Quantizer.Dequantize(_w, wd);
-            be.Gemm(false, false, n, inDim, outDim, 1f, gd, outDim, wd, inDim, 1f, dx, inDim);
-            pool.Return(gd);
-            pool.Return(wd);
+            if (GradOf(x) is { } dx)
+            {
+                float[] wd = pool.Rent(outDim * inDim);
+                be.QuantizeE4M3(g, n, outDim, 1, 128, [], scales, gq);
+                Fp8Quantizer.Dequantize(_w, wd);
+                be.Gemm(false, false, n, inDim, outDim, 1f, gq, outDim, wd, inDim, 1f, dx, inDim);
+                pool.Return(wd);
+            }
+            if (GradOf(w) is { } dw)
+            {
+                // The weight-gradient GEMM reduces over tokens, so both operands are requantised in 128×1 tiles.
+                float[] xd = pool.Rent(n * inDim);
+                be.QuantizeE4M3(g, n, outDim, 128, 1, [], scales, gq);
+                Fp8Quantizer.Dequantize(_x, xd);
+                be.QuantizeE4M3(xd.AsSpan(0, n * inDim), n, inDim, 128, 1, [], scales, xd);
+                be.Gemm(true, false, outDim, inDim, n, 1f, gq, outDim, xd, inDim, 1f, dw, inDim);
+                pool.Return(xd);
+            }
         }
-        if (GradOf(w) is { } dw)
+        finally
         {
-            float[] gc = pool.Rent(n * outDim), xd = pool.Rent(n * inDim);
-            Fp8Quantizer.Dequantize(Fp8Quantizer.QuantizeColumnTiles(g, n, outDim), gc);
-            Fp8Quantizer.Dequantize(_x, xd);
-            var xc = Fp8Quantizer.QuantizeColumnTiles(xd.AsSpan(0, n * inDim), n, inDim);
-            Fp8Quantizer.Dequantize(xc, xd);
-            be.Gemm(true, false, outDim, inDim, n, 1f, gc, outDim, xd, inDim, 1f, dw, inDim);
-            pool.Return(gc);
-            pool.Return(xd);
+            pool.Return(gq);
+            pool.Return(scales);
         }
     }
 }

@@ -71,6 +71,21 @@ public sealed class CpuBackend : IBackend
         }
     }
 
+    public unsafe void QuantizeE4M3(ReadOnlySpan<float> x, int rows, int cols, int tileRows, int tileCols, Span<byte> codes, Span<float> scales,
+        Span<float> dequantized)
+    {
+        int bands = (rows + tileRows - 1) / tileRows, n = rows * cols, sl = scales.Length;
+        bool wantCodes = !codes.IsEmpty, wantValues = !dequantized.IsEmpty;
+        if (x.Length < n || (wantCodes && codes.Length < n) || (wantValues && dequantized.Length < n)) throw new ArgumentException("buffers shorter than rows × cols");
+        fixed (float* px = x) fixed (byte* pc = codes) fixed (float* ps = scales) fixed (float* pd = dequantized)
+        {
+            nint ix = (nint)px, ic = (nint)pc, isc = (nint)ps, id = (nint)pd;
+            CpuParallel.ForRanges(bands, Math.Max(1, 16384 / Math.Max(1, tileRows * cols)), Pool, (s, e) => DeepSeekSharp.Fp8.Fp8Quantizer.QuantizeBands(
+                new ReadOnlySpan<float>((float*)ix, n), rows, cols, tileRows, tileCols, s, e,
+                wantCodes ? new Span<byte>((byte*)ic, n) : [], new Span<float>((float*)isc, sl), wantValues ? new Span<float>((float*)id, n) : []));
+        }
+    }
+
     public void SiluMulForward(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y) => ActivationKernels.SiluMul(a, b, y);
 
     public void SiluMulBackward(ReadOnlySpan<float> a, ReadOnlySpan<float> b, ReadOnlySpan<float> dy, Span<float> da, Span<float> db) =>
