@@ -60,6 +60,9 @@ public static class Functional
     /// <summary>Mean cross-entropy over rows with target ≥ 0; a scalar [1].</summary>
     public static Tensor CrossEntropy(Tensor logits, int[] targets) => CrossEntropyOp.Forward(logits, targets);
 
+    /// <summary>CrossEntropy(Linear(h, weight), targets) without materialising the logits (output heads over large vocabularies).</summary>
+    public static Tensor LinearCrossEntropy(Tensor h, Tensor weight, int[] targets) => LinearCrossEntropyOp.Forward(h, weight, targets);
+
     public static Tensor WeightedSum(Tensor[] scalars, float[] weights) => WeightedSumOp.Forward(scalars, weights);
 
     /// <summary>α·Σ_e f_e·P_e per group of <paramref name="groupRows"/> rows, averaged over groups (a scalar [1]).</summary>

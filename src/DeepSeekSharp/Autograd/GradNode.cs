@@ -8,9 +8,23 @@ namespace DeepSeekSharp.Autograd;
 /// </summary>
 public abstract class GradNode
 {
-    protected GradNode(params Tensor[] inputs) { Inputs = inputs; }
+    /// <summary>An op whose backward reads the values of all its inputs.</summary>
+    protected GradNode(params Tensor[] inputs) : this(true, inputs) { }
+
+    /// <param name="readsInputs">whether the backward reads the inputs' values (false when it keeps what it needs
+    /// itself, e.g. FP8 copies, or needs none), so that <see cref="Tensor.ReleaseIfUnread"/> knows they may go</param>
+    /// <param name="inputs">the op's inputs</param>
+    protected GradNode(bool readsInputs, params Tensor[] inputs)
+    {
+        Inputs = inputs;
+        if (readsInputs)
+            foreach (var t in inputs) t.BackwardReaders++;
+    }
 
     public Tensor[] Inputs { get; }
+
+    /// <summary>Whether <see cref="Backward"/> reads the values of the op's own output (sigmoid, softmax, attention do).</summary>
+    public virtual bool ReadsOutput => true;
 
     /// <summary>Accumulates d(loss)/d(input) for each input that needs it, given d(loss)/d(output).</summary>
     public abstract void Backward(Tensor output, float[] outputGrad);

@@ -58,6 +58,22 @@ public class Tensor
     /// <summary>The op that produced this tensor, when it was recorded for backward.</summary>
     internal GradNode? GradFn { get; set; }
 
+    /// <summary>How many recorded ops read this tensor's values in their backward.</summary>
+    internal int BackwardReaders { get; set; }
+
+    /// <summary>
+    /// Drops the storage of an intermediate once its forward consumers have run, if no recorded op will read its
+    /// values in the backward (e.g. the input of an FP8 Linear, which keeps its own FP8 copy). Its gradient still
+    /// flows; only reading its values afterwards fails. Modules call this on their own intermediates.
+    /// </summary>
+    /// <returns>whether the storage was dropped</returns>
+    public bool ReleaseIfUnread()
+    {
+        if (_data is null || this is Parameter || BackwardReaders > 0 || GradFn is { ReadsOutput: true }) return false;
+        _data = null;
+        return true;
+    }
+
     public int Dim(int axis) => Shape[axis < 0 ? Shape.Length + axis : axis];
 
     /// <summary>Gives this tensor storage (used for meta tensors that get materialised, e.g. on load).</summary>

@@ -81,6 +81,32 @@ public class OpGradientTests
         GradCheck.Check(() => Functional.WeightedSum([Functional.CrossEntropy(z, [1, -1, 6, 0]), Functional.CrossEntropy(z2, [2, 2, -1])], [1f, 0.3f]), [z, z2]);
     }
 
+    [Fact]
+    public void LinearCrossEntropyFiniteDifferences()
+    {
+        var h = GradCheck.Random(Rng, 1, 5, 6); var w = GradCheck.Random(Rng, 1, 9, 6);
+        GradCheck.Check(() => Functional.WeightedSum([Functional.LinearCrossEntropy(h, w, [1, -1, 8, 0, 3])], [0.7f]), [h, w]);
+    }
+
+    [Fact]
+    public void LinearCrossEntropyOverSeveralBlocksEqualsTheMaterialisedLogits()
+    {
+        // V large enough that the op works in 64-row blocks: 150 rows → blocks of 64, 64, 22.
+        const int v = 40_000, hidden = 8, rows = 150;
+        Assert.Equal(64, DeepSeekSharp.Autograd.Ops.LinearCrossEntropyOp.BlockRows(v));
+        var h = GradCheck.Random(Rng, 1, rows, hidden); var w = GradCheck.Random(Rng, 1, v, hidden);
+        var targets = Enumerable.Range(0, rows).Select(i => i % 7 == 3 ? -1 : Rng.Next(v)).ToArray();
+        var fused = Functional.LinearCrossEntropy(h, w, targets);
+        Backprop.Backward(Functional.WeightedSum([fused], [1.3f]));
+        var (gh, gw) = ((float[])h.Grad!.Clone(), (float[])w.Grad!.Clone());
+        h.Grad = null; w.Grad = null;
+        var plain = Functional.CrossEntropy(Functional.Linear(h, w), targets);
+        Backprop.Backward(Functional.WeightedSum([plain], [1.3f]));
+        Assert.Equal(plain.Data[0], fused.Data[0], 5);
+        for (int i = 0; i < gh.Length; i++) Assert.True(Math.Abs(gh[i] - h.Grad![i]) <= 1e-6 + 1e-4 * Math.Abs(h.Grad[i]), $"dh[{i}]");
+        for (int i = 0; i < gw.Length; i++) Assert.True(Math.Abs(gw[i] - w.Grad![i]) <= 1e-7 + 1e-4 * Math.Abs(w.Grad[i]), $"dW[{i}]");
+    }
+
     [Theory]
     [InlineData(true)]
     [InlineData(false)]

@@ -6,7 +6,9 @@ namespace DeepSeekSharp.Autograd.Ops;
 /// <summary>y = a + b (same shapes).</summary>
 internal sealed class AddOp : GradNode
 {
-    private AddOp(Tensor a, Tensor b) : base(a, b) { }
+    private AddOp(Tensor a, Tensor b) : base(false, a, b) { }
+
+    public override bool ReadsOutput => false;
 
     public static Tensor Forward(Tensor a, Tensor b)
     {
@@ -28,6 +30,8 @@ internal sealed class AddOp : GradNode
 internal sealed class SiluMulOp : GradNode
 {
     private SiluMulOp(Tensor a, Tensor b) : base(a, b) { }
+
+    public override bool ReadsOutput => false;
 
     public static Tensor Forward(Tensor a, Tensor b)
     {

@@ -16,7 +16,9 @@ internal sealed class Fp8LinearOp : GradNode
     private readonly Fp8Tensor _x;
     private readonly Fp8Tensor _w;
 
-    private Fp8LinearOp(Tensor x, Tensor w, Fp8Tensor xq, Fp8Tensor wq) : base(x, w) { (_x, _w) = (xq, wq); }
+    private Fp8LinearOp(Tensor x, Tensor w, Fp8Tensor xq, Fp8Tensor wq) : base(false, x, w) { (_x, _w) = (xq, wq); }
+
+    public override bool ReadsOutput => false;
 
     public static Tensor Forward(Tensor x, Tensor w)
     {

@@ -7,6 +7,8 @@ internal sealed class LinearOp : GradNode
 {
     private LinearOp(Tensor x, Tensor w) : base(x, w) { }
 
+    public override bool ReadsOutput => false;
+
     public static Tensor Forward(Tensor x, Tensor w)
     {
         int inDim = w.Shape[1], outDim = w.Shape[0];

@@ -9,6 +9,8 @@ internal sealed class RmsNormOp : GradNode
 
     private RmsNormOp(Tensor x, Tensor w, float[] invRms) : base(x, w) { _invRms = invRms; }
 
+    public override bool ReadsOutput => false;
+
     public static Tensor Forward(Tensor x, Tensor w, float eps)
     {
         int d = w.Shape[0];

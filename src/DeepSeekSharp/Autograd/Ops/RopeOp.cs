@@ -12,7 +12,7 @@ internal sealed class RopeOp : GradNode
     private readonly int[] _positions;
     private readonly float[] _cos, _sin;
 
-    private RopeOp(Tensor x, int groups, int stride, int offset, int ropeDim, int[] positions, float[] cos, float[] sin) : base(x)
+    private RopeOp(Tensor x, int groups, int stride, int offset, int ropeDim, int[] positions, float[] cos, float[] sin) : base(false, x)
     {
         (_groups, _stride, _offset, _ropeDim, _positions, _cos, _sin) = (groups, stride, offset, ropeDim, positions, cos, sin);
     }
@@ -26,6 +26,8 @@ internal sealed class RopeOp : GradNode
         x.Backend.Rope(x.Span, y.Span, rows, groups, stride, offset, ropeDim, positions, cos, sin, inverse: false);
         return OpBase.Record(y, () => new RopeOp(x, groups, stride, offset, ropeDim, positions, cos, sin), x);
     }
+
+    public override bool ReadsOutput => false;
 
     public override void Backward(Tensor output, float[] dy)
     {

@@ -8,7 +8,9 @@ internal sealed class SliceLastOp : GradNode
 {
     private readonly int _start;
 
-    private SliceLastOp(Tensor x, int start) : base(x) { _start = start; }
+    private SliceLastOp(Tensor x, int start) : base(false, x) { _start = start; }
+
+    public override bool ReadsOutput => false;
 
     public static Tensor Forward(Tensor x, int start, int len)
     {
@@ -93,7 +95,9 @@ internal sealed class GatherRowsOp : GradNode
 {
     private readonly int[] _rows;
 
-    private GatherRowsOp(Tensor x, int[] rows) : base(x) { _rows = rows; }
+    private GatherRowsOp(Tensor x, int[] rows) : base(false, x) { _rows = rows; }
+
+    public override bool ReadsOutput => false;
 
     public static Tensor Forward(Tensor x, int[] rows)
     {

@@ -26,8 +26,13 @@ public sealed class DecoderBlock : Module
     /// <param name="batch">geometry and positions</param>
     public Tensor Forward(Tensor h, SequenceBatch batch)
     {
-        Tensor a = Functional.Add(h, SelfAttn.Forward(InputLayerNorm.Forward(h), batch));
+        // Normed inputs whose only readers keep FP8 copies (precision: fp8) are dropped once consumed.
+        Tensor normed = InputLayerNorm.Forward(h);
+        Tensor a = Functional.Add(h, SelfAttn.Forward(normed, batch));
+        normed.ReleaseIfUnread();
         Tensor f = PostAttentionLayerNorm.Forward(a);
-        return Functional.Add(a, Moe is not null ? Moe.Forward(f) : DenseMlp!.Forward(f));
+        Tensor mlp = Moe is not null ? Moe.Forward(f) : DenseMlp!.Forward(f);
+        f.ReleaseIfUnread();
+        return Functional.Add(a, mlp);
     }
 }

@@ -53,22 +53,31 @@ public sealed class DeepSeekModel : Module
     /// <param name="mtpDepth">how many MTP depths to run (0 … num_nextn_predict_layers)</param>
     public ModelOutput Forward(int[] tokens, SequenceBatch batch, int mtpDepth = 0)
     {
+        var (hidden, mtpHidden) = ForwardHidden(tokens, batch, mtpDepth);
+        return new ModelOutput(LmHead.Forward(hidden), hidden, [.. mtpHidden.Select(LmHead.Forward)]);
+    }
+
+    /// <summary>
+    /// Everything up to the output head: the final normed hidden state [B·T, H] and, per MTP depth, the normed hidden
+    /// state its shared head reads (so a loss can apply the head blockwise without materialising logits).
+    /// </summary>
+    public (Tensor Hidden, Tensor[] MtpHidden) ForwardHidden(int[] tokens, SequenceBatch batch, int mtpDepth = 0)
+    {
         if (tokens.Length != batch.Tokens) throw new ArgumentException($"{tokens.Length} tokens for a batch of {batch.Tokens}");
         if (mtpDepth > MtpModules.Count) throw new DeepSeekSharpException($"the model has {MtpModules.Count} MTP depth(s), {mtpDepth} requested");
         Tensor h = Inner.EmbedTokens.Forward(tokens);                                      // [B·T, H]
         foreach (var block in Inner.Blocks) h = block.Forward(h, batch);
         Tensor hidden = Inner.Norm.Forward(h);
-        Tensor logits = LmHead.Forward(hidden);                                            // [B·T, V]
-        var mtpLogits = new Tensor[mtpDepth];
+        var mtpHidden = new Tensor[mtpDepth];
         Tensor previous = hidden; // h⁰ is taken AFTER model.norm, as the serving engines feed real checkpoints
         for (int k = 1; k <= mtpDepth; k++)
         {
             var module = MtpModules[k - 1];
             Tensor embedded = Inner.EmbedTokens.Forward(ShiftTokens(tokens, batch, k));
             previous = module.Forward(embedded, previous, batch);
-            mtpLogits[k - 1] = LmHead.Forward(module.SharedHeadNorm.Forward(previous));
+            mtpHidden[k - 1] = module.SharedHeadNorm.Forward(previous);
         }
-        return new ModelOutput(logits, hidden, mtpLogits);
+        return (hidden, mtpHidden);
     }
 
     /// <summary>Row i of each sequence gets t_{i+k}; rows past the end get token 0 (causality keeps them out of valid rows).</summary>

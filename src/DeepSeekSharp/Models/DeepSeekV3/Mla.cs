@@ -54,12 +54,22 @@ public sealed class Mla : Module
         int n = c.NumAttentionHeads, dn = c.QkNopeHeadDim, dr = c.QkRopeHeadDim, dc = c.KvLoraRank;
         var (cos, sin) = _rope.Tables(MaxPosition(batch) + 1);
 
-        Tensor q = QProj is not null ? QProj.Forward(x) : QBProj!.Forward(QALayerNorm!.Forward(QAProj!.Forward(x))); // [B·T, n·(dn+dr)]
+        Tensor q;                                                                        // [B·T, n·(dn+dr)]
+        if (QProj is not null) q = QProj.Forward(x);
+        else
+        {
+            Tensor qA = QALayerNorm!.Forward(QAProj!.Forward(x));
+            q = QBProj!.Forward(qA);
+            qA.ReleaseIfUnread();
+        }
+        Tensor qUnroped = q;
         q = Functional.Rope(q, n, dn + dr, dn, dr, batch.Positions, cos, sin);
+        qUnroped.ReleaseIfUnread(); // RoPE's backward is a rotation of the gradient, it keeps no input
         Tensor kvA = KvAProjWithMqa.Forward(x);                                          // [B·T, dc+dr]
         Tensor cKv = KvALayerNorm.Forward(Functional.SliceLast(kvA, 0, dc));             // [B·T, dc]
         Tensor kPe = Functional.Rope(Functional.SliceLast(kvA, dc, dr), 1, dr, 0, dr, batch.Positions, cos, sin); // [B·T, dr]
         Tensor kvb = KvBProj.Forward(cKv);                                               // [B·T, n·(dn+dv)]
+        cKv.ReleaseIfUnread();
         var shape = new MlaAttentionShape(batch.Batch, batch.SeqLen, n, dn, dr, c.VHeadDim, _rope.SoftmaxScale);
         Tensor o = Functional.MlaAttention(q, kvb, kPe, shape);                          // [B·T, n·dv]
         return OProj.Forward(o);

@@ -20,5 +20,11 @@ public sealed class Mlp : Module
 
     /// <param name="x">[N, H]</param>
     /// <returns>[N, H]</returns>
-    public Tensor Forward(Tensor x) => DownProj.Forward(Functional.SiluMul(GateProj.Forward(x), UpProj.Forward(x)));
+    public Tensor Forward(Tensor x)
+    {
+        Tensor h = Functional.SiluMul(GateProj.Forward(x), UpProj.Forward(x));
+        Tensor y = DownProj.Forward(h);
+        h.ReleaseIfUnread(); // an FP8 down_proj keeps its own FP8 copy of h
+        return y;
+    }
 }

@@ -54,7 +54,9 @@ public sealed class Moe : Module
         for (int a = 0; a < active.Count; a++)
         {
             int e = active[a];
-            outputs[a] = Experts[e].Forward(Functional.GatherRows(x, tokens[e])); // [n_e, H]
+            Tensor routed = Functional.GatherRows(x, tokens[e]);                   // [n_e, H]
+            outputs[a] = Experts[e].Forward(routed);
+            routed.ReleaseIfUnread();
             activeTokens[a] = tokens[e];
             activeSlots[a] = slots[e];
         }

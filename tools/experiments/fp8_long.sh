@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The FP8 training claim over thousands of steps: configs/shakespeare-moe.yaml (tiny-v3 MoE + MTP, byte level,
+# same data, seed and batches) trained in fp32 and in fp8 (FP8 GEMMs in every attention/MLP/expert Linear, BF16
+# AdamW moments). The two runs go side by side, one worker thread each, so they take the same wall time on a
+# 2-core machine. Prints the final validation losses and their relative difference; the curves go to
+# docs/img/fp8-long-*.svg via tools/plots/metrics_svg.py.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+STEPS="${STEPS:-3000}"
+dotnet build src/DeepSeekSharp.Cli -c Release > /dev/null
+DSS="dotnet src/DeepSeekSharp.Cli/bin/Release/net10.0/dss.dll"
+common=(--config configs/shakespeare-moe.yaml --max-steps "$STEPS" --set micro_batch_size=8 --set eval_steps=250
+        --set eval_batches=32 --set save_steps="$STEPS" --set sample_tokens=0 --set logging_steps=50)
+for p in fp32 fp8; do
+  rm -rf "runs/long-$p"
+  DSS_THREADS=1 $DSS train "${common[@]}" --output-dir "runs/long-$p" --set precision=$p > "runs/long-$p.log" 2>&1 &
+done
+wait
+/usr/bin/python3 - <<'PY'
+import json
+def evals(run):
+    return [json.loads(l) for l in open(f"runs/{run}/metrics.jsonl") if '"eval"' in l]
+a, b = evals("long-fp32"), evals("long-fp8")
+for x, y in zip(a, b):
+    print(f"step {x['step']:5d}: fp32 {x['val_loss']:.4f}  fp8 {y['val_loss']:.4f}  ({(y['val_loss'] - x['val_loss']) / x['val_loss'] * 100:+.3f}%)")
+print(f"final: fp32 {a[-1]['val_loss']:.4f}, fp8 {b[-1]['val_loss']:.4f}, relative difference {(b[-1]['val_loss'] - a[-1]['val_loss']) / a[-1]['val_loss'] * 100:+.3f}%")
+PY
