@@ -8,7 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 STEPS="${STEPS:-3000}"
 dotnet build src/DeepSeekSharp.Cli -c Release > /dev/null
-DSS="dotnet src/DeepSeekSharp.Cli/bin/Release/net10.0/dss.dll"
+# A private copy of the build, so that rebuilding while the runs go cannot swap assemblies under them.
+rm -rf runs/.fp8-long-bin && mkdir -p runs && cp -r src/DeepSeekSharp.Cli/bin/Release/net10.0 runs/.fp8-long-bin
+DSS="dotnet runs/.fp8-long-bin/dss.dll"
 common=(--config configs/shakespeare-moe.yaml --max-steps "$STEPS" --set micro_batch_size=8 --set eval_steps=250
         --set eval_batches=32 --set save_steps="$STEPS" --set sample_tokens=0 --set logging_steps=50)
 for p in fp32 fp8; do

@@ -35,6 +35,36 @@ public class Fp8LinearTests
     }
 
     [Fact]
+    public void SwigluWithFp8CachedInputsIsExactForwardAndDifferentiatesAtTheDequantisedInputs()
+    {
+        var rng = new Random(9);
+        int n = 70, d = 200; // a partial 1×128 tile per row
+        var a = Rand(rng, n, d);
+        var b = Rand(rng, n, d);
+        var y = Functional.SiluMulFp8Cache(a, b);
+        Assert.Equal(Functional.SiluMul(a, b).Span.ToArray(), y.Span.ToArray());
+        var proj = new float[n * d];
+        for (int i = 0; i < proj.Length; i++) proj[i] = (float)(rng.NextDouble() * 2 - 1);
+        Backprop.Backward(Project(y, proj));
+        var (da, db) = (a.Grad!, b.Grad!);
+        // Reference: the plain SwiGLU backward evaluated at E4M3(1×128)-rounded inputs.
+        var aq = Tensor.FromArray(Fp8Quantizer.QuantizeRowTiles(a.Span, n, d).Dequantize(), n, d);
+        var bq = Tensor.FromArray(Fp8Quantizer.QuantizeRowTiles(b.Span, n, d).Dequantize(), n, d);
+        aq.RequiresGrad = bq.RequiresGrad = true;
+        Backprop.Backward(Project(Functional.SiluMul(aq, bq), proj));
+        Assert.Equal(aq.Grad!, da);
+        Assert.Equal(bq.Grad!, db);
+        // ...which differs from the fp32 backward (the cache really is FP8).
+        a.Grad = null;
+        Backprop.Backward(Project(Functional.SiluMul(a, b), proj));
+        Assert.NotEqual(a.Grad!, da);
+    }
+
+    /// <summary>Σ c ⊙ y as a scalar (a Linear from the flattened y onto one output).</summary>
+    private static Tensor Project(Tensor y, float[] c) =>
+        Functional.Reshape(Functional.Linear(Functional.Reshape(y, 1, (int)y.Length), Tensor.FromArray(c, 1, c.Length)), 1);
+
+    [Fact]
     public void ForwardAndBothGradientsFollowTheFineGrainedRecipe()
     {
         var rng = new Random(3);

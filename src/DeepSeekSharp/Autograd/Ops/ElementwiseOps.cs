@@ -49,6 +49,59 @@ internal sealed class SiluMulOp : GradNode
     }
 }
 
+/// <summary>
+/// y = silu(a) ⊙ b with the inputs cached for the backward as FP8 (E4M3, 1×128 tiles) instead of fp32: DeepSeek-V3
+/// caches the SwiGLU inputs of its MoE in FP8 (training.md, FP8). The forward is exact; the backward differentiates
+/// at the dequantised inputs.
+/// </summary>
+internal sealed class SiluMulFp8CacheOp : GradNode
+{
+    private readonly DeepSeekSharp.Fp8.Fp8Tensor _a, _b;
+
+    private SiluMulFp8CacheOp(Tensor a, Tensor b, DeepSeekSharp.Fp8.Fp8Tensor qa, DeepSeekSharp.Fp8.Fp8Tensor qb) : base(false, a, b) { (_a, _b) = (qa, qb); }
+
+    public override bool ReadsOutput => false;
+
+    public static Tensor Forward(Tensor a, Tensor b)
+    {
+        if (a.Length != b.Length) throw new ArgumentException($"silu_mul: {a} and {b} differ");
+        var y = Tensor.Empty((int[])a.Shape.Clone());
+        a.Backend.SiluMulForward(a.Span, b.Span, y.Span);
+        if (!GradMode.IsEnabled || !(a.RequiresGrad || b.RequiresGrad)) return y;
+        int cols = a.Shape[^1], rows = OpBase.Rows(a);
+        var qa = Cache(a, rows, cols);
+        var qb = Cache(b, rows, cols);
+        return OpBase.Record(y, () => new SiluMulFp8CacheOp(a, b, qa, qb), a, b);
+    }
+
+    private static DeepSeekSharp.Fp8.Fp8Tensor Cache(Tensor x, int rows, int cols)
+    {
+        var q = DeepSeekSharp.Fp8.Fp8Quantizer.Allocate(rows, cols, 1, 128);
+        x.Backend.QuantizeE4M3(x.Span, rows, cols, 1, 128, q.Codes, q.Scales, []);
+        return q;
+    }
+
+    public override void Backward(Tensor output, float[] dy)
+    {
+        Tensor a = Inputs[0], b = Inputs[1];
+        int n = (int)a.Length;
+        var pool = System.Buffers.ArrayPool<float>.Shared;
+        float[] ad = pool.Rent(n), bd = pool.Rent(n);
+        try
+        {
+            DeepSeekSharp.Fp8.Fp8Quantizer.Dequantize(_a, ad);
+            DeepSeekSharp.Fp8.Fp8Quantizer.Dequantize(_b, bd);
+            a.Backend.SiluMulBackward(ad.AsSpan(0, n), bd.AsSpan(0, n), dy.AsSpan(0, n),
+                GradOf(a) is { } da ? da : Span<float>.Empty, GradOf(b) is { } db ? db : Span<float>.Empty);
+        }
+        finally
+        {
+            pool.Return(ad);
+            pool.Return(bd);
+        }
+    }
+}
+
 /// <summary>Σ_i c_i · x_i over scalars (loss mixing: main CE + λ·MTP + α·balance).</summary>
 internal sealed class WeightedSumOp : GradNode
 {

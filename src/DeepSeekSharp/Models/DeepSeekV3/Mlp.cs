@@ -22,9 +22,13 @@ public sealed class Mlp : Module
     /// <returns>[N, H]</returns>
     public Tensor Forward(Tensor x)
     {
-        Tensor h = Functional.SiluMul(GateProj.Forward(x), UpProj.Forward(x));
+        Tensor gate = GateProj.Forward(x), up = UpProj.Forward(x);
+        // FP8 training caches the SwiGLU inputs in FP8 (training.md); an FP8 down_proj keeps its own FP8 copy of h.
+        Tensor h = GateProj.Fp8Compute ? Functional.SiluMulFp8Cache(gate, up) : Functional.SiluMul(gate, up);
+        gate.ReleaseIfUnread();
+        up.ReleaseIfUnread();
         Tensor y = DownProj.Forward(h);
-        h.ReleaseIfUnread(); // an FP8 down_proj keeps its own FP8 copy of h
+        h.ReleaseIfUnread();
         return y;
     }
 }
