@@ -147,7 +147,7 @@ internal static class BenchCommand
         var threads = new Option<int>("--threads") { Description = "worker threads (sets DSS_THREADS for this run)", DefaultValueFactory = _ => 0 };
         var mode = new Option<string>("--mode") { Description = "train (forward, backward, AdamW) or fwd (forward only)", DefaultValueFactory = _ => "train" };
         mode.AcceptOnlyFromAmong("train", "fwd");
-        var json = new Option<bool>("--json") { Description = "last line is {tokens_per_s, step_s_median, peak_rss_mb, gflops}" };
+        var json = new Option<bool>("--json") { Description = "last line is {tokens_per_s, step_s_median, peak_rss_mb, gflops, gc_pause_share, activation_mb}" };
         var precision = new Option<string>("--precision") { Description = "fp32, bf16 or fp8 (FP8 GEMMs in attention/MLP Linears)", DefaultValueFactory = _ => "fp32" };
         precision.AcceptOnlyFromAmong(DeepSeekSharp.Fp8.Fp8Training.Precisions);
         var cmd = new Command("train", "Time training steps (or forward passes) on random tokens") { model, batch, seq, steps, warmup, threads, mode, precision, json };
@@ -197,15 +197,28 @@ internal static class BenchCommand
                 }
                 if (!r.GetValue(json)) Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"step {s + 1}/{w + n}{(s < w ? " (warm-up)" : "")}: {sw.Elapsed.TotalSeconds:F3} s"));
             }
+            // One more (untimed) step to measure what the graph holds at the end of the forward: the activations
+            // kept for the backward (live bytes after a full collection, before vs after the forward).
+            double activationMb = 0;
+            if (train)
+            {
+                var ids = new int[b * t];
+                for (int i = 0; i < ids.Length; i++) ids[i] = rng.Next(m.Config.VocabSize);
+                m.ZeroGrad();
+                long before = GC.GetTotalMemory(forceFullCollection: true);
+                var loss = LanguageModelLoss.Compute(m, ids, batchGeom, 0f, 0);
+                activationMb = (GC.GetTotalMemory(forceFullCollection: true) - before) / (1024.0 * 1024.0);
+                Backprop.Backward(loss.Total);
+            }
             times.Sort();
             double median = times[times.Count / 2];
             double tokensPerS = b * t / median;
             double flopsPerToken = TrainingFlops.PerToken(m.Config, t) * (train ? 3 : 1);
             long peakMb = Process.GetCurrentProcess().PeakWorkingSet64 / (1024 * 1024);
             var result = new { tokens_per_s = Math.Round(tokensPerS, 1), step_s_median = Math.Round(median, 4), peak_rss_mb = peakMb, gflops = Math.Round(tokensPerS * flopsPerToken / 1e9, 1),
-                gc_pause_share = Math.Round(gcPause.TotalSeconds / times.Sum(), 3) };
+                gc_pause_share = Math.Round(gcPause.TotalSeconds / times.Sum(), 3), activation_mb = Math.Round(activationMb, 1) };
             Console.WriteLine(r.GetValue(json) ? JsonSerializer.Serialize(result)
-                : string.Create(CultureInfo.InvariantCulture, $"{(train ? "train" : "forward")}: {result.tokens_per_s} tokens/s, median step {median:F3} s, peak RSS {peakMb} MB, {result.gflops} GFLOP/s useful, {result.gc_pause_share:P1} of the time in GC pauses"));
+                : string.Create(CultureInfo.InvariantCulture, $"{(train ? "train" : "forward")}: {result.tokens_per_s} tokens/s, median step {median:F3} s, peak RSS {peakMb} MB, {result.gflops} GFLOP/s useful, {result.gc_pause_share:P1} of the time in GC pauses{(train ? $", activations kept for the backward {activationMb:F0} MB" : "")}"));
             return 0;
         }));
         return cmd;

@@ -101,25 +101,37 @@ public static class Fp8Quantizer
     /// <summary>One scale for the whole tensor (the coarse baseline).</summary>
     public static Fp8Tensor QuantizePerTensor(ReadOnlySpan<float> x, int rows, int cols) => Quantize(x, rows, cols, rows, cols);
 
-    public static void Dequantize(Fp8Tensor q, Span<float> destination)
+    /// <summary>Dequantises on a backend (in parallel on the CPU).</summary>
+    public static void Dequantize(DeepSeekSharp.Kernels.IBackend backend, Fp8Tensor q, Span<float> destination) =>
+        backend.DequantizeE4M3(q.Codes, q.Rows, q.Cols, q.TileRows, q.TileCols, q.Scales, destination);
+
+    public static void Dequantize(Fp8Tensor q, Span<float> destination) =>
+        DequantizeRows(q.Codes, q.Rows, q.Cols, q.TileRows, q.TileCols, q.Scales, destination, 0, q.Rows);
+
+    /// <summary>values = code · tile scale for rows [<paramref name="rowStart"/>, <paramref name="rowEnd"/>) (one vector pass per tile).</summary>
+    public static void DequantizeRows(ReadOnlySpan<byte> codes, int rows, int cols, int tileRows, int tileCols, ReadOnlySpan<float> scales,
+        Span<float> destination, int rowStart, int rowEnd)
     {
-        int tc = q.ScaleCols;
-        Span<float> rowScales = q.Cols <= 4096 ? stackalloc float[q.Cols] : new float[q.Cols];
-        for (int r = 0; r < q.Rows; r++)
+        int tc = (cols + tileCols - 1) / tileCols;
+        if (tileCols == 1)
         {
-            if (r % q.TileRows == 0 || r == 0)
+            // 128×1 tiles: one scale per column within a band of rows.
+            for (int r = rowStart; r < rowEnd; r++)
             {
-                int bi = r / q.TileRows;
-                for (int bj = 0; bj < tc; bj++)
-                {
-                    int c0 = bj * q.TileCols, c1 = Math.Min(q.Cols, c0 + q.TileCols);
-                    rowScales[c0..c1].Fill(q.Scales[bi * tc + bj]);
-                }
+                var dst = destination.Slice(r * cols, cols);
+                E4M3Fast.DecodeScaled(codes.Slice(r * cols, cols), 1f, dst);
+                TensorPrimitives.Multiply(dst, scales.Slice(r / tileRows * tc, cols), dst);
             }
-            var dst = destination.Slice(r * q.Cols, q.Cols);
-            var src = q.Codes.AsSpan(r * q.Cols, q.Cols);
-            E4M3Fast.DecodeScaled(src, 1f, dst);
-            TensorPrimitives.Multiply(dst, rowScales, dst);
+            return;
+        }
+        for (int r = rowStart; r < rowEnd; r++)
+        {
+            var scaleRow = scales.Slice(r / tileRows * tc, tc);
+            for (int bj = 0; bj < tc; bj++)
+            {
+                int c0 = bj * tileCols, len = Math.Min(cols, c0 + tileCols) - c0;
+                E4M3Fast.DecodeScaled(codes.Slice(r * cols + c0, len), scaleRow[bj], destination.Slice(r * cols + c0, len));
+            }
         }
     }
 }

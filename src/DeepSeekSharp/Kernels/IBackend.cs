@@ -53,6 +53,9 @@ public interface IBackend
     void QuantizeE4M3(ReadOnlySpan<float> x, int rows, int cols, int tileRows, int tileCols, Span<byte> codes, Span<float> scales,
         Span<float> dequantized);
 
+    /// <summary>values[r, c] = E4M3(codes[r, c]) · scales[r / tileRows, c / tileCols] (the inverse of <see cref="QuantizeE4M3"/>).</summary>
+    void DequantizeE4M3(ReadOnlySpan<byte> codes, int rows, int cols, int tileRows, int tileCols, ReadOnlySpan<float> scales, Span<float> values);
+
     /// <summary>Per-row softmax cross-entropy; returns the summed loss over rows with target ≥ 0.</summary>
     double CrossEntropyForward(ReadOnlySpan<float> logits /* [rows, v] */, ReadOnlySpan<int> targets, int v, Span<float> rowLogSumExp);
 

@@ -169,3 +169,41 @@ public class E4M3VectorEncodeTests
         }
     }
 }
+
+public class Fp8TilingTests
+{
+    [Theory]
+    [InlineData(1, 128)]
+    [InlineData(128, 1)]
+    [InlineData(128, 128)]
+    public void QuantiseAndDequantiseOnTheBackendFollowTheTileDefinition(int tileRows, int tileCols)
+    {
+        int rows = 300, cols = 200; // partial tiles both ways
+        var rng = new Random(tileRows * 7 + tileCols);
+        var x = new float[rows * cols];
+        for (int i = 0; i < x.Length; i++) x[i] = (float)((rng.NextDouble() - 0.5) * Math.Pow(10, rng.Next(-3, 3)));
+        var be = DeepSeekSharp.Kernels.Cpu.CpuBackend.Default;
+        var q = Fp8Quantizer.Allocate(rows, cols, tileRows, tileCols);
+        var fused = new float[x.Length];
+        be.QuantizeE4M3(x, rows, cols, tileRows, tileCols, q.Codes, q.Scales, fused);
+        var back = new float[x.Length];
+        Fp8Quantizer.Dequantize(be, q, back);
+        int tc = (cols + tileCols - 1) / tileCols;
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++)
+            {
+                // Scale from the definition: amax of the tile / 448; code = E4M3(x / s).
+                int r0 = r / tileRows * tileRows, c0 = c / tileCols * tileCols;
+                float amax = 0;
+                for (int i = r0; i < Math.Min(rows, r0 + tileRows); i++)
+                    for (int j = c0; j < Math.Min(cols, c0 + tileCols); j++) amax = Math.Max(amax, Math.Abs(x[i * cols + j]));
+                float s = amax == 0 ? 1f : amax / 448f;
+                Assert.Equal(s, q.Scales[r / tileRows * tc + c / tileCols]);
+                int code = MiniFloat.E4M3.Encode(x[r * cols + c] / s);
+                Assert.Equal(code, q.Codes[r * cols + c]);
+                float value = MiniFloat.E4M3.Decode(code) * s;
+                Assert.Equal(value, back[r * cols + c]);
+                Assert.Equal(value, fused[r * cols + c]);
+            }
+    }
+}

@@ -89,8 +89,8 @@ internal sealed class SiluMulFp8CacheOp : GradNode
         float[] ad = pool.Rent(n), bd = pool.Rent(n);
         try
         {
-            DeepSeekSharp.Fp8.Fp8Quantizer.Dequantize(_a, ad);
-            DeepSeekSharp.Fp8.Fp8Quantizer.Dequantize(_b, bd);
+            DeepSeekSharp.Fp8.Fp8Quantizer.Dequantize(a.Backend, _a, ad);
+            DeepSeekSharp.Fp8.Fp8Quantizer.Dequantize(a.Backend, _b, bd);
             a.Backend.SiluMulBackward(ad.AsSpan(0, n), bd.AsSpan(0, n), dy.AsSpan(0, n),
                 GradOf(a) is { } da ? da : Span<float>.Empty, GradOf(b) is { } db ? db : Span<float>.Empty);
         }

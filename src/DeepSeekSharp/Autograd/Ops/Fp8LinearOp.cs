@@ -62,7 +62,7 @@ internal sealed class Fp8LinearOp : GradNode
             {
                 float[] wd = pool.Rent(outDim * inDim);
                 be.QuantizeE4M3(g, n, outDim, 1, 128, [], scales, gq);
-                Fp8Quantizer.Dequantize(_w, wd);
+                Fp8Quantizer.Dequantize(be, _w, wd);
                 be.Gemm(false, false, n, inDim, outDim, 1f, gq, outDim, wd, inDim, 1f, dx, inDim);
                 pool.Return(wd);
             }
@@ -71,7 +71,7 @@ internal sealed class Fp8LinearOp : GradNode
                 // The weight-gradient GEMM reduces over tokens, so both operands are requantised in 128×1 tiles.
                 float[] xd = pool.Rent(n * inDim);
                 be.QuantizeE4M3(g, n, outDim, 128, 1, [], scales, gq);
-                Fp8Quantizer.Dequantize(_x, xd);
+                Fp8Quantizer.Dequantize(be, _x, xd);
                 be.QuantizeE4M3(xd.AsSpan(0, n * inDim), n, inDim, 128, 1, [], scales, xd);
                 be.Gemm(true, false, outDim, inDim, n, 1f, gq, outDim, xd, inDim, 1f, dw, inDim);
                 pool.Return(xd);

@@ -86,6 +86,19 @@ public sealed class CpuBackend : IBackend
         }
     }
 
+    public unsafe void DequantizeE4M3(ReadOnlySpan<byte> codes, int rows, int cols, int tileRows, int tileCols, ReadOnlySpan<float> scales, Span<float> values)
+    {
+        int n = rows * cols, sl = scales.Length;
+        if (codes.Length < n || values.Length < n) throw new ArgumentException("buffers shorter than rows × cols");
+        fixed (byte* pc = codes) fixed (float* ps = scales) fixed (float* pv = values)
+        {
+            nint ic = (nint)pc, isc = (nint)ps, iv = (nint)pv;
+            CpuParallel.ForRanges(rows, Math.Max(1, 16384 / Math.Max(1, cols)), Pool, (s, e) => DeepSeekSharp.Fp8.Fp8Quantizer.DequantizeRows(
+                new ReadOnlySpan<byte>((byte*)ic, n), rows, cols, tileRows, tileCols, new ReadOnlySpan<float>((float*)isc, sl),
+                new Span<float>((float*)iv, n), s, e));
+        }
+    }
+
     public void SiluMulForward(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y) => ActivationKernels.SiluMul(a, b, y);
 
     public void SiluMulBackward(ReadOnlySpan<float> a, ReadOnlySpan<float> b, ReadOnlySpan<float> dy, Span<float> da, Span<float> db) =>
