@@ -14,6 +14,7 @@ import argparse
 import ctypes
 import json
 import os
+import resource
 import sys
 import time
 
@@ -111,6 +112,7 @@ def main():
         "batch": args.batch, "seq": args.seq, "threads": args.threads, "iters": args.iters,
         "warmup": args.warmup, "dtype": "float32", "mtp": args.mtp, "mode": args.mode,
         "model_type": cfg.get("model_type"), "torch": torch.__version__, "blas_threads_set": blas,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
     }))
 
 

@@ -13,8 +13,11 @@ public static class Fp8Training
 {
     public static readonly string[] Precisions = ["fp32", "bf16", "fp8"];
 
+    /// <param name="model">the model to switch</param>
+    /// <param name="precision">fp32, bf16 or fp8</param>
+    /// <param name="swigluCache">with fp8: cache the SwiGLU inputs of every MLP/expert in FP8 (V3's recipe)</param>
     /// <returns>how many Linears changed precision</returns>
-    public static int Apply(DeepSeekModel model, string precision)
+    public static int Apply(DeepSeekModel model, string precision, bool swigluCache = true)
     {
         int count = 0;
         switch (precision)
@@ -23,6 +26,8 @@ public static class Fp8Training
                 break;
             case "fp8":
                 foreach (var (_, linear) in Fp8Checkpoint.Fp8Linears(model)) { linear.Fp8Compute = true; count++; }
+                foreach (var (_, module) in model.NamedModules())
+                    if (module is Mlp mlp) mlp.Fp8SwigluCache = swigluCache && mlp.GateProj.Fp8Compute;
                 break;
             case "bf16":
                 foreach (var (_, module) in model.NamedModules())

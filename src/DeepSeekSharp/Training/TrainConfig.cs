@@ -54,6 +54,7 @@ public sealed class TrainConfig
     [Key("seq_aux_alpha")] public float SeqAuxAlpha { get; set; } = 0.0001f;
     [Key("aux_loss_alpha")] public float AuxLossAlpha { get; set; } = 0.01f;
     [Key("precision")] public string Precision { get; set; } = "fp32";
+    [Key("fp8_swiglu_cache")] public bool Fp8SwigluCache { get; set; } = true;
 
     // Run
     [Key("output_dir")] public string OutputDir { get; set; } = "runs/train";

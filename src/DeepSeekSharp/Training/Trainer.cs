@@ -55,7 +55,7 @@ public sealed class Trainer
             Moments = cfg.MomentPrecision,
         };
         _balancer = new BiasBalancer(_model);
-        DeepSeekSharp.Fp8.Fp8Training.Apply(_model, cfg.Precision);
+        DeepSeekSharp.Fp8.Fp8Training.Apply(_model, cfg.Precision, cfg.Fp8SwigluCache);
         if (resumeFrom is not null)
         {
             _step = CheckpointStore.LoadTrainingState(resumeFrom, _optimizer);

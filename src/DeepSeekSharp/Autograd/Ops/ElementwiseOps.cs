@@ -76,7 +76,7 @@ internal sealed class SiluMulFp8CacheOp : GradNode
 
     private static DeepSeekSharp.Fp8.Fp8Tensor Cache(Tensor x, int rows, int cols)
     {
-        var q = DeepSeekSharp.Fp8.Fp8Quantizer.Allocate(rows, cols, 1, 128);
+        var q = DeepSeekSharp.Fp8.Fp8Quantizer.Rent(rows, cols, 1, 128);
         x.Backend.QuantizeE4M3(x.Span, rows, cols, 1, 128, q.Codes, q.Scales, []);
         return q;
     }
@@ -98,6 +98,8 @@ internal sealed class SiluMulFp8CacheOp : GradNode
         {
             pool.Return(ad);
             pool.Return(bd);
+            DeepSeekSharp.Fp8.Fp8Quantizer.ReturnCodes(_a);
+            DeepSeekSharp.Fp8.Fp8Quantizer.ReturnCodes(_b);
         }
     }
 }

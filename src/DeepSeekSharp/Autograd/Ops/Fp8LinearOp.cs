@@ -26,8 +26,8 @@ internal sealed class Fp8LinearOp : GradNode
         OpBase.CheckLastDim(x, inDim, "fp8 linear input");
         int n = OpBase.Rows(x);
         var be = x.Backend;
-        var xq = Fp8Quantizer.Allocate(n, inDim, 1, 128);
-        var wq = Fp8Quantizer.Allocate(outDim, inDim, 128, 128);
+        var xq = Fp8Quantizer.Rent(n, inDim, 1, 128);
+        var wq = Fp8Quantizer.Rent(outDim, inDim, 128, 128);
         var shape = (int[])x.Shape.Clone();
         shape[^1] = outDim;
         var y = Tensor.Empty(shape);
@@ -44,6 +44,12 @@ internal sealed class Fp8LinearOp : GradNode
         {
             pool.Return(xd);
             pool.Return(wd);
+        }
+        if (!GradMode.IsEnabled || !(x.RequiresGrad || w.RequiresGrad))
+        {
+            Fp8Quantizer.ReturnCodes(xq);
+            Fp8Quantizer.ReturnCodes(wq);
+            return y;
         }
         return OpBase.Record(y, () => new Fp8LinearOp(x, w, xq, wq), x, w);
     }
@@ -81,6 +87,9 @@ internal sealed class Fp8LinearOp : GradNode
         {
             pool.Return(gq);
             pool.Return(scales);
+            // Each node's backward runs once; the FP8 caches go back to the pool for the next step.
+            Fp8Quantizer.ReturnCodes(_x);
+            Fp8Quantizer.ReturnCodes(_w);
         }
     }
 }

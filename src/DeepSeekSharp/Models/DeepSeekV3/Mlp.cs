@@ -18,13 +18,16 @@ public sealed class Mlp : Module
     public Linear UpProj { get; }
     public Linear DownProj { get; }
 
+    /// <summary>Cache the SwiGLU inputs in FP8 for the backward (DeepSeek-V3's FP8 recipe; set by precision fp8).</summary>
+    public bool Fp8SwigluCache { get; set; }
+
     /// <param name="x">[N, H]</param>
     /// <returns>[N, H]</returns>
     public Tensor Forward(Tensor x)
     {
         Tensor gate = GateProj.Forward(x), up = UpProj.Forward(x);
         // FP8 training caches the SwiGLU inputs in FP8 (training.md); an FP8 down_proj keeps its own FP8 copy of h.
-        Tensor h = GateProj.Fp8Compute ? Functional.SiluMulFp8Cache(gate, up) : Functional.SiluMul(gate, up);
+        Tensor h = Fp8SwigluCache ? Functional.SiluMulFp8Cache(gate, up) : Functional.SiluMul(gate, up);
         gate.ReleaseIfUnread();
         up.ReleaseIfUnread();
         Tensor y = DownProj.Forward(h);

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Training-step and forward throughput of `dss bench train` (fp32 and fp8) and the PyTorch peer
+# (tools/reference/bench_model.py), interleaved round by round so that the machine's drift hits all of them alike.
+# Prints one markdown row per (model, threads, mode, engine) with the median over ROUNDS runs.
+# Usage: ROUNDS=3 MODELS="bench-small bench-medium" THREADS="1 2" tools/bench/train_compare.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+dotnet build -c Release src/DeepSeekSharp.Cli >/dev/null
+DSS="dotnet src/DeepSeekSharp.Cli/bin/Release/net10.0/dss.dll"
+ROUNDS="${ROUNDS:-3}"
+MODELS="${MODELS:-bench-small}"
+THREADS="${THREADS:-2}"
+MODES="${MODES:-train fwd}"
+ENGINES="${ENGINES:-dss-fp32 dss-fp8 torch-fp32}"
+out=$(mktemp)
+for r in $(seq "$ROUNDS"); do
+  for model in $MODELS; do
+    dir="../shared/bench/$model"
+    read -r b t < <(/usr/bin/python3 -c "import json;c=json.load(open('$dir/workload.json'));print(c['micro_batch_size'],c['sequence_len'])")
+    steps=3; [ "$model" = bench-medium ] && steps=2
+    for th in $THREADS; do
+      for mode in $MODES; do
+        for e in $ENGINES; do
+          case $e in
+            dss-fp32|dss-fp8)
+              [ "$mode" = fwd ] && [ "$e" = dss-fp8 ] && continue
+              line=$($DSS bench train --model "$dir" --batch "$b" --seq "$t" --steps $steps --warmup 1 --threads "$th" \
+                      --mode "$mode" --precision "${e#dss-}" --json | tail -1) ;;
+            torch-fp32)
+              line=$(GOMP_SPINCOUNT=1000 OPENBLAS_THREAD_TIMEOUT=4 /usr/bin/python3 tools/reference/bench_model.py "$dir" \
+                      --batch "$b" --seq "$t" --threads "$th" --mode "$mode" --warmup 1 --iters $steps | tail -1) ;;
+          esac
+          echo "$model $th $mode $e $line" >> "$out"
+        done
+      done
+    done
+  done
+done
+/usr/bin/python3 - "$out" <<'PY'
+import json, sys, statistics
+rows = {}
+for line in open(sys.argv[1]):
+    model, th, mode, engine, js = line.split(" ", 4)
+    rows.setdefault((model, th, mode, engine), []).append(json.loads(js))
+print("| model | threads | mode | engine | tokens/s (median) | runs | peak RSS MB | activations MB |")
+print("|---|---|---|---|---|---|---|---|")
+for (model, th, mode, engine), rs in sorted(rows.items()):
+    tps = statistics.median(r["tokens_per_s"] for r in rs)
+    rss = statistics.median(r.get("peak_rss_mb", 0) for r in rs)
+    act = rs[0].get("activation_mb", "")
+    runs = ", ".join(format(r["tokens_per_s"], ",.0f") for r in rs)
+    print(f"| {model} | {th} | {mode} | {engine} | {tps:,.0f} | {runs} | {rss:,.0f} | {act} |")
+PY
