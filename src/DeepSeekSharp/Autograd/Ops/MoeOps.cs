@@ -116,6 +116,8 @@ internal sealed class MoeCombineOp : GradNode
     private readonly int[][] _tokens, _slots;
     private readonly int _k;
 
+    public override bool ReadsOutput => false;
+
     private MoeCombineOp(Tensor[] inputs, int[][] tokens, int[][] slots, int k) : base(inputs)
     {
         (_tokens, _slots, _k) = (tokens, slots, k);

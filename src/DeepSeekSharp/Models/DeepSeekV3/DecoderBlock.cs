@@ -27,12 +27,17 @@ public sealed class DecoderBlock : Module
     public Tensor Forward(Tensor h, SequenceBatch batch)
     {
         // Normed inputs whose only readers keep FP8 copies (precision: fp8) are dropped once consumed.
+        // Branch outputs are only summed into the residual stream, whose Add reads no values, so they go too.
         Tensor normed = InputLayerNorm.Forward(h);
-        Tensor a = Functional.Add(h, SelfAttn.Forward(normed, batch));
+        Tensor attn = SelfAttn.Forward(normed, batch);
         normed.ReleaseIfUnread();
+        Tensor a = Functional.Add(h, attn);
+        attn.ReleaseIfUnread();
         Tensor f = PostAttentionLayerNorm.Forward(a);
         Tensor mlp = Moe is not null ? Moe.Forward(f) : DenseMlp!.Forward(f);
         f.ReleaseIfUnread();
-        return Functional.Add(a, mlp);
+        Tensor output = Functional.Add(a, mlp);
+        mlp.ReleaseIfUnread();
+        return output;
     }
 }

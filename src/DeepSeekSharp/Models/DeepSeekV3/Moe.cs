@@ -61,6 +61,11 @@ public sealed class Moe : Module
             activeSlots[a] = slots[e];
         }
         Tensor y = Functional.MoeCombine(weights, outputs, activeTokens, activeSlots, _hidden);
-        return SharedExperts is null ? y : Functional.Add(y, SharedExperts.Forward(x));
+        if (SharedExperts is null) return y;
+        Tensor shared = SharedExperts.Forward(x);
+        Tensor sum = Functional.Add(y, shared);
+        y.ReleaseIfUnread(); // the sum's backward needs neither operand's values
+        shared.ReleaseIfUnread();
+        return sum;
     }
 }
