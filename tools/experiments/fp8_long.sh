@@ -7,22 +7,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STEPS="${STEPS:-3000}"
+SEED="${SEED:-1337}"        # the config's seed; runs of another seed get their own folders
+TAG=""; [ "$SEED" != 1337 ] && TAG="-seed$SEED"
 dotnet build src/DeepSeekSharp.Cli -c Release > /dev/null
 # A private copy of the build, so that rebuilding while the runs go cannot swap assemblies under them.
-rm -rf runs/.fp8-long-bin && mkdir -p runs && cp -r src/DeepSeekSharp.Cli/bin/Release/net10.0 runs/.fp8-long-bin
-DSS="dotnet runs/.fp8-long-bin/dss.dll"
+rm -rf "runs/.fp8-long-bin$TAG" && mkdir -p runs && cp -r src/DeepSeekSharp.Cli/bin/Release/net10.0 "runs/.fp8-long-bin$TAG"
+DSS="dotnet runs/.fp8-long-bin$TAG/dss.dll"
 common=(--config configs/shakespeare-moe.yaml --max-steps "$STEPS" --set micro_batch_size=8 --set eval_steps=250
-        --set eval_batches=32 --set save_steps="$STEPS" --set sample_tokens=0 --set logging_steps=50)
+        --set eval_batches=32 --set save_steps="$STEPS" --set sample_tokens=0 --set logging_steps=50 --set seed="$SEED")
 for p in fp32 fp8; do
-  rm -rf "runs/long-$p"
-  DSS_THREADS=1 $DSS train "${common[@]}" --output-dir "runs/long-$p" --set precision=$p > "runs/long-$p.log" 2>&1 &
+  rm -rf "runs/long-$p$TAG"
+  DSS_THREADS=1 $DSS train "${common[@]}" --output-dir "runs/long-$p$TAG" --set precision=$p > "runs/long-$p$TAG.log" 2>&1 &
 done
 wait
-/usr/bin/python3 - <<'PY'
-import json
+/usr/bin/python3 - "$TAG" <<'PY'
+import json, sys
+tag = sys.argv[1]
 def evals(run):
     return [json.loads(l) for l in open(f"runs/{run}/metrics.jsonl") if '"eval"' in l]
-a, b = evals("long-fp32"), evals("long-fp8")
+a, b = evals("long-fp32" + tag), evals("long-fp8" + tag)
 for x, y in zip(a, b):
     print(f"step {x['step']:5d}: fp32 {x['val_loss']:.4f}  fp8 {y['val_loss']:.4f}  ({(y['val_loss'] - x['val_loss']) / x['val_loss'] * 100:+.3f}%)")
 print(f"final: fp32 {a[-1]['val_loss']:.4f}, fp8 {b[-1]['val_loss']:.4f}, relative difference {(b[-1]['val_loss'] - a[-1]['val_loss']) / a[-1]['val_loss'] * 100:+.3f}%")

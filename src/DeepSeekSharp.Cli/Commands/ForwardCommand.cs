@@ -14,12 +14,13 @@ internal static class ForwardCommand
         var tokens = CliCommon.TokensOption();
         var mtp = new Option<bool>("--mtp") { Description = "also write mtp_logits [T-1, vocab] of MTP depth 1" };
         var output = CliCommon.OutOption("output .safetensors file (F32 'logits' [T, vocab], optional 'mtp_logits')");
-        var cmd = new Command("forward", "Run the model on one sequence and write its logits") { model, tokens, mtp, output };
+        var weights = CliCommon.WeightsOption();
+        var cmd = new Command("forward", "Run the model on one sequence and write its logits") { model, tokens, mtp, weights, output };
         cmd.SetAction(r => CliCommon.Run(() =>
         {
             int[] ids = CliCommon.ParseTokens(r.GetValue(tokens)!);
             string dir = r.GetValue(model)!;
-            var m = ModelCheckpoint.Load(dir);
+            var m = CliCommon.LoadForInference(dir, r.GetValue(weights)!);
             CliCommon.CheckTokens(ids, m.Config.VocabSize);
             bool withMtp = r.GetValue(mtp);
             if (withMtp && m.MtpModules.Count == 0) throw new DeepSeekSharpException($"{dir}: --mtp given but the model has no MTP layers (num_nextn_predict_layers = 0)");

@@ -35,6 +35,33 @@ public class Fp8CheckpointTests
         for (int i = 0; i < want.Length; i++) Assert.True(Math.Abs(want[i] - logits[i]) < 1e-4, $"logit {i}");
     }
 
+    [Theory]
+    [InlineData("fp32")]
+    [InlineData("fp8")]
+    public void DssForwardRunsTheFp8CheckpointDequantisedOrWithFp8WeightsInMemory(string weights)
+    {
+        string dir = TestPaths.Fixture("v3-tiny-fp8");
+        using var expected = SafeTensorsReader.Open(Path.Combine(dir, "expected.safetensors"));
+        int[] tokens = expected.ReadInt64("tokens").Select(t => (int)t).ToArray();
+        string output = Path.Combine(TestPaths.TempDir(), "logits.safetensors");
+        var r = DeepSeekSharp.Tests.Cli.DssProcess.Run("forward", "--model", dir, "--tokens", string.Join(',', tokens), "--weights", weights, "--out", output);
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        using var got = SafeTensorsReader.Open(output);
+        var want = expected.ReadFloat32("logits");
+        var logits = got.ReadFloat32("logits");
+        // The PyTorch reference's logits of the dequantised model, either way.
+        for (int i = 0; i < want.Length; i++) Assert.True(Math.Abs(want[i] - logits[i]) < 1e-4, $"logit {i}: {want[i]} vs {logits[i]}");
+        if (weights == "fp8")
+        {
+            // Kept as codes: the quantised Linears take a quarter of their fp32 bytes.
+            var model = DeepSeekSharp.Inference.InferenceWeights.Load(dir, WeightStorage.Fp8Block);
+            var linears = DeepSeekSharp.Inference.InferenceWeights.CompressibleLinears(model).Select(l => l.Linear).Where(l => l.InferenceWeight is not null).ToList();
+            Assert.NotEmpty(linears);
+            long fp32Bytes = linears.Sum(l => 4L * l.InFeatures * l.OutFeatures), fp8Bytes = linears.Sum(l => l.InferenceWeight!.Bytes);
+            Assert.InRange(fp8Bytes, fp32Bytes / 4, fp32Bytes / 4 + fp32Bytes / 50); // codes plus one fp32 scale per 128x128 block
+        }
+    }
+
     [Fact]
     public void DequantizeRoundTripKeepsTheFp8ModelsWeightsAndRefusesDoubleQuantisation()
     {
