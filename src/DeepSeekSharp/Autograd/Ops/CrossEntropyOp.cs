@@ -40,20 +40,31 @@ internal sealed class CrossEntropyOp : GradNode
 
 /// <summary>
 /// Mean softmax cross-entropy of logits = h · Wᵀ without materialising the [rows, V] logits: rows are processed in
-/// blocks of a few MB, and since d(loss)/d(logits) = (softmax − onehot)/count is known as soon as a block's
-/// log-sum-exp is, the block's contributions to dh [rows, H] and dW [V, H] are formed right away and kept (both far
-/// smaller than the logits); the backward only scales them by the upstream gradient. Same result as
+/// blocks of about 8 MB of logits. The gradient d(loss)/d(logits) = (softmax − onehot)/count of a block is known as
+/// soon as its log-sum-exp is, so when dW [V, H] is no larger than the logits it replaces (H ≤ rows) the forward
+/// turns each block into its share of dh [rows, H] and dW right away and the backward only scales them; otherwise
+/// (large hidden sizes, e.g. DeepSeek-V3's 7,168 with a few thousand rows) the forward keeps only the per-row
+/// log-sum-exp and the backward recomputes each block's logits (one more GEMM, memory O(block · V)). Same result as
 /// <c>CrossEntropy(Linear(h, W))</c> to fp32 rounding.
 /// </summary>
 internal sealed class LinearCrossEntropyOp : GradNode
 {
+    private readonly int[] _targets;
+    private readonly int _count;
+    private readonly float[]? _lse;
     private readonly float[]? _dh;
     private readonly float[]? _dw;
 
-    private LinearCrossEntropyOp(Tensor h, Tensor w, float[]? dh, float[]? dw) : base(h, w) { (_dh, _dw) = (dh, dw); }
+    private LinearCrossEntropyOp(Tensor h, Tensor w, int[] targets, int count, float[]? lse, float[]? dh, float[]? dw) : base(h, w)
+    {
+        (_targets, _count, _lse, _dh, _dw) = (targets, count, lse, dh, dw);
+    }
 
     /// <summary>Rows per block: about 2 M logits (8 MB), at least 64 rows.</summary>
     internal static int BlockRows(int vocab) => Math.Max(64, (1 << 21) / Math.Max(1, vocab));
+
+    /// <summary>Whether the gradients are formed in the forward (dW no larger than the logits) or recomputed in the backward.</summary>
+    internal static bool FormsGradientsInForward(int rows, int hidden) => hidden <= rows;
 
     public static Tensor Forward(Tensor h, Tensor w, int[] targets)
     {
@@ -68,12 +79,29 @@ internal sealed class LinearCrossEntropyOp : GradNode
             if (t >= 0) count++;
         }
         bool record = GradMode.IsEnabled && (h.RequiresGrad || w.RequiresGrad) && count > 0;
-        float[]? dh = record && h.RequiresGrad ? new float[rows * hidden] : null;
-        float[]? dw = record && w.RequiresGrad ? new float[v * hidden] : null;
+        bool eager = record && FormsGradientsInForward(rows, hidden);
+        float[]? dh = eager && h.RequiresGrad ? new float[rows * hidden] : null;
+        float[]? dw = eager && w.RequiresGrad ? new float[v * hidden] : null;
+        float[]? keptLse = record && !eager ? new float[rows] : null;
+        double sum = Blocks(h, w, targets, count, keptLse, eager ? 1f / count : 0f, dh, dw);
+        var y = Tensor.FromArray([count == 0 ? 0f : (float)(sum / count)], 1);
+        return record ? OpBase.Record(y, () => new LinearCrossEntropyOp(h, w, targets, count, keptLse, dh, dw), h, w) : y;
+    }
+
+    /// <summary>
+    /// One sweep over row blocks: logits = h·Wᵀ per block; with <paramref name="gradScale"/> = 0 the block's
+    /// log-sum-exp is computed (and stored in <paramref name="lse"/> if given) and its loss summed; otherwise
+    /// dlogits = gradScale · (softmax − onehot) (from <paramref name="lse"/> when given, else from the block's own)
+    /// is accumulated into dh (rows of the block) and dW.
+    /// </summary>
+    private static double Blocks(Tensor h, Tensor w, int[] targets, int count, float[]? lse, float gradScale, float[]? dh, float[]? dw)
+    {
+        int hidden = w.Shape[1], v = w.Shape[0], rows = OpBase.Rows(h);
         var be = h.Backend;
         int block = Math.Min(rows, BlockRows(v));
+        bool grads = gradScale != 0f && (dh is not null || dw is not null);
         var pool = System.Buffers.ArrayPool<float>.Shared;
-        float[] logits = pool.Rent(block * v), dlogits = record ? pool.Rent(block * v) : [], lse = pool.Rent(block);
+        float[] logits = pool.Rent(block * v), dlogits = grads ? pool.Rent(block * v) : [], blockLse = pool.Rent(block);
         double sum = 0;
         try
         {
@@ -83,29 +111,40 @@ internal sealed class LinearCrossEntropyOp : GradNode
                 var hBlock = h.Span.Slice(r0 * hidden, n * hidden);
                 var tBlock = targets.AsSpan(r0, n);
                 var lBlock = logits.AsSpan(0, n * v);
+                var lseBlock = blockLse.AsSpan(0, n);
                 be.Gemm(false, true, n, v, hidden, 1f, hBlock, hidden, w.Span, hidden, 0f, lBlock, v);
-                sum += be.CrossEntropyForward(lBlock, tBlock, v, lse.AsSpan(0, n));
-                if (!record) continue;
+                if (lse is not null && grads) lse.AsSpan(r0, n).CopyTo(lseBlock);
+                else
+                {
+                    sum += be.CrossEntropyForward(lBlock, tBlock, v, lseBlock);
+                    if (lse is not null) lseBlock.CopyTo(lse.AsSpan(r0, n));
+                }
+                if (!grads) continue;
                 var dBlock = dlogits.AsSpan(0, n * v);
                 dBlock.Clear();
-                be.CrossEntropyBackward(lBlock, tBlock, v, lse.AsSpan(0, n), 1f / count, dBlock);
-                if (dh is not null) be.Gemm(false, false, n, hidden, v, 1f, dBlock, v, w.Span, hidden, 0f, dh.AsSpan(r0 * hidden, n * hidden), hidden);
+                be.CrossEntropyBackward(lBlock, tBlock, v, lseBlock, gradScale, dBlock);
+                if (dh is not null) be.Gemm(false, false, n, hidden, v, 1f, dBlock, v, w.Span, hidden, 1f, dh.AsSpan(r0 * hidden, n * hidden), hidden);
                 if (dw is not null) be.Gemm(true, false, v, hidden, n, 1f, dBlock, v, hBlock, hidden, 1f, dw, hidden);
             }
         }
         finally
         {
             pool.Return(logits);
-            if (record) pool.Return(dlogits);
-            pool.Return(lse);
+            if (grads) pool.Return(dlogits);
+            pool.Return(blockLse);
         }
-        var y = Tensor.FromArray([count == 0 ? 0f : (float)(sum / count)], 1);
-        return record ? OpBase.Record(y, () => new LinearCrossEntropyOp(h, w, dh, dw), h, w) : y;
+        return sum;
     }
 
     public override void Backward(Tensor output, float[] dy)
     {
         Tensor h = Inputs[0], w = Inputs[1];
+        if (_lse is not null)
+        {
+            // Recompute each block's logits and accumulate straight into the gradients.
+            Blocks(h, w, _targets, _count, _lse, dy[0] / _count, GradOf(h), GradOf(w));
+            return;
+        }
         if (_dh is not null && GradOf(h) is { } gh) System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(_dh, dy[0], gh, gh);
         if (_dw is not null && GradOf(w) is { } gw) System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(_dw, dy[0], gw, gw);
     }
