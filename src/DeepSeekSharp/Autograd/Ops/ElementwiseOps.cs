@@ -21,8 +21,19 @@ internal sealed class AddOp : GradNode
     public override void Backward(Tensor output, float[] dy)
     {
         var g = dy.AsSpan(0, (int)output.Length);
+        bool adopted = false;
         foreach (var input in Inputs)
+        {
+            // The output's gradient buffer is dropped after this call, so the first input without a gradient yet
+            // takes it over instead of a zeroed copy (the residual stream's gradient is handed down the blocks).
+            if (!adopted && input.RequiresGrad && input.Grad is null && dy.Length == input.Length)
+            {
+                input.Grad = dy;
+                adopted = true;
+                continue;
+            }
             if (GradOf(input) is { } d) TensorPrimitives.Add(d, g, d);
+        }
     }
 }
 

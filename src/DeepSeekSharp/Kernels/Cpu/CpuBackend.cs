@@ -99,10 +99,30 @@ public sealed class CpuBackend : IBackend
         }
     }
 
-    public void SiluMulForward(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y) => ActivationKernels.SiluMul(a, b, y);
+    public unsafe void SiluMulForward(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y)
+    {
+        int n = a.Length;
+        fixed (float* pa = a) fixed (float* pb = b) fixed (float* py = y)
+        {
+            nint ia = (nint)pa, ib = (nint)pb, iy = (nint)py;
+            CpuParallel.ForRanges(n, 16384, Pool, (s, e) => ActivationKernels.SiluMul(
+                new ReadOnlySpan<float>((float*)ia + s, e - s), new ReadOnlySpan<float>((float*)ib + s, e - s), new Span<float>((float*)iy + s, e - s)));
+        }
+    }
 
-    public void SiluMulBackward(ReadOnlySpan<float> a, ReadOnlySpan<float> b, ReadOnlySpan<float> dy, Span<float> da, Span<float> db) =>
-        ActivationKernels.SiluMulBackward(a, b, dy, da, db);
+    public unsafe void SiluMulBackward(ReadOnlySpan<float> a, ReadOnlySpan<float> b, ReadOnlySpan<float> dy, Span<float> da, Span<float> db)
+    {
+        int n = a.Length;
+        bool wantA = !da.IsEmpty, wantB = !db.IsEmpty;
+        fixed (float* pa = a) fixed (float* pb = b) fixed (float* pdy = dy) fixed (float* pda = da) fixed (float* pdb = db)
+        {
+            nint ia = (nint)pa, ib = (nint)pb, idy = (nint)pdy, ida = (nint)pda, idb = (nint)pdb;
+            CpuParallel.ForRanges(n, 16384, Pool, (s, e) => ActivationKernels.SiluMulBackward(
+                new ReadOnlySpan<float>((float*)ia + s, e - s), new ReadOnlySpan<float>((float*)ib + s, e - s),
+                new ReadOnlySpan<float>((float*)idy + s, e - s),
+                wantA ? new Span<float>((float*)ida + s, e - s) : [], wantB ? new Span<float>((float*)idb + s, e - s) : []));
+        }
+    }
 
     public void Rope(ReadOnlySpan<float> x, Span<float> y, int rows, int groups, int stride, int offset, int ropeDim,
         ReadOnlySpan<int> positions, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin, bool inverse) =>
