@@ -25,7 +25,6 @@ public sealed class AdamW
 
     private readonly List<(string Name, Parameter P)> _params;
     private readonly Dictionary<Parameter, MomentState> _state = new(ReferenceEqualityComparer.Instance);
-    private readonly float[] _m = new float[Chunk], _v = new float[Chunk], _tmp = new float[Chunk];
 
     public AdamW(IEnumerable<(string Name, Parameter P)> parameters) { _params = parameters.ToList(); }
 
@@ -41,11 +40,15 @@ public sealed class AdamW
     /// <summary>Bytes held by the moments.</summary>
     public long StateBytes => _state.Values.Sum(s => s.Bytes);
 
+    /// <summary>Workers the update is split over (chunks of parameters are independent); null runs it inline.</summary>
+    public DeepSeekSharp.Kernels.Cpu.WorkerPool? Pool { get; init; } = DeepSeekSharp.Kernels.Cpu.CpuBackend.Default.Pool;
+
     public void Update(float learningRate)
     {
         Step++;
         float bc1 = 1f - MathF.Pow(Beta1, Step), bc2 = 1f - MathF.Pow(Beta2, Step);
         float decay = 1f - learningRate * WeightDecay;
+        _work.Clear();
         foreach (var (_, p) in _params)
         {
             if (!p.RequiresGrad) continue;
@@ -54,23 +57,37 @@ public sealed class AdamW
             // zero_grad(set_to_none=False): moments decay and decoupled decay applies, the same in a resumed run.
             p.Grad ??= new float[n];
             if (!_state.TryGetValue(p, out var st)) _state[p] = st = new MomentState(n, Moments);
-            bool decayed = p.WeightDecay && WeightDecay > 0;
-            for (int c0 = 0; c0 < n; c0 += Chunk)
+            for (int c0 = 0; c0 < n; c0 += Chunk) _work.Add((p, st, c0, Math.Min(Chunk, n - c0)));
+        }
+        // Every element's update is independent, so the chunks run in any order on any worker (same result).
+        var step = new ChunkStep(this, learningRate, bc1, bc2, decay);
+        if (Pool is null || _work.Count < 8) { for (int i = 0; i < _work.Count; i++) step.Execute(i); }
+        else Pool.Run(_work.Count, step);
+    }
+
+    private readonly List<(Parameter P, MomentState St, int C0, int Len)> _work = [];
+
+    private sealed class ChunkStep(AdamW opt, float lr, float bc1, float bc2, float decay) : DeepSeekSharp.Kernels.Cpu.IWorkerTask
+    {
+        [ThreadStatic] private static float[]? t_scratch;
+
+        public void Execute(int taskIndex)
+        {
+            var (p, st, c0, len) = opt._work[taskIndex];
+            var scratch = t_scratch ??= new float[3 * Chunk];
+            var m = st.M32 is not null ? st.M32.AsSpan(c0, len) : scratch.AsSpan(0, len);
+            var v = st.V32 is not null ? st.V32.AsSpan(c0, len) : scratch.AsSpan(Chunk, len);
+            if (st.M16 is not null)
             {
-                int len = Math.Min(Chunk, n - c0);
-                var m = st.M32 is not null ? st.M32.AsSpan(c0, len) : _m.AsSpan(0, len);
-                var v = st.V32 is not null ? st.V32.AsSpan(c0, len) : _v.AsSpan(0, len);
-                if (st.M16 is not null)
-                {
-                    NumericFormats.Bf16ToFloat(st.M16.AsSpan(c0, len), m);
-                    NumericFormats.Bf16ToFloat(st.V16!.AsSpan(c0, len), v);
-                }
-                StepChunk(p.Grad.AsSpan(c0, len), m, v, p.Span.Slice(c0, len), _tmp.AsSpan(0, len), learningRate, bc1, bc2, decayed ? decay : 1f);
-                if (st.M16 is not null)
-                {
-                    NumericFormats.FloatToBf16(m, st.M16.AsSpan(c0, len));
-                    NumericFormats.FloatToBf16(v, st.V16!.AsSpan(c0, len));
-                }
+                NumericFormats.Bf16ToFloat(st.M16.AsSpan(c0, len), m);
+                NumericFormats.Bf16ToFloat(st.V16!.AsSpan(c0, len), v);
+            }
+            bool decayed = p.WeightDecay && opt.WeightDecay > 0;
+            opt.StepChunk(p.Grad.AsSpan(c0, len), m, v, p.Span.Slice(c0, len), scratch.AsSpan(2 * Chunk, len), lr, bc1, bc2, decayed ? decay : 1f);
+            if (st.M16 is not null)
+            {
+                NumericFormats.FloatToBf16(m, st.M16.AsSpan(c0, len));
+                NumericFormats.FloatToBf16(v, st.V16!.AsSpan(c0, len));
             }
         }
     }

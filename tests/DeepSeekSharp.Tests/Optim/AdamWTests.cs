@@ -75,4 +75,34 @@ public class AdamWTests
         // Rounded to BF16: the low 16 bits of every stored moment are zero.
         Assert.All(sm, x => Assert.Equal(0, BitConverter.SingleToInt32Bits(x) & 0xFFFF));
     }
+
+    [Theory]
+    [InlineData(MomentPrecision.Fp32)]
+    [InlineData(MomentPrecision.Bf16)]
+    public void ChunksSplitOverTheWorkersGiveTheSameBitsAsInline(MomentPrecision moments)
+    {
+        var rng = new Random(12);
+        Parameter Make() => new([100_000], true) { RequiresGrad = true };
+        var (a, b, c) = (Make(), Make(), new Parameter([300], true) { RequiresGrad = true, WeightDecay = false });
+        var (a2, b2, c2) = (Make(), Make(), new Parameter([300], true) { RequiresGrad = true, WeightDecay = false });
+        foreach (var (x, y) in new[] { (a, a2), (b, b2), (c, c2) })
+            for (int i = 0; i < x.Length; i++) x.Span[i] = y.Span[i] = (float)(rng.NextDouble() - 0.5);
+        var parallel = new AdamW([("a", a), ("b", b), ("c", c)]) { Moments = moments, Pool = new DeepSeekSharp.Kernels.Cpu.WorkerPool(2) };
+        var inline = new AdamW([("a", a2), ("b", b2), ("c", c2)]) { Moments = moments, Pool = null };
+        for (int step = 0; step < 3; step++)
+        {
+            foreach (var (x, y) in new[] { (a, a2), (b, b2), (c, c2) })
+            {
+                x.Grad = new float[x.Length];
+                for (int i = 0; i < x.Length; i++) x.Grad[i] = (float)(rng.NextDouble() - 0.5) * 1e-2f;
+                y.Grad = (float[])x.Grad.Clone();
+            }
+            parallel.Update(3e-3f);
+            inline.Update(3e-3f);
+        }
+        Assert.Equal(a2.Span.ToArray(), a.Span.ToArray());
+        Assert.Equal(b2.Span.ToArray(), b.Span.ToArray());
+        Assert.Equal(c2.Span.ToArray(), c.Span.ToArray());
+        Assert.Equal(inline.State().SelectMany(s => s.M), parallel.State().SelectMany(s => s.M));
+    }
 }
