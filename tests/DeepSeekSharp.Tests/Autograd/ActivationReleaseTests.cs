@@ -1,0 +1,56 @@
+using DeepSeekSharp.Autograd;
+using DeepSeekSharp.Tensors;
+
+namespace DeepSeekSharp.Tests.Autograd;
+
+/// <summary><see cref="Tensor.ReleaseIfUnread"/>: values go only when no recorded op reads them, and gradients still flow.</summary>
+public class ActivationReleaseTests
+{
+    private static (Tensor X, Tensor B, Tensor W) Inputs()
+    {
+        var rng = new Random(2);
+        return (GradCheck.Random(rng, 1, 6, 130), GradCheck.Random(rng, 1, 6, 130), GradCheck.Random(rng, 1, 5, 130));
+    }
+
+    private static float[] GradThroughFp8Linear(bool release)
+    {
+        var (x, b, w) = Inputs();
+        var sum = Functional.Add(x, b);                  // an intermediate whose values only the FP8 Linear consumes
+        var y = Functional.LinearFp8(sum, w);
+        Assert.Equal(release, release && sum.ReleaseIfUnread());
+        if (release) Assert.Throws<InvalidOperationException>(() => sum.Span.ToArray());
+        Backprop.Backward(Functional.CrossEntropy(y, [0, 1, 2, 3, 4, 0]));
+        return x.Grad!;
+    }
+
+    [Fact]
+    public void AnFp8LinearsInputIsDroppedAndTheGradientIsUnchanged()
+    {
+        Assert.Equal(GradThroughFp8Linear(release: false), GradThroughFp8Linear(release: true));
+    }
+
+    [Fact]
+    public void ValuesAReadingBackwardNeedsAreKept()
+    {
+        var (x, b, w) = Inputs();
+        var sum = Functional.Add(x, b);
+        var y = Functional.Linear(sum, w);               // the fp32 Linear's weight gradient reads its input
+        Assert.False(sum.ReleaseIfUnread());
+        var s = Functional.Sigmoid(y);                   // sigmoid's backward reads its own output
+        Assert.False(s.ReleaseIfUnread());
+        Assert.False(w.ReleaseIfUnread());               // parameters are never released
+        Assert.Equal(sum.Length, sum.Span.Length);
+    }
+
+    [Fact]
+    public void WithoutRecordingEveryIntermediateMayGo()
+    {
+        var (x, b, w) = Inputs();
+        using (GradMode.NoGrad())
+        {
+            var sum = Functional.Add(x, b);
+            Functional.Linear(sum, w);
+            Assert.True(sum.ReleaseIfUnread());
+        }
+    }
+}
