@@ -34,6 +34,9 @@ internal sealed class MlaAttentionOp : GradNode
         return OpBase.Record(o, () => new MlaAttentionOp(q, kvb, kpe, s, lse), q, kvb, kpe);
     }
 
+    /// <summary>The backward recomputes probabilities from the log-sum-exp and forms Σ P·dP itself; it never reads O.</summary>
+    public override bool ReadsOutput => false;
+
     public override void Backward(Tensor output, float[] dy)
     {
         Tensor q = Inputs[0], kvb = Inputs[1], kpe = Inputs[2];

@@ -72,7 +72,9 @@ public sealed class Mla : Module
         cKv.ReleaseIfUnread();
         var shape = new MlaAttentionShape(batch.Batch, batch.SeqLen, n, dn, dr, c.VHeadDim, _rope.SoftmaxScale);
         Tensor o = Functional.MlaAttention(q, kvb, kPe, shape);                          // [B·T, n·dv]
-        return OProj.Forward(o);
+        Tensor output = OProj.Forward(o);
+        o.ReleaseIfUnread(); // kept only when o_proj's backward reads it (fp32); an FP8 o_proj has its own copy
+        return output;
     }
 
     private static int MaxPosition(SequenceBatch batch)
