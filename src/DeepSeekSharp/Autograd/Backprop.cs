@@ -22,10 +22,19 @@ public static class Backprop
             GradNode node = t.GradFn!;
             float[]? g = t.Grad;
             if (g is not null) node.Backward(t, g);
-            // Intermediates drop their gradient and their link, so memory is freed in reverse order.
+            // Intermediates drop their gradient and their link, so memory is freed in reverse order; the gradient
+            // buffer goes back to the pool unless an input took it over (AddOp hands its buffer down).
             t.Grad = null;
             t.GradFn = null;
+            if (g is not null && g.Length > 1 && !HandedDown(node, g)) GradBufferPool.Return(g);
         }
+    }
+
+    private static bool HandedDown(GradNode node, float[] g)
+    {
+        foreach (var input in node.Inputs)
+            if (ReferenceEquals(input.Grad, g)) return true;
+        return false;
     }
 
     private static List<Tensor> TopologicalOrder(Tensor root)

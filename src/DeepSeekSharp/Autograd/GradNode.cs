@@ -33,6 +33,6 @@ public abstract class GradNode
     protected static float[]? GradOf(Tensor input)
     {
         if (!input.RequiresGrad) return null;
-        return input.Grad ??= new float[checked((int)input.Length)];
+        return input.Grad ??= GradBufferPool.RentZeroed(checked((int)input.Length));
     }
 }

@@ -54,3 +54,26 @@ public class ActivationReleaseTests
         }
     }
 }
+
+/// <summary>Recycled gradient buffers never alias a gradient still in use.</summary>
+public class GradBufferReuseTests
+{
+    [Fact]
+    public void ABufferHandedToALeafIsNotRecycled()
+    {
+        // Turned on for the rest of the test run too, so every later backward in it goes through the pool.
+        DeepSeekSharp.Autograd.GradBufferPool.MaxBytes = Math.Max(DeepSeekSharp.Autograd.GradBufferPool.MaxBytes, 64L << 20);
+        var rng = new Random(4);
+        var x = GradCheck.Random(rng, 1, 4, 6); var w = GradCheck.Random(rng, 1, 6, 6);
+        // The Add's gradient buffer goes to x (its first input, still without a gradient), then the Linear adds to it.
+        Backprop.Backward(Functional.CrossEntropy(Functional.Add(x, Functional.Linear(x, w)), [0, 1, 2, 3]));
+        var kept = (float[])x.Grad!.Clone();
+        // More backward passes over same-shaped graphs rent and clear buffers of the same length.
+        for (int i = 0; i < 3; i++)
+        {
+            var y = GradCheck.Random(rng, 1, 4, 6);
+            Backprop.Backward(Functional.CrossEntropy(Functional.Add(Functional.Linear(y, w), Functional.Sigmoid(y)), [3, 2, 1, 0]));
+        }
+        Assert.Equal(kept, x.Grad);
+    }
+}
