@@ -166,8 +166,7 @@ internal static class BenchCommand
             }
             bool train = r.GetValue(mode) == "train";
             DeepSeekSharp.Fp8.Fp8Training.Apply(m, r.GetValue(precision)!);
-            // As in training: DeepSeek-V3's FP8 recipe keeps the AdamW moments in BF16.
-            var opt = new AdamW(m.NamedParameters()) { Moments = r.GetValue(precision) == "fp8" ? MomentPrecision.Bf16 : MomentPrecision.Fp32 };
+            var opt = new AdamW(m.NamedParameters()) { Moments = DeepSeekSharp.Fp8.Fp8Training.DefaultMoments(r.GetValue(precision)!) };
             var rng = new Random(1);
             var batchGeom = SequenceBatch.Training(b, t);
             var times = new List<double>();

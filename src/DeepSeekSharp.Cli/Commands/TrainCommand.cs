@@ -17,7 +17,7 @@ internal static class TrainCommand
         var outputDir = new Option<string?>("--output-dir") { Description = "where checkpoints, metrics and samples go" };
         var resume = new Option<string?>("--resume") { Description = "an output folder: continue from its latest checkpoint" };
         var precision = new Option<string?>("--precision") { Description = "fp32, bf16 or fp8 (same as --set precision=...)" };
-        precision.AcceptOnlyFromAmong("fp32", "bf16", "fp8");
+        precision.AcceptOnlyFromAmong(DeepSeekSharp.Fp8.Fp8Training.Precisions);
         var cmd = new Command("train", "Train a DeepSeek-V3-architecture model (MTP, bias balancing, V3 schedule) from a YAML config")
         {
             config, set, maxSteps, stopAt, outputDir, resume, precision,

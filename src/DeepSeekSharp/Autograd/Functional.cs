@@ -39,7 +39,7 @@ public static class Functional
     public static Tensor SiluMul(Tensor a, Tensor b) => SiluMulOp.Forward(a, b);
 
     /// <summary>silu(a) ⊙ b whose inputs are cached in FP8 for the backward (DeepSeek-V3's FP8 recipe).</summary>
-    public static Tensor SiluMulFp8Cache(Tensor a, Tensor b) => SiluMulFp8CacheOp.Forward(a, b);
+    public static Tensor SiluMulFp8Cache(Tensor a, Tensor b) => SiluMulOp.Forward(a, b, fp8Cache: true);
 
     public static Tensor Sigmoid(Tensor x) => SigmoidOp.Forward(x);
 

@@ -34,9 +34,6 @@ public static class E4M3Fast
         return (byte)(sign | (uint)MathF.Round(scaled, MidpointRounding.ToEven));
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float ToFloat(byte code) => Decode[code];
-
     /// <summary>
     /// The bulk form of <see cref="Encode"/> with the division by the tile scale fused in:
     /// codes[i] = E4M3(x[i] / scales[i]) and, when <paramref name="dequantized"/> is not empty,

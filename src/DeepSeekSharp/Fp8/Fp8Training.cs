@@ -13,6 +13,10 @@ public static class Fp8Training
 {
     public static readonly string[] Precisions = ["fp32", "bf16", "fp8"];
 
+    /// <summary>The AdamW moment storage a precision implies: DeepSeek-V3's FP8 recipe keeps the moments in BF16.</summary>
+    public static Optim.MomentPrecision DefaultMoments(string precision) =>
+        precision == "fp8" ? Optim.MomentPrecision.Bf16 : Optim.MomentPrecision.Fp32;
+
     /// <param name="model">the model to switch</param>
     /// <param name="precision">fp32, bf16 or fp8</param>
     /// <param name="swigluCache">with fp8: cache the SwiGLU inputs of every MLP/expert in FP8 (V3's recipe)</param>

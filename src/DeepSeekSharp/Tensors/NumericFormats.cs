@@ -58,6 +58,25 @@ public static class NumericFormats
         for (; i < source.Length; i++) destination[i] = FloatToBf16(source[i]);
     }
 
+    /// <summary>destination = source rounded to the nearest BF16 value (ties to even), kept as fp32: the bulk
+    /// <c>Bf16ToFloat(FloatToBf16(x))</c> of a BF16 compute copy (finite values and quiet NaNs).</summary>
+    public static void RoundToBf16(ReadOnlySpan<float> source, Span<float> destination)
+    {
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            var bias = Vector512.Create(0x7FFFu);
+            var one = Vector512.Create(1u);
+            var high = Vector512.Create(0xFFFF0000u);
+            for (; i + 16 <= source.Length; i += 16)
+            {
+                var u = Vector512.Create(source.Slice(i, 16)).AsUInt32();
+                ((u + bias + (Vector512.ShiftRightLogical(u, 16) & one)) & high).AsSingle().CopyTo(destination.Slice(i, 16));
+            }
+        }
+        for (; i < source.Length; i++) destination[i] = Bf16ToFloat(FloatToBf16(source[i]));
+    }
+
     /// <summary>Converts raw little-endian <paramref name="source"/> of <paramref name="dtype"/> to fp32.</summary>
     public static void ToFloat32(DType dtype, ReadOnlySpan<byte> source, Span<float> destination)
     {

@@ -160,7 +160,11 @@ public sealed class TrainConfig
         Require((BaseModel is null ? 0 : 1) + (ModelConfig is null ? 0 : 1) + (ModelPreset is null ? 0 : 1) <= 1, "give at most one of base_model, model_config, model_preset");
     }
 
-    /// <summary>The AdamW moment storage: DeepSeek-V3's FP8 recipe keeps them in BF16.</summary>
-    public Optim.MomentPrecision MomentPrecision =>
-        AdamMoments == "bf16" || (AdamMoments == "auto" && Precision == "fp8") ? Optim.MomentPrecision.Bf16 : Optim.MomentPrecision.Fp32;
+    /// <summary>The AdamW moment storage: <c>adam_moments</c>, or with <c>auto</c> what the precision implies.</summary>
+    public Optim.MomentPrecision MomentPrecision => AdamMoments switch
+    {
+        "bf16" => Optim.MomentPrecision.Bf16,
+        "fp32" => Optim.MomentPrecision.Fp32,
+        _ => Fp8.Fp8Training.DefaultMoments(Precision),
+    };
 }

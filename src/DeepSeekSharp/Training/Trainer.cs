@@ -207,8 +207,8 @@ public sealed class Trainer
                 var ids = new int[n * t];
                 for (int i = 0; i < n; i++) data.Batches.ValidationWindow(start + i, ids.AsSpan(i * t, t));
                 var batch = SequenceBatch.Training(n, t);
-                var output = _model.Forward(ids, batch, 0);
-                lossSum += Functional.CrossEntropy(output.Logits, DeepSeekModel.Targets(ids, batch, 0)).Data[0] * n;
+                var (hidden, _) = _model.ForwardHidden(ids, batch);
+                lossSum += LanguageModelLoss.HeadLoss(_model.LmHead, hidden, DeepSeekModel.Targets(ids, batch, 0)).Data[0] * n;
                 count += n;
                 for (int g = 0; g < counts.Length; g++)
                 {

@@ -27,10 +27,13 @@ public class AdamWTests
         var back = new float[x.Length];
         NumericFormats.FloatToBf16(x, h);
         NumericFormats.Bf16ToFloat(h, back);
+        var rounded = new float[x.Length];
+        NumericFormats.RoundToBf16(x, rounded);
         for (int i = 0; i < x.Length; i++)
         {
             Assert.Equal(NumericFormats.FloatToBf16(x[i]), h[i]);
             Assert.Equal(Bf16(x[i]), back[i]);
+            Assert.Equal(Bf16(x[i]), rounded[i]);
         }
     }
 

@@ -17,13 +17,7 @@ internal sealed class CrossEntropyOp : GradNode
     public static Tensor Forward(Tensor logits, int[] targets)
     {
         int v = logits.Shape[^1], rows = OpBase.Rows(logits);
-        if (targets.Length != rows) throw new ArgumentException($"cross entropy: {targets.Length} targets for {rows} rows");
-        int count = 0;
-        foreach (int t in targets)
-        {
-            if (t >= v) throw new DeepSeekSharpException($"target id {t} is outside the vocabulary [0, {v})");
-            if (t >= 0) count++;
-        }
+        int count = OpBase.CountTargets(targets, rows, v);
         var lse = new float[rows];
         double sum = logits.Backend.CrossEntropyForward(logits.Span, targets, v, lse);
         var y = Tensor.FromArray([count == 0 ? 0f : (float)(sum / count)], 1);
@@ -71,14 +65,8 @@ internal sealed class LinearCrossEntropyOp : GradNode
         int hidden = w.Shape[1], v = w.Shape[0];
         OpBase.CheckLastDim(h, hidden, "linear cross-entropy input");
         int rows = OpBase.Rows(h);
-        if (targets.Length != rows) throw new ArgumentException($"cross entropy: {targets.Length} targets for {rows} rows");
-        int count = 0;
-        foreach (int t in targets)
-        {
-            if (t >= v) throw new DeepSeekSharpException($"target id {t} is outside the vocabulary [0, {v})");
-            if (t >= 0) count++;
-        }
-        bool record = GradMode.IsEnabled && (h.RequiresGrad || w.RequiresGrad) && count > 0;
+        int count = OpBase.CountTargets(targets, rows, v);
+        bool record = count > 0 && OpBase.WillRecord(h, w);
         bool eager = record && FormsGradientsInForward(rows, hidden);
         float[]? dh = eager && h.RequiresGrad ? new float[rows * hidden] : null;
         float[]? dw = eager && w.RequiresGrad ? new float[v * hidden] : null;

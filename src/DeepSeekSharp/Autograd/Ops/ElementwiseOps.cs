@@ -1,4 +1,5 @@
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
+using DeepSeekSharp.Fp8;
 using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Autograd.Ops;
@@ -37,57 +38,34 @@ internal sealed class AddOp : GradNode
     }
 }
 
-/// <summary>y = silu(a) ⊙ b, the SwiGLU gate (a = gate_proj(x), b = up_proj(x)).</summary>
+/// <summary>
+/// y = silu(a) ⊙ b, the SwiGLU gate (a = gate_proj(x), b = up_proj(x)). The backward reads the inputs, either
+/// as they are or, with <c>fp8Cache</c>, from FP8 copies (E4M3, 1×128 tiles) made in the forward: DeepSeek-V3 caches
+/// the SwiGLU inputs in FP8 (training.md, FP8), so their fp32 values can go; the forward is exact either way and the
+/// backward then differentiates at the dequantised inputs.
+/// </summary>
 internal sealed class SiluMulOp : GradNode
 {
-    private SiluMulOp(Tensor a, Tensor b) : base(a, b) { }
+    private readonly Fp8Tensor? _a, _b;
+
+    private SiluMulOp(Tensor a, Tensor b, Fp8Tensor? qa, Fp8Tensor? qb) : base(readsInputs: qa is null, a, b) { (_a, _b) = (qa, qb); }
 
     public override bool ReadsOutput => false;
 
-    public static Tensor Forward(Tensor a, Tensor b)
+    public static Tensor Forward(Tensor a, Tensor b, bool fp8Cache = false)
     {
         if (a.Length != b.Length) throw new ArgumentException($"silu_mul: {a} and {b} differ");
         var y = Tensor.Empty((int[])a.Shape.Clone());
         a.Backend.SiluMulForward(a.Span, b.Span, y.Span);
-        return OpBase.Record(y, () => new SiluMulOp(a, b), a, b);
+        if (!OpBase.WillRecord(a, b)) return y;
+        var (qa, qb) = fp8Cache ? (Cache(a), Cache(b)) : (null, null);
+        return OpBase.Record(y, () => new SiluMulOp(a, b, qa, qb), a, b);
     }
 
-    public override void Backward(Tensor output, float[] dy)
+    private static Fp8Tensor Cache(Tensor x)
     {
-        Tensor a = Inputs[0], b = Inputs[1];
-        a.Backend.SiluMulBackward(a.Span, b.Span, dy.AsSpan(0, (int)a.Length),
-            GradOf(a) is { } da ? da : Span<float>.Empty, GradOf(b) is { } db ? db : Span<float>.Empty);
-    }
-}
-
-/// <summary>
-/// y = silu(a) ⊙ b with the inputs cached for the backward as FP8 (E4M3, 1×128 tiles) instead of fp32: DeepSeek-V3
-/// caches the SwiGLU inputs of its MoE in FP8 (training.md, FP8). The forward is exact; the backward differentiates
-/// at the dequantised inputs.
-/// </summary>
-internal sealed class SiluMulFp8CacheOp : GradNode
-{
-    private readonly DeepSeekSharp.Fp8.Fp8Tensor _a, _b;
-
-    private SiluMulFp8CacheOp(Tensor a, Tensor b, DeepSeekSharp.Fp8.Fp8Tensor qa, DeepSeekSharp.Fp8.Fp8Tensor qb) : base(false, a, b) { (_a, _b) = (qa, qb); }
-
-    public override bool ReadsOutput => false;
-
-    public static Tensor Forward(Tensor a, Tensor b)
-    {
-        if (a.Length != b.Length) throw new ArgumentException($"silu_mul: {a} and {b} differ");
-        var y = Tensor.Empty((int[])a.Shape.Clone());
-        a.Backend.SiluMulForward(a.Span, b.Span, y.Span);
-        if (!GradMode.IsEnabled || !(a.RequiresGrad || b.RequiresGrad)) return y;
-        int cols = a.Shape[^1], rows = OpBase.Rows(a);
-        var qa = Cache(a, rows, cols);
-        var qb = Cache(b, rows, cols);
-        return OpBase.Record(y, () => new SiluMulFp8CacheOp(a, b, qa, qb), a, b);
-    }
-
-    private static DeepSeekSharp.Fp8.Fp8Tensor Cache(Tensor x, int rows, int cols)
-    {
-        var q = DeepSeekSharp.Fp8.Fp8Quantizer.Rent(rows, cols, 1, 128);
+        int cols = x.Shape[^1], rows = OpBase.Rows(x);
+        var q = Fp8Quantizer.Rent(rows, cols, 1, 128);
         x.Backend.QuantizeE4M3(x.Span, rows, cols, 1, 128, q.Codes, q.Scales, []);
         return q;
     }
@@ -96,21 +74,27 @@ internal sealed class SiluMulFp8CacheOp : GradNode
     {
         Tensor a = Inputs[0], b = Inputs[1];
         int n = (int)a.Length;
+        var da = GradOf(a) is { } ga ? ga.AsSpan(0, n) : Span<float>.Empty;
+        var db = GradOf(b) is { } gb ? gb.AsSpan(0, n) : Span<float>.Empty;
+        if (_a is null || _b is null)
+        {
+            a.Backend.SiluMulBackward(a.Span, b.Span, dy.AsSpan(0, n), da, db);
+            return;
+        }
         var pool = System.Buffers.ArrayPool<float>.Shared;
         float[] ad = pool.Rent(n), bd = pool.Rent(n);
         try
         {
-            DeepSeekSharp.Fp8.Fp8Quantizer.Dequantize(a.Backend, _a, ad);
-            DeepSeekSharp.Fp8.Fp8Quantizer.Dequantize(a.Backend, _b, bd);
-            a.Backend.SiluMulBackward(ad.AsSpan(0, n), bd.AsSpan(0, n), dy.AsSpan(0, n),
-                GradOf(a) is { } da ? da : Span<float>.Empty, GradOf(b) is { } db ? db : Span<float>.Empty);
+            Fp8Quantizer.Dequantize(a.Backend, _a, ad);
+            Fp8Quantizer.Dequantize(a.Backend, _b, bd);
+            a.Backend.SiluMulBackward(ad.AsSpan(0, n), bd.AsSpan(0, n), dy.AsSpan(0, n), da, db);
         }
         finally
         {
             pool.Return(ad);
             pool.Return(bd);
-            DeepSeekSharp.Fp8.Fp8Quantizer.ReturnCodes(_a);
-            DeepSeekSharp.Fp8.Fp8Quantizer.ReturnCodes(_b);
+            Fp8Quantizer.ReturnCodes(_a);
+            Fp8Quantizer.ReturnCodes(_b);
         }
     }
 }
@@ -152,8 +136,7 @@ internal sealed class RoundBf16Op : GradNode
     public static Tensor Forward(Tensor x)
     {
         var y = Tensor.Empty((int[])x.Shape.Clone());
-        var xs = x.Span; var ys = y.Span;
-        for (int i = 0; i < xs.Length; i++) ys[i] = NumericFormats.Bf16ToFloat(NumericFormats.FloatToBf16(xs[i]));
+        NumericFormats.RoundToBf16(x.Span, y.Span);
         return OpBase.Record(y, () => new RoundBf16Op(x), x);
     }
 

@@ -45,7 +45,7 @@ internal sealed class Fp8LinearOp : GradNode
             pool.Return(xd);
             pool.Return(wd);
         }
-        if (!GradMode.IsEnabled || !(x.RequiresGrad || w.RequiresGrad))
+        if (!OpBase.WillRecord(x, w))
         {
             Fp8Quantizer.ReturnCodes(xq);
             Fp8Quantizer.ReturnCodes(wq);

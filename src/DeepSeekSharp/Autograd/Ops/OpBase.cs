@@ -4,20 +4,36 @@ namespace DeepSeekSharp.Autograd.Ops;
 
 internal static class OpBase
 {
-    /// <summary>Links <paramref name="output"/> to <paramref name="node"/> when recording and some input needs grad.</summary>
+    /// <summary>Whether an op on these inputs is recorded: grad mode is on and some input needs a gradient. Ops that
+    /// prepare state only for their backward (FP8 caches, precomputed gradients) ask this first.</summary>
+    public static bool WillRecord(params Tensor[] inputs)
+    {
+        if (!GradMode.IsEnabled) return false;
+        foreach (var t in inputs)
+            if (t.RequiresGrad) return true;
+        return false;
+    }
+
+    /// <summary>Links <paramref name="output"/> to <paramref name="node"/> when <see cref="WillRecord"/>.</summary>
     public static Tensor Record(Tensor output, Func<GradNode> node, params Tensor[] inputs)
     {
-        if (!GradMode.IsEnabled) return output;
-        foreach (var t in inputs)
-        {
-            if (t.RequiresGrad)
-            {
-                output.GradFn = node();
-                output.RequiresGrad = true;
-                return output;
-            }
-        }
+        if (!WillRecord(inputs)) return output;
+        output.GradFn = node();
+        output.RequiresGrad = true;
         return output;
+    }
+
+    /// <summary>Rows with a target (≥ 0; −1 = ignore), after checking every target lies inside the vocabulary [0, v).</summary>
+    public static int CountTargets(int[] targets, int rows, int v)
+    {
+        if (targets.Length != rows) throw new ArgumentException($"cross entropy: {targets.Length} targets for {rows} rows");
+        int count = 0;
+        foreach (int t in targets)
+        {
+            if (t >= v) throw new DeepSeekSharpException($"target id {t} is outside the vocabulary [0, {v})");
+            if (t >= 0) count++;
+        }
+        return count;
     }
 
     public static void CheckLastDim(Tensor t, int d, string what)
