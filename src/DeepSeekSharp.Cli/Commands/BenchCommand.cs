@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using DeepSeekSharp.Autograd;
+using DeepSeekSharp.Tensors;
 using DeepSeekSharp.Kernels.Cpu;
 using DeepSeekSharp.Models.DeepSeekV3;
 using DeepSeekSharp.Optim;
@@ -181,7 +182,7 @@ internal static class BenchCommand
                 {
                     m.ZeroGrad();
                     var loss = LanguageModelLoss.Compute(m, ids, batchGeom, 0f, 0);
-                    Backprop.Backward(loss.Total);
+                    Backprop.Backward(loss.Total, freeActivations: true);
                     opt.Update(1e-4f);
                 }
                 else
@@ -204,10 +205,12 @@ internal static class BenchCommand
                 var ids = new int[b * t];
                 for (int i = 0; i < ids.Length; i++) ids[i] = rng.Next(m.Config.VocabSize);
                 m.ZeroGrad();
-                long before = GC.GetTotalMemory(forceFullCollection: true);
+                // Pooled arrays are live before the forward too: what the forward takes from the pool counts as well.
+                long before = GC.GetTotalMemory(forceFullCollection: true), pooledBefore = StoragePool.HeldBytes;
                 var loss = LanguageModelLoss.Compute(m, ids, batchGeom, 0f, 0);
-                activationMb = (GC.GetTotalMemory(forceFullCollection: true) - before) / (1024.0 * 1024.0);
-                Backprop.Backward(loss.Total);
+                long grown = GC.GetTotalMemory(forceFullCollection: true) - before, taken = pooledBefore - StoragePool.HeldBytes;
+                activationMb = (grown + taken) / (1024.0 * 1024.0);
+                Backprop.Backward(loss.Total, freeActivations: true);
             }
             times.Sort();
             double median = times[times.Count / 2];

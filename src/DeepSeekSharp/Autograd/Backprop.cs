@@ -10,12 +10,33 @@ public static class Backprop
     /// accumulate into <see cref="Tensor.Grad"/>; intermediate gradients are dropped as soon as they are used,
     /// and the graph is released so activations can be collected.
     /// </summary>
-    public static void Backward(Tensor loss)
+    /// <param name="loss">the scalar [1] to differentiate</param>
+    /// <param name="freeActivations">also give the values of every intermediate back to <see cref="StoragePool"/> as
+    /// soon as the backward is done with them (training loops: the next step reuses that memory). Reading such an
+    /// intermediate afterwards throws; the default keeps them readable, as PyTorch does.</param>
+    public static void Backward(Tensor loss, bool freeActivations = false)
     {
         if (loss.Length != 1) throw new ArgumentException("backward needs a scalar loss");
         if (loss.GradFn is null) throw new InvalidOperationException("loss was not computed with grad recording");
-        var order = TopologicalOrder(loss);
-        loss.Grad = [1f];
+        Run(loss, [1f], freeActivations);
+    }
+
+    /// <summary>
+    /// Backpropagates from a non-scalar <paramref name="root"/> whose gradient is <paramref name="rootGrad"/> (at least
+    /// its length; taken over), as ops that run private sub-graphs do (the routed experts). The sub-graph's
+    /// intermediates are nobody else's, so their values are freed as the backward passes them.
+    /// </summary>
+    internal static void BackwardFrom(Tensor root, float[] rootGrad)
+    {
+        if (root.GradFn is null) throw new InvalidOperationException("root was not computed with grad recording");
+        if (rootGrad.Length < root.Length) throw new ArgumentException($"gradient of {rootGrad.Length} elements for {root}");
+        Run(root, rootGrad, freeActivations: true);
+    }
+
+    private static void Run(Tensor root, float[] rootGrad, bool freeActivations)
+    {
+        var order = TopologicalOrder(root);
+        root.Grad = rootGrad;
         for (int i = order.Count - 1; i >= 0; i--)
         {
             Tensor t = order[i];
@@ -26,7 +47,10 @@ public static class Backprop
             // buffer goes back to the pool unless an input took it over (AddOp hands its buffer down).
             t.Grad = null;
             t.GradFn = null;
-            if (g is not null && g.Length > 1 && !HandedDown(node, g)) GradBufferPool.Return(g);
+            if (g is not null && !HandedDown(node, g)) StoragePool.Return(g);
+            // Every op that reads t's values is t's own or one of its consumers, all done by now (reverse order).
+            // Only pooled storage goes (there is nothing to reuse otherwise), and never the root's (the caller reads it).
+            if (freeActivations && t.OwnsPooledStorage && !ReferenceEquals(t, root)) t.DropStorage();
         }
     }
 

@@ -75,6 +75,13 @@ public static class Functional
     public static Tensor RouteWeights(Tensor scores, int[] idx, int k, bool normalize, float scale) =>
         RouteWeightsOp.Forward(scores, idx, k, normalize, scale);
 
-    public static Tensor MoeCombine(Tensor weights, Tensor[] expertOutputs, int[][] tokens, int[][] slots, int hidden) =>
-        MoeCombineOp.Forward(weights, expertOutputs, tokens, slots, hidden);
+    public static Tensor MoeCombine(Tensor weights, Tensor stacked, int[] rowToken, int[] rowSlot) =>
+        MoeCombineOp.Forward(weights, stacked, rowToken, rowSlot);
+
+    /// <summary>
+    /// Runs expert e on rows <c>x[rows[offsets[e]..offsets[e+1])]</c> for every expert, concurrently, and returns the
+    /// outputs stacked [rows.Length, H] (see <see cref="RoutedExpertsOp"/>).
+    /// </summary>
+    public static Tensor RoutedExperts(Tensor x, int[] rows, int[] offsets, Func<int, Tensor, Tensor> expert) =>
+        RoutedExpertsOp.Forward(x, rows, offsets, expert);
 }

@@ -29,10 +29,15 @@ public abstract class GradNode
     /// <summary>Accumulates d(loss)/d(input) for each input that needs it, given d(loss)/d(output).</summary>
     public abstract void Backward(Tensor output, float[] outputGrad);
 
-    /// <summary>The gradient buffer of <paramref name="input"/>, zero-filled on first use; null if it needs none.</summary>
+    /// <summary>
+    /// The gradient buffer of <paramref name="input"/>, zero-filled on first use; null if it needs none. An
+    /// intermediate's buffer comes from <see cref="StoragePool"/> and may be longer than the tensor (index it by the
+    /// tensor's length, never by the array's); a parameter's is exact, as it outlives the step.
+    /// </summary>
     protected static float[]? GradOf(Tensor input)
     {
         if (!input.RequiresGrad) return null;
-        return input.Grad ??= GradBufferPool.RentZeroed(checked((int)input.Length));
+        int length = checked((int)input.Length);
+        return input.Grad ??= input is Parameter ? new float[length] : StoragePool.RentZeroed(length);
     }
 }

@@ -9,6 +9,13 @@ public interface IBackend
 {
     string Name { get; }
 
+    /// <summary>
+    /// Runs <paramref name="body"/> for 0..count-1, independent pieces of work (the experts of an MoE layer), concurrently
+    /// where the backend can; kernels called from inside a piece run on that piece's worker alone. Pieces are started in
+    /// index order, so callers put the largest first.
+    /// </summary>
+    void RunConcurrently(int count, Action<int> body);
+
     /// <summary>C[m,n] = alpha · op(A) · op(B) + beta · C (row-major, op = optional transpose).</summary>
     void Gemm(bool transA, bool transB, int m, int n, int k, float alpha,
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc);

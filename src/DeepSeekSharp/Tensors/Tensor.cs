@@ -13,6 +13,8 @@ namespace DeepSeekSharp.Tensors;
 public class Tensor
 {
     private float[]? _data;
+    // Storage rented from StoragePool that nobody else references: it goes back to the pool when this tensor drops it.
+    private bool _pooled;
 
     public Tensor(int[] shape, float[]? data, IBackend? backend = null)
     {
@@ -24,11 +26,18 @@ public class Tensor
         Backend = backend ?? CpuBackend.Default;
     }
 
-    /// <summary>Allocates uninitialised storage (callers overwrite every element).</summary>
-    public static Tensor Empty(params int[] shape) =>
-        new(shape, GC.AllocateUninitializedArray<float>(checked((int)ShapeUtil.Numel(shape))));
+    /// <summary>Allocates uninitialised storage (callers overwrite every element), from <see cref="StoragePool"/>.</summary>
+    public static Tensor Empty(params int[] shape)
+    {
+        int length = checked((int)ShapeUtil.Numel(shape));
+        return new Tensor(shape, StoragePool.Rent(length)) { _pooled = true };
+    }
 
-    public static Tensor Zeros(params int[] shape) => new(shape, new float[checked((int)ShapeUtil.Numel(shape))]);
+    public static Tensor Zeros(params int[] shape)
+    {
+        int length = checked((int)ShapeUtil.Numel(shape));
+        return new Tensor(shape, StoragePool.RentZeroed(length)) { _pooled = true };
+    }
 
     public static Tensor Meta(params int[] shape) => new(shape, null);
 
@@ -70,8 +79,23 @@ public class Tensor
     public bool ReleaseIfUnread()
     {
         if (_data is null || this is Parameter || BackwardReaders > 0 || GradFn is { ReadsOutput: true }) return false;
-        _data = null;
+        DropStorage();
         return true;
+    }
+
+    /// <summary>Another tensor now shares this storage (a reshape), so it must never go back to the pool.</summary>
+    internal void ShareStorage() => _pooled = false;
+
+    /// <summary>Whether the storage came from <see cref="StoragePool"/> and is this tensor's alone.</summary>
+    internal bool OwnsPooledStorage => _pooled;
+
+    /// <summary>Drops the storage, returning it to the pool when this tensor owns it alone; reading afterwards throws.</summary>
+    internal void DropStorage()
+    {
+        if (_data is null) return;
+        if (_pooled) StoragePool.Return(_data);
+        _data = null;
+        _pooled = false;
     }
 
     public int Dim(int axis) => Shape[axis < 0 ? Shape.Length + axis : axis];
@@ -80,12 +104,14 @@ public class Tensor
     public void Materialize(float[]? data = null)
     {
         _data = data ?? new float[checked((int)Length)];
+        _pooled = false;
     }
 
     /// <summary>Drops storage and gradient (turning the tensor back into a meta tensor).</summary>
     public void Release()
     {
         _data = null;
+        _pooled = false;
         Grad = null;
     }
 

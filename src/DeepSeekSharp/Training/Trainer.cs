@@ -137,7 +137,7 @@ public sealed class Trainer
                 var loss = LanguageModelLoss.Compute(_model, tokens, batch, lambda, MtpDepth);
                 var (total, aux) = AddBalanceLoss(loss.Total, b, t);
                 Tensor scaled = accum == 1 ? total : Functional.WeightedSum([total], [1f / accum]);
-                Backprop.Backward(scaled);
+                Backprop.Backward(scaled, freeActivations: true);
                 _balancer.Accumulate();
                 lossSum += total.Data[0];
                 mainSum += loss.MainLoss;

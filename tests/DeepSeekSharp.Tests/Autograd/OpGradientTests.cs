@@ -120,13 +120,14 @@ public class OpGradientTests
     {
         var scores = GradCheck.Random(Rng, 1, 3, 4);
         for (int i = 0; i < scores.Length; i++) scores.Data[i] = Math.Abs(scores.Data[i]) + 0.1f;
-        var e0 = GradCheck.Random(Rng, 1, 2, 5); var e1 = GradCheck.Random(Rng, 1, 3, 5);
+        // Five stacked expert-output rows: tokens 0 and 2 (expert 0), then 0, 1, 2 (expert 2).
+        var stacked = GradCheck.Random(Rng, 1, 5, 5);
         int[] idx = [0, 2, 2, 1, 0, 2];
         GradCheck.Check(() =>
         {
             var w = Functional.RouteWeights(scores, idx, 2, normalize, 2.5f);
-            return Functional.MoeCombine(w, [e0, e1], [[0, 2], [0, 1, 2]], [[0, 1], [1, 0, 1]], 5);
-        }, [scores, e0, e1]);
+            return Functional.MoeCombine(w, stacked, [0, 2, 0, 1, 2], [0, 1, 1, 0, 1]);
+        }, [scores, stacked]);
     }
 }
 

@@ -133,7 +133,10 @@ internal sealed class LinearCrossEntropyOp : GradNode
             Blocks(h, w, _targets, _count, _lse, dy[0] / _count, GradOf(h), GradOf(w));
             return;
         }
-        if (_dh is not null && GradOf(h) is { } gh) System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(_dh, dy[0], gh, gh);
-        if (_dw is not null && GradOf(w) is { } gw) System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(_dw, dy[0], gw, gw);
+        // Gradient buffers may be longer than the tensors (pooled storage): only the tensor's length is touched.
+        if (_dh is not null && GradOf(h) is { } gh)
+            System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(_dh, dy[0], gh.AsSpan(0, _dh.Length), gh.AsSpan(0, _dh.Length));
+        if (_dw is not null && GradOf(w) is { } gw)
+            System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(_dw, dy[0], gw.AsSpan(0, _dw.Length), gw.AsSpan(0, _dw.Length));
     }
 }

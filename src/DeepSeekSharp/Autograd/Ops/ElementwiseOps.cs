@@ -27,13 +27,13 @@ internal sealed class AddOp : GradNode
         {
             // The output's gradient buffer is dropped after this call, so the first input without a gradient yet
             // takes it over instead of a zeroed copy (the residual stream's gradient is handed down the blocks).
-            if (!adopted && input.RequiresGrad && input.Grad is null && dy.Length == input.Length)
+            if (!adopted && input.RequiresGrad && input.Grad is null && input is not Parameter && dy.Length >= input.Length)
             {
                 input.Grad = dy;
                 adopted = true;
                 continue;
             }
-            if (GradOf(input) is { } d) TensorPrimitives.Add(d, g, d);
+            if (GradOf(input) is { } d) TensorPrimitives.Add(d.AsSpan(0, g.Length), g, d.AsSpan(0, g.Length));
         }
     }
 }
@@ -142,6 +142,7 @@ internal sealed class RoundBf16Op : GradNode
 
     public override void Backward(Tensor output, float[] dy)
     {
-        if (GradOf(Inputs[0]) is { } dx) TensorPrimitives.Add(dx, dy.AsSpan(0, dx.Length), dx);
+        int n = checked((int)Inputs[0].Length);
+        if (GradOf(Inputs[0]) is { } dx) TensorPrimitives.Add(dx.AsSpan(0, n), dy.AsSpan(0, n), dx.AsSpan(0, n));
     }
 }

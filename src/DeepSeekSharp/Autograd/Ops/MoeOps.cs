@@ -107,61 +107,160 @@ internal sealed class RouteWeightsOp : GradNode
 }
 
 /// <summary>
-/// Combines routed expert outputs: y[t] = Σ_j w[t, j] · out_e[row], where expert e processed the rows listed in
-/// <c>tokens[e]</c> (token index) and <c>slots[e]</c> (which of the token's k choices it was).
-/// Inputs are w [N, k] followed by one output tensor [n_e, H] per expert that received tokens.
+/// Combines routed expert outputs: y[t] = Σ_j w[t, j] · E_j(x_t). The expert outputs arrive stacked in one tensor
+/// [S, H] (grouped by expert, as <see cref="RoutedExpertsOp"/> returns them); stacked row r belongs to token
+/// <c>rowToken[r]</c> and is that token's choice number <c>rowSlot[r]</c> (0 ≤ slot &lt; k).
 /// </summary>
 internal sealed class MoeCombineOp : GradNode
 {
-    private readonly int[][] _tokens, _slots;
-    private readonly int _k;
+    private readonly int[] _rowToken, _rowSlot;
 
     public override bool ReadsOutput => false;
 
-    private MoeCombineOp(Tensor[] inputs, int[][] tokens, int[][] slots, int k) : base(inputs)
+    private MoeCombineOp(Tensor weights, Tensor stacked, int[] rowToken, int[] rowSlot) : base(weights, stacked)
     {
-        (_tokens, _slots, _k) = (tokens, slots, k);
+        (_rowToken, _rowSlot) = (rowToken, rowSlot);
     }
 
-    public static Tensor Forward(Tensor weights, Tensor[] expertOutputs, int[][] tokens, int[][] slots, int hidden)
+    public static Tensor Forward(Tensor weights, Tensor stacked, int[] rowToken, int[] rowSlot)
     {
-        int n = weights.Shape[0], k = weights.Shape[1];
+        int n = weights.Shape[0], k = weights.Shape[1], hidden = stacked.Shape[^1], rows = OpBase.Rows(stacked);
+        if (rowToken.Length != rows || rowSlot.Length != rows)
+            throw new ArgumentException($"moe combine: {rows} stacked rows but {rowToken.Length} tokens and {rowSlot.Length} slots");
         var y = Tensor.Zeros(n, hidden);
-        var ys = y.Span; var ws = weights.Span;
-        for (int e = 0; e < expertOutputs.Length; e++)
+        var ys = y.Span; var ws = weights.Span; var o = stacked.Span;
+        for (int r = 0; r < rows; r++)
         {
-            var o = expertOutputs[e].Span;
-            int[] toks = tokens[e], sl = slots[e];
-            for (int i = 0; i < toks.Length; i++)
-            {
-                var target = ys.Slice(toks[i] * hidden, hidden);
-                TensorPrimitives.MultiplyAdd(o.Slice(i * hidden, hidden), ws[toks[i] * k + sl[i]], target, target);
-            }
+            int t = rowToken[r];
+            if ((uint)t >= (uint)n || (uint)rowSlot[r] >= (uint)k) throw new ArgumentOutOfRangeException(nameof(rowToken), $"row {r}: token {t}, slot {rowSlot[r]}");
+            var target = ys.Slice(t * hidden, hidden);
+            TensorPrimitives.MultiplyAdd(o.Slice(r * hidden, hidden), ws[t * k + rowSlot[r]], target, target);
         }
-        var inputs = new Tensor[expertOutputs.Length + 1];
-        inputs[0] = weights;
-        expertOutputs.CopyTo(inputs, 1);
-        return OpBase.Record(y, () => new MoeCombineOp(inputs, tokens, slots, k), inputs);
+        return OpBase.Record(y, () => new MoeCombineOp(weights, stacked, rowToken, rowSlot), weights, stacked);
     }
 
     public override void Backward(Tensor output, float[] dy)
     {
-        Tensor weights = Inputs[0];
-        int hidden = output.Shape[1], k = _k;
-        float[]? dw = GradOf(weights);
-        var ws = weights.Span;
-        for (int e = 0; e < Inputs.Length - 1; e++)
+        Tensor weights = Inputs[0], stacked = Inputs[1];
+        int hidden = output.Shape[1], k = weights.Shape[1];
+        float[]? dw = GradOf(weights), dOut = GradOf(stacked);
+        var ws = weights.Span; var o = stacked.Span;
+        for (int r = 0; r < _rowToken.Length; r++)
         {
-            Tensor outE = Inputs[e + 1];
-            float[]? dOut = GradOf(outE);
-            var o = outE.Span;
-            int[] toks = _tokens[e], sl = _slots[e];
-            for (int i = 0; i < toks.Length; i++)
-            {
-                var g = dy.AsSpan(toks[i] * hidden, hidden);
-                if (dw is not null) dw[toks[i] * k + sl[i]] += TensorPrimitives.Dot(o.Slice(i * hidden, hidden), g);
-                if (dOut is not null) TensorPrimitives.MultiplyAdd(g, ws[toks[i] * k + sl[i]], dOut.AsSpan(i * hidden, hidden), dOut.AsSpan(i * hidden, hidden));
-            }
+            int t = _rowToken[r], slot = t * k + _rowSlot[r];
+            var g = dy.AsSpan(t * hidden, hidden);
+            if (dw is not null) dw[slot] += TensorPrimitives.Dot(o.Slice(r * hidden, hidden), g);
+            if (dOut is not null) TensorPrimitives.MultiplyAdd(g, ws[slot], dOut.AsSpan(r * hidden, hidden), dOut.AsSpan(r * hidden, hidden));
+        }
+    }
+}
+
+/// <summary>
+/// All routed experts of an MoE layer in one op: expert e runs on the rows <c>rows[offsets[e]..offsets[e+1])</c> of
+/// x (tokens grouped by expert), and the outputs come back stacked in the same order, [S, H]. The experts run
+/// concurrently (<see cref="Kernels.IBackend.RunConcurrently"/>), each whole on one worker, largest first: on a few
+/// cores that beats splitting every small expert GEMM over all of them. Each expert is an ordinary module call, so its
+/// Linears may be FP8, BF16 or adapted (LoRA); its ops are recorded as a sub-graph of their own, and the backward runs
+/// the experts' sub-graphs concurrently too, then scatter-adds their input gradients into x. The op is recorded when
+/// anything below it needs a gradient (x, or any expert parameter; frozen experts just record nothing).
+/// </summary>
+internal sealed class RoutedExpertsOp : GradNode
+{
+    private readonly Branch[] _branches;
+    private readonly int[] _rows;
+    private readonly int _hidden;
+
+    private RoutedExpertsOp(Tensor x, Branch[] branches, int[] rows, int hidden) : base(false, x)
+    {
+        (_branches, _rows, _hidden) = (branches, rows, hidden);
+    }
+
+    public override bool ReadsOutput => false;
+
+    /// <summary>One expert's slice: its rows start at <see cref="Offset"/>; Input/Output are its sub-graph's ends.</summary>
+    private sealed class Branch(int expert, int offset, int count)
+    {
+        public int Expert { get; } = expert;
+        public int Offset { get; } = offset;
+        public int Count { get; } = count;
+        public Tensor? Input { get; set; }
+        public Tensor? Output { get; set; }
+    }
+
+    /// <param name="x">[N, H]</param>
+    /// <param name="rows">token index of every stacked row, grouped by expert</param>
+    /// <param name="offsets">[E + 1]: expert e owns stacked rows offsets[e]..offsets[e+1]</param>
+    /// <param name="expert">runs expert e on its gathered rows [n_e, H] and returns [n_e, H]</param>
+    /// <returns>[S, H] with S = rows.Length</returns>
+    public static Tensor Forward(Tensor x, int[] rows, int[] offsets, Func<int, Tensor, Tensor> expert)
+    {
+        int hidden = x.Shape[^1], n = OpBase.Rows(x);
+        if (offsets.Length < 1 || offsets[0] != 0 || offsets[^1] != rows.Length)
+            throw new ArgumentException($"routed experts: offsets must run from 0 to {rows.Length}");
+        foreach (int r in rows)
+            if ((uint)r >= (uint)n) throw new ArgumentOutOfRangeException(nameof(rows), $"row {r} outside [0, {n})");
+        var active = new List<Branch>();
+        for (int e = 0; e + 1 < offsets.Length; e++)
+        {
+            int count = offsets[e + 1] - offsets[e];
+            if (count < 0) throw new ArgumentException($"routed experts: offsets decrease at expert {e}");
+            if (count > 0) active.Add(new Branch(e, offsets[e], count));
+        }
+        // Largest first, so the last pieces to finish are small ones and the workers end together.
+        active.Sort((a, b) => b.Count.CompareTo(a.Count));
+        var branches = active.ToArray();
+        var stacked = Tensor.Empty(rows.Length, hidden);
+        bool gradEnabled = GradMode.IsEnabled, inputNeedsGrad = gradEnabled && x.RequiresGrad;
+        x.Backend.RunConcurrently(branches.Length, i =>
+        {
+            // Grad mode is per thread: a worker follows the caller's.
+            using var noGrad = gradEnabled ? null : GradMode.NoGrad();
+            var b = branches[i];
+            var xs = x.Span; var ss = stacked.Span;
+            var input = Tensor.Empty(b.Count, hidden);
+            var inputSpan = input.Span;
+            for (int r = 0; r < b.Count; r++) xs.Slice(rows[b.Offset + r] * hidden, hidden).CopyTo(inputSpan.Slice(r * hidden, hidden));
+            input.RequiresGrad = inputNeedsGrad;
+            Tensor output = expert(b.Expert, input);
+            OpBase.CheckLastDim(output, hidden, "routed expert output");
+            output.Span.CopyTo(ss.Slice(b.Offset * hidden, b.Count * hidden));
+            input.ReleaseIfUnread();
+            output.ReleaseIfUnread();
+            if (output.GradFn is null) return;
+            b.Input = input;
+            b.Output = output;
+        });
+        if (!gradEnabled || Array.TrueForAll(branches, b => b.Output is null)) return stacked;
+        stacked.GradFn = new RoutedExpertsOp(x, Array.FindAll(branches, b => b.Output is not null), rows, hidden);
+        stacked.RequiresGrad = true;
+        return stacked;
+    }
+
+    public override void Backward(Tensor output, float[] dy)
+    {
+        int hidden = _hidden;
+        Inputs[0].Backend.RunConcurrently(_branches.Length, i =>
+        {
+            var b = _branches[i];
+            float[] seed = StoragePool.Rent(b.Count * hidden);
+            dy.AsSpan(b.Offset * hidden, b.Count * hidden).CopyTo(seed);
+            Backprop.BackwardFrom(b.Output!, seed);
+            b.Output = null;
+        });
+        // Tokens appear in up to k experts, so their input gradients are summed here, one expert after another.
+        float[]? dx = GradOf(Inputs[0]);
+        foreach (var b in _branches)
+        {
+            float[]? g = b.Input!.Grad;
+            b.Input = null;
+            if (g is null) continue;
+            if (dx is not null)
+                for (int r = 0; r < b.Count; r++)
+                {
+                    var target = dx.AsSpan(_rows[b.Offset + r] * hidden, hidden);
+                    TensorPrimitives.Add(target, g.AsSpan(r * hidden, hidden), target);
+                }
+            StoragePool.Return(g);
         }
     }
 }

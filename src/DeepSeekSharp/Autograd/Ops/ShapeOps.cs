@@ -81,12 +81,14 @@ internal sealed class ReshapeOp : GradNode
     {
         if (ShapeUtil.Numel(shape) != x.Length) throw new ArgumentException($"reshape {x} to {ShapeUtil.Format(shape)}");
         var y = new Tensor(shape, x.Data, x.Backend);
+        x.ShareStorage();
         return OpBase.Record(y, () => new ReshapeOp(x), x);
     }
 
     public override void Backward(Tensor output, float[] dy)
     {
-        if (GradOf(Inputs[0]) is { } dx) TensorPrimitives.Add(dx, dy.AsSpan(0, dx.Length), dx);
+        int n = checked((int)Inputs[0].Length);
+        if (GradOf(Inputs[0]) is { } dx) TensorPrimitives.Add(dx.AsSpan(0, n), dy.AsSpan(0, n), dx.AsSpan(0, n));
     }
 }
 

@@ -25,6 +25,11 @@ public sealed class CpuBackend : IBackend
     /// <summary>The persistent workers every kernel of this backend shares.</summary>
     public WorkerPool Pool { get; }
 
+    /// <inheritdoc/>
+    /// <remarks>Pieces are claimed by the pool's threads one at a time; a kernel called inside a piece finds the pool
+    /// busy and runs inline, so each piece's GEMMs run whole on one core instead of being split into slivers.</remarks>
+    public void RunConcurrently(int count, Action<int> body) => Pool.Run(count, body);
+
     public void Gemm(bool transA, bool transB, int m, int n, int k, float alpha,
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc) =>
         Sgemm.Multiply(Pool, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);

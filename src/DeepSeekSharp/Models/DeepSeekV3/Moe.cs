@@ -5,16 +5,14 @@ using DeepSeekSharp.Tensors;
 namespace DeepSeekSharp.Models.DeepSeekV3;
 
 /// <summary>
-/// DeepSeekMoE: y = Σ_j w_j · Expert_idx_j(x) + SharedExperts(x). Tokens are grouped by expert, each expert runs
-/// one GEMM over its rows, and the weighted outputs are scattered back (model.md, DeepSeekMoE).
+/// DeepSeekMoE: y = Σ_j w_j · Expert_idx_j(x) + SharedExperts(x) (model.md, DeepSeekMoE). Tokens are grouped by expert,
+/// the experts run concurrently on their rows (<see cref="Functional.RoutedExperts"/>), and the weighted outputs are
+/// summed back per token.
 /// </summary>
 public sealed class Moe : Module
 {
-    private readonly int _hidden;
-
     public Moe(DeepSeekConfig c, bool materialize)
     {
-        _hidden = c.HiddenSize;
         Gate = Child("gate", new Gate(c, materialize));
         Experts = Child("experts", new ModuleList<Mlp>());
         for (int e = 0; e < c.NRoutedExperts!.Value; e++) Experts.Add(new Mlp(c.HiddenSize, c.MoeIntermediateSize, materialize));
@@ -31,36 +29,23 @@ public sealed class Moe : Module
     public Tensor Forward(Tensor x)
     {
         var (_, idx, weights) = Gate.Forward(x);
-        int k = Gate.TopK, n = x.Shape[0];
-        // Group token slots by expert (counting sort keeps tokens in order within an expert).
-        var counts = new int[Experts.Count];
-        foreach (int e in idx) counts[e]++;
-        var tokens = new int[Experts.Count][];
-        var slots = new int[Experts.Count][];
-        for (int e = 0; e < counts.Length; e++) { tokens[e] = new int[counts[e]]; slots[e] = new int[counts[e]]; }
-        Array.Clear(counts);
+        int k = Gate.TopK, n = x.Shape[0], experts = Experts.Count;
+        // Group token slots by expert (a counting sort keeps tokens in order within an expert).
+        var offsets = new int[experts + 1];
+        foreach (int e in idx) offsets[e + 1]++;
+        for (int e = 0; e < experts; e++) offsets[e + 1] += offsets[e];
+        var rowToken = new int[n * k];
+        var rowSlot = new int[n * k];
+        var fill = (int[])offsets.Clone();
         for (int t = 0; t < n; t++)
             for (int j = 0; j < k; j++)
             {
-                int e = idx[t * k + j];
-                tokens[e][counts[e]] = t;
-                slots[e][counts[e]++] = j;
+                int r = fill[idx[t * k + j]]++;
+                rowToken[r] = t;
+                rowSlot[r] = j;
             }
-        var active = new List<int>();
-        for (int e = 0; e < counts.Length; e++) if (counts[e] > 0) active.Add(e);
-        var outputs = new Tensor[active.Count];
-        var activeTokens = new int[active.Count][];
-        var activeSlots = new int[active.Count][];
-        for (int a = 0; a < active.Count; a++)
-        {
-            int e = active[a];
-            Tensor routed = Functional.GatherRows(x, tokens[e]);                   // [n_e, H]
-            outputs[a] = Experts[e].Forward(routed);
-            routed.ReleaseIfUnread();
-            activeTokens[a] = tokens[e];
-            activeSlots[a] = slots[e];
-        }
-        Tensor y = Functional.MoeCombine(weights, outputs, activeTokens, activeSlots, _hidden);
+        Tensor stacked = Functional.RoutedExperts(x, rowToken, offsets, (e, rows) => Experts[e].Forward(rows)); // [N·k, H]
+        Tensor y = Functional.MoeCombine(weights, stacked, rowToken, rowSlot);
         if (SharedExperts is null) return y;
         Tensor shared = SharedExperts.Forward(x);
         Tensor sum = Functional.Add(y, shared);
