@@ -6,7 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 dotnet build -c Release src/DeepSeekSharp.Cli >/dev/null
-DSS="dotnet src/DeepSeekSharp.Cli/bin/Release/net10.0/dss.dll"
+# A private copy, so a rebuild during the (long) run cannot swap assemblies under it.
+BIN="runs/.bench-bin"
+rm -rf "$BIN" && mkdir -p "$BIN" && cp -r src/DeepSeekSharp.Cli/bin/Release/net10.0/. "$BIN/"
+DSS="dotnet $BIN/dss.dll"
 ROUNDS="${ROUNDS:-3}"
 MODELS="${MODELS:-bench-small}"
 THREADS="${THREADS:-2}"

@@ -88,8 +88,7 @@ internal sealed class LinearCrossEntropyOp : GradNode
         var be = h.Backend;
         int block = Math.Min(rows, BlockRows(v));
         bool grads = gradScale != 0f && (dh is not null || dw is not null);
-        var pool = System.Buffers.ArrayPool<float>.Shared;
-        float[] logits = pool.Rent(block * v), dlogits = grads ? pool.Rent(block * v) : [], blockLse = pool.Rent(block);
+        float[] logits = StoragePool.Rent(block * v), dlogits = grads ? StoragePool.Rent(block * v) : [], blockLse = StoragePool.Rent(block);
         double sum = 0;
         try
         {
@@ -117,9 +116,9 @@ internal sealed class LinearCrossEntropyOp : GradNode
         }
         finally
         {
-            pool.Return(logits);
-            if (grads) pool.Return(dlogits);
-            pool.Return(blockLse);
+            StoragePool.Return(logits);
+            if (grads) StoragePool.Return(dlogits);
+            StoragePool.Return(blockLse);
         }
         return sum;
     }

@@ -81,8 +81,7 @@ internal sealed class SiluMulOp : GradNode
             a.Backend.SiluMulBackward(a.Span, b.Span, dy.AsSpan(0, n), da, db);
             return;
         }
-        var pool = System.Buffers.ArrayPool<float>.Shared;
-        float[] ad = pool.Rent(n), bd = pool.Rent(n);
+        float[] ad = StoragePool.Rent(n), bd = StoragePool.Rent(n);
         try
         {
             Fp8Quantizer.Dequantize(a.Backend, _a, ad);
@@ -91,8 +90,8 @@ internal sealed class SiluMulOp : GradNode
         }
         finally
         {
-            pool.Return(ad);
-            pool.Return(bd);
+            StoragePool.Return(ad);
+            StoragePool.Return(bd);
             Fp8Quantizer.ReturnCodes(_a);
             Fp8Quantizer.ReturnCodes(_b);
         }

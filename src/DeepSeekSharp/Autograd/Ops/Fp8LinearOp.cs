@@ -1,4 +1,3 @@
-using System.Buffers;
 using DeepSeekSharp.Fp8;
 using DeepSeekSharp.Tensors;
 
@@ -31,8 +30,7 @@ internal sealed class Fp8LinearOp : GradNode
         var shape = (int[])x.Shape.Clone();
         shape[^1] = outDim;
         var y = Tensor.Empty(shape);
-        var pool = ArrayPool<float>.Shared;
-        float[] xd = pool.Rent(n * inDim), wd = pool.Rent(outDim * inDim);
+        float[] xd = StoragePool.Rent(n * inDim), wd = StoragePool.Rent(outDim * inDim);
         try
         {
             // One pass each: codes + scales kept for the backward, dequantised values feed the fp32-accumulating GEMM.
@@ -42,8 +40,8 @@ internal sealed class Fp8LinearOp : GradNode
         }
         finally
         {
-            pool.Return(xd);
-            pool.Return(wd);
+            StoragePool.Return(xd);
+            StoragePool.Return(wd);
         }
         if (!OpBase.WillRecord(x, w))
         {
@@ -59,34 +57,33 @@ internal sealed class Fp8LinearOp : GradNode
         Tensor x = Inputs[0], w = Inputs[1];
         int inDim = w.Shape[1], outDim = w.Shape[0], n = _x.Rows;
         var be = w.Backend;
-        var pool = ArrayPool<float>.Shared;
         var g = dy.AsSpan(0, n * outDim);
-        float[] gq = pool.Rent(n * outDim), scales = pool.Rent(Math.Max(n * ((outDim + 127) / 128), ((n + 127) / 128) * Math.Max(inDim, outDim)));
+        float[] gq = StoragePool.Rent(n * outDim), scales = StoragePool.Rent(Math.Max(n * ((outDim + 127) / 128), ((n + 127) / 128) * Math.Max(inDim, outDim)));
         try
         {
             if (GradOf(x) is { } dx)
             {
-                float[] wd = pool.Rent(outDim * inDim);
+                float[] wd = StoragePool.Rent(outDim * inDim);
                 be.QuantizeE4M3(g, n, outDim, 1, 128, [], scales, gq);
                 Fp8Quantizer.Dequantize(be, _w, wd);
                 be.Gemm(false, false, n, inDim, outDim, 1f, gq, outDim, wd, inDim, 1f, dx, inDim);
-                pool.Return(wd);
+                StoragePool.Return(wd);
             }
             if (GradOf(w) is { } dw)
             {
                 // The weight-gradient GEMM reduces over tokens, so both operands are requantised in 128×1 tiles.
-                float[] xd = pool.Rent(n * inDim);
+                float[] xd = StoragePool.Rent(n * inDim);
                 be.QuantizeE4M3(g, n, outDim, 128, 1, [], scales, gq);
                 Fp8Quantizer.Dequantize(be, _x, xd);
                 be.QuantizeE4M3(xd.AsSpan(0, n * inDim), n, inDim, 128, 1, [], scales, xd);
                 be.Gemm(true, false, outDim, inDim, n, 1f, gq, outDim, xd, inDim, 1f, dw, inDim);
-                pool.Return(xd);
+                StoragePool.Return(xd);
             }
         }
         finally
         {
-            pool.Return(gq);
-            pool.Return(scales);
+            StoragePool.Return(gq);
+            StoragePool.Return(scales);
             // Each node's backward runs once; the FP8 caches go back to the pool for the next step.
             Fp8Quantizer.ReturnCodes(_x);
             Fp8Quantizer.ReturnCodes(_w);
