@@ -51,6 +51,10 @@ def set_blas_threads(n):
                     break
         except OSError:
             pass
+    if not done:
+        # Debian's python3-torch falls back to the reference BLAS when no optimised one is installed: ~20x slower.
+        print("warning: torch is not using OpenBLAS (apt-get install -y libopenblas0-pthread); "
+              "its figures are not a fair peer", file=sys.stderr)
     return done
 
 

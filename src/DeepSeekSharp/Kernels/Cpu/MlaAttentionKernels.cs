@@ -86,7 +86,7 @@ internal static class MlaAttentionKernels
     /// <summary>Per-worker buffers: contiguous Q, K, V of one head and one tile of scores.</summary>
     private sealed class HeadScratch
     {
-        public readonly float[] Q, K, V, S, P2, DQ, DK, DV, DO;
+        public readonly float[] Q, K, V, S, P2, DQ, DK, DV, DO, Inv;
 
         public HeadScratch(in MlaAttentionShape s)
         {
@@ -95,12 +95,13 @@ internal static class MlaAttentionKernels
             Q = pool.Rent(t * s.QDim); K = pool.Rent(t * s.QDim); V = pool.Rent(t * s.VDim);
             S = pool.Rent(TileRows * t); P2 = pool.Rent(TileRows * t);
             DQ = pool.Rent(t * s.QDim); DK = pool.Rent(t * s.QDim); DV = pool.Rent(t * s.VDim); DO = pool.Rent(t * s.VDim);
+            Inv = pool.Rent(TileRows);
         }
 
         public void Return()
         {
             var pool = ArrayPool<float>.Shared;
-            foreach (var a in new[] { Q, K, V, S, P2, DQ, DK, DV, DO }) pool.Return(a);
+            foreach (var a in new[] { Q, K, V, S, P2, DQ, DK, DV, DO, Inv }) pool.Return(a);
         }
     }
 
@@ -138,16 +139,19 @@ internal static class MlaAttentionKernels
                 TensorPrimitives.Subtract(live, max, live);
                 TensorPrimitives.Exp(live, live);
                 float sum = TensorPrimitives.Sum(live);
-                TensorPrimitives.Multiply(live, 1f / sum, live);
                 row[(i + 1)..].Clear();
+                w.Inv[r] = 1f / sum; // applied to the dv-wide output row instead of the (longer) probability row
                 lse[(b * s.Heads + h) * t + i] = max + MathF.Log(sum);
             }
-            // O_tile[rows, dv] = P · V
-            Sgemm.Multiply(null, false, false, rows, dv, cols, 1f, w.S, cols, w.V, dv, 0f, w.DO, dv);
+            // O_tileᵀ[dv, rows] = Vᵀ · Pᵀ: n = rows (a multiple of the micro-kernel's 64 columns) instead of dv = 32,
+            // which would leave half of every micro-tile idle.
+            Sgemm.Multiply(null, true, true, dv, rows, cols, 1f, w.V, dv, w.S, cols, 0f, w.DO, rows);
             for (int r = 0; r < rows; r++)
             {
                 long tok = (long)b * t + r0 + r;
-                w.DO.AsSpan(r * dv, dv).CopyTo(o.Slice((int)((tok * s.Heads + h) * dv), dv));
+                var target = o.Slice((int)((tok * s.Heads + h) * dv), dv);
+                float inv = w.Inv[r];
+                for (int c = 0; c < dv; c++) target[c] = w.DO[c * rows + r] * inv;
             }
         }
     }
@@ -162,6 +166,8 @@ internal static class MlaAttentionKernels
             long tok = (long)b * t + i;
             dO.Slice((int)((tok * s.Heads + h) * dv), dv).CopyTo(w.DO.AsSpan(i * dv, dv));
         }
+        // dQ, dK and dV are accumulated transposed ([dq or dv, T]): each of their GEMMs then has n = rows or cols (multiples
+        // of the micro-kernel's 64 columns) instead of n = dq = 48 or dv = 32, which would leave micro-tiles part idle.
         Array.Clear(w.DK, 0, t * dqDim);
         Array.Clear(w.DV, 0, t * dv);
         for (int r0 = 0; r0 < t; r0 += TileRows)
@@ -187,21 +193,21 @@ internal static class MlaAttentionKernels
                 TensorPrimitives.Subtract(dp, dsum, dp);
                 TensorPrimitives.Multiply(dp, p, dp);
             }
-            // dV += Pᵀ · dO_tile ; dQ_tile = scale · dS · K ; dK += scale · dSᵀ · Q_tile
-            Sgemm.Multiply(null, true, false, cols, dv, rows, 1f, w.S, cols, w.DO.AsSpan(r0 * dv), dv, 1f, w.DV, dv);
-            Sgemm.Multiply(null, false, false, rows, dqDim, cols, s.Scale, w.P2, cols, w.K, dqDim, 0f, w.DQ.AsSpan(r0 * dqDim), dqDim);
-            Sgemm.Multiply(null, true, false, cols, dqDim, rows, s.Scale, w.P2, cols, w.Q.AsSpan(r0 * dqDim), dqDim, 1f, w.DK, dqDim);
+            // dVᵀ[dv, cols] += dO_tileᵀ · P ; dQ_tileᵀ[dq, rows] = scale · Kᵀ · dSᵀ ; dKᵀ[dq, cols] += scale · Q_tileᵀ · dS
+            Sgemm.Multiply(null, true, false, dv, cols, rows, 1f, w.DO.AsSpan(r0 * dv), dv, w.S, cols, 1f, w.DV, t);
+            Sgemm.Multiply(null, true, true, dqDim, rows, cols, s.Scale, w.K, dqDim, w.P2, cols, 0f, w.DQ.AsSpan(r0), t);
+            Sgemm.Multiply(null, true, false, dqDim, cols, rows, s.Scale, w.Q.AsSpan(r0 * dqDim), dqDim, w.P2, cols, 1f, w.DK, t);
         }
         for (int i = 0; i < t; i++)
         {
             long tok = (long)b * t + i;
             var dqRow = dq.Slice((int)((tok * s.Heads + h) * dqDim), dqDim);
-            TensorPrimitives.Add(dqRow, w.DQ.AsSpan(i * dqDim, dqDim), dqRow);
+            for (int c = 0; c < dqDim; c++) dqRow[c] += w.DQ[c * t + i];
             var dkvbRow = dkvb.Slice((int)((tok * s.Heads + h) * kvbDim), kvbDim);
-            TensorPrimitives.Add(dkvbRow[..dn], w.DK.AsSpan(i * dqDim, dn), dkvbRow[..dn]);
-            TensorPrimitives.Add(dkvbRow.Slice(dn, dv), w.DV.AsSpan(i * dv, dv), dkvbRow.Slice(dn, dv));
+            for (int c = 0; c < dn; c++) dkvbRow[c] += w.DK[c * t + i];
+            for (int c = 0; c < dv; c++) dkvbRow[dn + c] += w.DV[c * t + i];
             var kp = dkpeHead.Slice(i * dr, dr);
-            TensorPrimitives.Add(kp, w.DK.AsSpan(i * dqDim + dn, dr), kp);
+            for (int c = 0; c < dr; c++) kp[c] += w.DK[(dn + c) * t + i];
         }
     }
 }
