@@ -19,6 +19,8 @@ public static class Backprop
         if (loss.Length != 1) throw new ArgumentException("backward needs a scalar loss");
         if (loss.GradFn is null) throw new InvalidOperationException("loss was not computed with grad recording");
         Run(loss, [1f], freeActivations);
+        // One backward with freed activations closes a training step: size classes the step did not use go.
+        if (freeActivations) StoragePool.TrimUnused();
     }
 
     /// <summary>

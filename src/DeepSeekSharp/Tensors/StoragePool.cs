@@ -18,7 +18,7 @@ namespace DeepSeekSharp.Tensors;
 /// </remarks>
 public static class StoragePool
 {
-    private static readonly Dictionary<int, Stack<float[]>> Buckets = [];
+    private static readonly Dictionary<int, Bucket> Buckets = [];
     private static readonly Lock Gate = new();
     private static long _heldBytes;
 
@@ -52,10 +52,14 @@ public static class StoragePool
         int size = ClassLength(length);
         lock (Gate)
         {
-            if (Buckets.TryGetValue(size, out var stack) && stack.TryPop(out var buffer))
+            if (Buckets.TryGetValue(size, out var bucket))
             {
-                _heldBytes -= 4L * size;
-                return buffer;
+                bucket.Requested = true;
+                if (bucket.Arrays.TryPop(out var buffer))
+                {
+                    _heldBytes -= 4L * size;
+                    return buffer;
+                }
             }
         }
         return GC.AllocateUninitializedArray<float>(size);
@@ -77,10 +81,37 @@ public static class StoragePool
         lock (Gate)
         {
             if (_heldBytes + 4L * size > MaxBytes) return;
-            if (!Buckets.TryGetValue(size, out var stack)) Buckets[size] = stack = new Stack<float[]>();
-            stack.Push(buffer);
+            if (!Buckets.TryGetValue(size, out var bucket)) Buckets[size] = bucket = new Bucket();
+            bucket.Arrays.Push(buffer);
             _heldBytes += 4L * size;
         }
+    }
+
+    /// <summary>
+    /// Drops the arrays of every size class nobody asked for since the previous call. Called once per training step
+    /// (by <c>Backprop.Backward</c> with <c>freeActivations</c>): MoE expert tensors change size class with the
+    /// routing, and classes a step no longer uses would otherwise sit here until the cap.
+    /// </summary>
+    public static void TrimUnused()
+    {
+        lock (Gate)
+        {
+            foreach (var (size, bucket) in Buckets)
+            {
+                if (!bucket.Requested)
+                {
+                    _heldBytes -= 4L * size * bucket.Arrays.Count;
+                    bucket.Arrays.Clear();
+                }
+                bucket.Requested = false;
+            }
+        }
+    }
+
+    private sealed class Bucket
+    {
+        public Stack<float[]> Arrays { get; } = new();
+        public bool Requested { get; set; }
     }
 
     /// <summary>Drops everything held (e.g. after training, before a differently shaped workload).</summary>

@@ -35,6 +35,15 @@ public class StoragePoolTests
     }
 
     [Fact]
+    public void ASizeClassNobodyAskedForIsTrimmed()
+    {
+        float[] a = StoragePool.Rent(OddLength + 3_000_000);
+        StoragePool.Return(a);
+        StoragePool.TrimUnused();                                    // nobody asked for this class since it was created
+        Assert.NotSame(a, StoragePool.Rent(OddLength + 3_000_000));
+    }
+
+    [Fact]
     public void AReleasedTensorGivesItsStorageBackButAReshapedOneDoesNot()
     {
         using (GradMode.NoGrad())

@@ -68,8 +68,8 @@ internal sealed class LinearCrossEntropyOp : GradNode
         int count = OpBase.CountTargets(targets, rows, v);
         bool record = count > 0 && OpBase.WillRecord(h, w);
         bool eager = record && FormsGradientsInForward(rows, hidden);
-        float[]? dh = eager && h.RequiresGrad ? new float[rows * hidden] : null;
-        float[]? dw = eager && w.RequiresGrad ? new float[v * hidden] : null;
+        float[]? dh = eager && h.RequiresGrad ? StoragePool.RentZeroed(rows * hidden) : null;
+        float[]? dw = eager && w.RequiresGrad ? StoragePool.RentZeroed(v * hidden) : null;
         float[]? keptLse = record && !eager ? new float[rows] : null;
         double sum = Blocks(h, w, targets, count, keptLse, eager ? 1f / count : 0f, dh, dw);
         var y = Tensor.FromArray([count == 0 ? 0f : (float)(sum / count)], 1);
@@ -132,10 +132,14 @@ internal sealed class LinearCrossEntropyOp : GradNode
             Blocks(h, w, _targets, _count, _lse, dy[0] / _count, GradOf(h), GradOf(w));
             return;
         }
-        // Gradient buffers may be longer than the tensors (pooled storage): only the tensor's length is touched.
+        // Buffers may be longer than the tensors (pooled storage): only the tensor's length is touched.
+        int nh = (int)h.Length, nw = (int)w.Length;
         if (_dh is not null && GradOf(h) is { } gh)
-            System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(_dh, dy[0], gh.AsSpan(0, _dh.Length), gh.AsSpan(0, _dh.Length));
+            System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(_dh.AsSpan(0, nh), dy[0], gh.AsSpan(0, nh), gh.AsSpan(0, nh));
         if (_dw is not null && GradOf(w) is { } gw)
-            System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(_dw, dy[0], gw.AsSpan(0, _dw.Length), gw.AsSpan(0, _dw.Length));
+            System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(_dw.AsSpan(0, nw), dy[0], gw.AsSpan(0, nw), gw.AsSpan(0, nw));
+        // A node's backward runs once: the precomputed gradients go back for the next step.
+        if (_dh is not null) StoragePool.Return(_dh);
+        if (_dw is not null) StoragePool.Return(_dw);
     }
 }

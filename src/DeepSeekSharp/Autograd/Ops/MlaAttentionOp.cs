@@ -29,8 +29,13 @@ internal sealed class MlaAttentionOp : GradNode
         if (q.Length != (long)tokens * s.Heads * s.QDim || kvb.Length != (long)tokens * s.Heads * s.KvbDim || kpe.Length != (long)tokens * s.RopeDim)
             throw new ArgumentException("mla attention: input sizes do not match the shape");
         var o = Tensor.Empty(tokens, s.Heads * s.VDim);
-        var lse = new float[s.Batch * s.Heads * s.SeqLen];
+        var lse = StoragePool.Rent(s.Batch * s.Heads * s.SeqLen);
         q.Backend.MlaAttentionForward(s, q.Span, kvb.Span, kpe.Span, o.Span, lse);
+        if (!OpBase.WillRecord(q, kvb, kpe))
+        {
+            StoragePool.Return(lse);
+            return o;
+        }
         return OpBase.Record(o, () => new MlaAttentionOp(q, kvb, kpe, s, lse), q, kvb, kpe);
     }
 
@@ -44,5 +49,7 @@ internal sealed class MlaAttentionOp : GradNode
         var dkvb = GradOf(kvb) ?? new float[kvb.Length];
         var dkpe = GradOf(kpe) ?? new float[kpe.Length];
         q.Backend.MlaAttentionBackward(_shape, q.Span, kvb.Span, kpe.Span, _lse, dy.AsSpan(0, (int)output.Length), dq, dkvb, dkpe);
+        StoragePool.Return(_lse); // a node's backward runs once
+
     }
 }

@@ -252,6 +252,7 @@ internal sealed class RoutedExpertsOp : GradNode
         foreach (var b in _branches)
         {
             float[]? g = b.Input!.Grad;
+            b.Input.DropStorage(); // the expert's private input: nobody else holds it
             b.Input = null;
             if (g is null) continue;
             if (dx is not null)
