@@ -151,7 +151,8 @@ internal static class BenchCommand
         var json = new Option<bool>("--json") { Description = "last line is {tokens_per_s, step_s_median, peak_rss_mb, gflops, gc_pause_share, activation_mb}" };
         var precision = new Option<string>("--precision") { Description = "fp32, bf16 or fp8 (FP8 GEMMs in attention/MLP Linears)", DefaultValueFactory = _ => "fp32" };
         precision.AcceptOnlyFromAmong(DeepSeekSharp.Fp8.Fp8Training.Precisions);
-        var cmd = new Command("train", "Time training steps (or forward passes) on random tokens") { model, batch, seq, steps, warmup, threads, mode, precision, json };
+        var recompute = new Option<bool>("--recompute-norms") { Description = "Recompute RMSNorm outputs in the backward instead of keeping them (config key recompute_norms)" };
+        var cmd = new Command("train", "Time training steps (or forward passes) on random tokens") { model, batch, seq, steps, warmup, threads, mode, precision, recompute, json };
         cmd.SetAction(r => CliCommon.Run(() =>
         {
             string dir = r.GetValue(model)!;
@@ -167,6 +168,7 @@ internal static class BenchCommand
             }
             bool train = r.GetValue(mode) == "train";
             DeepSeekSharp.Fp8.Fp8Training.Apply(m, r.GetValue(precision)!);
+            m.RecomputeNorms(r.GetValue(recompute));
             var opt = new AdamW(m.NamedParameters()) { Moments = DeepSeekSharp.Fp8.Fp8Training.DefaultMoments(r.GetValue(precision)!) };
             var rng = new Random(1);
             var batchGeom = SequenceBatch.Training(b, t);

@@ -52,7 +52,7 @@ public static class Backprop
             if (g is not null && !HandedDown(node, g)) StoragePool.Return(g);
             // Every op that reads t's values is t's own or one of its consumers, all done by now (reverse order).
             // Only pooled storage goes (there is nothing to reuse otherwise), and never the root's (the caller reads it).
-            if (freeActivations && t.OwnsPooledStorage && !ReferenceEquals(t, root)) t.DropStorage();
+            if (freeActivations && t.OwnsPooledStorage && !ReferenceEquals(t, root)) t.DropStorage(forever: true);
         }
     }
 

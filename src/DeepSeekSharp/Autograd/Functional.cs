@@ -33,6 +33,9 @@ public static class Functional
 
     public static Tensor RmsNorm(Tensor x, Tensor weight, float eps) => RmsNormOp.Forward(x, weight, eps);
 
+    /// <summary>Recomputes RmsNorm(x, weight, eps) into a pooled array, bit-identical to the forward (see Tensor.DropForRecompute).</summary>
+    internal static Func<float[]> RmsNormRecompute(Tensor x, Tensor weight, float eps) => () => RmsNormOp.Recompute(x, weight, eps);
+
     public static Tensor Add(Tensor a, Tensor b) => AddOp.Forward(a, b);
 
     /// <summary>silu(a) ⊙ b.</summary>

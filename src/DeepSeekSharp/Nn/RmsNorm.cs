@@ -17,5 +17,19 @@ public sealed class RmsNorm : Module
     /// <summary>[dim]</summary>
     public Parameter Weight { get; }
 
+    /// <summary>Recompute this norm's output in the backward instead of keeping it (set by <c>recompute_norms</c>).</summary>
+    public bool RecomputeOutput { get; set; }
+
     public Tensor Forward(Tensor x) => Functional.RmsNorm(x, Weight, Eps);
+
+    /// <summary>
+    /// Called by the owning module once the forward consumers of <paramref name="output"/> (= Forward(<paramref
+    /// name="input"/>)) have run: drops it if no recorded op reads it, otherwise, with <see cref="RecomputeOutput"/>,
+    /// drops it to be recomputed from the input (which the norm's own backward keeps) when the backward reads it.
+    /// </summary>
+    public void ReleaseOutput(Tensor output, Tensor input)
+    {
+        if (output.ReleaseIfUnread() || !RecomputeOutput || output.GradFn is null) return;
+        output.DropForRecompute(Functional.RmsNormRecompute(input, Weight, Eps));
+    }
 }

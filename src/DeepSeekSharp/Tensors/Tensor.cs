@@ -15,6 +15,8 @@ public class Tensor
     private float[]? _data;
     // Storage rented from StoragePool that nobody else references: it goes back to the pool when this tensor drops it.
     private bool _pooled;
+    // Rebuilds dropped storage on the next read (activation recomputation, see DropForRecompute).
+    private Func<float[]>? _recompute;
 
     public Tensor(int[] shape, float[]? data, IBackend? backend = null)
     {
@@ -55,7 +57,29 @@ public class Tensor
     public bool IsMeta => _data is null;
 
     /// <summary>The storage array; may be longer than <see cref="Length"/> when pooled.</summary>
-    public float[] Data => _data ?? throw new InvalidOperationException("tensor has no storage (meta tensor)");
+    public float[] Data => _data ?? Rematerialize() ?? throw new InvalidOperationException("tensor has no storage (meta tensor)");
+
+    private float[]? Rematerialize()
+    {
+        if (_recompute is null) return null;
+        _data = _recompute();
+        _pooled = true;
+        return _data;
+    }
+
+    /// <summary>
+    /// Drops the values of an intermediate that is cheap to recompute from tensors the graph keeps anyway (an RMSNorm
+    /// output from its input): the next read, in the backward, calls <paramref name="recompute"/> (which returns an
+    /// array rented from <see cref="StoragePool"/>) and the values are there again. DeepSeek-V3 recomputes its RMSNorms
+    /// this way instead of storing their outputs.
+    /// </summary>
+    internal bool DropForRecompute(Func<float[]> recompute)
+    {
+        if (_data is null || this is Parameter || !_pooled) return false;
+        DropStorage();
+        _recompute = recompute;
+        return true;
+    }
 
     public Span<float> Span => Data.AsSpan(0, checked((int)Length));
 
@@ -89,9 +113,11 @@ public class Tensor
     /// <summary>Whether the storage came from <see cref="StoragePool"/> and is this tensor's alone.</summary>
     internal bool OwnsPooledStorage => _pooled;
 
-    /// <summary>Drops the storage, returning it to the pool when this tensor owns it alone; reading afterwards throws.</summary>
-    internal void DropStorage()
+    /// <summary>Drops the storage, returning it to the pool when this tensor owns it alone; reading afterwards throws
+    /// (or recomputes, after <see cref="DropForRecompute"/>, unless <paramref name="forever"/>).</summary>
+    internal void DropStorage(bool forever = false)
     {
+        if (forever) _recompute = null;
         if (_data is null) return;
         if (_pooled) StoragePool.Return(_data);
         _data = null;

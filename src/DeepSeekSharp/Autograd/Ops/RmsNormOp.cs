@@ -6,6 +6,10 @@ namespace DeepSeekSharp.Autograd.Ops;
 internal sealed class RmsNormOp : GradNode
 {
     private readonly float[] _invRms;
+    private static long s_recomputations;
+
+    /// <summary>How many norm outputs were recomputed so far (tests check recomputation really happens).</summary>
+    internal static long Recomputations => Interlocked.Read(ref s_recomputations);
 
     private RmsNormOp(Tensor x, Tensor w, float[] invRms) : base(x, w) { _invRms = invRms; }
 
@@ -19,6 +23,18 @@ internal sealed class RmsNormOp : GradNode
         var inv = new float[OpBase.Rows(x)];
         x.Backend.RmsNormForward(x.Span, w.Span, eps, d, y.Span, inv);
         return OpBase.Record(y, () => new RmsNormOp(x, w, inv), x, w);
+    }
+
+    /// <summary>The forward's values again (same kernel, same inputs), for a dropped output read by the backward.</summary>
+    public static float[] Recompute(Tensor x, Tensor w, float eps)
+    {
+        Interlocked.Increment(ref s_recomputations);
+        int d = w.Shape[0], rows = OpBase.Rows(x);
+        float[] y = StoragePool.Rent(checked((int)x.Length));
+        float[] inv = System.Buffers.ArrayPool<float>.Shared.Rent(rows);
+        x.Backend.RmsNormForward(x.Span, w.Span, eps, d, y.AsSpan(0, (int)x.Length), inv.AsSpan(0, rows));
+        System.Buffers.ArrayPool<float>.Shared.Return(inv);
+        return y;
     }
 
     public override void Backward(Tensor output, float[] dy)

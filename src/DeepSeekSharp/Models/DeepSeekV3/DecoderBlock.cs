@@ -26,16 +26,17 @@ public sealed class DecoderBlock : Module
     /// <param name="batch">geometry and positions</param>
     public Tensor Forward(Tensor h, SequenceBatch batch)
     {
-        // Normed inputs whose only readers keep FP8 copies (precision: fp8) are dropped once consumed.
+        // Normed inputs whose only readers keep FP8 copies (precision: fp8) are dropped once consumed; with
+        // recompute_norms the others are too, and recomputed from h / a when the backward reads them.
         // Branch outputs are only summed into the residual stream, whose Add reads no values, so they go too.
         Tensor normed = InputLayerNorm.Forward(h);
         Tensor attn = SelfAttn.Forward(normed, batch);
-        normed.ReleaseIfUnread();
+        InputLayerNorm.ReleaseOutput(normed, h);
         Tensor a = Functional.Add(h, attn);
         attn.ReleaseIfUnread();
         Tensor f = PostAttentionLayerNorm.Forward(a);
         Tensor mlp = Moe is not null ? Moe.Forward(f) : DenseMlp!.Forward(f);
-        f.ReleaseIfUnread();
+        PostAttentionLayerNorm.ReleaseOutput(f, a);
         Tensor output = Functional.Add(a, mlp);
         mlp.ReleaseIfUnread();
         return output;

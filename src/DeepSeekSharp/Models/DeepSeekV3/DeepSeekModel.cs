@@ -117,4 +117,15 @@ public sealed class DeepSeekModel : Module
         public List<MtpModule> Mtp { get; } = [];
         public RmsNorm Norm { get; }
     }
+
+    /// <summary>
+    /// Recompute the outputs of the decoder's RMSNorms (attention and FFN input norms, MLA's q_a / kv_a norms) in the
+    /// backward instead of keeping them for it (DeepSeek-V3's recomputation; config key <c>recompute_norms</c>).
+    /// Gradients are unchanged: the recomputation runs the same kernel on the same inputs.
+    /// </summary>
+    public void RecomputeNorms(bool enabled)
+    {
+        foreach (var (_, module) in NamedModules())
+            if (module is RmsNorm norm) norm.RecomputeOutput = enabled;
+    }
 }

@@ -58,18 +58,20 @@ public sealed class Mla : Module
         if (QProj is not null) q = QProj.Forward(x);
         else
         {
-            Tensor qA = QALayerNorm!.Forward(QAProj!.Forward(x));
+            Tensor qLatent = QAProj!.Forward(x);
+            Tensor qA = QALayerNorm!.Forward(qLatent);
             q = QBProj!.Forward(qA);
-            qA.ReleaseIfUnread();
+            QALayerNorm.ReleaseOutput(qA, qLatent);
         }
         Tensor qUnroped = q;
         q = Functional.Rope(q, n, dn + dr, dn, dr, batch.Positions, cos, sin);
         qUnroped.ReleaseIfUnread(); // RoPE's backward is a rotation of the gradient, it keeps no input
         Tensor kvA = KvAProjWithMqa.Forward(x);                                          // [B·T, dc+dr]
-        Tensor cKv = KvALayerNorm.Forward(Functional.SliceLast(kvA, 0, dc));             // [B·T, dc]
+        Tensor kvLatent = Functional.SliceLast(kvA, 0, dc);
+        Tensor cKv = KvALayerNorm.Forward(kvLatent);                                      // [B·T, dc]
         Tensor kPe = Functional.Rope(Functional.SliceLast(kvA, dc, dr), 1, dr, 0, dr, batch.Positions, cos, sin); // [B·T, dr]
         Tensor kvb = KvBProj.Forward(cKv);                                               // [B·T, n·(dn+dv)]
-        cKv.ReleaseIfUnread();
+        KvALayerNorm.ReleaseOutput(cKv, kvLatent);
         var shape = new MlaAttentionShape(batch.Batch, batch.SeqLen, n, dn, dr, c.VHeadDim, _rope.SoftmaxScale);
         Tensor o = Functional.MlaAttention(q, kvb, kPe, shape);                          // [B·T, n·dv]
         Tensor output = OProj.Forward(o);

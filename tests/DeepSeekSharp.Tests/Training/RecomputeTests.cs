@@ -1,0 +1,61 @@
+using DeepSeekSharp.Autograd;
+using DeepSeekSharp.Models.DeepSeekV3;
+using DeepSeekSharp.Training;
+
+namespace DeepSeekSharp.Tests.Training;
+
+/// <summary><c>recompute_norms</c>: RMSNorm outputs dropped after the forward and recomputed in the backward.</summary>
+public class RecomputeTests
+{
+    private static (float Loss, Dictionary<string, float[]> Grads, int Dropped) Step(bool recompute)
+    {
+        var model = ModelCheckpoint.Load(TestPaths.Fixture("v3-tiny"));
+        model.RecomputeNorms(recompute);
+        int[] tokens = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3];
+        var batch = SequenceBatch.Training(2, 8);
+        model.ZeroGrad();
+        long before = DeepSeekSharp.Autograd.Ops.RmsNormOp.Recomputations;
+        var loss = LanguageModelLoss.Compute(model, tokens, batch, 0.3f, 1);
+        Backprop.Backward(loss.Total, freeActivations: true);
+        // The dropped norm outputs the backward read were rebuilt (the counter is process-wide; only this class recomputes).
+        int dropped = (int)(DeepSeekSharp.Autograd.Ops.RmsNormOp.Recomputations - before);
+        var grads = model.NamedParameters().Where(p => p.Parameter.Grad is not null)
+            .ToDictionary(p => p.Name, p => p.Parameter.Grad!.ToArray());
+        return (loss.Total.Span[0], grads, dropped);
+    }
+
+    [Fact]
+    public void RecomputedNormsGiveBitIdenticalLossAndGradients()
+    {
+        var kept = Step(recompute: false);
+        var recomputed = Step(recompute: true);
+        Assert.Equal(0, kept.Dropped);
+        // Per decoder block: the attention and FFN input norms and MLA's q_a and kv_a norms; v3-tiny has 3 layers plus
+        // the MTP module's block.
+        Assert.Equal(4 * 4, recomputed.Dropped);
+        Assert.Equal(kept.Loss, recomputed.Loss);
+        Assert.Equal(kept.Grads.Keys.OrderBy(k => k), recomputed.Grads.Keys.OrderBy(k => k));
+        foreach (var (name, g) in kept.Grads) Assert.True(g.SequenceEqual(recomputed.Grads[name]), name);
+    }
+
+    [Fact]
+    public void ADroppedNormOutputIsRecomputedOnReadAndOthersStillThrow()
+    {
+        var rng = new Random(5);
+        var x = DeepSeekSharp.Tests.Autograd.GradCheck.Random(rng, 1, 4, 16);
+        var norm = new DeepSeekSharp.Nn.RmsNorm(16, 1e-6f, materialize: true) { RecomputeOutput = true };
+        norm.Weight.Span.Fill(1.5f);
+        var w = DeepSeekSharp.Tests.Autograd.GradCheck.Random(rng, 1, 3, 16);
+        var y = norm.Forward(x);
+        var expected = y.Span.ToArray();
+        var z = Functional.Linear(y, w);                  // the fp32 Linear's backward reads y
+        norm.ReleaseOutput(y, x);
+        Assert.Equal(expected, y.Span.ToArray());         // read again: recomputed, bit-identical
+        norm.RecomputeOutput = false;
+        var y2 = norm.Forward(x);
+        Functional.Linear(y2, w);
+        norm.ReleaseOutput(y2, x);                        // without recomputation a read value stays
+        Assert.Equal(expected, y2.Span.ToArray());
+        GC.KeepAlive(z);
+    }
+}
