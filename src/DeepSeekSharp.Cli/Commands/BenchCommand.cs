@@ -152,7 +152,8 @@ internal static class BenchCommand
         var precision = new Option<string>("--precision") { Description = "fp32, bf16 or fp8 (FP8 GEMMs in attention/MLP Linears)", DefaultValueFactory = _ => "fp32" };
         precision.AcceptOnlyFromAmong(DeepSeekSharp.Fp8.Fp8Training.Precisions);
         var recompute = new Option<bool>("--recompute-norms") { Description = "Recompute RMSNorm outputs in the backward instead of keeping them (config key recompute_norms)" };
-        var cmd = new Command("train", "Time training steps (or forward passes) on random tokens") { model, batch, seq, steps, warmup, threads, mode, precision, recompute, json };
+        var recomputeUp = new Option<bool>("--recompute-mla-up") { Description = "Recompute MLA's up-projections (q_b with RoPE, kv_b) in the backward (config key recompute_mla_up)" };
+        var cmd = new Command("train", "Time training steps (or forward passes) on random tokens") { model, batch, seq, steps, warmup, threads, mode, precision, recompute, recomputeUp, json };
         cmd.SetAction(r => CliCommon.Run(() =>
         {
             string dir = r.GetValue(model)!;
@@ -169,6 +170,7 @@ internal static class BenchCommand
             bool train = r.GetValue(mode) == "train";
             DeepSeekSharp.Fp8.Fp8Training.Apply(m, r.GetValue(precision)!);
             m.RecomputeNorms(r.GetValue(recompute));
+            m.RecomputeMlaUpProjections(r.GetValue(recomputeUp));
             var opt = new AdamW(m.NamedParameters()) { Moments = DeepSeekSharp.Fp8.Fp8Training.DefaultMoments(r.GetValue(precision)!) };
             var rng = new Random(1);
             var batchGeom = SequenceBatch.Training(b, t);

@@ -56,6 +56,7 @@ public sealed class TrainConfig
     [Key("precision")] public string Precision { get; set; } = "fp32";
     [Key("fp8_swiglu_cache")] public bool Fp8SwigluCache { get; set; } = true;
     [Key("recompute_norms")] public bool RecomputeNorms { get; set; }
+    [Key("recompute_mla_up")] public bool RecomputeMlaUp { get; set; }
 
     // Run
     [Key("output_dir")] public string OutputDir { get; set; } = "runs/train";

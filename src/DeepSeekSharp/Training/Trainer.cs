@@ -57,6 +57,7 @@ public sealed class Trainer
         _balancer = new BiasBalancer(_model);
         DeepSeekSharp.Fp8.Fp8Training.Apply(_model, cfg.Precision, cfg.Fp8SwigluCache);
         _model.RecomputeNorms(cfg.RecomputeNorms);
+        _model.RecomputeMlaUpProjections(cfg.RecomputeMlaUp);
         if (resumeFrom is not null)
         {
             _step = CheckpointStore.LoadTrainingState(resumeFrom, _optimizer);

@@ -52,6 +52,26 @@ internal sealed class Fp8LinearOp : GradNode
         return OpBase.Record(y, () => new Fp8LinearOp(x, w, xq, wq), x, w);
     }
 
+    /// <summary>
+    /// The forward's output again, from the FP8 copies this node keeps for its backward (the same dequantised operands,
+    /// the same GEMM), into a pooled array: recomputation of an FP8 Linear's output needs no fp32 input. Valid until
+    /// this node's backward has run.
+    /// </summary>
+    internal float[] RecomputeOutput()
+    {
+        Tensor w = Inputs[1];
+        int inDim = w.Shape[1], outDim = w.Shape[0], n = _x.Rows;
+        var be = w.Backend;
+        float[] y = StoragePool.Rent(n * outDim);
+        float[] xd = StoragePool.Rent(n * inDim), wd = StoragePool.Rent(outDim * inDim);
+        Fp8Quantizer.Dequantize(be, _x, xd);
+        Fp8Quantizer.Dequantize(be, _w, wd);
+        be.Gemm(false, true, n, outDim, inDim, 1f, xd, inDim, wd, inDim, 0f, y.AsSpan(0, n * outDim), outDim);
+        StoragePool.Return(xd);
+        StoragePool.Return(wd);
+        return y;
+    }
+
     public override void Backward(Tensor output, float[] dy)
     {
         Tensor x = Inputs[0], w = Inputs[1];

@@ -5,7 +5,14 @@ namespace DeepSeekSharp.Autograd.Ops;
 /// <summary>y[N, out] = x[N, in] · W[out, in]ᵀ (HF layout). Backward: dx = dy·W, dW += dyᵀ·x.</summary>
 internal sealed class LinearOp : GradNode
 {
+    private static long s_recomputations;
+
     private LinearOp(Tensor x, Tensor w) : base(x, w) { }
+
+    /// <summary>How many Linear outputs (fp32 or FP8) were recomputed so far (tests check recomputation really happens).</summary>
+    internal static long Recomputations => Interlocked.Read(ref s_recomputations);
+
+    internal static void CountRecomputation() => Interlocked.Increment(ref s_recomputations);
 
     public override bool ReadsOutput => false;
 
@@ -19,6 +26,15 @@ internal sealed class LinearOp : GradNode
         var y = Tensor.Empty(shape);
         x.Backend.Gemm(false, true, n, outDim, inDim, 1f, x.Span, inDim, w.Span, inDim, 0f, y.Span, outDim);
         return OpBase.Record(y, () => new LinearOp(x, w), x, w);
+    }
+
+    /// <summary>The forward's values again (same GEMM call on the same inputs) into a pooled array, for recomputation.</summary>
+    public static float[] Recompute(Tensor x, Tensor w)
+    {
+        int inDim = w.Shape[1], outDim = w.Shape[0], n = OpBase.Rows(x);
+        float[] y = StoragePool.Rent(n * outDim);
+        x.Backend.Gemm(false, true, n, outDim, inDim, 1f, x.Span, inDim, w.Span, inDim, 0f, y.AsSpan(0, n * outDim), outDim);
+        return y;
     }
 
     public override void Backward(Tensor output, float[] dy)

@@ -1,3 +1,4 @@
+using DeepSeekSharp.Kernels;
 using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Autograd.Ops;
@@ -28,6 +29,15 @@ internal sealed class RopeOp : GradNode
     }
 
     public override bool ReadsOutput => false;
+
+    /// <summary>Rotates <paramref name="x"/> [rows, groups·stride] into a pooled array, as the forward does, for recomputation.</summary>
+    public static float[] Recompute(IBackend backend, float[] x, int rows, int groups, int stride, int offset, int ropeDim, int[] positions, float[] cos, float[] sin)
+    {
+        int n = rows * groups * stride;
+        float[] y = StoragePool.Rent(n);
+        backend.Rope(x.AsSpan(0, n), y.AsSpan(0, n), rows, groups, stride, offset, ropeDim, positions, cos, sin, inverse: false);
+        return y;
+    }
 
     public override void Backward(Tensor output, float[] dy)
     {

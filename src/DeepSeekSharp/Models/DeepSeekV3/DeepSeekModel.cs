@@ -128,4 +128,11 @@ public sealed class DeepSeekModel : Module
         foreach (var (_, module) in NamedModules())
             if (module is RmsNorm norm) norm.RecomputeOutput = enabled;
     }
+
+    /// <summary>Recompute MLA's up-projections (q_b with its RoPE, kv_b) in the backward (config key <c>recompute_mla_up</c>).</summary>
+    public void RecomputeMlaUpProjections(bool enabled)
+    {
+        foreach (var (_, module) in NamedModules())
+            if (module is Mla mla) mla.RecomputeUpProjections = enabled;
+    }
 }

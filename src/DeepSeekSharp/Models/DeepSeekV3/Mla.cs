@@ -36,6 +36,13 @@ public sealed class Mla : Module
         OProj = Child("o_proj", new Linear(n * c.VHeadDim, h, materialize));
     }
 
+    /// <summary>
+    /// Recompute the up-projections q = rope(q_b(c_q)) and kv_b(c_kv) in the backward instead of keeping them for the
+    /// attention core (DeepSeek-V3's recomputation; config key <c>recompute_mla_up</c>). fp32 and FP8 projections are
+    /// recomputed exactly; a BF16 or adapted (LoRA) one keeps its output.
+    /// </summary>
+    public bool RecomputeUpProjections { get; set; }
+
     public Linear? QProj { get; }
     public Linear? QAProj { get; }
     public RmsNorm? QALayerNorm { get; }
@@ -55,15 +62,17 @@ public sealed class Mla : Module
         var (cos, sin) = _rope.Tables(MaxPosition(batch) + 1);
 
         Tensor q;                                                                        // [B·T, n·(dn+dr)]
+        Tensor? qA = null;
         if (QProj is not null) q = QProj.Forward(x);
         else
         {
             Tensor qLatent = QAProj!.Forward(x);
-            Tensor qA = QALayerNorm!.Forward(qLatent);
+            qA = QALayerNorm!.Forward(qLatent);
             q = QBProj!.Forward(qA);
             QALayerNorm.ReleaseOutput(qA, qLatent);
         }
         Tensor qUnroped = q;
+        GradNode? qProducer = q.GradFn;
         q = Functional.Rope(q, n, dn + dr, dn, dr, batch.Positions, cos, sin);
         qUnroped.ReleaseIfUnread(); // RoPE's backward is a rotation of the gradient, it keeps no input
         Tensor kvA = KvAProjWithMqa.Forward(x);                                          // [B·T, dc+dr]
@@ -74,6 +83,13 @@ public sealed class Mla : Module
         KvALayerNorm.ReleaseOutput(cKv, kvLatent);
         var shape = new MlaAttentionShape(batch.Batch, batch.SeqLen, n, dn, dr, c.VHeadDim, _rope.SoftmaxScale);
         Tensor o = Functional.MlaAttention(q, kvb, kPe, shape);                          // [B·T, n·dv]
+        if (RecomputeUpProjections && q.GradFn is not null)
+        {
+            // The attention backward is the only reader of q and kv_b: rebuild them from the latents then.
+            if (KvBProj.Recomputable) kvb.DropForRecompute(Functional.LinearRecompute(cKv, KvBProj.Weight, kvb.GradFn));
+            if (qA is not null && QBProj!.Recomputable)
+                q.DropForRecompute(Functional.LinearRecompute(qA, QBProj.Weight, qProducer, (n, dn + dr, dn, dr, batch.Positions, cos, sin)));
+        }
         Tensor output = OProj.Forward(o);
         o.ReleaseIfUnread(); // kept only when o_proj's backward reads it (fp32); an FP8 o_proj has its own copy
         return output;
