@@ -33,25 +33,6 @@ public static class Functional
 
     public static Tensor RmsNorm(Tensor x, Tensor weight, float eps) => RmsNormOp.Forward(x, weight, eps);
 
-    /// <summary>Recomputes RmsNorm(x, weight, eps) into a pooled array, bit-identical to the forward (see Tensor.DropForRecompute).</summary>
-    internal static Func<float[]> RmsNormRecompute(Tensor x, Tensor weight, float eps) => () => RmsNormOp.Recompute(x, weight, eps);
-
-    /// <summary>
-    /// Recomputes a Linear's output x·Wᵀ bit-identically, optionally followed by the same RoPE as the forward (MLA's
-    /// up-projections): an FP8 Linear (<paramref name="producer"/> is its node) from the FP8 copies it keeps, a plain
-    /// one from x and W.
-    /// </summary>
-    internal static Func<float[]> LinearRecompute(Tensor x, Tensor weight, GradNode? producer, (int Groups, int Stride, int Offset, int RopeDim, int[] Positions, float[] Cos, float[] Sin)? rope = null) => () =>
-    {
-        LinearOp.CountRecomputation();
-        float[] y = producer is Fp8LinearOp fp8 ? fp8.RecomputeOutput() : LinearOp.Recompute(x, weight);
-        if (rope is not { } r) return y;
-        int rows = OpBase.Rows(x);
-        float[] rotated = RopeOp.Recompute(x.Backend, y, rows, r.Groups, r.Stride, r.Offset, r.RopeDim, r.Positions, r.Cos, r.Sin);
-        StoragePool.Return(y);
-        return rotated;
-    };
-
     public static Tensor Add(Tensor a, Tensor b) => AddOp.Forward(a, b);
 
     /// <summary>silu(a) ⊙ b.</summary>

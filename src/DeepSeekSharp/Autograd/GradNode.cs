@@ -26,6 +26,16 @@ public abstract class GradNode
     /// <summary>Whether <see cref="Backward"/> reads the values of the op's own output (sigmoid, softmax, attention do).</summary>
     public virtual bool ReadsOutput => true;
 
+    /// <summary>
+    /// Whether <see cref="RecomputeOutput"/> can rebuild the op's output now (activation recomputation: the output's
+    /// values were dropped after the forward and are rebuilt on their first read in the backward).
+    /// </summary>
+    internal virtual bool CanRecomputeOutput => false;
+
+    /// <summary>The op's output values again, bit-identical to the forward, in an array rented from <see cref="StoragePool"/>;
+    /// null for ops that cannot (see <see cref="CanRecomputeOutput"/>).</summary>
+    internal virtual float[]? RecomputeOutput(Tensor output) => null;
+
     /// <summary>Accumulates d(loss)/d(input) for each input that needs it, given d(loss)/d(output).</summary>
     public abstract void Backward(Tensor output, float[] outputGrad);
 

@@ -33,9 +33,6 @@ public sealed class Linear : Module
     /// <summary>An inference-only compressed copy of the weight (BF16 or FP8 blocks); when set, the forward reads it.</summary>
     public CompressedWeight? InferenceWeight { get; set; }
 
-    /// <summary>Whether the forward can be recomputed exactly from x and W (plain fp32 or FP8 compute, no adapter).</summary>
-    public bool Recomputable => InferenceWeight is null && !Bf16Compute && Adapter is null;
-
     /// <summary>Optional hook (LoRA, quantised compute); null means the plain fp32 product.</summary>
     public ILinearAdapter? Adapter { get; set; }
 

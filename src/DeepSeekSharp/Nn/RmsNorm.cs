@@ -23,13 +23,12 @@ public sealed class RmsNorm : Module
     public Tensor Forward(Tensor x) => Functional.RmsNorm(x, Weight, Eps);
 
     /// <summary>
-    /// Called by the owning module once the forward consumers of <paramref name="output"/> (= Forward(<paramref
-    /// name="input"/>)) have run: drops it if no recorded op reads it, otherwise, with <see cref="RecomputeOutput"/>,
-    /// drops it to be recomputed from the input (which the norm's own backward keeps) when the backward reads it.
+    /// Called by the owning module once the forward consumers of <paramref name="output"/> (a result of
+    /// <see cref="Forward"/>) have run: drops it if no recorded op reads it, otherwise, with
+    /// <see cref="RecomputeOutput"/>, drops it to be recomputed from the input (which the norm's own backward keeps).
     /// </summary>
-    public void ReleaseOutput(Tensor output, Tensor input)
+    public void ReleaseOutput(Tensor output)
     {
-        if (output.ReleaseIfUnread() || !RecomputeOutput || output.GradFn is null) return;
-        output.DropForRecompute(Functional.RmsNormRecompute(input, Weight, Eps));
+        if (!output.ReleaseIfUnread() && RecomputeOutput) output.DropForRecompute();
     }
 }

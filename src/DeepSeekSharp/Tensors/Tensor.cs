@@ -15,8 +15,8 @@ public class Tensor
     private float[]? _data;
     // Storage rented from StoragePool that nobody else references: it goes back to the pool when this tensor drops it.
     private bool _pooled;
-    // Rebuilds dropped storage on the next read (activation recomputation, see DropForRecompute).
-    private Func<float[]>? _recompute;
+    // Dropped storage that the producing op rebuilds on the next read (activation recomputation, see DropForRecompute).
+    private bool _recomputable;
 
     public Tensor(int[] shape, float[]? data, IBackend? backend = null)
     {
@@ -61,25 +61,29 @@ public class Tensor
 
     private float[]? Rematerialize()
     {
-        if (_recompute is null) return null;
-        _data = _recompute();
+        if (!_recomputable || GradFn?.RecomputeOutput(this) is not { } data) return null;
+        _data = data;
         _pooled = true;
-        return _data;
+        return data;
     }
 
     /// <summary>
-    /// Drops the values of an intermediate that is cheap to recompute from tensors the graph keeps anyway (an RMSNorm
-    /// output from its input): the next read, in the backward, calls <paramref name="recompute"/> (which returns an
-    /// array rented from <see cref="StoragePool"/>) and the values are there again. DeepSeek-V3 recomputes its RMSNorms
-    /// this way instead of storing their outputs.
+    /// Drops the values of an intermediate the backward still reads, when the op that produced it can rebuild them from
+    /// what the graph keeps anyway (<see cref="GradNode.CanRecomputeOutput"/>: an RMSNorm from its input, a Linear from
+    /// its input and weight or its FP8 copies, RoPE from its own recomputable input). The next read, in the backward,
+    /// recomputes them. DeepSeek-V3 recomputes its RMSNorms and MLA up-projections this way instead of storing them.
     /// </summary>
-    internal bool DropForRecompute(Func<float[]> recompute)
+    /// <returns>whether the values were dropped</returns>
+    internal bool DropForRecompute()
     {
-        if (_data is null || this is Parameter || !_pooled) return false;
+        if (_data is null || !_pooled || GradFn is not { CanRecomputeOutput: true }) return false;
         DropStorage();
-        _recompute = recompute;
+        _recomputable = true;
         return true;
     }
+
+    /// <summary>Whether reading the values works: they are here, or the producing op will recompute them.</summary>
+    internal bool CanBeRead => _data is not null || _recomputable;
 
     public Span<float> Span => Data.AsSpan(0, checked((int)Length));
 
@@ -117,7 +121,7 @@ public class Tensor
     /// (or recomputes, after <see cref="DropForRecompute"/>, unless <paramref name="forever"/>).</summary>
     internal void DropStorage(bool forever = false)
     {
-        if (forever) _recompute = null;
+        if (forever) _recomputable = false;
         if (_data is null) return;
         if (_pooled) StoragePool.Return(_data);
         _data = null;

@@ -52,13 +52,13 @@ internal sealed class Fp8LinearOp : GradNode
         return OpBase.Record(y, () => new Fp8LinearOp(x, w, xq, wq), x, w);
     }
 
-    /// <summary>
-    /// The forward's output again, from the FP8 copies this node keeps for its backward (the same dequantised operands,
-    /// the same GEMM), into a pooled array: recomputation of an FP8 Linear's output needs no fp32 input. Valid until
-    /// this node's backward has run.
-    /// </summary>
-    internal float[] RecomputeOutput()
+    /// <summary>The FP8 copies this node keeps for its backward are all a recomputation needs (no fp32 input).</summary>
+    internal override bool CanRecomputeOutput => true;
+
+    /// <summary>From the FP8 copies: the same dequantised operands, the same GEMM (valid until this node's backward ran).</summary>
+    internal override float[] RecomputeOutput(Tensor output)
     {
+        LinearOp.CountRecomputation();
         Tensor w = Inputs[1];
         int inDim = w.Shape[1], outDim = w.Shape[0], n = _x.Rows;
         var be = w.Backend;

@@ -28,9 +28,13 @@ internal sealed class LinearOp : GradNode
         return OpBase.Record(y, () => new LinearOp(x, w), x, w);
     }
 
-    /// <summary>The forward's values again (same GEMM call on the same inputs) into a pooled array, for recomputation.</summary>
-    public static float[] Recompute(Tensor x, Tensor w)
+    internal override bool CanRecomputeOutput => Inputs[0].CanBeRead && Inputs[1].CanBeRead;
+
+    /// <summary>The same GEMM call on the same inputs.</summary>
+    internal override float[] RecomputeOutput(Tensor output)
     {
+        CountRecomputation();
+        Tensor x = Inputs[0], w = Inputs[1];
         int inDim = w.Shape[1], outDim = w.Shape[0], n = OpBase.Rows(x);
         float[] y = StoragePool.Rent(n * outDim);
         x.Backend.Gemm(false, true, n, outDim, inDim, 1f, x.Span, inDim, w.Span, inDim, 0f, y.AsSpan(0, n * outDim), outDim);

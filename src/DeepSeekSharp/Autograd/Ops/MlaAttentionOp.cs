@@ -50,6 +50,5 @@ internal sealed class MlaAttentionOp : GradNode
         var dkpe = GradOf(kpe) ?? new float[kpe.Length];
         q.Backend.MlaAttentionBackward(_shape, q.Span, kvb.Span, kpe.Span, _lse, dy.AsSpan(0, (int)output.Length), dq, dkvb, dkpe);
         StoragePool.Return(_lse); // a node's backward runs once
-
     }
 }

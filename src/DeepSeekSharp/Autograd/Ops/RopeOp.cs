@@ -1,4 +1,3 @@
-using DeepSeekSharp.Kernels;
 using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Autograd.Ops;
@@ -30,12 +29,15 @@ internal sealed class RopeOp : GradNode
 
     public override bool ReadsOutput => false;
 
-    /// <summary>Rotates <paramref name="x"/> [rows, groups·stride] into a pooled array, as the forward does, for recomputation.</summary>
-    public static float[] Recompute(IBackend backend, float[] x, int rows, int groups, int stride, int offset, int ropeDim, int[] positions, float[] cos, float[] sin)
+    /// <summary>RoPE keeps no input for its backward, so its output is rebuilt only from an input that is itself recomputable.</summary>
+    internal override bool CanRecomputeOutput => Inputs[0].CanBeRead;
+
+    internal override float[] RecomputeOutput(Tensor output)
     {
-        int n = rows * groups * stride;
+        Tensor x = Inputs[0];
+        int n = (int)x.Length, rows = OpBase.Rows(x);
         float[] y = StoragePool.Rent(n);
-        backend.Rope(x.AsSpan(0, n), y.AsSpan(0, n), rows, groups, stride, offset, ropeDim, positions, cos, sin, inverse: false);
+        x.Backend.Rope(x.Span, y.AsSpan(0, n), rows, _groups, _stride, _offset, _ropeDim, _positions, _cos, _sin, inverse: false);
         return y;
     }
 

@@ -31,12 +31,12 @@ public sealed class DecoderBlock : Module
         // Branch outputs are only summed into the residual stream, whose Add reads no values, so they go too.
         Tensor normed = InputLayerNorm.Forward(h);
         Tensor attn = SelfAttn.Forward(normed, batch);
-        InputLayerNorm.ReleaseOutput(normed, h);
+        InputLayerNorm.ReleaseOutput(normed);
         Tensor a = Functional.Add(h, attn);
         attn.ReleaseIfUnread();
         Tensor f = PostAttentionLayerNorm.Forward(a);
         Tensor mlp = Moe is not null ? Moe.Forward(f) : DenseMlp!.Forward(f);
-        PostAttentionLayerNorm.ReleaseOutput(f, a);
+        PostAttentionLayerNorm.ReleaseOutput(f);
         Tensor output = Functional.Add(a, mlp);
         mlp.ReleaseIfUnread();
         return output;

@@ -38,8 +38,8 @@ public sealed class Mla : Module
 
     /// <summary>
     /// Recompute the up-projections q = rope(q_b(c_q)) and kv_b(c_kv) in the backward instead of keeping them for the
-    /// attention core (DeepSeek-V3's recomputation; config key <c>recompute_mla_up</c>). fp32 and FP8 projections are
-    /// recomputed exactly; a BF16 or adapted (LoRA) one keeps its output.
+    /// attention core (DeepSeek-V3's recomputation; config key <c>recompute_mla_up</c>). fp32, BF16 and FP8 projections
+    /// are recomputed exactly (<see cref="Tensor.DropForRecompute"/>); an adapted (LoRA) one keeps its output.
     /// </summary>
     public bool RecomputeUpProjections { get; set; }
 
@@ -62,33 +62,29 @@ public sealed class Mla : Module
         var (cos, sin) = _rope.Tables(MaxPosition(batch) + 1);
 
         Tensor q;                                                                        // [B·T, n·(dn+dr)]
-        Tensor? qA = null;
         if (QProj is not null) q = QProj.Forward(x);
         else
         {
-            Tensor qLatent = QAProj!.Forward(x);
-            qA = QALayerNorm!.Forward(qLatent);
+            Tensor qA = QALayerNorm!.Forward(QAProj!.Forward(x));
             q = QBProj!.Forward(qA);
-            QALayerNorm.ReleaseOutput(qA, qLatent);
+            QALayerNorm.ReleaseOutput(qA);
         }
         Tensor qUnroped = q;
-        GradNode? qProducer = q.GradFn;
         q = Functional.Rope(q, n, dn + dr, dn, dr, batch.Positions, cos, sin);
-        qUnroped.ReleaseIfUnread(); // RoPE's backward is a rotation of the gradient, it keeps no input
+        // RoPE's backward is a rotation of the gradient, it keeps no input; a recomputed q needs it rebuilt, though.
+        if (!(RecomputeUpProjections && qUnroped.DropForRecompute())) qUnroped.ReleaseIfUnread();
         Tensor kvA = KvAProjWithMqa.Forward(x);                                          // [B·T, dc+dr]
-        Tensor kvLatent = Functional.SliceLast(kvA, 0, dc);
-        Tensor cKv = KvALayerNorm.Forward(kvLatent);                                      // [B·T, dc]
+        Tensor cKv = KvALayerNorm.Forward(Functional.SliceLast(kvA, 0, dc));             // [B·T, dc]
         Tensor kPe = Functional.Rope(Functional.SliceLast(kvA, dc, dr), 1, dr, 0, dr, batch.Positions, cos, sin); // [B·T, dr]
         Tensor kvb = KvBProj.Forward(cKv);                                               // [B·T, n·(dn+dv)]
-        KvALayerNorm.ReleaseOutput(cKv, kvLatent);
+        KvALayerNorm.ReleaseOutput(cKv);
         var shape = new MlaAttentionShape(batch.Batch, batch.SeqLen, n, dn, dr, c.VHeadDim, _rope.SoftmaxScale);
         Tensor o = Functional.MlaAttention(q, kvb, kPe, shape);                          // [B·T, n·dv]
-        if (RecomputeUpProjections && q.GradFn is not null)
+        if (RecomputeUpProjections)
         {
-            // The attention backward is the only reader of q and kv_b: rebuild them from the latents then.
-            if (KvBProj.Recomputable) kvb.DropForRecompute(Functional.LinearRecompute(cKv, KvBProj.Weight, kvb.GradFn));
-            if (qA is not null && QBProj!.Recomputable)
-                q.DropForRecompute(Functional.LinearRecompute(qA, QBProj.Weight, qProducer, (n, dn + dr, dn, dr, batch.Positions, cos, sin)));
+            // The attention backward is the only reader of q and kv_b: their producing ops rebuild them then.
+            kvb.DropForRecompute();
+            q.DropForRecompute();
         }
         Tensor output = OProj.Forward(o);
         o.ReleaseIfUnread(); // kept only when o_proj's backward reads it (fp32); an FP8 o_proj has its own copy
