@@ -1,3 +1,4 @@
+using DeepSeekSharp.Tensors;
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 
 namespace DeepSeekSharp.Fp8;
@@ -36,16 +37,20 @@ public static class Fp8Quantizer
     }
 
     /// <summary>
-    /// Like <see cref="Allocate"/> with the codes rented from the shared byte pool (they may be longer than
-    /// rows × cols): for the FP8 caches an op keeps from its forward to its backward, which hands them back with
-    /// <see cref="ReturnCodes"/>. Renting avoids touching fresh pages for every activation of every step.
+    /// Like <see cref="Allocate"/> with codes and scales rented from <see cref="StoragePool"/> (both may be longer
+    /// than the tiling needs): for the FP8 caches an op keeps from its forward to its backward, which hands them back
+    /// with <see cref="ReturnCodes"/>. Renting avoids touching fresh pages for every activation of every step.
     /// </summary>
     public static Fp8Tensor Rent(int rows, int cols, int tileRows, int tileCols) =>
-        new(rows, cols, tileRows, tileCols, System.Buffers.ArrayPool<byte>.Shared.Rent(rows * cols),
-            new float[((rows + tileRows - 1) / tileRows) * ((cols + tileCols - 1) / tileCols)]);
+        new(rows, cols, tileRows, tileCols, StoragePool.RentBytes(rows * cols),
+            StoragePool.Rent(((rows + tileRows - 1) / tileRows) * ((cols + tileCols - 1) / tileCols)));
 
-    /// <summary>Hands the codes of a <see cref="Rent"/>ed tensor back to the pool; the tensor must not be used afterwards.</summary>
-    public static void ReturnCodes(Fp8Tensor q) => System.Buffers.ArrayPool<byte>.Shared.Return(q.Codes);
+    /// <summary>Hands codes and scales of a <see cref="Rent"/>ed tensor back to the pool; the tensor must not be used afterwards.</summary>
+    public static void ReturnCodes(Fp8Tensor q)
+    {
+        StoragePool.ReturnBytes(q.Codes);
+        StoragePool.Return(q.Scales);
+    }
 
     /// <summary>An uninitialised quantised tensor of the given tiling (filled by <see cref="QuantizeBands"/>).</summary>
     public static Fp8Tensor Allocate(int rows, int cols, int tileRows, int tileCols) =>

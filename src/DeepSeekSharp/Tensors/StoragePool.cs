@@ -3,12 +3,13 @@ using System.Numerics;
 namespace DeepSeekSharp.Tensors;
 
 /// <summary>
-/// Reuses the large float arrays behind activations and intermediate gradients from one step to the next. Every
+/// Reuses the large float arrays behind activations and intermediate gradients (and the byte arrays behind FP8
+/// activation caches) from one step to the next. Every
 /// training step allocates the same tensors again; taking them from here instead of the GC replaces a fresh,
 /// page-faulting, zero-filled allocation (and the collections that follow) with memory the process already owns.
 /// Arrays come in size classes (8 per octave, so at most 12.5 % slack) because MoE expert tensors change length with
 /// the routing every step; a tensor's <see cref="Tensor.Data"/> may therefore be longer than the tensor. Arrays below
-/// <see cref="MinLength"/> are cheap young-generation allocations and are not pooled.
+/// <see cref="MinLength"/> floats (4 × that many bytes) are cheap young-generation allocations and are not pooled.
 /// </summary>
 /// <remarks>
 /// An array comes back here only from an owner that drops it: <see cref="Tensor.ReleaseIfUnread"/>, the backward
@@ -18,8 +19,10 @@ namespace DeepSeekSharp.Tensors;
 /// </remarks>
 public static class StoragePool
 {
-    private static readonly Dictionary<int, Bucket> Buckets = [];
+    private const int ClassesPerOctave = 8;
     private static readonly Lock Gate = new();
+    private static readonly ClassPool<float> Floats = new(sizeof(float));
+    private static readonly ClassPool<byte> Bytes = new(1);
     private static long _heldBytes;
 
     /// <summary>Arrays shorter than this many floats are plain allocations (internal so tests can pool everything).</summary>
@@ -35,35 +38,22 @@ public static class StoragePool
         long.TryParse(Environment.GetEnvironmentVariable("DSS_TENSOR_POOL_MB"), out long mb) && mb >= 0 ? mb << 20
         : GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 4;
 
-    /// <summary>The length of the array that serves a request of <paramref name="length"/> floats.</summary>
-    internal static int ClassLength(int length)
+    /// <summary>The length of the float array that serves a request of <paramref name="length"/> floats.</summary>
+    internal static int ClassLength(int length) => ClassLength(length, MinLength);
+
+    private static int ClassLength(int length, int minLength)
     {
-        if (length < MinLength) return length;
+        if (length < minLength) return length;
         int step = Math.Max(1, (int)(BitOperations.RoundUpToPowerOf2((uint)length + 1) >> 4)); // 1/8 of the octave below
         long rounded = ((long)length + step - 1) / step * step;
         return (int)Math.Min(rounded, Array.MaxLength);
     }
 
+    /// <summary>The next larger class length (0 past the largest array).</summary>
+    private static int NextClass(int size, int minLength) => size >= Array.MaxLength ? 0 : ClassLength(size + 1, minLength);
+
     /// <summary>An array of at least <paramref name="length"/> floats with undefined contents.</summary>
-    public static float[] Rent(int length)
-    {
-        ArgumentOutOfRangeException.ThrowIfNegative(length);
-        if (length < MinLength || MaxBytes == 0) return GC.AllocateUninitializedArray<float>(length);
-        int size = ClassLength(length);
-        lock (Gate)
-        {
-            if (Buckets.TryGetValue(size, out var bucket))
-            {
-                bucket.Requested = true;
-                if (bucket.Arrays.TryPop(out var buffer))
-                {
-                    _heldBytes -= 4L * size;
-                    return buffer;
-                }
-            }
-        }
-        return GC.AllocateUninitializedArray<float>(size);
-    }
+    public static float[] Rent(int length) => Floats.Rent(length, MinLength);
 
     /// <summary>An all-zero array of at least <paramref name="length"/> floats (the slack too, so it never holds stale values).</summary>
     public static float[] RentZeroed(int length)
@@ -74,18 +64,13 @@ public static class StoragePool
     }
 
     /// <summary>Takes back an array its owner will never touch again (arrays not of a pooled size are left to the GC).</summary>
-    public static void Return(float[] buffer)
-    {
-        int size = buffer.Length;
-        if (size < MinLength || ClassLength(size) != size) return;
-        lock (Gate)
-        {
-            if (_heldBytes + 4L * size > MaxBytes) return;
-            if (!Buckets.TryGetValue(size, out var bucket)) Buckets[size] = bucket = new Bucket();
-            bucket.Arrays.Push(buffer);
-            _heldBytes += 4L * size;
-        }
-    }
+    public static void Return(float[] buffer) => Floats.Return(buffer, MinLength);
+
+    /// <summary>A byte array of at least <paramref name="length"/> bytes with undefined contents (FP8 codes).</summary>
+    public static byte[] RentBytes(int length) => Bytes.Rent(length, 4 * MinLength);
+
+    /// <summary>Takes back a byte array its owner will never touch again.</summary>
+    public static void ReturnBytes(byte[] buffer) => Bytes.Return(buffer, 4 * MinLength);
 
     /// <summary>
     /// Drops the arrays of every size class nobody asked for since the previous call. Called once per training step
@@ -96,22 +81,9 @@ public static class StoragePool
     {
         lock (Gate)
         {
-            foreach (var (size, bucket) in Buckets)
-            {
-                if (!bucket.Requested)
-                {
-                    _heldBytes -= 4L * size * bucket.Arrays.Count;
-                    bucket.Arrays.Clear();
-                }
-                bucket.Requested = false;
-            }
+            Floats.TrimUnused();
+            Bytes.TrimUnused();
         }
-    }
-
-    private sealed class Bucket
-    {
-        public Stack<float[]> Arrays { get; } = new();
-        public bool Requested { get; set; }
     }
 
     /// <summary>Drops everything held (e.g. after training, before a differently shaped workload).</summary>
@@ -119,8 +91,76 @@ public static class StoragePool
     {
         lock (Gate)
         {
-            Buckets.Clear();
-            _heldBytes = 0;
+            Floats.Clear();
+            Bytes.Clear();
+        }
+    }
+
+    /// <summary>The buckets of one element type; every member runs under <see cref="Gate"/> except the allocation.</summary>
+    private sealed class ClassPool<T>(int elementBytes)
+    {
+        private readonly Dictionary<int, Bucket> _buckets = [];
+
+        public T[] Rent(int length, int minLength)
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(length);
+            if (length < minLength || MaxBytes == 0) return GC.AllocateUninitializedArray<T>(length);
+            int size = ClassLength(length, minLength);
+            lock (Gate)
+            {
+                // The request's own class first, then up to an octave above: MoE expert tensors change class with
+                // the routing every step, and an idle larger array serves better than a new one beside it.
+                int candidate = size;
+                for (int up = 0; up <= ClassesPerOctave && candidate > 0; up++, candidate = NextClass(candidate, minLength))
+                {
+                    if (!_buckets.TryGetValue(candidate, out var bucket)) continue;
+                    bucket.Requested = true;
+                    if (bucket.Arrays.TryPop(out var buffer))
+                    {
+                        _heldBytes -= (long)elementBytes * candidate;
+                        return buffer;
+                    }
+                }
+            }
+            return GC.AllocateUninitializedArray<T>(size);
+        }
+
+        public void Return(T[] buffer, int minLength)
+        {
+            int size = buffer.Length;
+            if (size < minLength || ClassLength(size, minLength) != size) return;
+            lock (Gate)
+            {
+                if (_heldBytes + (long)elementBytes * size > MaxBytes) return;
+                if (!_buckets.TryGetValue(size, out var bucket)) _buckets[size] = bucket = new Bucket();
+                bucket.Arrays.Push(buffer);
+                _heldBytes += (long)elementBytes * size;
+            }
+        }
+
+        public void TrimUnused()
+        {
+            foreach (var (size, bucket) in _buckets)
+            {
+                if (!bucket.Requested)
+                {
+                    _heldBytes -= (long)elementBytes * size * bucket.Arrays.Count;
+                    bucket.Arrays.Clear();
+                }
+                bucket.Requested = false;
+            }
+        }
+
+        public void Clear()
+        {
+            foreach (var (size, bucket) in _buckets) _heldBytes -= (long)elementBytes * size * bucket.Arrays.Count;
+            _buckets.Clear();
+        }
+
+        private sealed class Bucket
+        {
+            public Stack<T[]> Arrays { get; } = new();
+            public bool Requested { get; set; }
         }
     }
 }

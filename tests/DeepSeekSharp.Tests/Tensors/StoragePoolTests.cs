@@ -35,6 +35,32 @@ public class StoragePoolTests
     }
 
     [Fact]
+    public void AnEmptyClassIsServedByAnIdleArrayAtMostAnOctaveAbove()
+    {
+        // Lengths no other test uses: one array in a class, then requests a few classes and over an octave below it.
+        const int Large = 7_300_001;
+        float[] a = StoragePool.Rent(Large);
+        StoragePool.Return(a);
+        float[] tooSmall = StoragePool.Rent(Large / 2 - 500_000);      // more than an octave below: a new array
+        Assert.NotSame(a, tooSmall);
+        Assert.Same(a, StoragePool.Rent(Large * 3 / 4));              // a few classes below: the idle larger array
+        StoragePool.Return(a);
+        Assert.Same(a, StoragePool.Rent(Large - 1));                   // its own class still finds it
+    }
+
+    [Fact]
+    public void ByteArraysArePooledApartFromFloatArrays()
+    {
+        const int Length = 5_100_007;
+        byte[] codes = StoragePool.RentBytes(Length);
+        Assert.True(codes.Length >= Length && codes.Length <= Length + Length / 8 + 1);
+        long held = StoragePool.HeldBytes;
+        StoragePool.ReturnBytes(codes);
+        Assert.True(StoragePool.HeldBytes >= held + codes.Length || StoragePool.HeldBytes > held);
+        Assert.Same(codes, StoragePool.RentBytes(Length - 3));
+    }
+
+    [Fact]
     public void ASizeClassNobodyAskedForIsTrimmed()
     {
         float[] a = StoragePool.Rent(OddLength + 3_000_000);
@@ -74,7 +100,7 @@ public class StoragePoolTests
         var loss = Functional.CrossEntropy(Functional.Linear(Functional.SiluMul(g, h), w2), [0, 1, 2, 3, 4, 0]);
         Backprop.Backward(loss, freeActivations);
         Assert.Single(loss.Span.ToArray()); // the root stays readable either way
-        return (x.Grad!.AsSpan(0, (int)x.Length).ToArray(), w.Grad!.ToArray(), h, g);
+        return (x.Grad!.AsSpan(0, (int)x.Length).ToArray(), w.Grad!.AsSpan(0, (int)w.Length).ToArray(), h, g);
     }
 
     [Fact]
