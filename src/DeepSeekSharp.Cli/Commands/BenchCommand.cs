@@ -191,7 +191,13 @@ internal static class BenchCommand
                 }
                 else
                 {
-                    using (GradMode.NoGrad()) m.Forward(ids, batchGeom);
+                    using (GradMode.NoGrad())
+                    {
+                        // The caller is done with the outputs: they go back to the pool, as a serving loop's would.
+                        var output = m.Forward(ids, batchGeom);
+                        output.Logits.ReleaseIfUnread();
+                        output.Hidden.ReleaseIfUnread();
+                    }
                 }
                 sw.Stop();
                 if (s >= w)

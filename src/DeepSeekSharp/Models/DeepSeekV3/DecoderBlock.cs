@@ -39,6 +39,7 @@ public sealed class DecoderBlock : Module
         PostAttentionLayerNorm.ReleaseOutput(f);
         Tensor output = Functional.Add(a, mlp);
         mlp.ReleaseIfUnread();
+        a.ReleaseIfUnread(); // read by the FFN norm's backward when training; otherwise dead here
         return output;
     }
 }

@@ -78,6 +78,7 @@ public sealed class Mla : Module
         Tensor kPe = Functional.Rope(Functional.SliceLast(kvA, dc, dr), 1, dr, 0, dr, batch.Positions, cos, sin); // [B·T, dr]
         Tensor kvb = KvBProj.Forward(cKv);                                               // [B·T, n·(dn+dv)]
         KvALayerNorm.ReleaseOutput(cKv);
+        kvA.ReleaseIfUnread(); // both slices are copies
         var shape = new MlaAttentionShape(batch.Batch, batch.SeqLen, n, dn, dr, c.VHeadDim, _rope.SoftmaxScale);
         Tensor o = Functional.MlaAttention(q, kvb, kPe, shape);                          // [B·T, n·dv]
         if (RecomputeUpProjections)
@@ -85,6 +86,13 @@ public sealed class Mla : Module
             // The attention backward is the only reader of q and kv_b: their producing ops rebuild them then.
             kvb.DropForRecompute();
             q.DropForRecompute();
+        }
+        else
+        {
+            // Without a recorded backward (inference, no-grad) the attention core's inputs are dead now.
+            q.ReleaseIfUnread();
+            kvb.ReleaseIfUnread();
+            kPe.ReleaseIfUnread();
         }
         Tensor output = OProj.Forward(o);
         o.ReleaseIfUnread(); // kept only when o_proj's backward reads it (fp32); an FP8 o_proj has its own copy

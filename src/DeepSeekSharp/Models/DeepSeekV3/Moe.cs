@@ -46,6 +46,7 @@ public sealed class Moe : Module
             }
         Tensor stacked = Functional.RoutedExperts(x, rowToken, offsets, (e, rows) => Experts[e].Forward(rows)); // [N·k, H]
         Tensor y = Functional.MoeCombine(weights, stacked, rowToken, rowSlot);
+        stacked.ReleaseIfUnread(); // the combine's backward reads it when training
         if (SharedExperts is null) return y;
         Tensor shared = SharedExperts.Forward(x);
         Tensor sum = Functional.Add(y, shared);
