@@ -5,8 +5,8 @@ using DeepSeekSharp.Kernels.Cpu;
 namespace DeepSeekSharp.Benchmarks;
 
 /// <summary>
-/// One layer's MLA attention core at bench-small's shape (8 sequences × 256 tokens, 8 heads, dn 32, dr 16, dv 32),
-/// forward and backward, as the training step calls it. Useful FLOPs (causal half): forward 4·B·H·T²/2·(dq+dv)/2.
+/// One layer's MLA attention core at bench-small's shape (8 sequences × 256 tokens, 8 heads, dn 32, dr 16, dv 32) and
+/// bench-medium's (4 × 512 tokens, 8 heads, dn 64, dr 32, dv 64), forward and backward, as the training step calls it. Useful FLOPs (causal half): forward 4·B·H·T²/2·(dq+dv)/2.
 /// </summary>
 [MemoryDiagnoser]
 public class AttentionBenchmarks
@@ -18,11 +18,15 @@ public class AttentionBenchmarks
     [Params(1, 2)]
     public int Threads { get; set; }
 
+    [Params("bench-small", "bench-medium")]
+    public string Workload { get; set; } = "bench-small";
+
     [GlobalSetup]
     public void Setup()
     {
         _pool = new WorkerPool(Threads);
-        _s = new MlaAttentionShape(8, 256, 8, 32, 16, 32, 1f / MathF.Sqrt(48));
+        _s = Workload == "bench-medium" ? new MlaAttentionShape(4, 512, 8, 64, 32, 64, 1f / MathF.Sqrt(96))
+            : new MlaAttentionShape(8, 256, 8, 32, 16, 32, 1f / MathF.Sqrt(48));
         int rows = _s.Batch * _s.SeqLen;
         var rng = new Random(1);
         float[] Random(int n) => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();

@@ -1,4 +1,6 @@
 using System.Buffers;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 
 namespace DeepSeekSharp.Kernels.Cpu;
@@ -83,16 +85,20 @@ internal static class MlaAttentionKernels
         finally { ArrayPool<float>.Shared.Return(dkpePartial); }
     }
 
-    /// <summary>Per-worker buffers: contiguous Q, K, V of one head and one tile of scores.</summary>
+    /// <summary>Per-worker buffers: one head's packed keys and values, its keys as contiguous rows, tiles of scores.</summary>
     private sealed class HeadScratch
     {
-        public readonly float[] Q, K, V, S, P2, DQ, DK, DV, DO, Inv;
+        public readonly float[] PackedK, PackedKt, PackedV, K, S, P2, DQ, DK, DV, DO, Inv;
 
         public HeadScratch(in MlaAttentionShape s)
         {
             var pool = ArrayPool<float>.Shared;
             int t = s.SeqLen;
-            Q = pool.Rent(t * s.QDim); K = pool.Rent(t * s.QDim); V = pool.Rent(t * s.VDim);
+            PackedK = pool.Rent(SgemmPrepacked.PackedBLength(t, s.QDim));
+            PackedKt = pool.Rent(SgemmPrepacked.PackedALength(s.QDim, t));
+            // Vᵀ packed as A (forward) or as B (backward): room for either.
+            PackedV = pool.Rent(Math.Max(SgemmPrepacked.PackedALength(s.VDim, t), SgemmPrepacked.PackedBLength(t, s.VDim)));
+            K = pool.Rent(t * s.QDim);
             S = pool.Rent(TileRows * t); P2 = pool.Rent(TileRows * t);
             DQ = pool.Rent(t * s.QDim); DK = pool.Rent(t * s.QDim); DV = pool.Rent(t * s.VDim); DO = pool.Rent(t * s.VDim);
             Inv = pool.Rent(TileRows);
@@ -101,113 +107,182 @@ internal static class MlaAttentionKernels
         public void Return()
         {
             var pool = ArrayPool<float>.Shared;
-            foreach (var a in new[] { Q, K, V, S, P2, DQ, DK, DV, DO, Inv }) pool.Return(a);
+            foreach (var a in new[] { PackedK, PackedKt, PackedV, K, S, P2, DQ, DK, DV, DO, Inv }) pool.Return(a);
         }
     }
 
-    private static void Gather(in MlaAttentionShape s, int b, int h, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb, ReadOnlySpan<float> kpe, HeadScratch w)
+    /// <summary>
+    /// Packs one head's keys (as Kᵀ, 64-wide strips over the T keys, depth [k_nope ; k_pe]) and values (as Vᵀ, 6-row
+    /// panels over depth T) straight from q/kvb/kpe's strided rows, once per head: every query tile then multiplies a
+    /// prefix of them in place (<see cref="SgemmPrepacked"/>) instead of gathering and repacking per tile.
+    /// </summary>
+    private static unsafe void PackKeys(in MlaAttentionShape s, float* kvbHead, float* kpeBatch, float* packedK)
     {
-        int t = s.SeqLen, dq = s.QDim, dn = s.NopeDim, dr = s.RopeDim, dv = s.VDim, kvbDim = s.KvbDim;
-        for (int i = 0; i < t; i++)
-        {
-            long tok = (long)b * t + i;
-            q.Slice((int)((tok * s.Heads + h) * dq), dq).CopyTo(w.Q.AsSpan(i * dq, dq));
-            var kvbRow = kvb.Slice((int)((tok * s.Heads + h) * kvbDim), kvbDim);
-            kvbRow[..dn].CopyTo(w.K.AsSpan(i * dq, dn));
-            kpe.Slice((int)(tok * dr), dr).CopyTo(w.K.AsSpan(i * dq + dn, dr));
-            kvbRow.Slice(dn, dv).CopyTo(w.V.AsSpan(i * dv, dv));
-        }
+        int t = s.SeqLen, dq = s.QDim, dn = s.NopeDim, dr = s.RopeDim, kvStride = s.Heads * s.KvbDim;
+        SgemmPrepacked.PackB(true, kvbHead, kvStride, t, dq, 0, dn, packedK);
+        SgemmPrepacked.PackB(true, kpeBatch, dr, t, dq, dn, dr, packedK);
     }
 
-    private static void ForwardHead(in MlaAttentionShape s, int b, int h, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb, ReadOnlySpan<float> kpe,
+    private static unsafe void ForwardHead(in MlaAttentionShape s, int b, int h, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb, ReadOnlySpan<float> kpe,
         Span<float> o, Span<float> lse, HeadScratch w)
     {
-        int t = s.SeqLen, dq = s.QDim, dv = s.VDim;
-        Gather(s, b, h, q, kvb, kpe, w);
-        for (int r0 = 0; r0 < t; r0 += TileRows)
+        int t = s.SeqLen, dq = s.QDim, dn = s.NopeDim, dr = s.RopeDim, dv = s.VDim, qStride = s.Heads * dq, kvStride = s.Heads * s.KvbDim;
+        long tok0 = (long)b * t;
+        fixed (float* pq = q) fixed (float* pkvb = kvb) fixed (float* pkpe = kpe) fixed (float* pk = w.PackedK) fixed (float* pv = w.PackedV)
+        fixed (float* ps = w.S) fixed (float* pot = w.DO)
         {
-            int rows = Math.Min(TileRows, t - r0);
-            int cols = r0 + rows; // causal: keys 0..r0+rows-1 are all this tile can see
-            // S[rows, cols] = scale · Q_tile · Kᵀ
-            Sgemm.Multiply(null, false, true, rows, cols, dq, s.Scale, w.Q.AsSpan(r0 * dq), dq, w.K, dq, 0f, w.S, cols);
-            for (int r = 0; r < rows; r++)
+            float* qHead = pq + (tok0 * s.Heads + h) * dq, kvbHead = pkvb + (tok0 * s.Heads + h) * s.KvbDim;
+            PackKeys(s, kvbHead, pkpe + tok0 * dr, pk);
+            SgemmPrepacked.PackATransposed(kvbHead + dn, kvStride, dv, t, pv); // Vᵀ [dv, T]
+            for (int r0 = 0; r0 < t; r0 += TileRows)
             {
-                int i = r0 + r;
-                var row = w.S.AsSpan(r * cols, cols);
-                var live = row[..(i + 1)];
-                float max = TensorPrimitives.Max(live);
-                TensorPrimitives.Subtract(live, max, live);
-                TensorPrimitives.Exp(live, live);
-                float sum = TensorPrimitives.Sum(live);
-                row[(i + 1)..].Clear();
-                w.Inv[r] = 1f / sum; // applied to the dv-wide output row instead of the (longer) probability row
-                lse[(b * s.Heads + h) * t + i] = max + MathF.Log(sum);
-            }
-            // O_tileᵀ[dv, rows] = Vᵀ · Pᵀ: n = rows (a multiple of the micro-kernel's 64 columns) instead of dv = 32,
-            // which would leave half of every micro-tile idle.
-            Sgemm.Multiply(null, true, true, dv, rows, cols, 1f, w.V, dv, w.S, cols, 0f, w.DO, rows);
-            for (int r = 0; r < rows; r++)
-            {
-                long tok = (long)b * t + r0 + r;
-                var target = o.Slice((int)((tok * s.Heads + h) * dv), dv);
-                float inv = w.Inv[r];
-                for (int c = 0; c < dv; c++) target[c] = w.DO[c * rows + r] * inv;
+                int rows = Math.Min(TileRows, t - r0);
+                int cols = r0 + rows; // causal: keys 0..r0+rows-1 are all this tile can see
+                // S[rows, cols] = scale · Q_tile · Kᵀ (Q rows read in place)
+                SgemmPrepacked.MultiplyPackedB(rows, cols, dq, s.Scale, qHead + (long)r0 * qStride, qStride, pk, 0f, ps, cols);
+                for (int r = 0; r < rows; r++)
+                {
+                    int i = r0 + r;
+                    var row = w.S.AsSpan(r * cols, cols);
+                    var live = row[..(i + 1)];
+                    float max = TensorPrimitives.Max(live);
+                    TensorPrimitives.Subtract(live, max, live);
+                    TensorPrimitives.Exp(live, live);
+                    float sum = TensorPrimitives.Sum(live);
+                    row[(i + 1)..].Clear();
+                    w.Inv[r] = 1f / sum; // applied to the dv-wide output row instead of the (longer) probability row
+                    lse[(b * s.Heads + h) * t + i] = max + MathF.Log(sum);
+                }
+                // O_tileᵀ[dv, rows] = Vᵀ · Pᵀ: n = rows (a multiple of the micro-kernel's 64 columns) instead of dv = 32,
+                // which would leave half of every micro-tile idle.
+                SgemmPrepacked.MultiplyPackedA(dv, rows, cols, t, 1f, pv, true, ps, cols, 0f, pot, rows);
+                fixed (float* po = o) fixed (float* pinv = w.Inv)
+                    StoreTransposedScaled(pot, rows, dv, rows, pinv, po + ((tok0 + r0) * s.Heads + h) * dv, s.Heads * dv);
             }
         }
     }
 
-    private static void BackwardHead(in MlaAttentionShape s, int b, int h, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb, ReadOnlySpan<float> kpe,
+    private static unsafe void BackwardHead(in MlaAttentionShape s, int b, int h, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb, ReadOnlySpan<float> kpe,
         ReadOnlySpan<float> lse, ReadOnlySpan<float> dO, Span<float> dq, Span<float> dkvb, Span<float> dkpeHead, HeadScratch w)
     {
         int t = s.SeqLen, dqDim = s.QDim, dn = s.NopeDim, dr = s.RopeDim, dv = s.VDim, kvbDim = s.KvbDim;
-        Gather(s, b, h, q, kvb, kpe, w);
-        for (int i = 0; i < t; i++)
+        int qStride = s.Heads * dqDim, kvStride = s.Heads * kvbDim, oStride = s.Heads * dv;
+        long tok0 = (long)b * t;
+        fixed (float* pq = q) fixed (float* pkvb = kvb) fixed (float* pkpe = kpe) fixed (float* pdo = dO)
+        fixed (float* pk = w.PackedK) fixed (float* pkt = w.PackedKt) fixed (float* pvt = w.PackedV) fixed (float* pkc = w.K)
+        fixed (float* ps = w.S) fixed (float* pp2 = w.P2) fixed (float* pdqt = w.DQ) fixed (float* pdkt = w.DK) fixed (float* pdvt = w.DV)
+        fixed (float* pdq = dq) fixed (float* pdkvb = dkvb) fixed (float* pdkpe = dkpeHead)
         {
-            long tok = (long)b * t + i;
-            dO.Slice((int)((tok * s.Heads + h) * dv), dv).CopyTo(w.DO.AsSpan(i * dv, dv));
-        }
-        // dQ, dK and dV are accumulated transposed ([dq or dv, T]): each of their GEMMs then has n = rows or cols (multiples
-        // of the micro-kernel's 64 columns) instead of n = dq = 48 or dv = 32, which would leave micro-tiles part idle.
-        Array.Clear(w.DK, 0, t * dqDim);
-        Array.Clear(w.DV, 0, t * dv);
-        for (int r0 = 0; r0 < t; r0 += TileRows)
-        {
-            int rows = Math.Min(TileRows, t - r0);
-            int cols = r0 + rows;
-            // Recompute P from the saved log-sum-exp.
-            Sgemm.Multiply(null, false, true, rows, cols, dqDim, s.Scale, w.Q.AsSpan(r0 * dqDim), dqDim, w.K, dqDim, 0f, w.S, cols);
-            // dP[rows, cols] = dO_tile · Vᵀ
-            Sgemm.Multiply(null, false, true, rows, cols, dv, 1f, w.DO.AsSpan(r0 * dv), dv, w.V, dv, 0f, w.P2, cols);
-            for (int r = 0; r < rows; r++)
+            float* qHead = pq + (tok0 * s.Heads + h) * dqDim, kvbHead = pkvb + (tok0 * s.Heads + h) * kvbDim, doHead = pdo + (tok0 * s.Heads + h) * dv;
+            // Keys are needed twice (as Kᵀ on the right of Q·Kᵀ, as Kᵀ on the left of dQᵀ = Kᵀ·dSᵀ): assembled once as
+            // contiguous [T, dq] rows, then packed in both layouts; values once, as Vᵀ on the right of dO·Vᵀ.
+            for (int i = 0; i < t; i++)
             {
-                int i = r0 + r;
-                var p = w.S.AsSpan(r * cols, cols);
-                var dp = w.P2.AsSpan(r * cols, cols);
-                var live = p[..(i + 1)];
-                TensorPrimitives.Subtract(live, lse[(b * s.Heads + h) * t + i], live);
-                TensorPrimitives.Exp(live, live);
-                p[(i + 1)..].Clear();
-                dp[(i + 1)..].Clear();
-                float dsum = TensorPrimitives.Dot(p, dp);
-                // dS = P ⊙ (dP − Σ P·dP), scaled into score space
-                TensorPrimitives.Subtract(dp, dsum, dp);
-                TensorPrimitives.Multiply(dp, p, dp);
+                long tok = tok0 + i;
+                new ReadOnlySpan<float>(pkvb + (tok * s.Heads + h) * kvbDim, dn).CopyTo(w.K.AsSpan(i * dqDim, dn));
+                new ReadOnlySpan<float>(pkpe + tok * dr, dr).CopyTo(w.K.AsSpan(i * dqDim + dn, dr));
             }
-            // dVᵀ[dv, cols] += dO_tileᵀ · P ; dQ_tileᵀ[dq, rows] = scale · Kᵀ · dSᵀ ; dKᵀ[dq, cols] += scale · Q_tileᵀ · dS
-            Sgemm.Multiply(null, true, false, dv, cols, rows, 1f, w.DO.AsSpan(r0 * dv), dv, w.S, cols, 1f, w.DV, t);
-            Sgemm.Multiply(null, true, true, dqDim, rows, cols, s.Scale, w.K, dqDim, w.P2, cols, 0f, w.DQ.AsSpan(r0), t);
-            Sgemm.Multiply(null, true, false, dqDim, cols, rows, s.Scale, w.Q.AsSpan(r0 * dqDim), dqDim, w.P2, cols, 1f, w.DK, t);
+            SgemmPrepacked.PackB(true, pkc, dqDim, t, dqDim, 0, dqDim, pk);
+            SgemmPrepacked.PackATransposed(pkc, dqDim, dqDim, t, pkt);
+            SgemmPrepacked.PackB(true, kvbHead + dn, kvStride, t, dv, 0, dv, pvt);
+            // dQ, dK and dV are accumulated transposed ([dq or dv, T]): each of their GEMMs then has n = rows or cols (multiples
+            // of the micro-kernel's 64 columns) instead of n = dq = 48 or dv = 32, which would leave micro-tiles part idle.
+            Array.Clear(w.DK, 0, t * dqDim);
+            Array.Clear(w.DV, 0, t * dv);
+            for (int r0 = 0; r0 < t; r0 += TileRows)
+            {
+                int rows = Math.Min(TileRows, t - r0);
+                int cols = r0 + rows;
+                // Recompute P from the saved log-sum-exp.
+                SgemmPrepacked.MultiplyPackedB(rows, cols, dqDim, s.Scale, qHead + (long)r0 * qStride, qStride, pk, 0f, ps, cols);
+                // dP[rows, cols] = dO_tile · Vᵀ
+                SgemmPrepacked.MultiplyPackedB(rows, cols, dv, 1f, doHead + (long)r0 * oStride, oStride, pvt, 0f, pp2, cols);
+                for (int r = 0; r < rows; r++)
+                {
+                    int i = r0 + r;
+                    var p = w.S.AsSpan(r * cols, cols);
+                    var dp = w.P2.AsSpan(r * cols, cols);
+                    var live = p[..(i + 1)];
+                    TensorPrimitives.Subtract(live, lse[(b * s.Heads + h) * t + i], live);
+                    TensorPrimitives.Exp(live, live);
+                    p[(i + 1)..].Clear();
+                    dp[(i + 1)..].Clear();
+                    float dsum = TensorPrimitives.Dot(p, dp);
+                    // dS = P ⊙ (dP − Σ P·dP), scaled into score space
+                    TensorPrimitives.Subtract(dp, dsum, dp);
+                    TensorPrimitives.Multiply(dp, p, dp);
+                }
+                // dVᵀ[dv, cols] += dO_tileᵀ · P ; dQ_tileᵀ[dq, rows] = scale · Kᵀ · dSᵀ ; dKᵀ[dq, cols] += scale · Q_tileᵀ · dS
+                Sgemm.Multiply(null, true, false, dv, cols, rows, 1f, doHead + (long)r0 * oStride, oStride, ps, cols, 1f, pdvt, t);
+                SgemmPrepacked.MultiplyPackedA(dqDim, rows, cols, t, s.Scale, pkt, true, pp2, cols, 0f, pdqt + r0, t);
+                Sgemm.Multiply(null, true, false, dqDim, cols, rows, s.Scale, qHead + (long)r0 * qStride, qStride, pp2, cols, 1f, pdkt, t);
+            }
+            // The transposed accumulators go back to token rows (q, kv_b, this head's k_pe partial), 8 × 8 blocks at a time.
+            long headRow = tok0 * s.Heads + h;
+            AddTransposed(pdqt, t, 0, dqDim, t, pdq + headRow * dqDim, qStride);
+            AddTransposed(pdkt, t, 0, dn, t, pdkvb + headRow * kvbDim, kvStride);
+            AddTransposed(pdvt, t, 0, dv, t, pdkvb + headRow * kvbDim + dn, kvStride);
+            AddTransposed(pdkt, t, dn, dr, t, pdkpe, dr);
         }
-        for (int i = 0; i < t; i++)
+    }
+
+    /// <summary>dst[i·dstStride + c] = srcT[c·ldSrc + i] · rowScale[i] for c &lt; cols, i &lt; rows (8 × 8 AVX transposes, scalar edges).</summary>
+    private static unsafe void StoreTransposedScaled(float* srcT, int ldSrc, int cols, int rows, float* rowScale, float* dst, int dstStride)
+    {
+        int c8 = Avx.IsSupported ? cols & ~7 : 0, r8 = Avx.IsSupported ? rows & ~7 : 0;
+        for (int i = 0; i < r8; i += 8)
+            for (int c = 0; c < c8; c += 8)
+            {
+                float* sp = srcT + (nint)c * ldSrc + i;
+                SgemmPacking.Transpose8x8(Vector256.Load(sp), Vector256.Load(sp + ldSrc), Vector256.Load(sp + 2 * (nint)ldSrc),
+                    Vector256.Load(sp + 3 * (nint)ldSrc), Vector256.Load(sp + 4 * (nint)ldSrc), Vector256.Load(sp + 5 * (nint)ldSrc),
+                    Vector256.Load(sp + 6 * (nint)ldSrc), Vector256.Load(sp + 7 * (nint)ldSrc),
+                    out var o0, out var o1, out var o2, out var o3, out var o4, out var o5, out var o6, out var o7);
+                float* d = dst + (nint)i * dstStride + c;
+                float* sc = rowScale + i;
+                (o0 * sc[0]).Store(d); d += dstStride;
+                (o1 * sc[1]).Store(d); d += dstStride;
+                (o2 * sc[2]).Store(d); d += dstStride;
+                (o3 * sc[3]).Store(d); d += dstStride;
+                (o4 * sc[4]).Store(d); d += dstStride;
+                (o5 * sc[5]).Store(d); d += dstStride;
+                (o6 * sc[6]).Store(d); d += dstStride;
+                (o7 * sc[7]).Store(d);
+            }
+        for (int i = 0; i < rows; i++)
         {
-            long tok = (long)b * t + i;
-            var dqRow = dq.Slice((int)((tok * s.Heads + h) * dqDim), dqDim);
-            for (int c = 0; c < dqDim; c++) dqRow[c] += w.DQ[c * t + i];
-            var dkvbRow = dkvb.Slice((int)((tok * s.Heads + h) * kvbDim), kvbDim);
-            for (int c = 0; c < dn; c++) dkvbRow[c] += w.DK[c * t + i];
-            for (int c = 0; c < dv; c++) dkvbRow[dn + c] += w.DV[c * t + i];
-            var kp = dkpeHead.Slice(i * dr, dr);
-            for (int c = 0; c < dr; c++) kp[c] += w.DK[(dn + c) * t + i];
+            float* d = dst + (nint)i * dstStride;
+            for (int c = i < r8 ? c8 : 0; c < cols; c++) d[c] = srcT[(nint)c * ldSrc + i] * rowScale[i];
+        }
+    }
+
+    /// <summary>dst[i·dstStride + c] += srcT[(c0 + c)·ldSrc + i] for c &lt; cols, i &lt; rows (8 × 8 AVX transposes, scalar edges).</summary>
+    private static unsafe void AddTransposed(float* srcT, int ldSrc, int c0, int cols, int rows, float* dst, int dstStride)
+    {
+        float* src = srcT + (nint)c0 * ldSrc;
+        int c8 = Avx.IsSupported ? cols & ~7 : 0, r8 = Avx.IsSupported ? rows & ~7 : 0;
+        for (int i = 0; i < r8; i += 8)
+            for (int c = 0; c < c8; c += 8)
+            {
+                float* sp = src + (nint)c * ldSrc + i;
+                SgemmPacking.Transpose8x8(Vector256.Load(sp), Vector256.Load(sp + ldSrc), Vector256.Load(sp + 2 * (nint)ldSrc),
+                    Vector256.Load(sp + 3 * (nint)ldSrc), Vector256.Load(sp + 4 * (nint)ldSrc), Vector256.Load(sp + 5 * (nint)ldSrc),
+                    Vector256.Load(sp + 6 * (nint)ldSrc), Vector256.Load(sp + 7 * (nint)ldSrc),
+                    out var o0, out var o1, out var o2, out var o3, out var o4, out var o5, out var o6, out var o7);
+                float* d = dst + (nint)i * dstStride + c;
+                (Vector256.Load(d) + o0).Store(d); d += dstStride;
+                (Vector256.Load(d) + o1).Store(d); d += dstStride;
+                (Vector256.Load(d) + o2).Store(d); d += dstStride;
+                (Vector256.Load(d) + o3).Store(d); d += dstStride;
+                (Vector256.Load(d) + o4).Store(d); d += dstStride;
+                (Vector256.Load(d) + o5).Store(d); d += dstStride;
+                (Vector256.Load(d) + o6).Store(d); d += dstStride;
+                (Vector256.Load(d) + o7).Store(d);
+            }
+        for (int i = 0; i < rows; i++)
+        {
+            float* d = dst + (nint)i * dstStride;
+            for (int c = i < r8 ? c8 : 0; c < cols; c++) d[c] += src[(nint)c * ldSrc + i];
         }
     }
 }

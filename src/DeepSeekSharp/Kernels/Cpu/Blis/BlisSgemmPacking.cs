@@ -114,7 +114,7 @@ internal static unsafe class SgemmPacking
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Transpose8x8(
+    internal static void Transpose8x8(
         Vector256<float> r0, Vector256<float> r1, Vector256<float> r2, Vector256<float> r3,
         Vector256<float> r4, Vector256<float> r5, Vector256<float> r6, Vector256<float> r7,
         out Vector256<float> o0, out Vector256<float> o1, out Vector256<float> o2, out Vector256<float> o3,
