@@ -46,6 +46,7 @@ public sealed class Gate : Module
     {
         Tensor logits = Functional.Linear(x, Weight);                                          // [N, E]
         Tensor scores = _c.ScoringFunc == "sigmoid" ? Functional.Sigmoid(logits) : Functional.Softmax(logits);
+        logits.ReleaseIfUnread(); // both score functions differentiate from their output
         int[] idx = Select(scores.Span, OptionalBias());
         Tensor w = Functional.RouteWeights(scores, idx, TopK, _c.NormTopkProb == true, _c.RoutedScalingFactor ?? 1f);
         var counts = new long[Experts];

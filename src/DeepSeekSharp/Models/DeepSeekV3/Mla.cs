@@ -65,7 +65,9 @@ public sealed class Mla : Module
         if (QProj is not null) q = QProj.Forward(x);
         else
         {
-            Tensor qA = QALayerNorm!.Forward(QAProj!.Forward(x));
+            Tensor qARaw = QAProj!.Forward(x);
+            Tensor qA = QALayerNorm!.Forward(qARaw);
+            qARaw.ReleaseIfUnread(); // kept when training: the norm's backward reads its input
             q = QBProj!.Forward(qA);
             QALayerNorm.ReleaseOutput(qA);
         }
@@ -74,8 +76,11 @@ public sealed class Mla : Module
         // RoPE's backward is a rotation of the gradient, it keeps no input; a recomputed q needs it rebuilt, though.
         if (!(RecomputeUpProjections && qUnroped.DropForRecompute())) qUnroped.ReleaseIfUnread();
         Tensor kvA = KvAProjWithMqa.Forward(x);                                          // [B·T, dc+dr]
-        Tensor cKv = KvALayerNorm.Forward(Functional.SliceLast(kvA, 0, dc));             // [B·T, dc]
-        Tensor kPe = Functional.Rope(Functional.SliceLast(kvA, dc, dr), 1, dr, 0, dr, batch.Positions, cos, sin); // [B·T, dr]
+        Tensor cKvRaw = Functional.SliceLast(kvA, 0, dc), kPeRaw = Functional.SliceLast(kvA, dc, dr);
+        Tensor cKv = KvALayerNorm.Forward(cKvRaw);                                       // [B·T, dc]
+        Tensor kPe = Functional.Rope(kPeRaw, 1, dr, 0, dr, batch.Positions, cos, sin);   // [B·T, dr]
+        cKvRaw.ReleaseIfUnread();
+        kPeRaw.ReleaseIfUnread();
         Tensor kvb = KvBProj.Forward(cKv);                                               // [B·T, n·(dn+dv)]
         KvALayerNorm.ReleaseOutput(cKv);
         kvA.ReleaseIfUnread(); // both slices are copies
