@@ -14,7 +14,7 @@ public static class Functional
     public static Tensor Linear(Tensor x, Tensor weight) => LinearOp.Forward(x, weight);
 
     /// <summary>Linear with FP8 (E4M3, fine-grained scales) inputs to all three GEMMs; caches its input in FP8.</summary>
-    public static Tensor LinearFp8(Tensor x, Tensor weight) => Fp8LinearOp.Forward(x, weight);
+    public static Tensor LinearFp8(Tensor x, Tensor weight, bool e5m6InputCache = false) => Fp8LinearOp.Forward(x, weight, e5m6InputCache);
 
     /// <summary>x · Wᵀ with an inference-only compressed weight (no gradient).</summary>
     public static Tensor LinearCompressed(Tensor x, CompressedWeight w)

@@ -20,8 +20,10 @@ public static class Fp8Training
     /// <param name="model">the model to switch</param>
     /// <param name="precision">fp32, bf16 or fp8</param>
     /// <param name="swigluCache">with fp8: cache the SwiGLU inputs of every MLP/expert in FP8 (V3's recipe)</param>
+    /// <param name="e5m6OProjCache">with fp8: cache the input of each attention output projection (o_proj) in E5M6
+    /// with power-of-two scales rather than E4M3 (V3's recipe)</param>
     /// <returns>how many Linears changed precision</returns>
-    public static int Apply(DeepSeekModel model, string precision, bool swigluCache = true)
+    public static int Apply(DeepSeekModel model, string precision, bool swigluCache = true, bool e5m6OProjCache = true)
     {
         int count = 0;
         switch (precision)
@@ -31,7 +33,10 @@ public static class Fp8Training
             case "fp8":
                 foreach (var (_, linear) in Fp8Checkpoint.Fp8Linears(model)) { linear.Fp8Compute = true; count++; }
                 foreach (var (_, module) in model.NamedModules())
+                {
                     if (module is Mlp mlp) mlp.Fp8SwigluCache = swigluCache && mlp.GateProj.Fp8Compute;
+                    if (module is Mla mla) mla.OProj.Fp8E5M6InputCache = e5m6OProjCache && mla.OProj.Fp8Compute;
+                }
                 break;
             case "bf16":
                 foreach (var (_, module) in model.NamedModules())

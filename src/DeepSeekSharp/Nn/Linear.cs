@@ -30,6 +30,10 @@ public sealed class Linear : Module
     /// <summary>Run the forward, input-gradient and weight-gradient GEMMs with FP8 inputs (DeepSeek-V3's recipe).</summary>
     public bool Fp8Compute { get; set; }
 
+    /// <summary>With <see cref="Fp8Compute"/>: cache the input for the backward in E5M6 with power-of-two 1×128 scales
+    /// instead of E4M3 (DeepSeek-V3 does this for the Linear after attention, o_proj).</summary>
+    public bool Fp8E5M6InputCache { get; set; }
+
     /// <summary>An inference-only compressed copy of the weight (BF16 or FP8 blocks); when set, the forward reads it.</summary>
     public CompressedWeight? InferenceWeight { get; set; }
 
@@ -41,7 +45,7 @@ public sealed class Linear : Module
     public Tensor Forward(Tensor x)
     {
         var y = InferenceWeight is not null ? Functional.LinearCompressed(x, InferenceWeight)
-            : Fp8Compute ? Functional.LinearFp8(x, Weight)
+            : Fp8Compute ? Functional.LinearFp8(x, Weight, Fp8E5M6InputCache)
             : Bf16Compute ? Functional.Linear(x, Functional.RoundBf16(Weight)) : Functional.Linear(x, Weight);
         return Adapter is null ? y : Adapter.Forward(this, x, y);
     }

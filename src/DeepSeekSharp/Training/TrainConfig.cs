@@ -55,6 +55,7 @@ public sealed class TrainConfig
     [Key("aux_loss_alpha")] public float AuxLossAlpha { get; set; } = 0.01f;
     [Key("precision")] public string Precision { get; set; } = "fp32";
     [Key("fp8_swiglu_cache")] public bool Fp8SwigluCache { get; set; } = true;
+    [Key("fp8_e5m6_o_proj")] public bool Fp8E5M6OProj { get; set; } = true;
     [Key("recompute_norms")] public bool RecomputeNorms { get; set; }
     [Key("recompute_mla_up")] public bool RecomputeMlaUp { get; set; }
 

@@ -55,7 +55,7 @@ public sealed class Trainer
             Moments = cfg.MomentPrecision,
         };
         _balancer = new BiasBalancer(_model);
-        DeepSeekSharp.Fp8.Fp8Training.Apply(_model, cfg.Precision, cfg.Fp8SwigluCache);
+        DeepSeekSharp.Fp8.Fp8Training.Apply(_model, cfg.Precision, cfg.Fp8SwigluCache, cfg.Fp8E5M6OProj);
         _model.RecomputeNorms(cfg.RecomputeNorms);
         _model.RecomputeMlaUpProjections(cfg.RecomputeMlaUp);
         if (resumeFrom is not null)

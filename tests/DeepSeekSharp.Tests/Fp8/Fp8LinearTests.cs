@@ -92,4 +92,36 @@ public class Fp8LinearTests
         double num = y32.Zip(y.Span.ToArray(), (a, b) => (double)(a - b) * (a - b)).Sum(), den = y32.Sum(a => (double)a * a);
         Assert.InRange(Math.Sqrt(num / den), 0.005, 0.1); // FP8's ~3% relative error, neither zero nor wild
     }
+
+    [Fact]
+    public void AnE5M6CachedInputChangesOnlyTheWeightGradientWhichUsesTheFinerCache()
+    {
+        var rng = new Random(8);
+        int n = 150, inDim = 200, outDim = 140;
+        var dy = new float[n * outDim];
+        for (int i = 0; i < dy.Length; i++) dy[i] = (float)(rng.NextDouble() * 2 - 1);
+        var x0 = Rand(rng, n, inDim);
+        var w0 = Rand(rng, outDim, inDim);
+        (float[] Y, float[] Dx, float[] Dw) Run(bool e5m6)
+        {
+            var x = Tensor.FromArray(x0.Span.ToArray(), n, inDim); x.RequiresGrad = true;
+            var w = new Parameter([outDim, inDim], materialize: true);
+            w0.Span.CopyTo(w.Span);
+            var y = Functional.LinearFp8(x, w, e5m6);
+            Backprop.Backward(Functional.Reshape(Functional.Linear(Functional.Reshape(y, 1, n * outDim), Tensor.FromArray(dy, 1, dy.Length)), 1));
+            return (y.Span.ToArray(), x.Grad!.AsSpan(0, n * inDim).ToArray(), w.Grad!.ToArray());
+        }
+        var plain = Run(false);
+        var fine = Run(true);
+        Assert.Equal(plain.Y, fine.Y);      // the forward GEMM reads E4M3 either way
+        Assert.Equal(plain.Dx, fine.Dx);    // the input gradient never reads x
+        // dW from the E5M6-rounded input, requantised to 128×1 E4M3 tiles.
+        var cache = E5M6Tiles.Quantize(x0.Span, n, inDim);
+        var xe = new float[n * inDim];
+        cache.Dequantize(xe);
+        var xc = Fp8Quantizer.QuantizeColumnTiles(xe, n, inDim).Dequantize();
+        var gc = Fp8Quantizer.QuantizeColumnTiles(dy, n, outDim).Dequantize();
+        Close(MatMul(gc, xc, outDim, inDim, n, true, false), fine.Dw, "dW (E5M6 cache)");
+        Assert.NotEqual(plain.Dw, fine.Dw);
+    }
 }

@@ -8,23 +8,31 @@ namespace DeepSeekSharp.Autograd.Ops;
 /// forward x (1×128 tiles) · W (128×128 blocks); input gradient dy (1×128 tiles) · W (blocks); weight gradient
 /// dyᵀ · x with both requantised in 128×1 tiles along the tokens. Products of FP8 values accumulate in fp32 over
 /// the whole K (at least as precise as promotion every 128). The input is cached for the backward as FP8 codes
-/// plus scales (a quarter of its fp32 bytes), not as fp32.
+/// plus scales (a quarter of its fp32 bytes), not as fp32 — or, for o_proj in V3's recipe, as E5M6 with power-of-two
+/// scales (<see cref="E5M6Tiles"/>, half its fp32 bytes), which the weight-gradient GEMM requantises to 128×1 E4M3.
 /// </summary>
 internal sealed class Fp8LinearOp : GradNode
 {
-    private readonly Fp8Tensor _x;
+    private readonly int _rows;
+    private readonly Fp8Tensor? _x;
+    private readonly E5M6Tiles? _xFine;
     private readonly Fp8Tensor _w;
 
-    private Fp8LinearOp(Tensor x, Tensor w, Fp8Tensor xq, Fp8Tensor wq) : base(false, x, w) { (_x, _w) = (xq, wq); }
+    private Fp8LinearOp(Tensor x, Tensor w, int rows, Fp8Tensor? xq, E5M6Tiles? xFine, Fp8Tensor wq) : base(false, x, w)
+    {
+        (_rows, _x, _xFine, _w) = (rows, xq, xFine, wq);
+    }
 
     public override bool ReadsOutput => false;
 
-    public static Tensor Forward(Tensor x, Tensor w)
+    public static Tensor Forward(Tensor x, Tensor w, bool e5m6InputCache = false)
     {
         int inDim = w.Shape[1], outDim = w.Shape[0];
         OpBase.CheckLastDim(x, inDim, "fp8 linear input");
         int n = OpBase.Rows(x);
         var be = x.Backend;
+        bool record = OpBase.WillRecord(x, w);
+        // The forward GEMM's input is E4M3 either way; with the E5M6 cache its E4M3 codes are not kept.
         var xq = Fp8Quantizer.Rent(n, inDim, 1, 128);
         var wq = Fp8Quantizer.Rent(outDim, inDim, 128, 128);
         var shape = (int[])x.Shape.Clone();
@@ -34,7 +42,7 @@ internal sealed class Fp8LinearOp : GradNode
         try
         {
             // One pass each: codes + scales kept for the backward, dequantised values feed the fp32-accumulating GEMM.
-            be.QuantizeE4M3(x.Span, n, inDim, 1, 128, xq.Codes, xq.Scales, xd);
+            be.QuantizeE4M3(x.Span, n, inDim, 1, 128, e5m6InputCache ? [] : xq.Codes, xq.Scales, xd);
             be.QuantizeE4M3(w.Span, outDim, inDim, 128, 128, wq.Codes, wq.Scales, wd);
             be.Gemm(false, true, n, outDim, inDim, 1f, xd, inDim, wd, inDim, 0f, y.Span, outDim);
         }
@@ -43,28 +51,30 @@ internal sealed class Fp8LinearOp : GradNode
             StoragePool.Return(xd);
             StoragePool.Return(wd);
         }
-        if (!OpBase.WillRecord(x, w))
+        if (!record || e5m6InputCache) Fp8Quantizer.ReturnCodes(xq);
+        if (!record)
         {
-            Fp8Quantizer.ReturnCodes(xq);
             Fp8Quantizer.ReturnCodes(wq);
             return y;
         }
-        return OpBase.Record(y, () => new Fp8LinearOp(x, w, xq, wq), x, w);
+        var xFine = e5m6InputCache ? E5M6Tiles.Quantize(x.Span, n, inDim, "fp8 linear input (E5M6 cache)") : null;
+        return OpBase.Record(y, () => new Fp8LinearOp(x, w, n, e5m6InputCache ? null : xq, xFine, wq), x, w);
     }
 
-    /// <summary>The FP8 copies this node keeps for its backward are all a recomputation needs (no fp32 input).</summary>
-    internal override bool CanRecomputeOutput => true;
+    /// <summary>The E4M3 copies this node keeps for its backward are all a recomputation needs (no fp32 input); an
+    /// E5M6-cached input would not reproduce the forward's E4M3 scales exactly, so that node keeps its output.</summary>
+    internal override bool CanRecomputeOutput => _x is not null;
 
     /// <summary>From the FP8 copies: the same dequantised operands, the same GEMM (valid until this node's backward ran).</summary>
     internal override float[] RecomputeOutput(Tensor output)
     {
         LinearOp.CountRecomputation();
         Tensor w = Inputs[1];
-        int inDim = w.Shape[1], outDim = w.Shape[0], n = _x.Rows;
+        int inDim = w.Shape[1], outDim = w.Shape[0], n = _rows;
         var be = w.Backend;
         float[] y = StoragePool.Rent(n * outDim);
         float[] xd = StoragePool.Rent(n * inDim), wd = StoragePool.Rent(outDim * inDim);
-        Fp8Quantizer.Dequantize(be, _x, xd);
+        Fp8Quantizer.Dequantize(be, _x!, xd);
         Fp8Quantizer.Dequantize(be, _w, wd);
         be.Gemm(false, true, n, outDim, inDim, 1f, xd, inDim, wd, inDim, 0f, y.AsSpan(0, n * outDim), outDim);
         StoragePool.Return(xd);
@@ -75,7 +85,7 @@ internal sealed class Fp8LinearOp : GradNode
     public override void Backward(Tensor output, float[] dy)
     {
         Tensor x = Inputs[0], w = Inputs[1];
-        int inDim = w.Shape[1], outDim = w.Shape[0], n = _x.Rows;
+        int inDim = w.Shape[1], outDim = w.Shape[0], n = _rows;
         var be = w.Backend;
         var g = dy.AsSpan(0, n * outDim);
         float[] gq = StoragePool.Rent(n * outDim), scales = StoragePool.Rent(Math.Max(n * ((outDim + 127) / 128), ((n + 127) / 128) * Math.Max(inDim, outDim)));
@@ -94,7 +104,8 @@ internal sealed class Fp8LinearOp : GradNode
                 // The weight-gradient GEMM reduces over tokens, so both operands are requantised in 128×1 tiles.
                 float[] xd = StoragePool.Rent(n * inDim);
                 be.QuantizeE4M3(g, n, outDim, 128, 1, [], scales, gq);
-                Fp8Quantizer.Dequantize(be, _x, xd);
+                if (_x is not null) Fp8Quantizer.Dequantize(be, _x, xd);
+                else _xFine!.Dequantize(xd.AsSpan(0, n * inDim));
                 be.QuantizeE4M3(xd.AsSpan(0, n * inDim), n, inDim, 128, 1, [], scales, xd);
                 be.Gemm(true, false, outDim, inDim, n, 1f, gq, outDim, xd, inDim, 1f, dw, inDim);
                 StoragePool.Return(xd);
@@ -105,7 +116,8 @@ internal sealed class Fp8LinearOp : GradNode
             StoragePool.Return(gq);
             StoragePool.Return(scales);
             // Each node's backward runs once; the FP8 caches go back to the pool for the next step.
-            Fp8Quantizer.ReturnCodes(_x);
+            if (_x is not null) Fp8Quantizer.ReturnCodes(_x);
+            _xFine?.Return();
             Fp8Quantizer.ReturnCodes(_w);
         }
     }
