@@ -157,7 +157,7 @@ internal static class MlaAttentionKernels
                 // which would leave half of every micro-tile idle.
                 SgemmPrepacked.MultiplyPackedA(dv, rows, cols, t, 1f, pv, true, ps, cols, 0f, pot, rows);
                 fixed (float* po = o) fixed (float* pinv = w.Inv)
-                    StoreTransposedScaled(pot, rows, dv, rows, pinv, po + ((tok0 + r0) * s.Heads + h) * dv, s.Heads * dv);
+                    WriteTransposed(pot, rows, dv, rows, po + ((tok0 + r0) * s.Heads + h) * dv, s.Heads * dv, pinv);
             }
         }
     }
@@ -219,17 +219,22 @@ internal static class MlaAttentionKernels
             }
             // The transposed accumulators go back to token rows (q, kv_b, this head's k_pe partial), 8 × 8 blocks at a time.
             long headRow = tok0 * s.Heads + h;
-            AddTransposed(pdqt, t, 0, dqDim, t, pdq + headRow * dqDim, qStride);
-            AddTransposed(pdkt, t, 0, dn, t, pdkvb + headRow * kvbDim, kvStride);
-            AddTransposed(pdvt, t, 0, dv, t, pdkvb + headRow * kvbDim + dn, kvStride);
-            AddTransposed(pdkt, t, dn, dr, t, pdkpe, dr);
+            WriteTransposed(pdqt, t, dqDim, t, pdq + headRow * dqDim, qStride);
+            WriteTransposed(pdkt, t, dn, t, pdkvb + headRow * kvbDim, kvStride);
+            WriteTransposed(pdvt, t, dv, t, pdkvb + headRow * kvbDim + dn, kvStride);
+            WriteTransposed(pdkt + (nint)dn * t, t, dr, t, pdkpe, dr);
         }
     }
 
-    /// <summary>dst[i·dstStride + c] = srcT[c·ldSrc + i] · rowScale[i] for c &lt; cols, i &lt; rows (8 × 8 AVX transposes, scalar edges).</summary>
-    private static unsafe void StoreTransposedScaled(float* srcT, int ldSrc, int cols, int rows, float* rowScale, float* dst, int dstStride)
+    /// <summary>
+    /// Writes a transposed accumulator back to token rows, 8 × 8 AVX transposes with scalar edges: for c &lt; cols,
+    /// i &lt; rows, dst[i·dstStride + c] = srcT[c·ldSrc + i] · rowScale[i] when <paramref name="rowScale"/> is given,
+    /// else dst[i·dstStride + c] += srcT[c·ldSrc + i].
+    /// </summary>
+    private static unsafe void WriteTransposed(float* srcT, int ldSrc, int cols, int rows, float* dst, int dstStride, float* rowScale = null)
     {
         int c8 = Avx.IsSupported ? cols & ~7 : 0, r8 = Avx.IsSupported ? rows & ~7 : 0;
+        Span<Vector256<float>> o = stackalloc Vector256<float>[8];
         for (int i = 0; i < r8; i += 8)
             for (int c = 0; c < c8; c += 8)
             {
@@ -237,52 +242,19 @@ internal static class MlaAttentionKernels
                 SgemmPacking.Transpose8x8(Vector256.Load(sp), Vector256.Load(sp + ldSrc), Vector256.Load(sp + 2 * (nint)ldSrc),
                     Vector256.Load(sp + 3 * (nint)ldSrc), Vector256.Load(sp + 4 * (nint)ldSrc), Vector256.Load(sp + 5 * (nint)ldSrc),
                     Vector256.Load(sp + 6 * (nint)ldSrc), Vector256.Load(sp + 7 * (nint)ldSrc),
-                    out var o0, out var o1, out var o2, out var o3, out var o4, out var o5, out var o6, out var o7);
+                    out o[0], out o[1], out o[2], out o[3], out o[4], out o[5], out o[6], out o[7]);
                 float* d = dst + (nint)i * dstStride + c;
-                float* sc = rowScale + i;
-                (o0 * sc[0]).Store(d); d += dstStride;
-                (o1 * sc[1]).Store(d); d += dstStride;
-                (o2 * sc[2]).Store(d); d += dstStride;
-                (o3 * sc[3]).Store(d); d += dstStride;
-                (o4 * sc[4]).Store(d); d += dstStride;
-                (o5 * sc[5]).Store(d); d += dstStride;
-                (o6 * sc[6]).Store(d); d += dstStride;
-                (o7 * sc[7]).Store(d);
+                for (int r = 0; r < 8; r++, d += dstStride)
+                    (rowScale is null ? Vector256.Load(d) + o[r] : o[r] * rowScale[i + r]).Store(d);
             }
         for (int i = 0; i < rows; i++)
         {
             float* d = dst + (nint)i * dstStride;
-            for (int c = i < r8 ? c8 : 0; c < cols; c++) d[c] = srcT[(nint)c * ldSrc + i] * rowScale[i];
-        }
-    }
-
-    /// <summary>dst[i·dstStride + c] += srcT[(c0 + c)·ldSrc + i] for c &lt; cols, i &lt; rows (8 × 8 AVX transposes, scalar edges).</summary>
-    private static unsafe void AddTransposed(float* srcT, int ldSrc, int c0, int cols, int rows, float* dst, int dstStride)
-    {
-        float* src = srcT + (nint)c0 * ldSrc;
-        int c8 = Avx.IsSupported ? cols & ~7 : 0, r8 = Avx.IsSupported ? rows & ~7 : 0;
-        for (int i = 0; i < r8; i += 8)
-            for (int c = 0; c < c8; c += 8)
+            for (int c = i < r8 ? c8 : 0; c < cols; c++)
             {
-                float* sp = src + (nint)c * ldSrc + i;
-                SgemmPacking.Transpose8x8(Vector256.Load(sp), Vector256.Load(sp + ldSrc), Vector256.Load(sp + 2 * (nint)ldSrc),
-                    Vector256.Load(sp + 3 * (nint)ldSrc), Vector256.Load(sp + 4 * (nint)ldSrc), Vector256.Load(sp + 5 * (nint)ldSrc),
-                    Vector256.Load(sp + 6 * (nint)ldSrc), Vector256.Load(sp + 7 * (nint)ldSrc),
-                    out var o0, out var o1, out var o2, out var o3, out var o4, out var o5, out var o6, out var o7);
-                float* d = dst + (nint)i * dstStride + c;
-                (Vector256.Load(d) + o0).Store(d); d += dstStride;
-                (Vector256.Load(d) + o1).Store(d); d += dstStride;
-                (Vector256.Load(d) + o2).Store(d); d += dstStride;
-                (Vector256.Load(d) + o3).Store(d); d += dstStride;
-                (Vector256.Load(d) + o4).Store(d); d += dstStride;
-                (Vector256.Load(d) + o5).Store(d); d += dstStride;
-                (Vector256.Load(d) + o6).Store(d); d += dstStride;
-                (Vector256.Load(d) + o7).Store(d);
+                float v = srcT[(nint)c * ldSrc + i];
+                d[c] = rowScale is null ? d[c] + v : v * rowScale[i];
             }
-        for (int i = 0; i < rows; i++)
-        {
-            float* d = dst + (nint)i * dstStride;
-            for (int c = i < r8 ? c8 : 0; c < cols; c++) d[c] += src[(nint)c * ldSrc + i];
         }
     }
 }
