@@ -127,7 +127,6 @@ public sealed class E5M6Tiles
 
     public int Rows { get; }
     public int Cols { get; }
-    private int ScaleCols => (Cols + TileCols - 1) / TileCols;
     private Span<ushort> Codes => MemoryMarshal.Cast<byte, ushort>(_codes.AsSpan(0, 2 * Rows * Cols));
 
     /// <summary>The tile's scale: the smallest power of two s (2^-126 … 2^127) with amax / s ≤ 65024 (1 for an all-zero tile).</summary>
@@ -140,37 +139,53 @@ public sealed class E5M6Tiles
         return (float)Math.ScaleB(1.0, Math.Clamp(e, -126, 127));
     }
 
-    /// <summary>Quantises x [rows, cols]; NaN/Inf are an error, as for the E4M3 caches.</summary>
-    public static E5M6Tiles Quantize(ReadOnlySpan<float> x, int rows, int cols, string? name = null)
+    /// <summary>Quantises x [rows, cols] on <paramref name="backend"/>; NaN/Inf are an error naming <paramref name="name"/>, as for the E4M3 caches.</summary>
+    public static E5M6Tiles Quantize(DeepSeekSharp.Kernels.IBackend backend, ReadOnlySpan<float> x, int rows, int cols, string? name = null)
     {
         if (x.Length < rows * cols) throw new ArgumentException("input shorter than rows × cols");
+        var t = new E5M6Tiles(rows, cols, StoragePool.RentBytes(2 * rows * cols), StoragePool.Rent(rows * ((cols + TileCols - 1) / TileCols)));
+        try
+        {
+            backend.QuantizeE5M6(x, rows, cols, t.Codes, t._scales);
+        }
+        catch (DeepSeekSharpException e)
+        {
+            t.Return();
+            throw new DeepSeekSharpException(name is null ? e.Message : $"{name}: {e.Message}");
+        }
+        return t;
+    }
+
+    /// <summary>destination = code · tile scale (exact: the scales are powers of two), on <paramref name="backend"/>.</summary>
+    public void Dequantize(DeepSeekSharp.Kernels.IBackend backend, Span<float> destination) =>
+        backend.DequantizeE5M6(Codes, Rows, Cols, _scales, destination);
+
+    /// <summary>Rows [<paramref name="rowStart"/>, <paramref name="rowEnd"/>) of x [rows, cols]: power-of-two scales per 1×128 tile and E5M6 codes (rows are independent, so backends run ranges in parallel).</summary>
+    public static void QuantizeRows(ReadOnlySpan<float> x, int cols, Span<ushort> codes, Span<float> scales, int rowStart, int rowEnd)
+    {
         int tc = (cols + TileCols - 1) / TileCols;
-        var t = new E5M6Tiles(rows, cols, StoragePool.RentBytes(2 * rows * cols), StoragePool.Rent(rows * tc));
-        var codes = t.Codes;
-        for (int r = 0; r < rows; r++)
+        for (int r = rowStart; r < rowEnd; r++)
             for (int bj = 0; bj < tc; bj++)
             {
                 int c0 = bj * TileCols, len = Math.Min(cols, c0 + TileCols) - c0;
                 var tile = x.Slice(r * cols + c0, len);
                 float amax = Math.Abs(TensorPrimitives.MaxMagnitude(tile));
-                if (!float.IsFinite(amax)) throw new DeepSeekSharpException($"{name ?? "tensor"}: NaN/Inf in row {r}, columns {c0}..{c0 + len - 1} cannot be cached in E5M6");
+                if (!float.IsFinite(amax)) throw new DeepSeekSharpException($"E5M6 cache: NaN/Inf in row {r}, columns {c0}..{c0 + len - 1}");
                 float s = PowerOfTwoScale(amax);
-                t._scales[r * tc + bj] = s;
+                scales[r * tc + bj] = s;
                 E5M6Fast.EncodeScaled(tile, 1f / s, codes.Slice(r * cols + c0, len));
             }
-        return t;
     }
 
-    /// <summary>destination = code · tile scale (exact: the scales are powers of two).</summary>
-    public void Dequantize(Span<float> destination)
+    /// <summary>The inverse of <see cref="QuantizeRows"/> for rows [<paramref name="rowStart"/>, <paramref name="rowEnd"/>).</summary>
+    public static void DequantizeRows(ReadOnlySpan<ushort> codes, int cols, ReadOnlySpan<float> scales, Span<float> destination, int rowStart, int rowEnd)
     {
-        var codes = Codes;
-        int tc = ScaleCols;
-        for (int r = 0; r < Rows; r++)
+        int tc = (cols + TileCols - 1) / TileCols;
+        for (int r = rowStart; r < rowEnd; r++)
             for (int bj = 0; bj < tc; bj++)
             {
-                int c0 = bj * TileCols, len = Math.Min(Cols, c0 + TileCols) - c0;
-                E5M6Fast.DecodeScaled(codes.Slice(r * Cols + c0, len), _scales[r * tc + bj], destination.Slice(r * Cols + c0, len));
+                int c0 = bj * TileCols, len = Math.Min(cols, c0 + TileCols) - c0;
+                E5M6Fast.DecodeScaled(codes.Slice(r * cols + c0, len), scales[r * tc + bj], destination.Slice(r * cols + c0, len));
             }
     }
 

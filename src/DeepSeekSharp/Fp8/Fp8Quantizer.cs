@@ -39,14 +39,14 @@ public static class Fp8Quantizer
     /// <summary>
     /// Like <see cref="Allocate"/> with codes and scales rented from <see cref="StoragePool"/> (both may be longer
     /// than the tiling needs): for the FP8 caches an op keeps from its forward to its backward, which hands them back
-    /// with <see cref="ReturnCodes"/>. Renting avoids touching fresh pages for every activation of every step.
+    /// with <see cref="Return"/>. Renting avoids touching fresh pages for every activation of every step.
     /// </summary>
     public static Fp8Tensor Rent(int rows, int cols, int tileRows, int tileCols) =>
         new(rows, cols, tileRows, tileCols, StoragePool.RentBytes(rows * cols),
             StoragePool.Rent(((rows + tileRows - 1) / tileRows) * ((cols + tileCols - 1) / tileCols)));
 
     /// <summary>Hands codes and scales of a <see cref="Rent"/>ed tensor back to the pool; the tensor must not be used afterwards.</summary>
-    public static void ReturnCodes(Fp8Tensor q)
+    public static void Return(Fp8Tensor q)
     {
         StoragePool.ReturnBytes(q.Codes);
         StoragePool.Return(q.Scales);

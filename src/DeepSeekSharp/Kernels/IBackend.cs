@@ -63,6 +63,15 @@ public interface IBackend
     /// <summary>values[r, c] = E4M3(codes[r, c]) · scales[r / tileRows, c / tileCols] (the inverse of <see cref="QuantizeE4M3"/>).</summary>
     void DequantizeE4M3(ReadOnlySpan<byte> codes, int rows, int cols, int tileRows, int tileCols, ReadOnlySpan<float> scales, Span<float> values);
 
+    /// <summary>
+    /// E5M6 codes of x [rows, cols] with one power-of-two scale per 1×128 tile (DeepSeek-V3's o_proj input cache, see
+    /// <see cref="DeepSeekSharp.Fp8.E5M6Tiles"/>): scales [rows, ceil(cols/128)], codes [rows, cols].
+    /// </summary>
+    void QuantizeE5M6(ReadOnlySpan<float> x, int rows, int cols, Span<ushort> codes, Span<float> scales);
+
+    /// <summary>values[r, c] = E5M6(codes[r, c]) · scales[r, c / 128] (the inverse of <see cref="QuantizeE5M6"/>).</summary>
+    void DequantizeE5M6(ReadOnlySpan<ushort> codes, int rows, int cols, ReadOnlySpan<float> scales, Span<float> values);
+
     /// <summary>Per-row softmax cross-entropy; returns the summed loss over rows with target ≥ 0.</summary>
     double CrossEntropyForward(ReadOnlySpan<float> logits /* [rows, v] */, ReadOnlySpan<int> targets, int v, Span<float> rowLogSumExp);
 

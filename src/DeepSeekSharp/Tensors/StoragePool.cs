@@ -8,7 +8,8 @@ namespace DeepSeekSharp.Tensors;
 /// training step allocates the same tensors again; taking them from here instead of the GC replaces a fresh,
 /// page-faulting, zero-filled allocation (and the collections that follow) with memory the process already owns.
 /// Arrays come in size classes (8 per octave, so at most 12.5 % slack) because MoE expert tensors change length with
-/// the routing every step; a tensor's <see cref="Tensor.Data"/> may therefore be longer than the tensor. Arrays below
+/// the routing every step, and a request whose class is empty takes an idle array up to an octave larger; a tensor's
+/// <see cref="Tensor.Data"/> may therefore be longer than the tensor (up to about twice). Arrays below
 /// <see cref="MinLength"/> floats (4 × that many bytes) are cheap young-generation allocations and are not pooled.
 /// </summary>
 /// <remarks>

@@ -82,9 +82,10 @@ public class E5M6CacheTests
         for (int i = 0; i < x.Length; i++) x[i] = (float)((rng.NextDouble() * 2 - 1) * Math.Pow(10, rng.Next(-3, 3)));
         x[7] = 0f;
         for (int c = 128; c < 256; c++) x[2 * cols + c] = 0f;      // an all-zero tile
-        var t = E5M6Tiles.Quantize(x, rows, cols);
+        var be = DeepSeekSharp.Kernels.Cpu.CpuBackend.Default;
+        var t = E5M6Tiles.Quantize(be, x, rows, cols);
         var back = new float[x.Length];
-        t.Dequantize(back);
+        t.Dequantize(be, back);
         for (int i = 0; i < x.Length; i++)
         {
             // Relative error of a 6-bit mantissa (half an ulp: 2^-7) above the subnormal range of the tile.
@@ -94,7 +95,7 @@ public class E5M6CacheTests
         t.Return();
         var bad = (float[])x.Clone();
         bad[400] = float.NaN;
-        var error = Assert.Throws<DeepSeekSharpException>(() => E5M6Tiles.Quantize(bad, rows, cols, "o_proj input"));
+        var error = Assert.Throws<DeepSeekSharpException>(() => E5M6Tiles.Quantize(be, bad, rows, cols, "o_proj input"));
         Assert.Contains("o_proj input", error.Message);
     }
 }

@@ -116,9 +116,9 @@ public class Fp8LinearTests
         Assert.Equal(plain.Y, fine.Y);      // the forward GEMM reads E4M3 either way
         Assert.Equal(plain.Dx, fine.Dx);    // the input gradient never reads x
         // dW from the E5M6-rounded input, requantised to 128×1 E4M3 tiles.
-        var cache = E5M6Tiles.Quantize(x0.Span, n, inDim);
+        var cache = E5M6Tiles.Quantize(DeepSeekSharp.Kernels.Cpu.CpuBackend.Default, x0.Span, n, inDim);
         var xe = new float[n * inDim];
-        cache.Dequantize(xe);
+        cache.Dequantize(DeepSeekSharp.Kernels.Cpu.CpuBackend.Default, xe);
         var xc = Fp8Quantizer.QuantizeColumnTiles(xe, n, inDim).Dequantize();
         var gc = Fp8Quantizer.QuantizeColumnTiles(dy, n, outDim).Dequantize();
         Close(MatMul(gc, xc, outDim, inDim, n, true, false), fine.Dw, "dW (E5M6 cache)");

@@ -92,8 +92,8 @@ internal sealed class SiluMulOp : GradNode
         {
             StoragePool.Return(ad);
             StoragePool.Return(bd);
-            Fp8Quantizer.ReturnCodes(_a);
-            Fp8Quantizer.ReturnCodes(_b);
+            Fp8Quantizer.Return(_a);
+            Fp8Quantizer.Return(_b);
         }
     }
 }

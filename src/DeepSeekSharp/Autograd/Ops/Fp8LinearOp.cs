@@ -32,8 +32,9 @@ internal sealed class Fp8LinearOp : GradNode
         int n = OpBase.Rows(x);
         var be = x.Backend;
         bool record = OpBase.WillRecord(x, w);
-        // The forward GEMM's input is E4M3 either way; with the E5M6 cache its E4M3 codes are not kept.
-        var xq = Fp8Quantizer.Rent(n, inDim, 1, 128);
+        // The forward GEMM's input is E4M3 either way; an E5M6-cached node keeps no E4M3 codes, only quantises.
+        var xq = e5m6InputCache ? null : Fp8Quantizer.Rent(n, inDim, 1, 128);
+        float[] xScales = xq?.Scales ?? StoragePool.Rent(n * ((inDim + 127) / 128));
         var wq = Fp8Quantizer.Rent(outDim, inDim, 128, 128);
         var shape = (int[])x.Shape.Clone();
         shape[^1] = outDim;
@@ -42,7 +43,7 @@ internal sealed class Fp8LinearOp : GradNode
         try
         {
             // One pass each: codes + scales kept for the backward, dequantised values feed the fp32-accumulating GEMM.
-            be.QuantizeE4M3(x.Span, n, inDim, 1, 128, e5m6InputCache ? [] : xq.Codes, xq.Scales, xd);
+            be.QuantizeE4M3(x.Span, n, inDim, 1, 128, xq is null ? [] : xq.Codes, xScales, xd);
             be.QuantizeE4M3(w.Span, outDim, inDim, 128, 128, wq.Codes, wq.Scales, wd);
             be.Gemm(false, true, n, outDim, inDim, 1f, xd, inDim, wd, inDim, 0f, y.Span, outDim);
         }
@@ -50,15 +51,16 @@ internal sealed class Fp8LinearOp : GradNode
         {
             StoragePool.Return(xd);
             StoragePool.Return(wd);
+            if (xq is null) StoragePool.Return(xScales);
         }
-        if (!record || e5m6InputCache) Fp8Quantizer.ReturnCodes(xq);
         if (!record)
         {
-            Fp8Quantizer.ReturnCodes(wq);
+            if (xq is not null) Fp8Quantizer.Return(xq);
+            Fp8Quantizer.Return(wq);
             return y;
         }
-        var xFine = e5m6InputCache ? E5M6Tiles.Quantize(x.Span, n, inDim, "fp8 linear input (E5M6 cache)") : null;
-        return OpBase.Record(y, () => new Fp8LinearOp(x, w, n, e5m6InputCache ? null : xq, xFine, wq), x, w);
+        var xFine = e5m6InputCache ? E5M6Tiles.Quantize(be, x.Span, n, inDim, "fp8 linear input") : null;
+        return OpBase.Record(y, () => new Fp8LinearOp(x, w, n, xq, xFine, wq), x, w);
     }
 
     /// <summary>The E4M3 copies this node keeps for its backward are all a recomputation needs (no fp32 input); an
@@ -105,7 +107,7 @@ internal sealed class Fp8LinearOp : GradNode
                 float[] xd = StoragePool.Rent(n * inDim);
                 be.QuantizeE4M3(g, n, outDim, 128, 1, [], scales, gq);
                 if (_x is not null) Fp8Quantizer.Dequantize(be, _x, xd);
-                else _xFine!.Dequantize(xd.AsSpan(0, n * inDim));
+                else _xFine!.Dequantize(be, xd.AsSpan(0, n * inDim));
                 be.QuantizeE4M3(xd.AsSpan(0, n * inDim), n, inDim, 128, 1, [], scales, xd);
                 be.Gemm(true, false, outDim, inDim, n, 1f, gq, outDim, xd, inDim, 1f, dw, inDim);
                 StoragePool.Return(xd);
@@ -116,9 +118,9 @@ internal sealed class Fp8LinearOp : GradNode
             StoragePool.Return(gq);
             StoragePool.Return(scales);
             // Each node's backward runs once; the FP8 caches go back to the pool for the next step.
-            if (_x is not null) Fp8Quantizer.ReturnCodes(_x);
+            if (_x is not null) Fp8Quantizer.Return(_x);
             _xFine?.Return();
-            Fp8Quantizer.ReturnCodes(_w);
+            Fp8Quantizer.Return(_w);
         }
     }
 }

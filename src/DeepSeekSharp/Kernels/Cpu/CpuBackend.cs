@@ -91,6 +91,30 @@ public sealed class CpuBackend : IBackend
         }
     }
 
+    public unsafe void QuantizeE5M6(ReadOnlySpan<float> x, int rows, int cols, Span<ushort> codes, Span<float> scales)
+    {
+        int n = rows * cols, sl = scales.Length;
+        if (x.Length < n || codes.Length < n || sl < rows * ((cols + 127) / 128)) throw new ArgumentException("buffers shorter than the E5M6 tiling");
+        fixed (float* px = x) fixed (ushort* pc = codes) fixed (float* ps = scales)
+        {
+            nint ix = (nint)px, ic = (nint)pc, isc = (nint)ps;
+            CpuParallel.ForRanges(rows, Math.Max(1, 16384 / Math.Max(1, cols)), Pool, (s, e) => DeepSeekSharp.Fp8.E5M6Tiles.QuantizeRows(
+                new ReadOnlySpan<float>((float*)ix, n), cols, new Span<ushort>((ushort*)ic, n), new Span<float>((float*)isc, sl), s, e));
+        }
+    }
+
+    public unsafe void DequantizeE5M6(ReadOnlySpan<ushort> codes, int rows, int cols, ReadOnlySpan<float> scales, Span<float> values)
+    {
+        int n = rows * cols, sl = scales.Length;
+        if (codes.Length < n || values.Length < n) throw new ArgumentException("buffers shorter than rows × cols");
+        fixed (ushort* pc = codes) fixed (float* ps = scales) fixed (float* pv = values)
+        {
+            nint ic = (nint)pc, isc = (nint)ps, iv = (nint)pv;
+            CpuParallel.ForRanges(rows, Math.Max(1, 16384 / Math.Max(1, cols)), Pool, (s, e) => DeepSeekSharp.Fp8.E5M6Tiles.DequantizeRows(
+                new ReadOnlySpan<ushort>((ushort*)ic, n), cols, new ReadOnlySpan<float>((float*)isc, sl), new Span<float>((float*)iv, n), s, e));
+        }
+    }
+
     public unsafe void DequantizeE4M3(ReadOnlySpan<byte> codes, int rows, int cols, int tileRows, int tileCols, ReadOnlySpan<float> scales, Span<float> values)
     {
         int n = rows * cols, sl = scales.Length;

@@ -88,7 +88,7 @@ internal static class MlaAttentionKernels
     /// <summary>Per-worker buffers: one head's packed keys and values, its keys as contiguous rows, tiles of scores.</summary>
     private sealed class HeadScratch
     {
-        public readonly float[] PackedK, PackedKt, PackedV, K, S, P2, DQ, DK, DV, DO, Inv;
+        public readonly float[] PackedK, PackedKt, PackedV, K, S, P2, DQ, DK, DV, OutTile, Inv;
 
         public HeadScratch(in MlaAttentionShape s)
         {
@@ -100,21 +100,23 @@ internal static class MlaAttentionKernels
             PackedV = pool.Rent(Math.Max(SgemmPrepacked.PackedALength(s.VDim, t), SgemmPrepacked.PackedBLength(t, s.VDim)));
             K = pool.Rent(t * s.QDim);
             S = pool.Rent(TileRows * t); P2 = pool.Rent(TileRows * t);
-            DQ = pool.Rent(t * s.QDim); DK = pool.Rent(t * s.QDim); DV = pool.Rent(t * s.VDim); DO = pool.Rent(t * s.VDim);
+            DQ = pool.Rent(t * s.QDim); DK = pool.Rent(t * s.QDim); DV = pool.Rent(t * s.VDim);
+            OutTile = pool.Rent(s.VDim * TileRows);
             Inv = pool.Rent(TileRows);
         }
 
         public void Return()
         {
             var pool = ArrayPool<float>.Shared;
-            foreach (var a in new[] { PackedK, PackedKt, PackedV, K, S, P2, DQ, DK, DV, DO, Inv }) pool.Return(a);
+            foreach (var a in new[] { PackedK, PackedKt, PackedV, K, S, P2, DQ, DK, DV, OutTile, Inv }) pool.Return(a);
         }
     }
 
     /// <summary>
-    /// Packs one head's keys (as Kᵀ, 64-wide strips over the T keys, depth [k_nope ; k_pe]) and values (as Vᵀ, 6-row
-    /// panels over depth T) straight from q/kvb/kpe's strided rows, once per head: every query tile then multiplies a
-    /// prefix of them in place (<see cref="SgemmPrepacked"/>) instead of gathering and repacking per tile.
+    /// Packs one head's keys as Kᵀ (64-wide strips over the T keys, depth [k_nope ; k_pe]) straight from kvb's and kpe's
+    /// strided rows, once per head: every query tile then multiplies the prefix it can see in place
+    /// (<see cref="SgemmPrepacked"/>) instead of gathering and repacking the keys per tile. Values are packed likewise
+    /// by the callers (as A panels in the forward, as B strips in the backward).
     /// </summary>
     private static unsafe void PackKeys(in MlaAttentionShape s, float* kvbHead, float* kpeBatch, float* packedK)
     {
@@ -129,7 +131,7 @@ internal static class MlaAttentionKernels
         int t = s.SeqLen, dq = s.QDim, dn = s.NopeDim, dr = s.RopeDim, dv = s.VDim, qStride = s.Heads * dq, kvStride = s.Heads * s.KvbDim;
         long tok0 = (long)b * t;
         fixed (float* pq = q) fixed (float* pkvb = kvb) fixed (float* pkpe = kpe) fixed (float* pk = w.PackedK) fixed (float* pv = w.PackedV)
-        fixed (float* ps = w.S) fixed (float* pot = w.DO)
+        fixed (float* ps = w.S) fixed (float* pot = w.OutTile) fixed (float* po = o) fixed (float* pinv = w.Inv)
         {
             float* qHead = pq + (tok0 * s.Heads + h) * dq, kvbHead = pkvb + (tok0 * s.Heads + h) * s.KvbDim;
             PackKeys(s, kvbHead, pkpe + tok0 * dr, pk);
@@ -156,8 +158,7 @@ internal static class MlaAttentionKernels
                 // O_tileᵀ[dv, rows] = Vᵀ · Pᵀ: n = rows (a multiple of the micro-kernel's 64 columns) instead of dv = 32,
                 // which would leave half of every micro-tile idle.
                 SgemmPrepacked.MultiplyPackedA(dv, rows, cols, t, 1f, pv, true, ps, cols, 0f, pot, rows);
-                fixed (float* po = o) fixed (float* pinv = w.Inv)
-                    WriteTransposed(pot, rows, dv, rows, po + ((tok0 + r0) * s.Heads + h) * dv, s.Heads * dv, pinv);
+                WriteTransposed(pot, rows, dv, rows, po + ((tok0 + r0) * s.Heads + h) * dv, s.Heads * dv, pinv);
             }
         }
     }
@@ -174,15 +175,16 @@ internal static class MlaAttentionKernels
         fixed (float* pdq = dq) fixed (float* pdkvb = dkvb) fixed (float* pdkpe = dkpeHead)
         {
             float* qHead = pq + (tok0 * s.Heads + h) * dqDim, kvbHead = pkvb + (tok0 * s.Heads + h) * kvbDim, doHead = pdo + (tok0 * s.Heads + h) * dv;
-            // Keys are needed twice (as Kᵀ on the right of Q·Kᵀ, as Kᵀ on the left of dQᵀ = Kᵀ·dSᵀ): assembled once as
-            // contiguous [T, dq] rows, then packed in both layouts; values once, as Vᵀ on the right of dO·Vᵀ.
+            // Keys are packed as in the forward (Kᵀ on the right of Q·Kᵀ) and, for dQᵀ = Kᵀ·dSᵀ, as 6-row A panels, which
+            // are taken from keys assembled as contiguous [T, dq] rows (a panel may straddle k_nope and k_pe); values once,
+            // as Vᵀ on the right of dO·Vᵀ.
+            PackKeys(s, kvbHead, pkpe + tok0 * dr, pk);
             for (int i = 0; i < t; i++)
             {
                 long tok = tok0 + i;
                 new ReadOnlySpan<float>(pkvb + (tok * s.Heads + h) * kvbDim, dn).CopyTo(w.K.AsSpan(i * dqDim, dn));
                 new ReadOnlySpan<float>(pkpe + tok * dr, dr).CopyTo(w.K.AsSpan(i * dqDim + dn, dr));
             }
-            SgemmPrepacked.PackB(true, pkc, dqDim, t, dqDim, 0, dqDim, pk);
             SgemmPrepacked.PackATransposed(pkc, dqDim, dqDim, t, pkt);
             SgemmPrepacked.PackB(true, kvbHead + dn, kvStride, t, dv, 0, dv, pvt);
             // dQ, dK and dV are accumulated transposed ([dq or dv, T]): each of their GEMMs then has n = rows or cols (multiples
