@@ -84,4 +84,12 @@ public static class Functional
     /// </summary>
     public static Tensor RoutedExperts(Tensor x, int[] rows, int[] offsets, Func<int, Tensor, Tensor> expert) =>
         RoutedExpertsOp.Forward(x, rows, offsets, expert);
+
+    /// <summary>
+    /// The routed SwiGLU experts of a layer as grouped GEMMs on rows <c>x[rows]</c> grouped by <paramref name="offsets"/>
+    /// (one call per projection for all experts), outputs stacked [rows.Length, H] (see <see cref="GroupedExpertsOp"/>).
+    /// </summary>
+    public static Tensor GroupedSwiGluExperts(Tensor x, int[] rows, int[] offsets, IReadOnlyList<Tensor> gateWeights,
+        IReadOnlyList<Tensor> upWeights, IReadOnlyList<Tensor> downWeights) =>
+        GroupedExpertsOp.Forward(x, rows, offsets, gateWeights, upWeights, downWeights);
 }

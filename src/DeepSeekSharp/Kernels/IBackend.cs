@@ -20,6 +20,16 @@ public interface IBackend
     void Gemm(bool transA, bool transB, int m, int n, int k, float alpha,
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc);
 
+    /// <summary>
+    /// Grouped GEMM, one call for many products of different shapes (every expert of an MoE layer, tokens grouped by
+    /// expert): for each group, C = alpha · op(A) · op(B) + beta · C with the group's M, N, K and operands at its
+    /// offsets; lda/ldb/ldc are shared. A group with <see cref="GemmGroup.BRowsOffset"/> ≥ 0 reads op(B) (not
+    /// transposed) through <paramref name="bRows"/>: its depth row p is row bRows[BRowsOffset + p] of B. Groups must
+    /// not write overlapping C.
+    /// </summary>
+    void GroupedGemm(bool transA, bool transB, float alpha, float beta, int lda, int ldb, int ldc, ReadOnlySpan<GemmGroup> groups,
+        ReadOnlySpan<int> bRows);
+
     /// <summary>C[m, n] = A[m, k] · Wᵀ with W [n, k] stored compressed (BF16 or FP8 blocks), widened on the fly (see Sgemm).</summary>
     void GemmCompressedWeight(int m, ReadOnlySpan<float> a, DeepSeekSharp.Tensors.CompressedWeight w, Span<float> c);
 
@@ -89,3 +99,10 @@ public readonly record struct MlaAttentionShape(int Batch, int SeqLen, int Heads
     public int QDim => NopeDim + RopeDim;
     public int KvbDim => NopeDim + VDim;
 }
+
+/// <summary>
+/// One product of <see cref="IBackend.GroupedGemm"/>: op(A) M×K, op(B) K×N and C M×N, each starting at its offset in
+/// its array (experts' weights are separate arrays, their token rows one stacked array).
+/// </summary>
+public readonly record struct GemmGroup(int M, int N, int K, float[] A, int AOffset, float[] B, int BOffset, float[] C, int COffset,
+    int BRowsOffset = -1);

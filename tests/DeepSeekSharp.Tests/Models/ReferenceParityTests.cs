@@ -55,16 +55,34 @@ public class ReferenceParityTests
         }
     }
 
+    /// <summary>Both routed-expert paths: grouped GEMMs (the default for fp32 experts) and one module call per expert.</summary>
+    public static TheoryData<string, bool> GradientCases
+    {
+        get
+        {
+            var data = new TheoryData<string, bool>();
+            foreach (var name in new[] { "v3-tiny", "v3-tiny-fp8", "v2-lite-tiny", "v2-group-tiny" })
+                foreach (bool grouped in new[] { true, false }) data.Add(name, grouped);
+            return data;
+        }
+    }
+
     [Theory]
-    [MemberData(nameof(Cases))]
-    public void LossAndAllGradientsMatchPyTorch(string name)
+    [MemberData(nameof(GradientCases))]
+    public void LossAndAllGradientsMatchPyTorch(string name, bool groupedExperts)
     {
         var (model, expected, tokens) = Load(name);
         using var _ = expected;
+        var moes = model.NamedModules().Select(m => m.Module).OfType<Moe>().ToList();
+        Assert.NotEmpty(moes);
+        foreach (var moe in moes) moe.GroupedExperts = groupedExperts;
+        long groupedBefore = DeepSeekSharp.Autograd.Ops.GroupedExpertsOp.Calls;
         float w = expected.ReadFloat32("mtp_weight")[0];
         var loss = LanguageModelLoss.Compute(model, tokens, SequenceBatch.Training(1, tokens.Length), w, w > 0 ? 1 : 0);
         Backprop.Backward(loss.Total);
         Assert.InRange(Math.Abs(loss.Total.Data[0] - expected.ReadFloat32("loss")[0]), 0, 1e-4);
+        long groupedCalls = DeepSeekSharp.Autograd.Ops.GroupedExpertsOp.Calls - groupedBefore;
+        if (groupedExperts) Assert.True(groupedCalls >= moes.Count, $"{groupedCalls} grouped expert calls for {moes.Count} MoE layers");
 
         int checkedGrads = 0;
         foreach (var (pname, p) in model.NamedParameters())

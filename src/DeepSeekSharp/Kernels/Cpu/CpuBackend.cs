@@ -34,6 +34,72 @@ public sealed class CpuBackend : IBackend
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc) =>
         Sgemm.Multiply(Pool, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 
+    public unsafe void GroupedGemm(bool transA, bool transB, float alpha, float beta, int lda, int ldb, int ldc,
+        ReadOnlySpan<GemmGroup> groups, ReadOnlySpan<int> bRows)
+    {
+        if (groups.IsEmpty) return;
+        foreach (var g in groups) CheckGroup(transA, transB, lda, ldb, ldc, g, bRows);
+        // Each expert's weights are an array of their own: pin them all for the call (the workers read raw pointers).
+        var handles = ArrayPool<System.Runtime.InteropServices.GCHandle>.Shared.Rent(3 * groups.Length);
+        var native = ArrayPool<SgemmGroup>.Shared.Rent(groups.Length);
+        int pinned = 0;
+        try
+        {
+            fixed (int* rows = bRows)
+            {
+                for (int i = 0; i < groups.Length; i++)
+                {
+                    var g = groups[i];
+                    float* a = Pin(g.A, handles, ref pinned), b = Pin(g.B, handles, ref pinned), c = Pin(g.C, handles, ref pinned);
+                    native[i] = new SgemmGroup(g.M, g.N, g.K, a + g.AOffset, lda, b + g.BOffset, ldb, c + g.COffset, ldc,
+                        g.BRowsOffset >= 0 ? rows + g.BRowsOffset : null);
+                }
+                BlisSgemm.MultiplyGroupedCore(Pool, BlisSgemmKernel.Best, transA, transB, alpha, beta, native.AsSpan(0, groups.Length));
+            }
+        }
+        finally
+        {
+            for (int i = 0; i < pinned; i++) handles[i].Free();
+            ArrayPool<System.Runtime.InteropServices.GCHandle>.Shared.Return(handles, clearArray: true);
+            ArrayPool<SgemmGroup>.Shared.Return(native);
+        }
+    }
+
+    private static unsafe float* Pin(float[] array, System.Runtime.InteropServices.GCHandle[] handles, ref int pinned)
+    {
+        var handle = System.Runtime.InteropServices.GCHandle.Alloc(array, System.Runtime.InteropServices.GCHandleType.Pinned);
+        handles[pinned++] = handle;
+        return (float*)handle.AddrOfPinnedObject();
+    }
+
+    /// <summary>Bounds of one group's operands (the kernels read raw pointers, so every index is checked here).</summary>
+    private static void CheckGroup(bool transA, bool transB, int lda, int ldb, int ldc, in GemmGroup g, ReadOnlySpan<int> bRows)
+    {
+        if (g.M < 0 || g.N < 0 || g.K < 0) throw new ArgumentException($"grouped GEMM: negative shape {g.M}x{g.N}x{g.K}");
+        if (lda < Math.Max(1, transA ? g.M : g.K) || ldb < Math.Max(1, transB ? g.K : g.N) || ldc < Math.Max(1, g.N))
+            throw new ArgumentException($"grouped GEMM: leading dimensions {lda}/{ldb}/{ldc} too small for {g.M}x{g.N}x{g.K}");
+        if (g.M == 0 || g.N == 0) return;
+        CheckSpan(g.C, g.COffset, g.M, g.N, ldc, "C");
+        if (g.K == 0) return;
+        if (transA) CheckSpan(g.A, g.AOffset, g.K, g.M, lda, "A"); else CheckSpan(g.A, g.AOffset, g.M, g.K, lda, "A");
+        if (g.BRowsOffset < 0)
+        {
+            if (transB) CheckSpan(g.B, g.BOffset, g.N, g.K, ldb, "B"); else CheckSpan(g.B, g.BOffset, g.K, g.N, ldb, "B");
+            return;
+        }
+        if (transB) throw new ArgumentException("grouped GEMM: gathered B rows need op(B) not transposed");
+        if (g.BRowsOffset + (long)g.K > bRows.Length) throw new ArgumentException($"grouped GEMM: rows [{g.BRowsOffset}, +{g.K}) outside {bRows.Length}");
+        long rowsInB = g.B.Length - (long)g.BOffset < g.N ? 0 : (g.B.Length - (long)g.BOffset - g.N) / ldb + 1;
+        foreach (int r in bRows.Slice(g.BRowsOffset, g.K))
+            if ((uint)r >= (ulong)rowsInB) throw new ArgumentOutOfRangeException(nameof(bRows), $"grouped GEMM: B row {r} outside [0, {rowsInB})");
+    }
+
+    private static void CheckSpan(float[] array, int offset, int rows, int cols, int ld, string name)
+    {
+        if (offset < 0 || offset + (long)(rows - 1) * ld + cols > array.Length)
+            throw new ArgumentException($"grouped GEMM: {name} needs {(long)(rows - 1) * ld + cols} floats from {offset} but has {array.Length}");
+    }
+
     public void GemmCompressedWeight(int m, ReadOnlySpan<float> a, DeepSeekSharp.Tensors.CompressedWeight w, Span<float> c) =>
         Sgemm.MultiplyCompressedWeight(Pool, m, a, w.Cols, w, c, w.Rows);
 

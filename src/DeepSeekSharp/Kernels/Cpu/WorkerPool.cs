@@ -59,6 +59,9 @@ public sealed class WorkerPool : IDisposable
         }
     }
 
+    /// <summary>Whether a run is in flight: a <see cref="Run(int, IWorkerTask)"/> now would execute inline, on the caller alone.</summary>
+    public bool IsBusy => Volatile.Read(ref _busy) != 0;
+
     /// <summary>Total threads taking part in a run, the caller included.</summary>
     public int ThreadCount { get; }
 

@@ -24,6 +24,37 @@ public sealed class Moe : Module
     public ModuleList<Mlp> Experts { get; }
     public Mlp? SharedExperts { get; }
 
+    /// <summary>
+    /// Run the routed experts as grouped GEMMs, all experts in one call per projection (default), whenever every
+    /// expert is a plain fp32 SwiGLU; FP8, BF16, adapted (LoRA) or compressed experts always take the per-expert module
+    /// path. Off forces the module path (tests compare the two).
+    /// </summary>
+    public bool GroupedExperts { get; set; } = true;
+
+    private Tensor[]? _gateWeights, _upWeights, _downWeights;
+
+    private bool CanGroupExperts()
+    {
+        if (!GroupedExperts) return false;
+        for (int e = 0; e < Experts.Count; e++)
+        {
+            var expert = Experts[e];
+            if (expert.Fp8SwigluCache) return false;
+            foreach (var linear in (ReadOnlySpan<Linear>)[expert.GateProj, expert.UpProj, expert.DownProj])
+                if (linear.InferenceWeight is not null || linear.Fp8Compute || linear.Bf16Compute || linear.Adapter is not null || linear.Weight.IsMeta)
+                    return false;
+        }
+        if (_gateWeights is null)
+        {
+            _gateWeights = new Tensor[Experts.Count];
+            _upWeights = new Tensor[Experts.Count];
+            _downWeights = new Tensor[Experts.Count];
+            for (int e = 0; e < Experts.Count; e++)
+                (_gateWeights[e], _upWeights[e], _downWeights[e]) = (Experts[e].GateProj.Weight, Experts[e].UpProj.Weight, Experts[e].DownProj.Weight);
+        }
+        return true;
+    }
+
     /// <param name="x">[N, H]</param>
     /// <returns>[N, H]</returns>
     public Tensor Forward(Tensor x)
@@ -44,7 +75,9 @@ public sealed class Moe : Module
                 rowToken[r] = t;
                 rowSlot[r] = j;
             }
-        Tensor stacked = Functional.RoutedExperts(x, rowToken, offsets, (e, rows) => Experts[e].Forward(rows)); // [N·k, H]
+        Tensor stacked = CanGroupExperts() // [N·k, H]
+            ? Functional.GroupedSwiGluExperts(x, rowToken, offsets, _gateWeights!, _upWeights!, _downWeights!)
+            : Functional.RoutedExperts(x, rowToken, offsets, (e, rows) => Experts[e].Forward(rows));
         Tensor y = Functional.MoeCombine(weights, stacked, rowToken, rowSlot);
         stacked.ReleaseIfUnread(); // the combine's backward reads it when training
         if (SharedExperts is null) return y;

@@ -113,6 +113,33 @@ internal static unsafe class SgemmPacking
         }
     }
 
+    /// <summary>
+    /// <see cref="PackBStrip"/> for op(B) not transposed whose depth rows are gathered: depth row p0 + p of op(B) is
+    /// row <c>rows[p0 + p]</c> of <paramref name="b"/> (an expert's tokens, read where they lie instead of copied out).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void PackBStripGathered(float* b, int ldb, int* rows, int j0, int cols, int p0, int kc, float* dst)
+    {
+        if (cols == NR && Vector512.IsHardwareAccelerated)
+        {
+            for (int p = 0; p < kc; p++)
+            {
+                float* s = b + (nint)rows[p0 + p] * ldb + j0;
+                float* d = dst + p * NR;
+                Vector512.Load(s).Store(d); Vector512.Load(s + 16).Store(d + 16);
+                Vector512.Load(s + 32).Store(d + 32); Vector512.Load(s + 48).Store(d + 48);
+            }
+            return;
+        }
+        for (int p = 0; p < kc; p++)
+        {
+            float* s = b + (nint)rows[p0 + p] * ldb + j0;
+            float* d = dst + p * NR;
+            new ReadOnlySpan<float>(s, cols).CopyTo(new Span<float>(d, cols));
+            if (cols < NR) new Span<float>(d + cols, NR - cols).Clear();
+        }
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void Transpose8x8(
         Vector256<float> r0, Vector256<float> r1, Vector256<float> r2, Vector256<float> r3,
