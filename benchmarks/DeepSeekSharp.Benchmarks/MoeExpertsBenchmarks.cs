@@ -13,13 +13,19 @@ namespace DeepSeekSharp.Benchmarks;
 [MemoryDiagnoser]
 public class MoeExpertsBenchmarks
 {
-    private const int Tokens = 2048, Hidden = 256, Inter = 128, Experts = 16, TopK = 4;
+    private const int Tokens = 2048, TopK = 4;
+    private int Hidden => Workload == "bench-medium" ? 512 : 256;
+    private int Inter => Workload == "bench-medium" ? 256 : 128;
+    private int Experts => Workload == "bench-medium" ? 32 : 16;
     private Tensor _x = null!;
     private Tensor[] _gate = [], _up = [], _down = [];
     private int[] _rows = [], _offsets = [];
 
     [Params(1, 2)]
     public int Threads { get; set; }
+
+    [Params("bench-small", "bench-medium")]
+    public string Workload { get; set; } = "bench-small";
 
     [Params("grouped", "modules")]
     public string Path { get; set; } = "grouped";

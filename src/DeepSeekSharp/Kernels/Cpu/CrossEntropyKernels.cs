@@ -1,53 +1,64 @@
+using System.Runtime.Intrinsics;
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 
 namespace DeepSeekSharp.Kernels.Cpu;
 
-/// <summary>Softmax cross-entropy per row: loss = logsumexp(z) − z[target]; rows with target &lt; 0 are ignored.</summary>
+/// <summary>
+/// Softmax cross-entropy per row: loss = logsumexp(z) − z[target]; rows with target &lt; 0 are ignored. One max pass and
+/// one fused exp-and-sum (forward) or exp-and-accumulate (backward) pass per row, 16 lanes at a time.
+/// </summary>
 internal static class CrossEntropyKernels
 {
-    public static double ForwardRows(ReadOnlySpan<float> logits, ReadOnlySpan<int> targets, int v, Span<float> lse, int start, int end)
+    /// <summary>Lanes' partial sums are folded into the double total every this many elements (float sums stay short).</summary>
+    private const int SumBlock = 512;
+
+    public static unsafe double ForwardRows(ReadOnlySpan<float> logits, ReadOnlySpan<int> targets, int v, Span<float> lse, int start, int end)
     {
         double sum = 0;
-        // Exp in blocks on the stack keeps this allocation-free for any vocabulary size.
-        Span<float> tmp = stackalloc float[512];
-        for (int r = start; r < end; r++)
+        fixed (float* pl = logits)
         {
-            var z = logits.Slice(r * v, v);
-            float max = TensorPrimitives.Max(z);
-            double s = 0;
-            for (int i = 0; i < v; i += tmp.Length)
+            for (int r = start; r < end; r++)
             {
-                int n = Math.Min(tmp.Length, v - i);
-                TensorPrimitives.Subtract(z.Slice(i, n), max, tmp[..n]);
-                TensorPrimitives.Exp(tmp[..n], tmp[..n]);
-                s += TensorPrimitives.Sum(tmp[..n]);
+                float* z = pl + (long)r * v;
+                float max = TensorPrimitives.Max(new ReadOnlySpan<float>(z, v));
+                var vmax = Vector512.Create(max);
+                double s = 0;
+                int i = 0;
+                while (i + 16 <= v)
+                {
+                    int blockEnd = Math.Min(v, i + SumBlock);
+                    Vector512<float> acc = Vector512<float>.Zero;
+                    for (; i + 16 <= blockEnd; i += 16) acc += VectorExp.Exp(Vector512.Load(z + i) - vmax);
+                    s += Vector512.Sum(acc);
+                }
+                for (; i < v; i++) s += MathF.Exp(z[i] - max);
+                float l = max + (float)Math.Log(s);
+                lse[r] = l;
+                int t = targets[r];
+                if (t >= 0) sum += l - z[t];
             }
-            float l = max + (float)Math.Log(s);
-            lse[r] = l;
-            int t = targets[r];
-            if (t >= 0) sum += l - z[t];
         }
         return sum;
     }
 
-    public static void BackwardRows(ReadOnlySpan<float> logits, ReadOnlySpan<int> targets, int v, ReadOnlySpan<float> lse, float scale,
+    public static unsafe void BackwardRows(ReadOnlySpan<float> logits, ReadOnlySpan<int> targets, int v, ReadOnlySpan<float> lse, float scale,
         Span<float> dlogits, int start, int end)
     {
-        Span<float> tmp = stackalloc float[512];
-        for (int r = start; r < end; r++)
+        var vscale = Vector512.Create(scale);
+        fixed (float* pl = logits) fixed (float* pd = dlogits)
         {
-            int t = targets[r];
-            if (t < 0) continue;
-            var z = logits.Slice(r * v, v);
-            var dz = dlogits.Slice(r * v, v);
-            for (int i = 0; i < v; i += tmp.Length)
+            for (int r = start; r < end; r++)
             {
-                int n = Math.Min(tmp.Length, v - i);
-                TensorPrimitives.Subtract(z.Slice(i, n), lse[r], tmp[..n]);
-                TensorPrimitives.Exp(tmp[..n], tmp[..n]);
-                TensorPrimitives.MultiplyAdd(tmp[..n], scale, dz.Slice(i, n), dz.Slice(i, n));
+                int t = targets[r];
+                if (t < 0) continue;
+                float* z = pl + (long)r * v, dz = pd + (long)r * v;
+                var vlse = Vector512.Create(lse[r]);
+                int i = 0;
+                for (; i + 16 <= v; i += 16)
+                    Vector512.FusedMultiplyAdd(VectorExp.Exp(Vector512.Load(z + i) - vlse), vscale, Vector512.Load(dz + i)).Store(dz + i);
+                for (; i < v; i++) dz[i] += scale * MathF.Exp(z[i] - lse[r]);
+                dz[t] -= scale;
             }
-            dz[t] -= scale;
         }
     }
 }

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
@@ -13,7 +14,8 @@ namespace DeepSeekSharp.Kernels.Cpu;
 /// </summary>
 internal static class MlaAttentionKernels
 {
-    public const int TileRows = 64;
+    /// <summary>Query rows per tile; equal to the micro-kernel's strip width, so a transposed score tile is one packed B strip.</summary>
+    public const int TileRows = SgemmMicroKernels.NR;
 
     public static void Forward(in MlaAttentionShape s, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb, ReadOnlySpan<float> kpe,
         Span<float> o, Span<float> logSumExp, WorkerPool? pool)
@@ -88,7 +90,7 @@ internal static class MlaAttentionKernels
     /// <summary>Per-worker buffers: one head's packed keys and values, its keys as contiguous rows, tiles of scores.</summary>
     private sealed class HeadScratch
     {
-        public readonly float[] PackedK, PackedKt, PackedV, K, S, P2, DQ, DK, DV, OutTile, Inv;
+        public readonly float[] PackedK, PackedKt, PackedV, K, S, P2, DQ, DK, DV, OutTile, Inv, QTile;
 
         public HeadScratch(in MlaAttentionShape s)
         {
@@ -103,12 +105,13 @@ internal static class MlaAttentionKernels
             DQ = pool.Rent(t * s.QDim); DK = pool.Rent(t * s.QDim); DV = pool.Rent(t * s.VDim);
             OutTile = pool.Rent(s.VDim * TileRows);
             Inv = pool.Rent(TileRows);
+            QTile = pool.Rent(s.QDim * TileRows);
         }
 
         public void Return()
         {
             var pool = ArrayPool<float>.Shared;
-            foreach (var a in new[] { PackedK, PackedKt, PackedV, K, S, P2, DQ, DK, DV, OutTile, Inv }) pool.Return(a);
+            foreach (var a in new[] { PackedK, PackedKt, PackedV, K, S, P2, DQ, DK, DV, OutTile, Inv, QTile }) pool.Return(a);
         }
     }
 
@@ -125,41 +128,112 @@ internal static class MlaAttentionKernels
         SgemmPrepacked.PackB(true, kpeBatch, dr, t, dq, dn, dr, packedK);
     }
 
+    /// <summary>
+    /// One (batch, head) of the forward, in tiles of 64 queries computed transposed: Sᵀ[keys, 64] = scale · K · Q_tileᵀ,
+    /// so that the softmax runs down the key axis with every query in its own SIMD lane (no per-row horizontal
+    /// reductions or per-row library calls), and Sᵀ, overwritten by P, is already a packed 64-wide B strip for
+    /// O_tileᵀ[dv, 64] = Vᵀ · P: no packing of the probabilities at all.
+    /// </summary>
     private static unsafe void ForwardHead(in MlaAttentionShape s, int b, int h, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb, ReadOnlySpan<float> kpe,
         Span<float> o, Span<float> lse, HeadScratch w)
     {
         int t = s.SeqLen, dq = s.QDim, dn = s.NopeDim, dr = s.RopeDim, dv = s.VDim, qStride = s.Heads * dq, kvStride = s.Heads * s.KvbDim;
         long tok0 = (long)b * t;
-        fixed (float* pq = q) fixed (float* pkvb = kvb) fixed (float* pkpe = kpe) fixed (float* pk = w.PackedK) fixed (float* pv = w.PackedV)
-        fixed (float* ps = w.S) fixed (float* pot = w.OutTile) fixed (float* po = o) fixed (float* pinv = w.Inv)
+        fixed (float* pq = q) fixed (float* pkvb = kvb) fixed (float* pkpe = kpe) fixed (float* pkc = w.K) fixed (float* pv = w.PackedV)
+        fixed (float* ps = w.S) fixed (float* pqt = w.QTile) fixed (float* pot = w.OutTile) fixed (float* po = o) fixed (float* pinv = w.Inv)
+        fixed (float* plse = lse)
         {
             float* qHead = pq + (tok0 * s.Heads + h) * dq, kvbHead = pkvb + (tok0 * s.Heads + h) * s.KvbDim;
-            PackKeys(s, kvbHead, pkpe + tok0 * dr, pk);
+            AssembleKeys(s, kvbHead, pkpe + tok0 * dr, pkc);
             SgemmPrepacked.PackATransposed(kvbHead + dn, kvStride, dv, t, pv); // Vᵀ [dv, T]
+            float* lseHead = plse + (long)(b * s.Heads + h) * t;
             for (int r0 = 0; r0 < t; r0 += TileRows)
             {
                 int rows = Math.Min(TileRows, t - r0);
                 int cols = r0 + rows; // causal: keys 0..r0+rows-1 are all this tile can see
-                // S[rows, cols] = scale · Q_tile · Kᵀ (Q rows read in place)
-                SgemmPrepacked.MultiplyPackedB(rows, cols, dq, s.Scale, qHead + (long)r0 * qStride, qStride, pk, 0f, ps, cols);
-                for (int r = 0; r < rows; r++)
-                {
-                    int i = r0 + r;
-                    var row = w.S.AsSpan(r * cols, cols);
-                    var live = row[..(i + 1)];
-                    float max = TensorPrimitives.Max(live);
-                    TensorPrimitives.Subtract(live, max, live);
-                    TensorPrimitives.Exp(live, live);
-                    float sum = TensorPrimitives.Sum(live);
-                    row[(i + 1)..].Clear();
-                    w.Inv[r] = 1f / sum; // applied to the dv-wide output row instead of the (longer) probability row
-                    lse[(b * s.Heads + h) * t + i] = max + MathF.Log(sum);
-                }
-                // O_tileᵀ[dv, rows] = Vᵀ · Pᵀ: n = rows (a multiple of the micro-kernel's 64 columns) instead of dv = 32,
-                // which would leave half of every micro-tile idle.
-                SgemmPrepacked.MultiplyPackedA(dv, rows, cols, t, 1f, pv, true, ps, cols, 0f, pot, rows);
-                WriteTransposed(pot, rows, dv, rows, po + ((tok0 + r0) * s.Heads + h) * dv, s.Heads * dv, pinv);
+                SgemmPacking.PackBStrip(true, qHead + (long)r0 * qStride, qStride, 0, rows, 0, dq, pqt); // Q_tileᵀ, zero past rows
+                SgemmPrepacked.MultiplyPackedB(cols, TileRows, dq, s.Scale, pkc, dq, pqt, 0f, ps, TileRows);
+                SoftmaxDownKeys(ps, cols, r0, rows, pinv, lseHead + r0);
+                SgemmPrepacked.MultiplyPackedAStrip(dv, cols, t, 1f, pv, ps, 0f, pot, TileRows);
+                WriteTransposed(pot, TileRows, dv, rows, po + ((tok0 + r0) * s.Heads + h) * dv, s.Heads * dv, pinv);
             }
+        }
+    }
+
+    /// <summary>Keys as contiguous rows [T, dq] = [k_nope ; k_pe] (k_pe shared by every head).</summary>
+    private static unsafe void AssembleKeys(in MlaAttentionShape s, float* kvbHead, float* kpeBatch, float* keys)
+    {
+        int dq = s.QDim, dn = s.NopeDim, dr = s.RopeDim, kvStride = s.Heads * s.KvbDim;
+        for (int i = 0; i < s.SeqLen; i++)
+        {
+            CopyShort(kvbHead + (long)i * kvStride, keys + (long)i * dq, dn);
+            CopyShort(kpeBatch + (long)i * dr, keys + (long)i * dq + dn, dr);
+        }
+    }
+
+    /// <summary>Copies a head-sized run of floats (tens of them) without a library call per row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void CopyShort(float* src, float* dst, int count)
+    {
+        int j = 0;
+        for (; j + 16 <= count; j += 16) Vector512.Load(src + j).Store(dst + j);
+        for (; j < count; j++) dst[j] = src[j];
+    }
+
+    /// <summary>
+    /// Causal softmax of a transposed score tile st[cols, 64] (row j = key j, lane c = query r0 + c) in place: query
+    /// r0 + c sees keys j ≤ r0 + c, so rows below r0 are whole and the diagonal block is masked per lane. Writes
+    /// unnormalised probabilities exp(s − max), 1 / Σ into <paramref name="inv"/> (applied to the dv-wide output
+    /// instead of the longer probability column) and max + log Σ into <paramref name="lse"/> for the backward.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void SoftmaxDownKeys(float* st, int cols, int r0, int rows, float* inv, float* lse)
+    {
+        var minus = Vector512.Create(float.NegativeInfinity);
+        var lane = Vector512.Create(0f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        Vector512<float> m0 = minus, m1 = minus, m2 = minus, m3 = minus;
+        for (int j = 0; j < r0; j++)
+        {
+            float* row = st + (nint)j * TileRows;
+            m0 = Vector512.Max(m0, Vector512.Load(row)); m1 = Vector512.Max(m1, Vector512.Load(row + 16));
+            m2 = Vector512.Max(m2, Vector512.Load(row + 32)); m3 = Vector512.Max(m3, Vector512.Load(row + 48));
+        }
+        for (int j = r0; j < cols; j++)
+        {
+            float* row = st + (nint)j * TileRows;
+            var first = Vector512.Create((float)(j - r0)); // lanes c ≥ j − r0 see key j
+            m0 = Vector512.Max(m0, Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(lane, first), Vector512.Load(row), minus));
+            m1 = Vector512.Max(m1, Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(lane + Vector512.Create(16f), first), Vector512.Load(row + 16), minus));
+            m2 = Vector512.Max(m2, Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(lane + Vector512.Create(32f), first), Vector512.Load(row + 32), minus));
+            m3 = Vector512.Max(m3, Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(lane + Vector512.Create(48f), first), Vector512.Load(row + 48), minus));
+        }
+        Vector512<float> s0 = Vector512<float>.Zero, s1 = s0, s2 = s0, s3 = s0;
+        for (int j = 0; j < cols; j++)
+        {
+            float* row = st + (nint)j * TileRows;
+            var e0 = VectorExp.Exp(Vector512.Load(row) - m0);
+            var e1 = VectorExp.Exp(Vector512.Load(row + 16) - m1);
+            var e2 = VectorExp.Exp(Vector512.Load(row + 32) - m2);
+            var e3 = VectorExp.Exp(Vector512.Load(row + 48) - m3);
+            if (j >= r0)
+            {
+                var first = Vector512.Create((float)(j - r0));
+                e0 = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(lane, first), e0, Vector512<float>.Zero);
+                e1 = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(lane + Vector512.Create(16f), first), e1, Vector512<float>.Zero);
+                e2 = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(lane + Vector512.Create(32f), first), e2, Vector512<float>.Zero);
+                e3 = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(lane + Vector512.Create(48f), first), e3, Vector512<float>.Zero);
+            }
+            e0.Store(row); e1.Store(row + 16); e2.Store(row + 32); e3.Store(row + 48);
+            s0 += e0; s1 += e1; s2 += e2; s3 += e3;
+        }
+        float* sums = stackalloc float[TileRows];
+        float* maxes = stackalloc float[TileRows];
+        s0.Store(sums); s1.Store(sums + 16); s2.Store(sums + 32); s3.Store(sums + 48);
+        m0.Store(maxes); m1.Store(maxes + 16); m2.Store(maxes + 32); m3.Store(maxes + 48);
+        for (int c = 0; c < rows; c++)
+        {
+            inv[c] = 1f / sums[c];
+            lse[c] = maxes[c] + MathF.Log(sums[c]);
         }
     }
 
@@ -206,7 +280,7 @@ internal static class MlaAttentionKernels
                     var dp = w.P2.AsSpan(r * cols, cols);
                     var live = p[..(i + 1)];
                     TensorPrimitives.Subtract(live, lse[(b * s.Heads + h) * t + i], live);
-                    TensorPrimitives.Exp(live, live);
+                    VectorExp.Exp(live, live);
                     p[(i + 1)..].Clear();
                     dp[(i + 1)..].Clear();
                     float dsum = TensorPrimitives.Dot(p, dp);

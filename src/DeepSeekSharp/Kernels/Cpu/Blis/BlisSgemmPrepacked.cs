@@ -86,5 +86,20 @@ internal static unsafe class SgemmPrepacked
         }
     }
 
+    /// <summary>
+    /// C[m, 64] = alpha · A[:m, :k] · S + beta · C with A packed by <see cref="PackATransposed"/> (total depth
+    /// <paramref name="kPacked"/> ≥ k) and S a ready-made 64-wide B strip (k × 64 floats, p-major): a tile whose
+    /// producer wrote it in the packed layout, such as the attention forward's probabilities P (keys × 64 queries).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void MultiplyPackedAStrip(int m, int k, int kPacked, float alpha, float* packedA, float* strip, float beta, float* c, int ldc)
+    {
+        if (m <= 0) return;
+        if (k > kPacked) throw new ArgumentException($"depth {k} exceeds the packed depth {kPacked}");
+        var kernel = SgemmMicroKernels.Resolve(BlisSgemmKernel.Best);
+        for (int i = 0; i < m; i += MR)
+            SgemmMicroKernels.Tile(kernel, k, packedA + (nint)i * kPacked, 1, MR, strip, c + (nint)i * ldc, ldc, Math.Min(MR, m - i), NR, alpha, beta);
+    }
+
     private static int RoundUp(int x, int multiple) => (x + multiple - 1) / multiple * multiple;
 }
