@@ -1,3 +1,4 @@
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using DeepSeekSharp.Autograd;
 using DeepSeekSharp.Nn;
 using DeepSeekSharp.Tensors;
@@ -47,7 +48,7 @@ public sealed class Gate : Module
         Tensor logits = Functional.Linear(x, Weight);                                          // [N, E]
         Tensor scores = _c.ScoringFunc == "sigmoid" ? Functional.Sigmoid(logits) : Functional.Softmax(logits);
         logits.ReleaseIfUnread(); // both score functions differentiate from their output
-        int[] idx = Select(scores.Span, OptionalBias());
+        int[] idx = SelectConcurrently(scores);
         Tensor w = Functional.RouteWeights(scores, idx, TopK, _c.NormTopkProb == true, _c.RoutedScalingFactor ?? 1f);
         var counts = new long[Experts];
         foreach (int e in idx) counts[e]++;
@@ -57,28 +58,52 @@ public sealed class Gate : Module
         return (scores, idx, w);
     }
 
-    private ReadOnlySpan<float> OptionalBias() => ScoreCorrectionBias is { IsMeta: false } b ? b.Span : ReadOnlySpan<float>.Empty;
-
     /// <summary>Chooses k experts per token from scores [N, E]; returns [N·k], best first.</summary>
     public int[] Select(ReadOnlySpan<float> scores, ReadOnlySpan<float> bias)
     {
-        int e = Experts, k = TopK, n = scores.Length / e;
+        int n = scores.Length / Experts;
+        var result = new int[n * TopK];
+        SelectRows(scores, bias, result, 0, n);
+        return result;
+    }
+
+    /// <summary><see cref="Select"/> with the tokens split over the backend's workers (each token's choice is independent).</summary>
+    private int[] SelectConcurrently(Tensor scores)
+    {
+        const int RowsPerPiece = 256;
+        int e = Experts, n = checked((int)(scores.Length / e));
+        var result = new int[n * TopK];
+        float[] s = scores.Data;
+        float[]? bias = ScoreCorrectionBias is { IsMeta: false } b ? b.Data : null;
+        int biasLength = bias is null ? 0 : e;
+        scores.Backend.RunConcurrently((n + RowsPerPiece - 1) / RowsPerPiece, piece =>
+        {
+            int t0 = piece * RowsPerPiece, t1 = Math.Min(n, t0 + RowsPerPiece);
+            SelectRows(s.AsSpan(0, n * e), bias.AsSpan(0, biasLength), result, t0, t1);
+        });
+        return result;
+    }
+
+    private void SelectRows(ReadOnlySpan<float> scores, ReadOnlySpan<float> bias, int[] result, int t0, int t1)
+    {
+        int e = Experts, k = TopK;
         int groups = _c.NGroup ?? 1, keepGroups = _c.TopkGroup ?? groups;
-        bool grouped = groups > 1 && keepGroups < groups && _c.TopkMethod is "noaux_tc" or "group_limited_greedy";
+        bool noAux = _c.TopkMethod == "noaux_tc";
+        bool grouped = groups > 1 && keepGroups < groups && (noAux || _c.TopkMethod == "group_limited_greedy");
         int perGroup = e / groups;
-        var result = new int[n * k];
         Span<float> sel = e <= 1024 ? stackalloc float[e] : new float[e];
-        Span<float> groupScore = stackalloc float[groups];
+        Span<float> groupScore = groups <= 1024 ? stackalloc float[groups] : new float[groups];
         Span<bool> taken = groups <= 1024 ? stackalloc bool[groups] : new bool[groups];
-        for (int t = 0; t < n; t++)
+        for (int t = t0; t < t1; t++)
         {
             var s = scores.Slice(t * e, e);
-            for (int i = 0; i < e; i++) sel[i] = bias.IsEmpty ? s[i] : s[i] + bias[i];
+            if (bias.IsEmpty) s.CopyTo(sel);
+            else TensorPrimitives.Add(s, bias, sel);
             if (grouped)
             {
                 for (int g = 0; g < groups; g++)
                 {
-                    if (_c.TopkMethod == "noaux_tc")
+                    if (noAux)
                     {
                         var gs = sel.Slice(g * perGroup, perGroup);
                         int a = ArgMax(gs, -1);
@@ -111,7 +136,6 @@ public sealed class Gate : Module
                 sel[best] = float.NegativeInfinity;
             }
         }
-        return result;
     }
 
     private static int ArgMax(ReadOnlySpan<float> v, int exclude)

@@ -17,6 +17,8 @@ public sealed class BlisSgemmTests : IDisposable
         (7, 65, 63), (13, 129, 64), (6, 64, 128), (95, 63, 65), (96, 64, 96), (97, 127, 97),
         (127, 128, 129), (129, 65, 33), (12, 200, 511), (25, 70, 512), (31, 67, 513),
         (200, 130, 300), (64, 2100, 20), (103, 64, 1100),
+        // Narrow edge strips (the 6×16 and 6×32 AVX-512 edge kernels), odd depth for the 6×16 kernel's two-step loop.
+        (40, 16, 301), (50, 90, 77), (61, 32, 250), (19, 81, 64),
     ];
 
     public static TheoryData<bool, bool, int, int, int, bool> ShapeCases()
@@ -70,7 +72,7 @@ public sealed class BlisSgemmTests : IDisposable
         if (kernel == BlisSgemmKernel.Avx2 && !(Avx2.IsSupported && Fma.IsSupported)) return;
         foreach (bool ta in new[] { false, true })
             foreach (bool tb in new[] { false, true })
-                foreach (var (m, n, k) in new[] { (13, 70, 65), (97, 128, 40), (8, 65, 600) })
+                foreach (var (m, n, k) in new[] { (13, 70, 65), (97, 128, 40), (8, 65, 600), (20, 16, 33), (30, 90, 77) })
                 {
                     Check(Create(ta, tb, m, n, k, pad: 2, seed: 5, nanC: true), 0.75f, 0f, _pool2, kernel);
                     Check(Create(ta, tb, m, n, k, pad: 0, seed: 6), 1f, -0.5f, null, kernel);

@@ -47,7 +47,11 @@ internal static unsafe class SgemmMicroKernels
         // Edge tile: compute the whole padded tile into a scratch tile, then merge the valid part.
         float* tmp = stackalloc float[MR * NR + 16];
         tmp = (float*)(((nint)tmp + 63) & ~(nint)63);
-        Full(kernel, kc, a, rs, step, rows, b, tmp, NR, 1f, 0f);
+        // Narrow edges (n = 16 for a 16-expert gate, the 16-column tail of kv_a's 80) take a narrower kernel: the full
+        // 64-wide one would spend 3/4 of its FMAs on padding.
+        if (kernel == BlisSgemmKernel.Avx512 && cols <= 16) Avx512Kernel6x16(kc, a, rs, step, rows, b, tmp, NR);
+        else if (kernel == BlisSgemmKernel.Avx512 && cols <= 32) Avx512Kernel6x32(kc, a, rs, step, rows, b, tmp, NR);
+        else Full(kernel, kc, a, rs, step, rows, b, tmp, NR, 1f, 0f);
         for (int r = 0; r < rows; r++)
         {
             float* cr = c + (nint)r * ldc;
@@ -123,6 +127,76 @@ internal static unsafe class SgemmMicroKernels
         Store512Row(c + 3 * (nint)ldc, alpha, beta, c30, c31, c32, c33);
         Store512Row(c + 4 * (nint)ldc, alpha, beta, c40, c41, c42, c43);
         Store512Row(c + 5 * (nint)ldc, alpha, beta, c50, c51, c52, c53);
+    }
+
+    /// <summary>6×16 tile into a 64-wide scratch tile (C = A·B, no scaling): two accumulator sets over even and odd depth
+    /// steps, so twelve independent FMA chains hide the FMA latency that six alone would expose.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Avx512Kernel6x16(int kc, float* a, nint rs, nint step, int rows, float* b, float* c, int ldc)
+    {
+        float* a0 = a, a1 = Row(a, rs, 1, rows), a2 = Row(a, rs, 2, rows), a3 = Row(a, rs, 3, rows);
+        float* a4 = Row(a, rs, 4, rows), a5 = Row(a, rs, 5, rows);
+        nint off = 0;
+        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default;
+        Vector512<float> d0 = default, d1 = default, d2 = default, d3 = default, d4 = default, d5 = default;
+        int p = 0;
+        for (; p + 2 <= kc; p += 2)
+        {
+            Vector512<float> b0 = Vector512.Load(b), b1 = Vector512.Load(b + NR);
+            nint off1 = off + step;
+            c0 = Avx512F.FusedMultiplyAdd(Vector512.Create(a0[off]), b0, c0); d0 = Avx512F.FusedMultiplyAdd(Vector512.Create(a0[off1]), b1, d0);
+            c1 = Avx512F.FusedMultiplyAdd(Vector512.Create(a1[off]), b0, c1); d1 = Avx512F.FusedMultiplyAdd(Vector512.Create(a1[off1]), b1, d1);
+            c2 = Avx512F.FusedMultiplyAdd(Vector512.Create(a2[off]), b0, c2); d2 = Avx512F.FusedMultiplyAdd(Vector512.Create(a2[off1]), b1, d2);
+            c3 = Avx512F.FusedMultiplyAdd(Vector512.Create(a3[off]), b0, c3); d3 = Avx512F.FusedMultiplyAdd(Vector512.Create(a3[off1]), b1, d3);
+            c4 = Avx512F.FusedMultiplyAdd(Vector512.Create(a4[off]), b0, c4); d4 = Avx512F.FusedMultiplyAdd(Vector512.Create(a4[off1]), b1, d4);
+            c5 = Avx512F.FusedMultiplyAdd(Vector512.Create(a5[off]), b0, c5); d5 = Avx512F.FusedMultiplyAdd(Vector512.Create(a5[off1]), b1, d5);
+            off += 2 * step;
+            b += 2 * NR;
+        }
+        if (p < kc)
+        {
+            Vector512<float> b0 = Vector512.Load(b);
+            c0 = Avx512F.FusedMultiplyAdd(Vector512.Create(a0[off]), b0, c0); c1 = Avx512F.FusedMultiplyAdd(Vector512.Create(a1[off]), b0, c1);
+            c2 = Avx512F.FusedMultiplyAdd(Vector512.Create(a2[off]), b0, c2); c3 = Avx512F.FusedMultiplyAdd(Vector512.Create(a3[off]), b0, c3);
+            c4 = Avx512F.FusedMultiplyAdd(Vector512.Create(a4[off]), b0, c4); c5 = Avx512F.FusedMultiplyAdd(Vector512.Create(a5[off]), b0, c5);
+        }
+        (c0 + d0).Store(c); (c1 + d1).Store(c + ldc); (c2 + d2).Store(c + 2 * (nint)ldc);
+        (c3 + d3).Store(c + 3 * (nint)ldc); (c4 + d4).Store(c + 4 * (nint)ldc); (c5 + d5).Store(c + 5 * (nint)ldc);
+    }
+
+    /// <summary>6×32 tile into a 64-wide scratch tile (C = A·B, no scaling): half the 6×64 kernel, twelve FMA chains.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Avx512Kernel6x32(int kc, float* a, nint rs, nint step, int rows, float* b, float* c, int ldc)
+    {
+        float* a0 = a, a1 = Row(a, rs, 1, rows), a2 = Row(a, rs, 2, rows), a3 = Row(a, rs, 3, rows);
+        float* a4 = Row(a, rs, 4, rows), a5 = Row(a, rs, 5, rows);
+        nint off = 0;
+        Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
+        Vector512<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            Vector512<float> b0 = Vector512.Load(b), b1 = Vector512.Load(b + 16);
+            Vector512<float> av = Vector512.Create(a0[off]);
+            c00 = Avx512F.FusedMultiplyAdd(av, b0, c00); c01 = Avx512F.FusedMultiplyAdd(av, b1, c01);
+            av = Vector512.Create(a1[off]);
+            c10 = Avx512F.FusedMultiplyAdd(av, b0, c10); c11 = Avx512F.FusedMultiplyAdd(av, b1, c11);
+            av = Vector512.Create(a2[off]);
+            c20 = Avx512F.FusedMultiplyAdd(av, b0, c20); c21 = Avx512F.FusedMultiplyAdd(av, b1, c21);
+            av = Vector512.Create(a3[off]);
+            c30 = Avx512F.FusedMultiplyAdd(av, b0, c30); c31 = Avx512F.FusedMultiplyAdd(av, b1, c31);
+            av = Vector512.Create(a4[off]);
+            c40 = Avx512F.FusedMultiplyAdd(av, b0, c40); c41 = Avx512F.FusedMultiplyAdd(av, b1, c41);
+            av = Vector512.Create(a5[off]);
+            c50 = Avx512F.FusedMultiplyAdd(av, b0, c50); c51 = Avx512F.FusedMultiplyAdd(av, b1, c51);
+            off += step;
+            b += NR;
+        }
+        c00.Store(c); c01.Store(c + 16);
+        c10.Store(c + ldc); c11.Store(c + ldc + 16);
+        c20.Store(c + 2 * (nint)ldc); c21.Store(c + 2 * (nint)ldc + 16);
+        c30.Store(c + 3 * (nint)ldc); c31.Store(c + 3 * (nint)ldc + 16);
+        c40.Store(c + 4 * (nint)ldc); c41.Store(c + 4 * (nint)ldc + 16);
+        c50.Store(c + 5 * (nint)ldc); c51.Store(c + 5 * (nint)ldc + 16);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
