@@ -30,6 +30,12 @@ public interface IBackend
     void GroupedGemm(bool transA, bool transB, float alpha, float beta, int lda, int ldb, int ldc, ReadOnlySpan<GemmGroup> groups,
         ReadOnlySpan<int> bRows);
 
+    /// <summary>Packs op(B) [k, n] once for several <see cref="GemmPackedB"/> calls that share it (dispose the result).</summary>
+    PackedMatrix PackGemmB(bool transB, ReadOnlySpan<float> b, int ldb, int n, int k);
+
+    /// <summary>C[m, n] = alpha · op(A) · B + beta · C with B packed by <see cref="PackGemmB"/> (beta = 0 never reads C).</summary>
+    void GemmPackedB(bool transA, int m, float alpha, ReadOnlySpan<float> a, int lda, PackedMatrix b, float beta, Span<float> c, int ldc);
+
     /// <summary>C[m, n] = A[m, k] · Wᵀ with W [n, k] stored compressed (BF16 or FP8 blocks), widened on the fly (see Sgemm).</summary>
     void GemmCompressedWeight(int m, ReadOnlySpan<float> a, DeepSeekSharp.Tensors.CompressedWeight w, Span<float> c);
 

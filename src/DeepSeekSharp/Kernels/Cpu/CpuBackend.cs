@@ -1,3 +1,4 @@
+using DeepSeekSharp.Tensors;
 using System.Buffers;
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 
@@ -33,6 +34,34 @@ public sealed class CpuBackend : IBackend
     public void Gemm(bool transA, bool transB, int m, int n, int k, float alpha,
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc) =>
         Sgemm.Multiply(Pool, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+
+    public unsafe PackedMatrix PackGemmB(bool transB, ReadOnlySpan<float> b, int ldb, int n, int k)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(n);
+        ArgumentOutOfRangeException.ThrowIfNegative(k);
+        ArgumentOutOfRangeException.ThrowIfLessThan(ldb, Math.Max(1, transB ? k : n));
+        long needed = n == 0 || k == 0 ? 0 : transB ? (long)(n - 1) * ldb + k : (long)(k - 1) * ldb + n;
+        if (needed > b.Length) throw new ArgumentException($"B needs {needed} floats ({(transB ? n : k)}x{(transB ? k : n)}, ldb {ldb}) but has {b.Length}.", nameof(b));
+        float[] data = StoragePool.Rent(Math.Max(1, BlisSgemm.PackedBLength(n, k)));
+        if (n > 0 && k > 0)
+            fixed (float* pb = b) fixed (float* pd = data)
+                SgemmBlocked.PackAllB(Pool, transB, pb, ldb, n, k, pd);
+        return new PackedMatrix(n, k, data);
+    }
+
+    public unsafe void GemmPackedB(bool transA, int m, float alpha, ReadOnlySpan<float> a, int lda, PackedMatrix b, float beta, Span<float> c, int ldc)
+    {
+        int n = b.N, k = b.K;
+        ArgumentOutOfRangeException.ThrowIfNegative(m);
+        ArgumentOutOfRangeException.ThrowIfLessThan(lda, Math.Max(1, transA ? m : k));
+        ArgumentOutOfRangeException.ThrowIfLessThan(ldc, Math.Max(1, n));
+        if (m == 0 || n == 0) return;
+        long needA = k == 0 ? 0 : transA ? (long)(k - 1) * lda + m : (long)(m - 1) * lda + k;
+        if (needA > a.Length) throw new ArgumentException($"A needs {needA} floats but has {a.Length}.", nameof(a));
+        if ((long)(m - 1) * ldc + n > c.Length) throw new ArgumentException($"C needs {(long)(m - 1) * ldc + n} floats but has {c.Length}.", nameof(c));
+        fixed (float* pa = a) fixed (float* pb = b.Data) fixed (float* pc = c)
+            BlisSgemm.MultiplyPackedB(Pool, transA, m, n, k, alpha, pa, lda, pb, beta, pc, ldc);
+    }
 
     public unsafe void GroupedGemm(bool transA, bool transB, float alpha, float beta, int lda, int ldb, int ldc,
         ReadOnlySpan<GemmGroup> groups, ReadOnlySpan<int> bRows)

@@ -46,6 +46,25 @@ public static unsafe partial class BlisSgemm
             MultiplyCore(pool, BlisSgemmKernel.Best, transA, transB, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc);
     }
 
+    /// <summary>Floats a whole op(B) of n columns and depth k takes when packed by <see cref="SgemmBlocked.PackAllB"/>.</summary>
+    public static int PackedBLength(int n, int k) => checked((n + SgemmMicroKernels.NR - 1) / SgemmMicroKernels.NR * SgemmMicroKernels.NR * k);
+
+    /// <summary>
+    /// <c>C = alpha · op(A) · B + beta · C</c> with B (k × n) packed whole by <see cref="SgemmBlocked.PackAllB"/>: the
+    /// driver skips its packing phase, so one packed weight serves many products (unchecked; see the backend for checks).
+    /// </summary>
+    public static void MultiplyPackedB(WorkerPool? pool, bool transA, int m, int n, int k, float alpha, float* a, int lda, float* packedB,
+        float beta, float* c, int ldc)
+    {
+        if (m == 0 || n == 0) return;
+        if (k == 0 || alpha == 0f)
+        {
+            ScaleC(m, n, beta, c, ldc);
+            return;
+        }
+        SgemmBlocked.Multiply(pool, BlisSgemmKernel.Best, transA, false, m, n, k, alpha, a, lda, null, Math.Max(1, n), beta, c, ldc, packedB);
+    }
+
     /// <summary>The unchecked entry point; <paramref name="kernel"/> lets tests force a fallback kernel.</summary>
     internal static void MultiplyCore(WorkerPool? pool, BlisSgemmKernel kernel, bool transA, bool transB, int m, int n, int k,
         float alpha, float* a, int lda, float* b, int ldb, float beta, float* c, int ldc)

@@ -35,13 +35,13 @@ internal sealed unsafe class SgemmBlocked : IWorkerTask
     /// <summary>Runs the blocked algorithm. Requires m, n, k ≥ 1 and alpha ≠ 0.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Multiply(WorkerPool? pool, BlisSgemmKernel kernel, bool transA, bool transB, int m, int n, int k,
-        float alpha, float* a, int lda, float* b, int ldb, float beta, float* c, int ldc)
+        float alpha, float* a, int lda, float* b, int ldb, float beta, float* c, int ldc, float* prepackedB = null)
     {
         SgemmBlocked job = t_cachedJob ?? new SgemmBlocked();
         t_cachedJob = null; // a re-entrant call on this thread gets its own job
         try
         {
-            job.Run(pool, kernel, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+            job.Run(pool, kernel, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, prepackedB);
         }
         finally
         {
@@ -50,8 +50,42 @@ internal sealed unsafe class SgemmBlocked : IWorkerTask
         }
     }
 
+    /// <summary>Depth blocks the driver uses for depth k: ceil(k / KC) blocks of (at most) this many, balanced.</summary>
+    public static int DepthBlock(int k)
+    {
+        int kBlocks = (k + KC - 1) / KC;
+        return (k + kBlocks - 1) / kBlocks;
+    }
+
+    /// <summary>
+    /// Packs all of op(B) (k × n) in the layout the driver reads when given it pre-packed: depth block after depth
+    /// block (<see cref="DepthBlock"/>), each as ceil(n/64) strips of kc × 64; the block starting at depth pc begins
+    /// at pc · RoundUp(n, 64). Strips are packed in parallel.
+    /// </summary>
+    public static void PackAllB(WorkerPool? pool, bool transB, float* b, int ldb, int n, int k, float* dst)
+    {
+        int kcMax = DepthBlock(k), nRounded = RoundUp(n, NR), strips = nRounded / NR;
+        for (int pc = 0; pc < k; pc += kcMax)
+        {
+            int kc = Math.Min(kcMax, k - pc);
+            float* block = dst + (nint)pc * nRounded;
+            var task = new PackAllTask(transB, b, ldb, n, pc, kc, block);
+            if (pool is null || strips == 1) for (int s = 0; s < strips; s++) task.Execute(s);
+            else pool.Run(strips, task);
+        }
+    }
+
+    private sealed class PackAllTask(bool transB, float* b, int ldb, int n, int pc, int kc, float* block) : IWorkerTask
+    {
+        public void Execute(int strip)
+        {
+            int j = strip * NR;
+            SgemmPacking.PackBStrip(transB, b, ldb, j, Math.Min(NR, n - j), pc, kc, block + (nint)j * kc);
+        }
+    }
+
     private void Run(WorkerPool? pool, BlisSgemmKernel kernel, bool transA, bool transB, int m, int n, int k,
-        float alpha, float* a, int lda, float* b, int ldb, float beta, float* c, int ldc)
+        float alpha, float* a, int lda, float* b, int ldb, float beta, float* c, int ldc, float* prepackedB)
     {
         (_transA, _transB, _m, _lda, _ldb, _ldc, _alpha) = (transA, transB, m, lda, ldb, ldc, alpha);
         _a = a;
@@ -61,9 +95,10 @@ internal sealed unsafe class SgemmBlocked : IWorkerTask
         int threads = pool?.ThreadCount ?? 1;
 
         // Balanced blocks: 513 deep becomes 2 × 257 rather than 512 + 1.
-        int kBlocks = (k + KC - 1) / KC, kcMax = (k + kBlocks - 1) / kBlocks;
+        int kcMax = DepthBlock(k);
         int nBlocks = (n + NC - 1) / NC, ncMax = RoundUp((n + nBlocks - 1) / nBlocks, NR);
-        _packedB = PackBuffer.Get(ref t_packB, kcMax * ncMax);
+        float* ownPackedB = prepackedB is null ? PackBuffer.Get(ref t_packB, kcMax * ncMax) : null;
+        int nRounded = RoundUp(n, NR);
         _mBlocks = (m + MC - 1) / MC;
 
         for (int jc = 0; jc < n; jc += ncMax)
@@ -82,9 +117,18 @@ internal sealed unsafe class SgemmBlocked : IWorkerTask
                 _pc = pc;
                 _kc = Math.Min(kcMax, k - pc);
                 _beta = pc == 0 ? beta : 1f;
-                _packPhase = true;
-                Dispatch(pool, _nStrips);
-                _packPhase = false;
+                if (prepackedB is null)
+                {
+                    _packedB = ownPackedB;
+                    _packPhase = true;
+                    Dispatch(pool, _nStrips);
+                    _packPhase = false;
+                }
+                else
+                {
+                    // This (jc, pc) block's strips lie contiguously in the pre-packed operand (see PackAllB).
+                    _packedB = prepackedB + (nint)pc * nRounded + (nint)jc * _kc;
+                }
                 Dispatch(pool, _mBlocks * groups);
             }
         }
