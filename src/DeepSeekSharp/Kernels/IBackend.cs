@@ -91,6 +91,13 @@ public interface IBackend
     /// <summary>Per-row softmax cross-entropy; returns the summed loss over rows with target ≥ 0.</summary>
     double CrossEntropyForward(ReadOnlySpan<float> logits /* [rows, v] */, ReadOnlySpan<int> targets, int v, Span<float> rowLogSumExp);
 
+    /// <summary>
+    /// <see cref="CrossEntropyForward"/> and the gradient in one sweep: returns the summed loss, writes each row's
+    /// log-sum-exp and overwrites dlogits = scale · (softmax − onehot) (zero for rows with target &lt; 0).
+    /// </summary>
+    double CrossEntropyForwardBackward(ReadOnlySpan<float> logits, ReadOnlySpan<int> targets, int v, Span<float> rowLogSumExp, float scale,
+        Span<float> dlogits);
+
     /// <summary>Accumulates dlogits = scale · (softmax − onehot) for rows with target ≥ 0.</summary>
     void CrossEntropyBackward(ReadOnlySpan<float> logits, ReadOnlySpan<int> targets, int v, ReadOnlySpan<float> rowLogSumExp,
         float scale, Span<float> dlogits);

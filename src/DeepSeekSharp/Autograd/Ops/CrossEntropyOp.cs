@@ -107,16 +107,24 @@ internal sealed class LinearCrossEntropyOp : GradNode
                 var lseBlock = blockLse.AsSpan(0, n);
                 if (wT is not null) be.GemmPackedB(false, n, 1f, hBlock, hidden, wT, 0f, lBlock, v);
                 else be.Gemm(false, true, n, v, hidden, 1f, hBlock, hidden, w.Span, hidden, 0f, lBlock, v);
-                if (lse is not null && grads) lse.AsSpan(r0, n).CopyTo(lseBlock);
+                var dBlock = grads ? dlogits.AsSpan(0, n * v) : [];
+                if (lse is not null && grads)
+                {
+                    lse.AsSpan(r0, n).CopyTo(lseBlock);
+                    dBlock.Clear();
+                    be.CrossEntropyBackward(lBlock, tBlock, v, lseBlock, gradScale, dBlock);
+                }
+                else if (grads)
+                {
+                    // Gradients formed right away: one sweep gives the loss and dlogits (one exp per logit, not two).
+                    sum += be.CrossEntropyForwardBackward(lBlock, tBlock, v, lseBlock, gradScale, dBlock);
+                }
                 else
                 {
                     sum += be.CrossEntropyForward(lBlock, tBlock, v, lseBlock);
                     if (lse is not null) lseBlock.CopyTo(lse.AsSpan(r0, n));
                 }
                 if (!grads) continue;
-                var dBlock = dlogits.AsSpan(0, n * v);
-                dBlock.Clear();
-                be.CrossEntropyBackward(lBlock, tBlock, v, lseBlock, gradScale, dBlock);
                 if (dh is not null && wN is not null) be.GemmPackedB(false, n, 1f, dBlock, v, wN, 1f, dh.AsSpan(r0 * hidden, n * hidden), hidden);
                 else if (dh is not null) be.Gemm(false, false, n, hidden, v, 1f, dBlock, v, w.Span, hidden, 1f, dh.AsSpan(r0 * hidden, n * hidden), hidden);
                 if (dw is not null) be.Gemm(true, false, v, hidden, n, 1f, dBlock, v, hBlock, hidden, 1f, dw, hidden);

@@ -291,4 +291,24 @@ public sealed class CpuBackend : IBackend
                 new ReadOnlySpan<float>((float*)ir, rows), scale, new Span<float>((float*)id, ll), s, e));
         }
     }
+
+    public unsafe double CrossEntropyForwardBackward(ReadOnlySpan<float> logits, ReadOnlySpan<int> targets, int v, Span<float> rowLogSumExp,
+        float scale, Span<float> dlogits)
+    {
+        int rows = targets.Length;
+        double total = 0;
+        object gate = new();
+        fixed (float* pl = logits) fixed (int* pt = targets) fixed (float* pr = rowLogSumExp) fixed (float* pd = dlogits)
+        {
+            nint il = (nint)pl, it = (nint)pt, ir = (nint)pr, id = (nint)pd;
+            int ll = logits.Length;
+            CpuParallel.ForRanges(rows, 8, Pool, (s, e) =>
+            {
+                double part = CrossEntropyKernels.ForwardBackwardRows(new ReadOnlySpan<float>((float*)il, ll), new ReadOnlySpan<int>((int*)it, rows), v,
+                    new Span<float>((float*)ir, rows), scale, new Span<float>((float*)id, ll), s, e);
+                lock (gate) total += part;
+            });
+        }
+        return total;
+    }
 }

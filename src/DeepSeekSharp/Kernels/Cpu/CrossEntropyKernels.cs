@@ -61,4 +61,57 @@ internal static class CrossEntropyKernels
             }
         }
     }
+
+    /// <summary>
+    /// Forward and backward of a row in one sweep, for callers that form the gradient right away: e = exp(z − max) is
+    /// written into dz and summed, then dz = scale · e / Σ − scale · onehot. Rows with target &lt; 0 get dz = 0 and no
+    /// loss (their log-sum-exp is still written). Returns the summed loss of the rows.
+    /// </summary>
+    public static unsafe double ForwardBackwardRows(ReadOnlySpan<float> logits, ReadOnlySpan<int> targets, int v, Span<float> lse, float scale,
+        Span<float> dlogits, int start, int end)
+    {
+        double sum = 0;
+        fixed (float* pl = logits) fixed (float* pd = dlogits)
+        {
+            for (int r = start; r < end; r++)
+            {
+                float* z = pl + (long)r * v, dz = pd + (long)r * v;
+                float max = TensorPrimitives.Max(new ReadOnlySpan<float>(z, v));
+                var vmax = Vector512.Create(max);
+                double s = 0;
+                int i = 0;
+                while (i + 16 <= v)
+                {
+                    int blockEnd = Math.Min(v, i + SumBlock);
+                    Vector512<float> acc = Vector512<float>.Zero;
+                    for (; i + 16 <= blockEnd; i += 16)
+                    {
+                        var e = VectorExp.Exp(Vector512.Load(z + i) - vmax);
+                        e.Store(dz + i);
+                        acc += e;
+                    }
+                    s += Vector512.Sum(acc);
+                }
+                for (; i < v; i++)
+                {
+                    float e = MathF.Exp(z[i] - max);
+                    dz[i] = e;
+                    s += e;
+                }
+                float l = max + (float)Math.Log(s);
+                lse[r] = l;
+                int t = targets[r];
+                var row = new Span<float>(dz, v);
+                if (t < 0)
+                {
+                    row.Clear();
+                    continue;
+                }
+                sum += l - z[t];
+                TensorPrimitives.Multiply(row, (float)(scale / s), row);
+                dz[t] -= scale;
+            }
+        }
+        return sum;
+    }
 }
