@@ -42,4 +42,19 @@ public class VectorExpTests
         Assert.Equal((float)(1 / Math.E), y[9], 6);
         Assert.True(float.IsFinite(y[10]) && Math.Abs(y[10] / Math.Exp(x[10]) - 1) < 1e-6, $"exp(88.7) = {y[10]}");
     }
+
+    [Theory]
+    [InlineData(16)]
+    [InlineData(37)]
+    [InlineData(255)]
+    public void InPlaceEqualsOutOfPlaceForAnyLength(int n)
+    {
+        var rng = new Random(n);
+        float[] x = Enumerable.Range(0, n).Select(_ => (rng.NextSingle() - 0.8f) * 30f).ToArray();
+        float[] expected = new float[n], inPlace = (float[])x.Clone();
+        VectorExp.Exp(x, expected);
+        VectorExp.Exp(inPlace, inPlace); // the overlapping last vector must come from the inputs, not from stored results
+        Assert.Equal(expected, inPlace);
+        for (int i = 0; i < n; i++) Assert.True(Math.Abs(expected[i] / Math.Exp(x[i]) - 1) < 3e-7, $"[{i}] exp({x[i]}) = {expected[i]}");
+    }
 }

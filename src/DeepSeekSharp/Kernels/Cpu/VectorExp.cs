@@ -45,21 +45,28 @@ internal static class VectorExp
         return Vector512.ConditionalSelect(nan, x, result);
     }
 
-    /// <summary>y = exp(x) elementwise (any length; the tail goes through a padded vector).</summary>
+    /// <summary>
+    /// y = exp(x) elementwise, in place allowed. Lengths of 16 and more end with one vector over the last 16 elements,
+    /// computed from the inputs before anything is stored (so an in-place call never exponentiates twice); shorter
+    /// ones go through a padded vector.
+    /// </summary>
     public static unsafe void Exp(ReadOnlySpan<float> x, Span<float> y)
     {
         if (y.Length < x.Length) throw new ArgumentException("output shorter than input");
-        int i = 0;
+        int n = x.Length;
         fixed (float* px = x) fixed (float* py = y)
         {
-            for (; i + 16 <= x.Length; i += 16) Exp(Vector512.Load(px + i)).Store(py + i);
-            if (i < x.Length)
+            if (n < 16)
             {
                 float* tmp = stackalloc float[16];
-                for (int j = 0; j < 16; j++) tmp[j] = i + j < x.Length ? px[i + j] : 0f;
+                for (int j = 0; j < 16; j++) tmp[j] = j < n ? px[j] : 0f;
                 Exp(Vector512.Load(tmp)).Store(tmp);
-                for (int j = 0; i + j < x.Length; j++) py[i + j] = tmp[j];
+                for (int j = 0; j < n; j++) py[j] = tmp[j];
+                return;
             }
+            var last = Exp(Vector512.Load(px + n - 16));
+            for (int i = 0; i + 16 <= n; i += 16) Exp(Vector512.Load(px + i)).Store(py + i);
+            last.Store(py + n - 16);
         }
     }
 }
