@@ -21,17 +21,7 @@ internal static class CrossEntropyKernels
             {
                 float* z = pl + (long)r * v;
                 float max = TensorPrimitives.Max(new ReadOnlySpan<float>(z, v));
-                var vmax = Vector512.Create(max);
-                double s = 0;
-                int i = 0;
-                while (i + 16 <= v)
-                {
-                    int blockEnd = Math.Min(v, i + SumBlock);
-                    Vector512<float> acc = Vector512<float>.Zero;
-                    for (; i + 16 <= blockEnd; i += 16) acc += VectorExp.Exp(Vector512.Load(z + i) - vmax);
-                    s += Vector512.Sum(acc);
-                }
-                for (; i < v; i++) s += MathF.Exp(z[i] - max);
+                double s = SumExp(z, v, max, null);
                 float l = max + (float)Math.Log(s);
                 lse[r] = l;
                 int t = targets[r];
@@ -77,27 +67,7 @@ internal static class CrossEntropyKernels
             {
                 float* z = pl + (long)r * v, dz = pd + (long)r * v;
                 float max = TensorPrimitives.Max(new ReadOnlySpan<float>(z, v));
-                var vmax = Vector512.Create(max);
-                double s = 0;
-                int i = 0;
-                while (i + 16 <= v)
-                {
-                    int blockEnd = Math.Min(v, i + SumBlock);
-                    Vector512<float> acc = Vector512<float>.Zero;
-                    for (; i + 16 <= blockEnd; i += 16)
-                    {
-                        var e = VectorExp.Exp(Vector512.Load(z + i) - vmax);
-                        e.Store(dz + i);
-                        acc += e;
-                    }
-                    s += Vector512.Sum(acc);
-                }
-                for (; i < v; i++)
-                {
-                    float e = MathF.Exp(z[i] - max);
-                    dz[i] = e;
-                    s += e;
-                }
+                double s = SumExp(z, v, max, dz);
                 float l = max + (float)Math.Log(s);
                 lse[r] = l;
                 int t = targets[r];
@@ -113,5 +83,33 @@ internal static class CrossEntropyKernels
             }
         }
         return sum;
+    }
+
+    /// <summary>Σ exp(z − max) over a row, 16 lanes at a time (lane sums folded into a double every 512 elements); the
+    /// terms are also written to <paramref name="terms"/> when it is given.</summary>
+    private static unsafe double SumExp(float* z, int v, float max, float* terms)
+    {
+        var vmax = Vector512.Create(max);
+        double s = 0;
+        int i = 0;
+        while (i + 16 <= v)
+        {
+            int blockEnd = Math.Min(v, i + SumBlock);
+            Vector512<float> acc = Vector512<float>.Zero;
+            for (; i + 16 <= blockEnd; i += 16)
+            {
+                var e = VectorExp.Exp(Vector512.Load(z + i) - vmax);
+                if (terms != null) e.Store(terms + i);
+                acc += e;
+            }
+            s += Vector512.Sum(acc);
+        }
+        for (; i < v; i++)
+        {
+            float e = MathF.Exp(z[i] - max);
+            if (terms != null) terms[i] = e;
+            s += e;
+        }
+        return s;
     }
 }
