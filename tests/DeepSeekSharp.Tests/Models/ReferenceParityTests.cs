@@ -75,7 +75,7 @@ public class ReferenceParityTests
         using var _ = expected;
         var moes = model.NamedModules().Select(m => m.Module).OfType<Moe>().ToList();
         Assert.NotEmpty(moes);
-        foreach (var moe in moes) moe.ExpertsPath = groupedExperts ? MoeExpertsPath.Grouped : MoeExpertsPath.PerExpert;
+        foreach (var moe in moes) moe.GroupedExperts = groupedExperts;
         long groupedBefore = DeepSeekSharp.Autograd.Ops.GroupedExpertsOp.Calls;
         float w = expected.ReadFloat32("mtp_weight")[0];
         var loss = LanguageModelLoss.Compute(model, tokens, SequenceBatch.Training(1, tokens.Length), w, w > 0 ? 1 : 0);

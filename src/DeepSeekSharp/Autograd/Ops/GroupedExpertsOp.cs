@@ -1,6 +1,5 @@
 using DeepSeekSharp.Kernels;
 using DeepSeekSharp.Tensors;
-using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 
 namespace DeepSeekSharp.Autograd.Ops;
 
@@ -57,16 +56,7 @@ internal sealed class GroupedExpertsOp : GradNode
             CheckShape(upWeights[e], inter, hidden, "up_proj", e);
             CheckShape(downWeights[e], hidden, inter, "down_proj", e);
         }
-        if (offsets[0] != 0 || offsets[^1] != s) throw new ArgumentException($"grouped experts: offsets must run from 0 to {s}");
-        foreach (int r in rows)
-            if ((uint)r >= (uint)n) throw new ArgumentOutOfRangeException(nameof(rows), $"row {r} outside [0, {n})");
-        var activeList = new List<int>(experts);
-        for (int e = 0; e < experts; e++)
-        {
-            if (offsets[e + 1] < offsets[e]) throw new ArgumentException($"grouped experts: offsets decrease at expert {e}");
-            if (offsets[e + 1] > offsets[e]) activeList.Add(e);
-        }
-        int[] active = activeList.ToArray();
+        int[] active = ExpertRows.ActiveExperts(rows, offsets, n, "grouped experts");
         Interlocked.Increment(ref s_calls);
 
         var be = x.Backend;
@@ -88,7 +78,7 @@ internal sealed class GroupedExpertsOp : GradNode
         be.SiluMulForward(gate.AsSpan(0, s * inter), up.AsSpan(0, s * inter), h.AsSpan(0, s * inter));
         var y = Tensor.Empty(s, hidden);
         float[] yData = y.Data;
-        Array.Resize(ref groups, active.Length);
+        groups = new GemmGroup[active.Length];
         for (int i = 0; i < active.Length; i++)
         {
             int e = active[i], off = offsets[e], count = offsets[e + 1] - off;
@@ -158,12 +148,7 @@ internal sealed class GroupedExpertsOp : GradNode
         {
             float[] xData = x.Data;
             be.RunConcurrently(order.Length, i => BackwardExpert(order[i], be, dy, gate, up, xData, dWeights, dxs));
-            if (dx is not null)
-                for (int r = 0; r < s; r++)
-                {
-                    var target = dx.AsSpan(_rows[r] * hidden, hidden);
-                    TensorPrimitives.Add(target, dxs!.AsSpan(r * hidden, hidden), target);
-                }
+            if (dx is not null) ExpertRows.ScatterAdd(dx, dxs!, _rows, 0, s, hidden);
         }
         finally
         {

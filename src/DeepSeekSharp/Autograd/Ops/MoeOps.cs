@@ -195,20 +195,10 @@ internal sealed class RoutedExpertsOp : GradNode
     public static Tensor Forward(Tensor x, int[] rows, int[] offsets, Func<int, Tensor, Tensor> expert)
     {
         int hidden = x.Shape[^1], n = OpBase.Rows(x);
-        if (offsets.Length < 1 || offsets[0] != 0 || offsets[^1] != rows.Length)
-            throw new ArgumentException($"routed experts: offsets must run from 0 to {rows.Length}");
-        foreach (int r in rows)
-            if ((uint)r >= (uint)n) throw new ArgumentOutOfRangeException(nameof(rows), $"row {r} outside [0, {n})");
-        var active = new List<Branch>();
-        for (int e = 0; e + 1 < offsets.Length; e++)
-        {
-            int count = offsets[e + 1] - offsets[e];
-            if (count < 0) throw new ArgumentException($"routed experts: offsets decrease at expert {e}");
-            if (count > 0) active.Add(new Branch(e, offsets[e], count));
-        }
+        var branches = Array.ConvertAll(ExpertRows.ActiveExperts(rows, offsets, n, "routed experts"),
+            e => new Branch(e, offsets[e], offsets[e + 1] - offsets[e]));
         // Largest first, so the last pieces to finish are small ones and the workers end together.
-        active.Sort((a, b) => b.Count.CompareTo(a.Count));
-        var branches = active.ToArray();
+        Array.Sort(branches, (a, b) => b.Count.CompareTo(a.Count));
         var stacked = Tensor.Empty(rows.Length, hidden);
         bool gradEnabled = GradMode.IsEnabled, inputNeedsGrad = gradEnabled && x.RequiresGrad;
         x.Backend.RunConcurrently(branches.Length, i =>
@@ -255,13 +245,43 @@ internal sealed class RoutedExpertsOp : GradNode
             b.Input.DropStorage(); // the expert's private input: nobody else holds it
             b.Input = null;
             if (g is null) continue;
-            if (dx is not null)
-                for (int r = 0; r < b.Count; r++)
-                {
-                    var target = dx.AsSpan(_rows[b.Offset + r] * hidden, hidden);
-                    TensorPrimitives.Add(target, g.AsSpan(r * hidden, hidden), target);
-                }
+            if (dx is not null) ExpertRows.ScatterAdd(dx, g, _rows, b.Offset, b.Count, hidden);
             StoragePool.Return(g);
+        }
+    }
+}
+
+/// <summary>What both routed-expert ops (<see cref="RoutedExpertsOp"/>, <see cref="GroupedExpertsOp"/>) do with the
+/// token rows grouped by expert.</summary>
+internal static class ExpertRows
+{
+    /// <summary>
+    /// Checks that <paramref name="offsets"/> run from 0 to rows.Length without decreasing and that every row is a
+    /// token of x [n, H]; returns the experts that got rows, in expert order.
+    /// </summary>
+    public static int[] ActiveExperts(int[] rows, int[] offsets, int n, string what)
+    {
+        if (offsets.Length < 1 || offsets[0] != 0 || offsets[^1] != rows.Length)
+            throw new ArgumentException($"{what}: offsets must run from 0 to {rows.Length}");
+        foreach (int r in rows)
+            if ((uint)r >= (uint)n) throw new ArgumentOutOfRangeException(nameof(rows), $"row {r} outside [0, {n})");
+        var active = new List<int>(offsets.Length - 1);
+        for (int e = 0; e + 1 < offsets.Length; e++)
+        {
+            int count = offsets[e + 1] - offsets[e];
+            if (count < 0) throw new ArgumentException($"{what}: offsets decrease at expert {e}");
+            if (count > 0) active.Add(e);
+        }
+        return active.ToArray();
+    }
+
+    /// <summary>dx[rows[first + r]] += stacked[r] for r &lt; count: a token routed to k experts sums k input gradients.</summary>
+    public static void ScatterAdd(float[] dx, ReadOnlySpan<float> stacked, int[] rows, int first, int count, int hidden)
+    {
+        for (int r = 0; r < count; r++)
+        {
+            var target = dx.AsSpan(rows[first + r] * hidden, hidden);
+            TensorPrimitives.Add(target, stacked.Slice(r * hidden, hidden), target);
         }
     }
 }

@@ -42,7 +42,7 @@ public sealed class CpuBackend : IBackend
         ArgumentOutOfRangeException.ThrowIfLessThan(ldb, Math.Max(1, transB ? k : n));
         long needed = n == 0 || k == 0 ? 0 : transB ? (long)(n - 1) * ldb + k : (long)(k - 1) * ldb + n;
         if (needed > b.Length) throw new ArgumentException($"B needs {needed} floats ({(transB ? n : k)}x{(transB ? k : n)}, ldb {ldb}) but has {b.Length}.", nameof(b));
-        float[] data = StoragePool.Rent(Math.Max(1, BlisSgemm.PackedBLength(n, k)));
+        float[] data = StoragePool.Rent(Math.Max(1, SgemmPrepacked.PackedBLength(n, k)));
         if (n > 0 && k > 0)
             fixed (float* pb = b) fixed (float* pd = data)
                 SgemmBlocked.PackAllB(Pool, transB, pb, ldb, n, k, pd);
@@ -83,7 +83,7 @@ public sealed class CpuBackend : IBackend
                     native[i] = new SgemmGroup(g.M, g.N, g.K, a + g.AOffset, lda, b + g.BOffset, ldb, c + g.COffset, ldc,
                         g.BRowsOffset >= 0 ? rows + g.BRowsOffset : null);
                 }
-                BlisSgemm.MultiplyGroupedCore(Pool, BlisSgemmKernel.Best, transA, transB, alpha, beta, native.AsSpan(0, groups.Length));
+                Sgemm.MultiplyGrouped(Pool, transA, transB, alpha, beta, native.AsSpan(0, groups.Length));
             }
         }
         finally
@@ -259,19 +259,26 @@ public sealed class CpuBackend : IBackend
         ReadOnlySpan<float> logSumExp, ReadOnlySpan<float> dO, Span<float> dq, Span<float> dkvb, Span<float> dkpe) =>
         MlaAttentionKernels.Backward(s, q, kvb, kpe, logSumExp, dO, dq, dkvb, dkpe, Pool);
 
-    public unsafe double CrossEntropyForward(ReadOnlySpan<float> logits, ReadOnlySpan<int> targets, int v, Span<float> rowLogSumExp)
+    public double CrossEntropyForward(ReadOnlySpan<float> logits, ReadOnlySpan<int> targets, int v, Span<float> rowLogSumExp) =>
+        CrossEntropySweep(logits, targets, v, rowLogSumExp, 0f, Span<float>.Empty);
+
+    public double CrossEntropyForwardBackward(ReadOnlySpan<float> logits, ReadOnlySpan<int> targets, int v, Span<float> rowLogSumExp,
+        float scale, Span<float> dlogits) => CrossEntropySweep(logits, targets, v, rowLogSumExp, scale, dlogits);
+
+    private unsafe double CrossEntropySweep(ReadOnlySpan<float> logits, ReadOnlySpan<int> targets, int v, Span<float> rowLogSumExp,
+        float scale, Span<float> dlogits)
     {
-        int rows = targets.Length;
+        int rows = targets.Length, dl = dlogits.Length;
         double total = 0;
         object gate = new();
-        fixed (float* pl = logits) fixed (int* pt = targets) fixed (float* pr = rowLogSumExp)
+        fixed (float* pl = logits) fixed (int* pt = targets) fixed (float* pr = rowLogSumExp) fixed (float* pd = dlogits)
         {
-            nint il = (nint)pl, it = (nint)pt, ir = (nint)pr;
+            nint il = (nint)pl, it = (nint)pt, ir = (nint)pr, id = (nint)pd;
             int ll = logits.Length;
             CpuParallel.ForRanges(rows, 8, Pool, (s, e) =>
             {
                 double part = CrossEntropyKernels.ForwardRows(new ReadOnlySpan<float>((float*)il, ll), new ReadOnlySpan<int>((int*)it, rows), v,
-                    new Span<float>((float*)ir, rows), s, e);
+                    new Span<float>((float*)ir, rows), scale, new Span<float>((float*)id, dl), s, e);
                 lock (gate) total += part;
             });
         }
@@ -290,25 +297,5 @@ public sealed class CpuBackend : IBackend
                 new ReadOnlySpan<float>((float*)il, ll), new ReadOnlySpan<int>((int*)it, rows), v,
                 new ReadOnlySpan<float>((float*)ir, rows), scale, new Span<float>((float*)id, ll), s, e));
         }
-    }
-
-    public unsafe double CrossEntropyForwardBackward(ReadOnlySpan<float> logits, ReadOnlySpan<int> targets, int v, Span<float> rowLogSumExp,
-        float scale, Span<float> dlogits)
-    {
-        int rows = targets.Length;
-        double total = 0;
-        object gate = new();
-        fixed (float* pl = logits) fixed (int* pt = targets) fixed (float* pr = rowLogSumExp) fixed (float* pd = dlogits)
-        {
-            nint il = (nint)pl, it = (nint)pt, ir = (nint)pr, id = (nint)pd;
-            int ll = logits.Length;
-            CpuParallel.ForRanges(rows, 8, Pool, (s, e) =>
-            {
-                double part = CrossEntropyKernels.ForwardBackwardRows(new ReadOnlySpan<float>((float*)il, ll), new ReadOnlySpan<int>((int*)it, rows), v,
-                    new Span<float>((float*)ir, rows), scale, new Span<float>((float*)id, ll), s, e);
-                lock (gate) total += part;
-            });
-        }
-        return total;
     }
 }

@@ -7,7 +7,7 @@ internal static class CpuParallel
     public static void ForRanges(int count, int minChunk, WorkerPool? pool, Action<int, int> body)
     {
         if (count <= 0) return;
-        int threads = pool?.ThreadCount ?? 1;
+        int threads = pool?.AvailableThreads ?? 1;
         int chunks = Math.Min(threads * 4, Math.Max(1, count / Math.Max(1, minChunk)));
         if (chunks <= 1 || pool is null)
         {

@@ -5,31 +5,13 @@ namespace DeepSeekSharp.Kernels.Cpu;
 
 /// <summary>
 /// Softmax cross-entropy per row: loss = logsumexp(z) − z[target]; rows with target &lt; 0 are ignored. One max pass and
-/// one fused exp-and-sum (forward) or exp-and-accumulate (backward) pass per row, 16 lanes at a time.
+/// one fused exp-and-sum (forward, optionally writing the gradient) or exp-and-accumulate (backward) pass per row, 16
+/// lanes at a time.
 /// </summary>
 internal static class CrossEntropyKernels
 {
     /// <summary>Lanes' partial sums are folded into the double total every this many elements (float sums stay short).</summary>
     private const int SumBlock = 512;
-
-    public static unsafe double ForwardRows(ReadOnlySpan<float> logits, ReadOnlySpan<int> targets, int v, Span<float> lse, int start, int end)
-    {
-        double sum = 0;
-        fixed (float* pl = logits)
-        {
-            for (int r = start; r < end; r++)
-            {
-                float* z = pl + (long)r * v;
-                float max = TensorPrimitives.Max(new ReadOnlySpan<float>(z, v));
-                double s = SumExp(z, v, max, null);
-                float l = max + (float)Math.Log(s);
-                lse[r] = l;
-                int t = targets[r];
-                if (t >= 0) sum += l - z[t];
-            }
-        }
-        return sum;
-    }
 
     public static unsafe void BackwardRows(ReadOnlySpan<float> logits, ReadOnlySpan<int> targets, int v, ReadOnlySpan<float> lse, float scale,
         Span<float> dlogits, int start, int end)
@@ -53,31 +35,33 @@ internal static class CrossEntropyKernels
     }
 
     /// <summary>
-    /// Forward and backward of a row in one sweep, for callers that form the gradient right away: e = exp(z − max) is
-    /// written into dz and summed, then dz = scale · e / Σ − scale · onehot. Rows with target &lt; 0 get dz = 0 and no
-    /// loss (their log-sum-exp is still written). Returns the summed loss of the rows.
+    /// Loss and log-sum-exp of rows [start, end); returns their summed loss. With <paramref name="dlogits"/> given (the
+    /// caller forms the gradient right away) the same sweep also overwrites it: e = exp(z − max) is written into dz
+    /// and summed, then dz = scale · e / Σ − scale · onehot (zero for rows with target &lt; 0), one exp per logit.
     /// </summary>
-    public static unsafe double ForwardBackwardRows(ReadOnlySpan<float> logits, ReadOnlySpan<int> targets, int v, Span<float> lse, float scale,
+    public static unsafe double ForwardRows(ReadOnlySpan<float> logits, ReadOnlySpan<int> targets, int v, Span<float> lse, float scale,
         Span<float> dlogits, int start, int end)
     {
         double sum = 0;
+        bool grads = !dlogits.IsEmpty;
         fixed (float* pl = logits) fixed (float* pd = dlogits)
         {
             for (int r = start; r < end; r++)
             {
-                float* z = pl + (long)r * v, dz = pd + (long)r * v;
+                float* z = pl + (long)r * v, dz = grads ? pd + (long)r * v : null;
                 float max = TensorPrimitives.Max(new ReadOnlySpan<float>(z, v));
                 double s = SumExp(z, v, max, dz);
                 float l = max + (float)Math.Log(s);
                 lse[r] = l;
                 int t = targets[r];
+                if (t >= 0) sum += l - z[t];
+                if (!grads) continue;
                 var row = new Span<float>(dz, v);
                 if (t < 0)
                 {
                     row.Clear();
                     continue;
                 }
-                sum += l - z[t];
                 TensorPrimitives.Multiply(row, (float)(scale / s), row);
                 dz[t] -= scale;
             }

@@ -253,12 +253,7 @@ internal static class MlaAttentionKernels
             // are taken from keys assembled as contiguous [T, dq] rows (a panel may straddle k_nope and k_pe); values once,
             // as Vᵀ on the right of dO·Vᵀ.
             PackKeys(s, kvbHead, pkpe + tok0 * dr, pk);
-            for (int i = 0; i < t; i++)
-            {
-                long tok = tok0 + i;
-                new ReadOnlySpan<float>(pkvb + (tok * s.Heads + h) * kvbDim, dn).CopyTo(w.K.AsSpan(i * dqDim, dn));
-                new ReadOnlySpan<float>(pkpe + tok * dr, dr).CopyTo(w.K.AsSpan(i * dqDim + dn, dr));
-            }
+            AssembleKeys(s, kvbHead, pkpe + tok0 * dr, pkc);
             SgemmPrepacked.PackATransposed(pkc, dqDim, dqDim, t, pkt);
             SgemmPrepacked.PackB(true, kvbHead + dn, kvStride, t, dv, 0, dv, pvt);
             // dQ, dK and dV are accumulated transposed ([dq or dv, T]): each of their GEMMs then has n = rows or cols (multiples

@@ -32,11 +32,70 @@ public static unsafe class Sgemm
         if (m <= 0 || n <= 0) return;
         if (m <= SkinnyRows && transB && !transA)
         {
-            if (beta != 1f) ScaleC(c, m, n, ldc, beta);
-            if (k > 0 && alpha != 0f) SkinnyNT(pool, m, n, k, alpha, a, lda, b, ldb, c, ldc, null);
+            MultiplySkinny(pool, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
             return;
         }
         BlisSgemm.Multiply(pool, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    }
+
+    /// <summary>
+    /// Grouped products (<see cref="BlisSgemm.MultiplyGrouped"/>: the experts of an MoE layer) routed like
+    /// <see cref="Multiply(WorkerPool?, bool, bool, int, int, int, float, float*, int, float*, int, float, float*, int)"/>:
+    /// a group of at most <see cref="SkinnyRows"/> rows against a weight (an expert that got a decoded token or two)
+    /// streams its weight, and all other groups go to the grouped driver in one call. Unchecked, like the pointer overload.
+    /// </summary>
+    public static void MultiplyGrouped(WorkerPool? pool, bool transA, bool transB, float alpha, float beta, ReadOnlySpan<SgemmGroup> groups)
+    {
+        bool weightLike = transB && !transA;
+        int skinny = 0;
+        if (weightLike)
+            foreach (var g in groups)
+                if (IsSkinny(g)) skinny++;
+        if (skinny == 0)
+        {
+            BlisSgemm.MultiplyGroupedCore(pool, BlisSgemmKernel.Best, transA, transB, alpha, beta, groups);
+            return;
+        }
+        var small = ArrayPool<SgemmGroup>.Shared.Rent(skinny);
+        var rest = ArrayPool<SgemmGroup>.Shared.Rent(groups.Length - skinny + 1);
+        try
+        {
+            int count = 0, s = 0;
+            foreach (var g in groups)
+                if (IsSkinny(g)) small[s++] = g;
+                else rest[count++] = g;
+            // Enough small groups to occupy the workers: one group per task, each streaming on its own core (as experts
+            // run one per worker); otherwise each group is split over the workers by rows of its weight.
+            int threads = pool?.AvailableThreads ?? 1;
+            if (threads > 1 && skinny >= threads)
+                pool!.Run(skinny, i =>
+                {
+                    var g = small[i];
+                    MultiplySkinny(null, g.M, g.N, g.K, alpha, g.A, g.Lda, g.B, g.Ldb, beta, g.C, g.Ldc);
+                });
+            else
+                for (int i = 0; i < skinny; i++)
+                {
+                    var g = small[i];
+                    MultiplySkinny(pool, g.M, g.N, g.K, alpha, g.A, g.Lda, g.B, g.Ldb, beta, g.C, g.Ldc);
+                }
+            BlisSgemm.MultiplyGroupedCore(pool, BlisSgemmKernel.Best, transA, transB, alpha, beta, rest.AsSpan(0, count));
+        }
+        finally
+        {
+            ArrayPool<SgemmGroup>.Shared.Return(small);
+            ArrayPool<SgemmGroup>.Shared.Return(rest);
+        }
+    }
+
+    private static bool IsSkinny(in SgemmGroup g) => g.M > 0 && g.M <= SkinnyRows && g.N > 0 && g.BRows == null;
+
+    /// <summary>C = alpha · A · Wᵀ + beta · C for m ≤ <see cref="SkinnyRows"/>: W streamed once, not packed.</summary>
+    private static void MultiplySkinny(WorkerPool? pool, int m, int n, int k, float alpha, float* a, int lda, float* b, int ldb,
+        float beta, float* c, int ldc)
+    {
+        if (beta != 1f) ScaleC(c, m, n, ldc, beta);
+        if (k > 0 && alpha != 0f) SkinnyNT(pool, m, n, k, alpha, a, lda, b, ldb, c, ldc, null);
     }
 
     /// <summary>C[m,n] = A[m,k] · Wᵀ with W [n,k] stored compressed (BF16 or FP8 blocks).</summary>

@@ -59,8 +59,13 @@ public sealed class WorkerPool : IDisposable
         }
     }
 
-    /// <summary>Whether a run is in flight: a <see cref="Run(int, IWorkerTask)"/> now would execute inline, on the caller alone.</summary>
-    public bool IsBusy => Volatile.Read(ref _busy) != 0;
+    /// <summary>
+    /// Threads a <see cref="Run(int, IWorkerTask)"/> started now would use: 1 while another run is in flight (a call from
+    /// inside a task, such as a GEMM inside one expert of a concurrent MoE layer, executes inline), else
+    /// <see cref="ThreadCount"/>. Kernels plan their split with it, so an inline call is not cut into pieces for
+    /// workers it will not get. (The answer can go stale; a stale plan is only less parallel, never wrong.)
+    /// </summary>
+    public int AvailableThreads => Volatile.Read(ref _busy) != 0 ? 1 : ThreadCount;
 
     /// <summary>Total threads taking part in a run, the caller included.</summary>
     public int ThreadCount { get; }

@@ -58,16 +58,10 @@ public sealed class Gate : Module
         return (scores, idx, w);
     }
 
-    /// <summary>Chooses k experts per token from scores [N, E]; returns [N·k], best first.</summary>
-    public int[] Select(ReadOnlySpan<float> scores, ReadOnlySpan<float> bias)
-    {
-        int n = scores.Length / Experts;
-        var result = new int[n * TopK];
-        SelectRows(scores, bias, result, 0, n);
-        return result;
-    }
-
-    /// <summary><see cref="Select"/> with the tokens split over the backend's workers (each token's choice is independent).</summary>
+    /// <summary>
+    /// Chooses k experts per token from scores [N, E] (plus the balancing bias, if any); returns [N·k], best first. The
+    /// tokens are split over the backend's workers: each token's choice is independent.
+    /// </summary>
     private int[] SelectConcurrently(Tensor scores)
     {
         const int RowsPerPiece = 256;

@@ -25,24 +25,18 @@ public sealed class Moe : Module
     public Mlp? SharedExperts { get; }
 
     /// <summary>
-    /// How the routed experts run: <see cref="MoeExpertsPath.Auto"/> (default) takes grouped GEMMs, all experts in one
-    /// call per projection, when every expert is a plain fp32 SwiGLU and they get at least
-    /// <see cref="GroupedMinRowsPerExpert"/> rows each on average; <see cref="MoeExpertsPath.Grouped"/> whenever the
-    /// experts allow it; <see cref="MoeExpertsPath.PerExpert"/> always one module call per expert. FP8, BF16, adapted
-    /// (LoRA) or compressed experts always take the per-expert path.
+    /// Run the routed experts as grouped GEMMs, all experts in one call per projection (default), whenever every
+    /// expert is a plain fp32 SwiGLU; FP8, BF16, adapted (LoRA) or compressed experts always take the per-expert module
+    /// path. Off forces the module path (tests compare the two). Decoding-sized experts (a few rows each) stream their
+    /// weights inside the grouped call (<see cref="Kernels.Cpu.Sgemm.MultiplyGrouped"/>) as the module path would.
     /// </summary>
-    public MoeExpertsPath ExpertsPath { get; set; } = MoeExpertsPath.Auto;
+    public bool GroupedExperts { get; set; } = true;
 
     private Tensor[]? _gateWeights, _upWeights, _downWeights;
 
-    /// <summary>Rows per active expert from which the grouped path is taken. Below it the module path's streaming
-    /// GEMMs win: one decoded token's routed experts (bench-medium, 4 rows) took 0.19 ms per layer one expert at a time
-    /// against 0.32–0.35 ms grouped, which packs every weight it touches.</summary>
-    public const int GroupedMinRowsPerExpert = 16;
-
     private bool CanGroupExperts()
     {
-        if (ExpertsPath == MoeExpertsPath.PerExpert) return false;
+        if (!GroupedExperts) return false;
         for (int e = 0; e < Experts.Count; e++)
         {
             var expert = Experts[e];
@@ -82,13 +76,7 @@ public sealed class Moe : Module
                 rowToken[r] = t;
                 rowSlot[r] = j;
             }
-        int active = 0;
-        for (int e = 0; e < experts; e++)
-            if (offsets[e + 1] > offsets[e]) active++;
-        // A few rows per expert (decoding) run faster one expert at a time: each small product streams its weights
-        // (Sgemm's skinny path) where the grouped driver packs them.
-        bool grouped = (ExpertsPath == MoeExpertsPath.Grouped || rowToken.Length >= GroupedMinRowsPerExpert * active) && CanGroupExperts();
-        Tensor stacked = grouped // [N·k, H]
+        Tensor stacked = CanGroupExperts() // [N·k, H]
             ? Functional.GroupedSwiGluExperts(x, rowToken, offsets, _gateWeights!, _upWeights!, _downWeights!)
             : Functional.RoutedExperts(x, rowToken, offsets, (e, rows) => Experts[e].Forward(rows));
         Tensor y = Functional.MoeCombine(weights, stacked, rowToken, rowSlot);
@@ -100,17 +88,4 @@ public sealed class Moe : Module
         shared.ReleaseIfUnread();
         return sum;
     }
-}
-
-/// <summary>How <see cref="Moe"/> runs its routed experts (see <see cref="Moe.ExpertsPath"/>).</summary>
-public enum MoeExpertsPath
-{
-    /// <summary>Grouped GEMMs when the experts allow it and get enough rows each, else one call per expert.</summary>
-    Auto,
-
-    /// <summary>Grouped GEMMs whenever the experts allow it (plain fp32 SwiGLUs).</summary>
-    Grouped,
-
-    /// <summary>One module call per expert, the experts concurrently.</summary>
-    PerExpert,
 }

@@ -20,9 +20,10 @@ public sealed class BlisSgemmGroupedTests : IDisposable
     }
 
     // (m, n, k) per group: an expert-like mix with an empty group, a k = 0 group, a deep one (k > KC = 512, two
-    // depth blocks), a wide one with a 64-column edge strip and one large enough to be split over both workers.
+    // depth blocks), a wide one with a 64-column edge strip, one large enough to be split over both workers, and
+    // decoding-sized ones (≤ 4 rows: against a transposed B they stream it instead of packing).
     private static readonly (int M, int N, int K)[] Shapes =
-        [(37, 70, 25), (0, 70, 25), (5, 3, 0), (130, 96, 700), (9, 200, 64), (300, 130, 90), (1, 1, 1)];
+        [(37, 70, 25), (0, 70, 25), (5, 3, 0), (130, 96, 700), (9, 200, 64), (300, 130, 90), (1, 1, 1), (2, 150, 300), (4, 64, 513)];
 
     [Theory]
     [InlineData(false, false)]

@@ -46,12 +46,10 @@ public static unsafe partial class BlisSgemm
             MultiplyCore(pool, BlisSgemmKernel.Best, transA, transB, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc);
     }
 
-    /// <summary>Floats a whole op(B) of n columns and depth k takes when packed by <see cref="SgemmBlocked.PackAllB"/>.</summary>
-    public static int PackedBLength(int n, int k) => checked((n + SgemmMicroKernels.NR - 1) / SgemmMicroKernels.NR * SgemmMicroKernels.NR * k);
-
     /// <summary>
-    /// <c>C = alpha · op(A) · B + beta · C</c> with B (k × n) packed whole by <see cref="SgemmBlocked.PackAllB"/>: the
-    /// driver skips its packing phase, so one packed weight serves many products (unchecked; see the backend for checks).
+    /// <c>C = alpha · op(A) · B + beta · C</c> with B (k × n) packed whole by <see cref="SgemmBlocked.PackAllB"/>
+    /// (<see cref="SgemmPrepacked.PackedBLength"/> floats): the driver skips its packing phase, so one packed weight
+    /// serves many products (unchecked; see the backend for checks).
     /// </summary>
     public static void MultiplyPackedB(WorkerPool? pool, bool transA, int m, int n, int k, float alpha, float* a, int lda, float* packedB,
         float beta, float* c, int ldc)

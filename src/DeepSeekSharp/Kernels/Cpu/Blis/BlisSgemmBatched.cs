@@ -53,7 +53,7 @@ public static unsafe partial class BlisSgemm
         float alpha, float* a, int lda, long strideA, float* b, int ldb, long strideB, float beta, float* c, int ldc, long strideC)
     {
         if (batchCount == 0) return;
-        int threads = pool?.ThreadCount ?? 1;
+        int threads = pool?.AvailableThreads ?? 1;
         bool overBatch = threads > 1 && batchCount > 1 &&
             ((long)m * n * k < SmallBatchEntryWork || batchCount % threads == 0 || batchCount >= 4 * threads);
         if (overBatch)

@@ -92,7 +92,7 @@ internal sealed unsafe class SgemmBlocked : IWorkerTask
         _b = b;
         _c = c;
         _kernel = SgemmMicroKernels.Resolve(kernel);
-        int threads = pool?.ThreadCount ?? 1;
+        int threads = pool?.AvailableThreads ?? 1;
 
         // Balanced blocks: 513 deep becomes 2 × 257 rather than 512 + 1.
         int kcMax = DepthBlock(k);

@@ -67,14 +67,13 @@ public static unsafe partial class BlisSgemm
         }
         if (live == 0) return;
 
-        // Inside a piece of a concurrent run the pool runs inline: plan for one thread then (no splitting).
-        int threads = pool is null || pool.IsBusy ? 1 : pool.ThreadCount;
+        int threads = pool?.AvailableThreads ?? 1;
         // Enough tasks that dynamic claiming evens out the workers; none so small that repacking B dominates.
         long target = threads == 1 ? long.MaxValue : Math.Max(MinGroupedTaskWork, total / (4L * threads));
         int capacity = 0;
         foreach (var g in groups)
             if (g.M > 0 && g.N > 0 && g.K > 0)
-                capacity += (g.M + SgemmBlocked.MC - 1) / SgemmBlocked.MC * ((g.N + NRGrouped - 1) / NRGrouped);
+                capacity += (g.M + SgemmBlocked.MC - 1) / SgemmBlocked.MC * ((g.N + SgemmMicroKernels.NR - 1) / SgemmMicroKernels.NR);
         GroupedTask[] rented = System.Buffers.ArrayPool<GroupedTask>.Shared.Rent(capacity);
         int count = 0;
         for (int gi = 0; gi < groups.Length; gi++)
@@ -82,7 +81,7 @@ public static unsafe partial class BlisSgemm
             var g = groups[gi];
             if (g.M == 0 || g.N == 0 || g.K == 0 || alpha == 0f) continue;
             long work = (long)g.M * g.N * g.K;
-            int strips = (g.N + NRGrouped - 1) / NRGrouped, rowBlocks = (g.M + SgemmBlocked.MC - 1) / SgemmBlocked.MC;
+            int strips = (g.N + SgemmMicroKernels.NR - 1) / SgemmMicroKernels.NR, rowBlocks = (g.M + SgemmBlocked.MC - 1) / SgemmBlocked.MC;
             long pieces = target == long.MaxValue ? 1 : Math.Max(1, (work + target - 1) / target);
             // Column blocks first (each repacks only its own B), never wider than the plain driver's NC; then rows.
             int colBlocks = (int)Math.Clamp(pieces, (g.N + SgemmBlocked.NC - 1) / SgemmBlocked.NC, strips);
@@ -91,8 +90,8 @@ public static unsafe partial class BlisSgemm
             for (int r = 0; r < rowBlocks; r += blocksPer)
                 for (int s = 0; s < strips; s += stripsPer)
                 {
-                    int i0 = r * SgemmBlocked.MC, j0 = s * NRGrouped;
-                    int rows = Math.Min(blocksPer * SgemmBlocked.MC, g.M - i0), cols = Math.Min(stripsPer * NRGrouped, g.N - j0);
+                    int i0 = r * SgemmBlocked.MC, j0 = s * SgemmMicroKernels.NR;
+                    int rows = Math.Min(blocksPer * SgemmBlocked.MC, g.M - i0), cols = Math.Min(stripsPer * SgemmMicroKernels.NR, g.N - j0);
                     rented[count++] = new GroupedTask(gi, i0, rows, j0, cols, (long)rows * cols * g.K);
                 }
         }
@@ -114,9 +113,7 @@ public static unsafe partial class BlisSgemm
         }
     }
 
-    private const int NRGrouped = SgemmMicroKernels.NR;
-
-    internal readonly record struct GroupedTask(int Group, int I0, int Rows, int J0, int Cols, long Work);
+    private readonly record struct GroupedTask(int Group, int I0, int Rows, int J0, int Cols, long Work);
 
     private sealed class GroupedJob(BlisSgemmKernel kernel, bool transA, bool transB, float alpha, float beta, SgemmGroup* groups,
         GroupedTask[] tasks) : IWorkerTask
@@ -131,9 +128,9 @@ public static unsafe partial class BlisSgemm
         {
             var t = tasks[taskIndex];
             SgemmGroup g = groups[t.Group];
-            int k = g.K, kBlocks = (k + KC - 1) / KC, kcMax = (k + kBlocks - 1) / kBlocks;
-            float* packedB = PackBuffer.Get(ref t_packB, kcMax * RoundUpTo(t.Cols, NR));
-            float* packedA = transA ? PackBuffer.Get(ref t_packA, RoundUpTo(MC, MR) * KC + SgemmPacking.PackASlack) : null;
+            int k = g.K, kcMax = SgemmBlocked.DepthBlock(k);
+            float* packedB = PackBuffer.Get(ref t_packB, SgemmPrepacked.PackedBLength(t.Cols, kcMax));
+            float* packedA = transA ? PackBuffer.Get(ref t_packA, SgemmPrepacked.PackedALength(MC, KC)) : null;
             for (int pc = 0; pc < k; pc += kcMax)
             {
                 int kc = Math.Min(kcMax, k - pc);
@@ -173,7 +170,5 @@ public static unsafe partial class BlisSgemm
                 }
             }
         }
-
-        private static int RoundUpTo(int x, int multiple) => (x + multiple - 1) / multiple * multiple;
     }
 }

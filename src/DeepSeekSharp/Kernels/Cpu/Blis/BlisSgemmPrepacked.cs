@@ -18,7 +18,7 @@ internal static unsafe class SgemmPrepacked
     [ThreadStatic] private static PackBuffer? t_packB;
 
     /// <summary>Floats a packed op(B) of <paramref name="n"/> columns and depth <paramref name="k"/> takes.</summary>
-    public static int PackedBLength(int n, int k) => RoundUp(n, NR) * k;
+    public static int PackedBLength(int n, int k) => checked(RoundUp(n, NR) * k);
 
     /// <summary>Floats a packed op(A) of <paramref name="m"/> rows and depth <paramref name="k"/> takes (with the packer's slack).</summary>
     public static int PackedALength(int m, int k) => RoundUp(m, MR) * k + SgemmPacking.PackASlack;
@@ -68,7 +68,7 @@ internal static unsafe class SgemmPrepacked
         if (m <= 0 || n <= 0) return;
         if (k > kPacked) throw new ArgumentException($"depth {k} exceeds the packed depth {kPacked}");
         var kernel = SgemmMicroKernels.Resolve(BlisSgemmKernel.Best);
-        int blocks = Math.Max(1, (k + SgemmBlocked.KC - 1) / SgemmBlocked.KC), kcMax = (k + blocks - 1) / blocks;
+        int kcMax = SgemmBlocked.DepthBlock(k);
         float* packedB = PackBuffer.Get(ref t_packB, RoundUp(n, NR) * kcMax);
         for (int pc = 0; pc < k; pc += kcMax)
         {
