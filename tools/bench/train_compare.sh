@@ -27,11 +27,11 @@ for r in $(seq "$ROUNDS"); do
           case $e in
             dss-fp32|dss-fp8)
               [ "$mode" = fwd ] && [ "$e" = dss-fp8 ] && continue
-              line=$($DSS bench train --model "$dir" --batch "$b" --seq "$t" --steps $steps --warmup 1 --threads "$th" \
+              line=$($DSS bench train --model "$dir" --batch "$b" --seq "$t" --steps $steps --warmup 2 --threads "$th" \
                       --mode "$mode" --precision "${e#dss-}" --json | tail -1) ;;
             torch-fp32)
               line=$(GOMP_SPINCOUNT=1000 OPENBLAS_THREAD_TIMEOUT=4 /usr/bin/python3 tools/reference/bench_model.py "$dir" \
-                      --batch "$b" --seq "$t" --threads "$th" --mode "$mode" --warmup 1 --iters $steps | tail -1) ;;
+                      --batch "$b" --seq "$t" --threads "$th" --mode "$mode" --warmup 2 --iters $steps | tail -1) ;;
           esac
           echo "$model $th $mode $e $line" >> "$out"
         done

@@ -30,22 +30,26 @@ internal static class BenchCommand
         var k = new Option<int>("--k") { Description = "inner dimension", Required = true };
         var threads = new Option<int>("--threads") { Description = "worker threads (default: all cores)", DefaultValueFactory = _ => Environment.ProcessorCount };
         var iterations = new Option<int>("--iterations") { Description = "timed repetitions (median reported)", DefaultValueFactory = _ => 20 };
+        var transA = new Option<bool>("--trans-a") { Description = "A is stored transposed, [k,m] (as for weight gradients dW = dYᵀ·X)" };
+        var transB = new Option<bool>("--trans-b") { Description = "B is stored transposed, [n,k] (as for a Linear's forward X·Wᵀ)" };
         var json = new Option<bool>("--json") { Description = "print one JSON line" };
-        var cmd = new Command("gemm", "SGEMM C[m,n] = A[m,k]·B[k,n] GFLOP/s (median of repetitions after warm-up)") { m, n, k, threads, iterations, json };
+        var cmd = new Command("gemm", "SGEMM C[m,n] = op(A)[m,k]·op(B)[k,n] GFLOP/s (median of repetitions after warm-up)") { m, n, k, transA, transB, threads, iterations, json };
         cmd.SetAction(r => CliCommon.Run(() =>
         {
             int mm = r.GetValue(m), nn = r.GetValue(n), kk = r.GetValue(k), t = r.GetValue(threads), it = r.GetValue(iterations);
             if (mm <= 0 || nn <= 0 || kk <= 0 || t <= 0 || it <= 0) throw new DeepSeekSharpException("--m, --n, --k, --threads and --iterations must be positive");
-            var res = TimeGemm(mm, nn, kk, t, warmup: 3, iterations: it);
+            bool ta = r.GetValue(transA), tb = r.GetValue(transB);
+            var res = TimeGemm(mm, nn, kk, ta, tb, t, warmup: 3, iterations: it);
+            string layout = (ta ? "T" : "N") + (tb ? "T" : "N");
             Console.WriteLine(r.GetValue(json)
-                ? JsonSerializer.Serialize(new { m = mm, n = nn, k = kk, threads = t, seconds_median = res.MedianSeconds, gflops = res.GFlops })
-                : string.Create(CultureInfo.InvariantCulture, $"sgemm {mm}x{nn}x{kk}, {t} thread(s): {res.GFlops:F1} GFLOP/s (median {res.MedianSeconds * 1e3:F3} ms)"));
+                ? JsonSerializer.Serialize(new { m = mm, n = nn, k = kk, trans_a = ta, trans_b = tb, threads = t, seconds_median = res.MedianSeconds, gflops = res.GFlops })
+                : string.Create(CultureInfo.InvariantCulture, $"sgemm {mm}x{nn}x{kk} {layout}, {t} thread(s): {res.GFlops:F1} GFLOP/s (median {res.MedianSeconds * 1e3:F3} ms)"));
             return 0;
         }));
         return cmd;
     }
 
-    private static (double MedianSeconds, double GFlops) TimeGemm(int m, int n, int k, int threads, int warmup, int iterations)
+    private static (double MedianSeconds, double GFlops) TimeGemm(int m, int n, int k, bool transA, bool transB, int threads, int warmup, int iterations)
     {
         var backend = new CpuBackend(threads);
         var rng = new Random(1);
@@ -56,12 +60,19 @@ internal static class BenchCommand
         for (int i = 0; i < warmup + iterations; i++)
         {
             var sw = Stopwatch.StartNew();
-            backend.Gemm(false, false, m, n, k, 1f, a, k, b, n, 0f, c, n);
+            backend.Gemm(transA, transB, m, n, k, 1f, a, transA ? m : k, b, transB ? k : n, 0f, c, n);
             if (i >= warmup) times.Add(sw.Elapsed.TotalSeconds);
         }
-        times.Sort();
-        double median = times[times.Count / 2];
+        double median = Median(times);
         return (median, 2.0 * m * n * k / median / 1e9);
+    }
+
+    /// <summary>The median; for an even count the mean of the middle two (as the PyTorch peer script reports it).</summary>
+    internal static double Median(List<double> values)
+    {
+        var sorted = values.Order().ToList();
+        int n = sorted.Count;
+        return n % 2 == 1 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
     }
 
     private static Command Decode()
@@ -106,8 +117,7 @@ internal static class BenchCommand
                 times.Add(sw.Elapsed.TotalSeconds);
                 next = DeepSeekSharp.Inference.Sampler.ArgMax(logits.Span);
             }
-            times.Sort();
-            double cached = times[times.Count / 2];
+            double cached = Median(times);
             double recomputeS = 0;
             if (rec > 0)
             {
@@ -119,8 +129,7 @@ internal static class BenchCommand
                         m.Forward(all.ToArray(), SequenceBatch.Training(1, all.Count));
                         rt.Add(sw.Elapsed.TotalSeconds);
                     }
-                rt.Sort();
-                recomputeS = rt[rt.Count / 2];
+                recomputeS = Median(rt);
             }
             long peakMb = Process.GetCurrentProcess().PeakWorkingSet64 / (1024 * 1024);
             var res = new
@@ -222,8 +231,7 @@ internal static class BenchCommand
                 activationMb = (grown + taken) / (1024.0 * 1024.0);
                 Backprop.Backward(loss.Total, freeActivations: true);
             }
-            times.Sort();
-            double median = times[times.Count / 2];
+            double median = Median(times);
             double tokensPerS = b * t / median;
             double flopsPerToken = TrainingFlops.PerToken(m.Config, t) * (train ? 3 : 1);
             long peakMb = Process.GetCurrentProcess().PeakWorkingSet64 / (1024 * 1024);

@@ -136,4 +136,16 @@ public class CliCommandTests
         DssProcess.AssertCleanError(r, "llama");
         Directory.Delete(tmp, true);
     }
+
+    [Fact]
+    public void BenchGemmTimesTheTransposedLayouts()
+    {
+        var r = DssProcess.Run("bench", "gemm", "--m", "70", "--n", "90", "--k", "50", "--trans-a", "--trans-b", "--threads", "1", "--iterations", "3", "--json");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        using var doc = System.Text.Json.JsonDocument.Parse(r.Stdout.Trim().Split('\n')[^1]);
+        Assert.True(doc.RootElement.GetProperty("trans_a").GetBoolean());
+        Assert.True(doc.RootElement.GetProperty("trans_b").GetBoolean());
+        Assert.True(doc.RootElement.GetProperty("gflops").GetDouble() > 0);
+        Assert.Equal(50, doc.RootElement.GetProperty("k").GetInt32());
+    }
 }

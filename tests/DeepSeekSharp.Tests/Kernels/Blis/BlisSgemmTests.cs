@@ -19,6 +19,8 @@ public sealed class BlisSgemmTests : IDisposable
         (200, 130, 300), (64, 2100, 20), (103, 64, 1100),
         // Narrow edge strips (the 6×16 and 6×32 AVX-512 edge kernels), odd depth for the 6×16 kernel's two-step loop.
         (40, 16, 301), (50, 90, 77), (61, 32, 250), (19, 81, 64),
+        // Edge tiles written in place: a 48-wide strip (masked columns) over 6k+4 rows, a 7-column strip over 6k+1 rows.
+        (64, 48, 40), (13, 7, 9),
     ];
 
     public static TheoryData<bool, bool, int, int, int, bool> ShapeCases()

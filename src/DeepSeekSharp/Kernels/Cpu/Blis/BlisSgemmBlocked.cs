@@ -171,7 +171,7 @@ internal sealed unsafe class SgemmBlocked : IWorkerTask
         }
         else
         {
-            aBlock = PackBuffer.Get(ref t_packA, RoundUp(MC, MR) * KC + SgemmPacking.PackASlack);
+            aBlock = PackBuffer.Get(ref t_packA, RoundUp(MC, MR) * KC);
             SgemmPacking.PackATransposed(_a, _lda, _m, i0, mc, _pc, kc, aBlock);
             (rs, step, panelStride) = (1, MR, (nint)MR * kc);
         }

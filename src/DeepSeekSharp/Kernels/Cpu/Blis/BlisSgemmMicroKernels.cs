@@ -39,19 +39,26 @@ internal static unsafe class SgemmMicroKernels
     public static void Tile(BlisSgemmKernel kernel, int kc, float* a, nint rs, nint step, float* b, float* c, int ldc,
         int rows, int cols, float alpha, float beta)
     {
+        if (kernel == BlisSgemmKernel.Avx512)
+        {
+            // Edge tiles are written in place: missing rows are not stored, missing columns are masked off (a scratch tile
+            // and a scalar merge cost almost as much as the FMAs of a shallow tile). Narrow edges (n = 16 for a
+            // 16-expert gate, the 16-column tail of kv_a's 80) take a narrower kernel: the full 64-wide one would spend
+            // 3/4 of its FMAs on padding.
+            if (cols <= 16) Avx512Kernel6x16(kc, a, rs, step, rows, cols, b, c, ldc, alpha, beta);
+            else if (cols <= 32) Avx512Kernel6x32(kc, a, rs, step, rows, cols, b, c, ldc, alpha, beta);
+            else Avx512Kernel6x64(kc, a, rs, step, rows, cols, b, c, ldc, alpha, beta);
+            return;
+        }
         if (rows == MR && cols == NR)
         {
             Full(kernel, kc, a, rs, step, MR, b, c, ldc, alpha, beta);
             return;
         }
-        // Edge tile: compute the whole padded tile into a scratch tile, then merge the valid part.
+        // Edge tile of the fallback kernels: compute the whole padded tile into a scratch tile, then merge the valid part.
         float* tmp = stackalloc float[MR * NR + 16];
         tmp = (float*)(((nint)tmp + 63) & ~(nint)63);
-        // Narrow edges (n = 16 for a 16-expert gate, the 16-column tail of kv_a's 80) take a narrower kernel: the full
-        // 64-wide one would spend 3/4 of its FMAs on padding.
-        if (kernel == BlisSgemmKernel.Avx512 && cols <= 16) Avx512Kernel6x16(kc, a, rs, step, rows, b, tmp, NR);
-        else if (kernel == BlisSgemmKernel.Avx512 && cols <= 32) Avx512Kernel6x32(kc, a, rs, step, rows, b, tmp, NR);
-        else Full(kernel, kc, a, rs, step, rows, b, tmp, NR, 1f, 0f);
+        Full(kernel, kc, a, rs, step, rows, b, tmp, NR, 1f, 0f);
         for (int r = 0; r < rows; r++)
         {
             float* cr = c + (nint)r * ldc;
@@ -69,7 +76,7 @@ internal static unsafe class SgemmMicroKernels
     {
         switch (kernel)
         {
-            case BlisSgemmKernel.Avx512: Avx512Kernel6x64(kc, a, rs, step, rows, b, c, ldc, alpha, beta); break;
+            case BlisSgemmKernel.Avx512: Avx512Kernel6x64(kc, a, rs, step, rows, NR, b, c, ldc, alpha, beta); break;
             case BlisSgemmKernel.Avx2:
                 for (int q = 0; q < NR; q += 16) Avx2Kernel6x16(kc, a, rs, step, rows, b + q, c + q, ldc, alpha, beta);
                 break;
@@ -82,7 +89,7 @@ internal static unsafe class SgemmMicroKernels
     private static float* Row(float* a, nint rs, int r, int rows) => r < rows ? a + r * rs : a;
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Avx512Kernel6x64(int kc, float* a, nint rs, nint step, int rows, float* b, float* c, int ldc,
+    private static void Avx512Kernel6x64(int kc, float* a, nint rs, nint step, int rows, int cols, float* b, float* c, int ldc,
         float alpha, float beta)
     {
         float* a0 = a, a1 = Row(a, rs, 1, rows), a2 = Row(a, rs, 2, rows), a3 = Row(a, rs, 3, rows);
@@ -121,18 +128,30 @@ internal static unsafe class SgemmMicroKernels
             off += step;
             b += NR;
         }
-        Store512Row(c, alpha, beta, c00, c01, c02, c03);
-        Store512Row(c + ldc, alpha, beta, c10, c11, c12, c13);
-        Store512Row(c + 2 * (nint)ldc, alpha, beta, c20, c21, c22, c23);
-        Store512Row(c + 3 * (nint)ldc, alpha, beta, c30, c31, c32, c33);
-        Store512Row(c + 4 * (nint)ldc, alpha, beta, c40, c41, c42, c43);
-        Store512Row(c + 5 * (nint)ldc, alpha, beta, c50, c51, c52, c53);
+        if (rows == MR && cols == NR)
+        {
+            Store512Row(c, alpha, beta, c00, c01, c02, c03);
+            Store512Row(c + ldc, alpha, beta, c10, c11, c12, c13);
+            Store512Row(c + 2 * (nint)ldc, alpha, beta, c20, c21, c22, c23);
+            Store512Row(c + 3 * (nint)ldc, alpha, beta, c30, c31, c32, c33);
+            Store512Row(c + 4 * (nint)ldc, alpha, beta, c40, c41, c42, c43);
+            Store512Row(c + 5 * (nint)ldc, alpha, beta, c50, c51, c52, c53);
+            return;
+        }
+        var store = new EdgeStore(alpha, beta, cols);
+        store.Row(c, c00, c01, c02, c03);
+        if (rows > 1) store.Row(c + ldc, c10, c11, c12, c13);
+        if (rows > 2) store.Row(c + 2 * (nint)ldc, c20, c21, c22, c23);
+        if (rows > 3) store.Row(c + 3 * (nint)ldc, c30, c31, c32, c33);
+        if (rows > 4) store.Row(c + 4 * (nint)ldc, c40, c41, c42, c43);
+        if (rows > 5) store.Row(c + 5 * (nint)ldc, c50, c51, c52, c53);
     }
 
-    /// <summary>6×16 tile into a 64-wide scratch tile (C = A·B, no scaling): two accumulator sets over even and odd depth
-    /// steps, so twelve independent FMA chains hide the FMA latency that six alone would expose.</summary>
+    /// <summary>Tile of ≤ 6 rows × ≤ 16 columns: two accumulator sets over even and odd depth steps, so twelve independent
+    /// FMA chains hide the FMA latency that six alone would expose.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Avx512Kernel6x16(int kc, float* a, nint rs, nint step, int rows, float* b, float* c, int ldc)
+    private static void Avx512Kernel6x16(int kc, float* a, nint rs, nint step, int rows, int cols, float* b, float* c, int ldc,
+        float alpha, float beta)
     {
         float* a0 = a, a1 = Row(a, rs, 1, rows), a2 = Row(a, rs, 2, rows), a3 = Row(a, rs, 3, rows);
         float* a4 = Row(a, rs, 4, rows), a5 = Row(a, rs, 5, rows);
@@ -160,13 +179,19 @@ internal static unsafe class SgemmMicroKernels
             c2 = Avx512F.FusedMultiplyAdd(Vector512.Create(a2[off]), b0, c2); c3 = Avx512F.FusedMultiplyAdd(Vector512.Create(a3[off]), b0, c3);
             c4 = Avx512F.FusedMultiplyAdd(Vector512.Create(a4[off]), b0, c4); c5 = Avx512F.FusedMultiplyAdd(Vector512.Create(a5[off]), b0, c5);
         }
-        (c0 + d0).Store(c); (c1 + d1).Store(c + ldc); (c2 + d2).Store(c + 2 * (nint)ldc);
-        (c3 + d3).Store(c + 3 * (nint)ldc); (c4 + d4).Store(c + 4 * (nint)ldc); (c5 + d5).Store(c + 5 * (nint)ldc);
+        var store = new EdgeStore(alpha, beta, cols);
+        store.Part(c, c0 + d0, 0);
+        if (rows > 1) store.Part(c + ldc, c1 + d1, 0);
+        if (rows > 2) store.Part(c + 2 * (nint)ldc, c2 + d2, 0);
+        if (rows > 3) store.Part(c + 3 * (nint)ldc, c3 + d3, 0);
+        if (rows > 4) store.Part(c + 4 * (nint)ldc, c4 + d4, 0);
+        if (rows > 5) store.Part(c + 5 * (nint)ldc, c5 + d5, 0);
     }
 
-    /// <summary>6×32 tile into a 64-wide scratch tile (C = A·B, no scaling): half the 6×64 kernel, twelve FMA chains.</summary>
+    /// <summary>Tile of ≤ 6 rows × ≤ 32 columns: half the 6×64 kernel, twelve FMA chains.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Avx512Kernel6x32(int kc, float* a, nint rs, nint step, int rows, float* b, float* c, int ldc)
+    private static void Avx512Kernel6x32(int kc, float* a, nint rs, nint step, int rows, int cols, float* b, float* c, int ldc,
+        float alpha, float beta)
     {
         float* a0 = a, a1 = Row(a, rs, 1, rows), a2 = Row(a, rs, 2, rows), a3 = Row(a, rs, 3, rows);
         float* a4 = Row(a, rs, 4, rows), a5 = Row(a, rs, 5, rows);
@@ -191,12 +216,43 @@ internal static unsafe class SgemmMicroKernels
             off += step;
             b += NR;
         }
-        c00.Store(c); c01.Store(c + 16);
-        c10.Store(c + ldc); c11.Store(c + ldc + 16);
-        c20.Store(c + 2 * (nint)ldc); c21.Store(c + 2 * (nint)ldc + 16);
-        c30.Store(c + 3 * (nint)ldc); c31.Store(c + 3 * (nint)ldc + 16);
-        c40.Store(c + 4 * (nint)ldc); c41.Store(c + 4 * (nint)ldc + 16);
-        c50.Store(c + 5 * (nint)ldc); c51.Store(c + 5 * (nint)ldc + 16);
+        var store = new EdgeStore(alpha, beta, cols);
+        store.Part(c, c00, 0); store.Part(c, c01, 16);
+        if (rows > 1) { store.Part(c + ldc, c10, 0); store.Part(c + ldc, c11, 16); }
+        if (rows > 2) { store.Part(c + 2 * (nint)ldc, c20, 0); store.Part(c + 2 * (nint)ldc, c21, 16); }
+        if (rows > 3) { store.Part(c + 3 * (nint)ldc, c30, 0); store.Part(c + 3 * (nint)ldc, c31, 16); }
+        if (rows > 4) { store.Part(c + 4 * (nint)ldc, c40, 0); store.Part(c + 4 * (nint)ldc, c41, 16); }
+        if (rows > 5) { store.Part(c + 5 * (nint)ldc, c50, 0); store.Part(c + 5 * (nint)ldc, c51, 16); }
+    }
+
+    /// <summary>
+    /// Stores accumulators of an edge tile into C: <c>C = alpha · acc + beta · C</c> for the first <c>cols</c> columns
+    /// only (lanes past them are neither read nor written, so C may end right after the tile).
+    /// </summary>
+    private readonly struct EdgeStore(float alpha, float beta, int cols)
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Row(float* c, Vector512<float> v0, Vector512<float> v1, Vector512<float> v2, Vector512<float> v3)
+        {
+            Part(c, v0, 0); Part(c, v1, 16); Part(c, v2, 32); Part(c, v3, 48);
+        }
+
+        /// <summary>Columns [j, j + 16) of one row, clipped to cols.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Part(float* c, Vector512<float> v, int j)
+        {
+            if (j >= cols) return;
+            Vector512<float> va = Vector512.Create(alpha);
+            if (j + 16 <= cols)
+            {
+                (beta == 0f ? va * v : Avx512F.FusedMultiplyAdd(va, v, Vector512.Create(beta) * Vector512.Load(c + j))).Store(c + j);
+                return;
+            }
+            Vector512<float> mask = Vector512.LessThan(Vector512<float>.Indices, Vector512.Create((float)(cols - j)));
+            Vector512<float> r = beta == 0f ? va * v
+                : Avx512F.FusedMultiplyAdd(va, v, Vector512.Create(beta) * Avx512F.MaskLoad(c + j, mask, Vector512<float>.Zero));
+            Avx512F.MaskStore(c + j, mask, r);
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -14,9 +14,6 @@ internal static unsafe class SgemmPacking
     private const int MR = SgemmMicroKernels.MR;
     private const int NR = SgemmMicroKernels.NR;
 
-    /// <summary>Slack (in floats) a packed-A buffer needs past its end: the SIMD packer writes 8-wide rows at a 6 stride.</summary>
-    public const int PackASlack = 8;
-
     /// <summary>
     /// Packs rows [i0, i0+mc) × depth [p0, p0+kc) of op(A) = Aᵀ (A stored (k, m): op(A)[i,p] = a[p*lda + i]) into
     /// ceil(mc/6) panels of kc × 6 at <paramref name="dst"/>, zero padding missing rows. (A not transposed needs no
@@ -25,26 +22,55 @@ internal static unsafe class SgemmPacking
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void PackATransposed(float* a, int lda, int m, int i0, int mc, int p0, int kc, float* dst)
     {
-        for (int ir = 0; ir < mc; ir += MR, dst += (nint)kc * MR)
+        // Whole panels are packed a few depth steps at a time across all panels: those steps' runs of A's rows are
+        // read into L1 once for the whole block and every panel is then written sequentially. Walking all kc rows per
+        // panel instead re-read each row once per panel and touched a new page per step for wide A (a 32 KB row stride
+        // for the vocabulary's dlogits); one depth step across all panels scattered every store over 16 panels.
+        int vectorPanels = 0;
+        if (Avx.IsSupported && kc > 0)
+        {
+            vectorPanels = mc / MR;
+            while (vectorPanels > 0 && i0 + (vectorPanels - 1) * MR + 8 > m) vectorPanels--; // 8-wide loads stay inside the row
+        }
+        if (vectorPanels > 0)
+        {
+            const int DepthSteps = 8;
+            float* src = a + (nint)p0 * lda + i0;
+            nint panelStride = (nint)kc * MR;
+            for (int pb = 0; pb < kc - 1; pb += DepthSteps)
+            {
+                int pe = Math.Min(pb + DepthSteps, kc - 1);
+                for (int q = 0; q < vectorPanels; q++)
+                {
+                    float* s = src + (nint)pb * lda + q * MR;
+                    float* d = dst + q * panelStride + pb * MR;
+                    // Six floats per step; the 8-wide store spills into the panel's next depth step (written after).
+                    for (int p = pb; p < pe; p++, s += lda, d += MR) Vector256.Load(s).Store(d);
+                }
+            }
+            // The last step's spill would land on the next panel's first step (already written): exact copies.
+            float* sl = src + (nint)(kc - 1) * lda;
+            float* dl = dst + (kc - 1) * MR;
+            for (int q = 0; q < vectorPanels; q++)
+            {
+                float* dq = dl + q * panelStride;
+                Vector128.Load(sl + q * MR).Store(dq);
+                dq[4] = sl[q * MR + 4];
+                dq[5] = sl[q * MR + 5];
+            }
+        }
+        for (int ir = vectorPanels * MR; ir < mc; ir += MR)
         {
             int rows = Math.Min(MR, mc - ir);
-            int i = i0 + ir;
-            float* src = a + (nint)p0 * lda + i;
-            if (rows == MR && Avx.IsSupported && i + 8 <= m)
+            float* src = a + (nint)p0 * lda + i0 + ir;
+            float* panel = dst + (nint)(ir / MR) * kc * MR;
+            for (int p = 0; p < kc; p++)
             {
-                // Six contiguous floats per depth step; the 8-wide store spills into the next step (written after).
-                for (int p = 0; p < kc; p++) Vector256.Load(src + (nint)p * lda).Store(dst + p * MR);
-            }
-            else
-            {
-                for (int p = 0; p < kc; p++)
-                {
-                    float* s = src + (nint)p * lda;
-                    float* d = dst + p * MR;
-                    int r = 0;
-                    for (; r < rows; r++) d[r] = s[r];
-                    for (; r < MR; r++) d[r] = 0f;
-                }
+                float* s = src + (nint)p * lda;
+                float* d = panel + p * MR;
+                int r = 0;
+                for (; r < rows; r++) d[r] = s[r];
+                for (; r < MR; r++) d[r] = 0f;
             }
         }
     }

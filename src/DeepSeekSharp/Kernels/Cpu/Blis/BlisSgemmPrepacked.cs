@@ -20,8 +20,8 @@ internal static unsafe class SgemmPrepacked
     /// <summary>Floats a packed op(B) of <paramref name="n"/> columns and depth <paramref name="k"/> takes.</summary>
     public static int PackedBLength(int n, int k) => checked(RoundUp(n, NR) * k);
 
-    /// <summary>Floats a packed op(A) of <paramref name="m"/> rows and depth <paramref name="k"/> takes (with the packer's slack).</summary>
-    public static int PackedALength(int m, int k) => RoundUp(m, MR) * k + SgemmPacking.PackASlack;
+    /// <summary>Floats a packed op(A) of <paramref name="m"/> rows and depth <paramref name="k"/> takes.</summary>
+    public static int PackedALength(int m, int k) => checked(RoundUp(m, MR) * k);
 
     /// <summary>
     /// Packs columns [0, n) of op(B) (depth <paramref name="kc"/>, from <paramref name="b"/>) into depth rows
