@@ -5,29 +5,32 @@ namespace DeepSeekSharp.Tests.Kernels;
 
 /// <summary>
 /// The tiled MLA attention kernel (transposed accumulations, deferred normalisation) against a direct double-precision
-/// evaluation of softmax(scale·q·kᵀ + causal mask)·v and its gradients, at real head sizes (dn 32, dr 16, dv 32) and a
+/// evaluation of softmax(scale·q·kᵀ + causal mask)·v and its gradients, at real head sizes (bench-small's dn 32, dr 16, dv 32 and bench-medium's 64, 32, 64) and a
 /// length that spans several 64-row tiles with a partial last one.
 /// </summary>
 public class MlaAttentionKernelTests
 {
     [Theory]
-    [InlineData(1)]
-    [InlineData(2)]
-    public void ForwardAndBackwardMatchADirectEvaluation(int threads)
+    [InlineData(1, 32, 16, 32)]
+    [InlineData(2, 32, 16, 32)]
+    [InlineData(2, 64, 32, 64)] // bench-medium's head: dq = 96 spans a full and a half micro-kernel strip
+    public void ForwardAndBackwardMatchADirectEvaluation(int threads, int nopeDim, int ropeDim, int vDim)
     {
-        var s = new MlaAttentionShape(2, 150, 3, 32, 16, 32, 0.17f);
+        var s = new MlaAttentionShape(2, 150, 3, nopeDim, ropeDim, vDim, 0.17f);
         int rows = s.Batch * s.SeqLen, t = s.SeqLen;
         var rng = new Random(11);
         float[] Random(int n) { var a = new float[n]; for (int i = 0; i < n; i++) a[i] = (float)(rng.NextDouble() * 2 - 1); return a; }
         float[] q = Random(rows * s.Heads * s.QDim), kvb = Random(rows * s.Heads * s.KvbDim), kpe = Random(rows * s.RopeDim);
         float[] dO = Random(rows * s.Heads * s.VDim);
         float[] o = new float[dO.Length], lse = new float[s.Batch * s.Heads * t];
-        float[] dq = new float[q.Length], dkvb = new float[kvb.Length], dkpe = new float[kpe.Length];
+        // The gradients accumulate into what the buffers hold.
+        float[] dq = Random(q.Length), dkvb = Random(kvb.Length), dkpe = Random(kpe.Length);
+        double[] edq = dq.Select(v => (double)v).ToArray(), edkvb = dkvb.Select(v => (double)v).ToArray(), edkpe = dkpe.Select(v => (double)v).ToArray();
         using var pool = new WorkerPool(threads);
         MlaAttentionKernels.Forward(s, q, kvb, kpe, o, lse, pool);
         MlaAttentionKernels.Backward(s, q, kvb, kpe, lse, dO, dq, dkvb, dkpe, pool);
 
-        var eo = new double[o.Length]; var edq = new double[q.Length]; var edkvb = new double[kvb.Length]; var edkpe = new double[kpe.Length];
+        var eo = new double[o.Length];
         for (int b = 0; b < s.Batch; b++)
             for (int h = 0; h < s.Heads; h++)
             {

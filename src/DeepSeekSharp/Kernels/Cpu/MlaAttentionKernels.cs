@@ -87,45 +87,34 @@ internal static class MlaAttentionKernels
         finally { ArrayPool<float>.Shared.Return(dkpePartial); }
     }
 
-    /// <summary>Per-worker buffers: one head's packed keys and values, its keys as contiguous rows, tiles of scores.</summary>
+    /// <summary>Per-worker buffers: one head's keys (as rows and as packed panels), its packed values, tiles of scores.</summary>
     private sealed class HeadScratch
     {
-        public readonly float[] PackedK, PackedKt, PackedV, K, S, P2, DQ, DK, DV, OutTile, Inv, QTile;
+        public readonly float[] PackedKt, PackedV, K, S, P2, DK, OutTile, Inv, QTile, DoTile, QRows, DoRows, LseTile;
 
         public HeadScratch(in MlaAttentionShape s)
         {
             var pool = ArrayPool<float>.Shared;
             int t = s.SeqLen;
-            PackedK = pool.Rent(SgemmPrepacked.PackedBLength(t, s.QDim));
             PackedKt = pool.Rent(SgemmPrepacked.PackedALength(s.QDim, t));
-            // Vᵀ packed as A (forward) or as B (backward): room for either.
-            PackedV = pool.Rent(Math.Max(SgemmPrepacked.PackedALength(s.VDim, t), SgemmPrepacked.PackedBLength(t, s.VDim)));
+            PackedV = pool.Rent(SgemmPrepacked.PackedALength(s.VDim, t));
             K = pool.Rent(t * s.QDim);
             S = pool.Rent(TileRows * t); P2 = pool.Rent(TileRows * t);
-            DQ = pool.Rent(t * s.QDim); DK = pool.Rent(t * s.QDim); DV = pool.Rent(t * s.VDim);
-            OutTile = pool.Rent(s.VDim * TileRows);
+            DK = pool.Rent(t * s.QDim);
+            OutTile = pool.Rent(Math.Max(s.QDim, s.VDim) * TileRows);
             Inv = pool.Rent(TileRows);
-            QTile = pool.Rent(s.QDim * TileRows);
+            QTile = pool.Rent(SgemmPrepacked.PackedBLength(TileRows, s.QDim));
+            DoTile = pool.Rent(SgemmPrepacked.PackedBLength(TileRows, s.VDim));
+            QRows = pool.Rent(SgemmPrepacked.PackedBLength(s.QDim, TileRows));
+            DoRows = pool.Rent(SgemmPrepacked.PackedBLength(s.VDim, TileRows));
+            LseTile = pool.Rent(TileRows);
         }
 
         public void Return()
         {
             var pool = ArrayPool<float>.Shared;
-            foreach (var a in new[] { PackedK, PackedKt, PackedV, K, S, P2, DQ, DK, DV, OutTile, Inv, QTile }) pool.Return(a);
+            foreach (var a in new[] { PackedKt, PackedV, K, S, P2, DK, OutTile, Inv, QTile, DoTile, QRows, DoRows, LseTile }) pool.Return(a);
         }
-    }
-
-    /// <summary>
-    /// Packs one head's keys as Kᵀ (64-wide strips over the T keys, depth [k_nope ; k_pe]) straight from kvb's and kpe's
-    /// strided rows, once per head: every query tile then multiplies the prefix it can see in place
-    /// (<see cref="SgemmPrepacked"/>) instead of gathering and repacking the keys per tile. Values are packed likewise
-    /// by the callers (as A panels in the forward, as B strips in the backward).
-    /// </summary>
-    private static unsafe void PackKeys(in MlaAttentionShape s, float* kvbHead, float* kpeBatch, float* packedK)
-    {
-        int t = s.SeqLen, dq = s.QDim, dn = s.NopeDim, dr = s.RopeDim, kvStride = s.Heads * s.KvbDim;
-        SgemmPrepacked.PackB(true, kvbHead, kvStride, t, dq, 0, dn, packedK);
-        SgemmPrepacked.PackB(true, kpeBatch, dr, t, dq, dn, dr, packedK);
     }
 
     /// <summary>
@@ -237,63 +226,102 @@ internal static class MlaAttentionKernels
         }
     }
 
+    /// <summary>
+    /// One (batch, head) of the backward, in the forward's transposed tiles: Sᵀ = scale · K · Q_tileᵀ and
+    /// dPᵀ = V · dO_tileᵀ ([keys, 64], every query in its own SIMD lane), the softmax backward down the keys
+    /// (<see cref="SoftmaxBackwardDownKeys"/>), then three products that read the tiles where they lie: dQ_tileᵀ =
+    /// scale · Kᵀ · dSᵀ (dSᵀ is a ready packed B strip), dV += Pᵀ · dO_tile and dK += scale · dSᵀ · Q_tile (Pᵀ and dSᵀ
+    /// are row-major A operands, read in place). Nothing of the tiles is packed or transposed; only the 64-row tiles
+    /// of Q and dO are packed, twice each (as strips and as rows).
+    /// </summary>
     private static unsafe void BackwardHead(in MlaAttentionShape s, int b, int h, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb, ReadOnlySpan<float> kpe,
         ReadOnlySpan<float> lse, ReadOnlySpan<float> dO, Span<float> dq, Span<float> dkvb, Span<float> dkpeHead, HeadScratch w)
     {
         int t = s.SeqLen, dqDim = s.QDim, dn = s.NopeDim, dr = s.RopeDim, dv = s.VDim, kvbDim = s.KvbDim;
         int qStride = s.Heads * dqDim, kvStride = s.Heads * kvbDim, oStride = s.Heads * dv;
         long tok0 = (long)b * t;
-        fixed (float* pq = q) fixed (float* pkvb = kvb) fixed (float* pkpe = kpe) fixed (float* pdo = dO)
-        fixed (float* pk = w.PackedK) fixed (float* pkt = w.PackedKt) fixed (float* pvt = w.PackedV) fixed (float* pkc = w.K)
-        fixed (float* ps = w.S) fixed (float* pp2 = w.P2) fixed (float* pdqt = w.DQ) fixed (float* pdkt = w.DK) fixed (float* pdvt = w.DV)
+        fixed (float* pq = q) fixed (float* pkvb = kvb) fixed (float* pkpe = kpe) fixed (float* pdo = dO) fixed (float* plse = lse)
+        fixed (float* pkt = w.PackedKt) fixed (float* pkc = w.K) fixed (float* ps = w.S) fixed (float* pp2 = w.P2) fixed (float* pdk = w.DK)
+        fixed (float* pot = w.OutTile) fixed (float* pqt = w.QTile) fixed (float* pdot = w.DoTile) fixed (float* pqr = w.QRows)
+        fixed (float* pdor = w.DoRows) fixed (float* plt = w.LseTile)
         fixed (float* pdq = dq) fixed (float* pdkvb = dkvb) fixed (float* pdkpe = dkpeHead)
         {
-            float* qHead = pq + (tok0 * s.Heads + h) * dqDim, kvbHead = pkvb + (tok0 * s.Heads + h) * kvbDim, doHead = pdo + (tok0 * s.Heads + h) * dv;
-            // Keys are packed as in the forward (Kᵀ on the right of Q·Kᵀ) and, for dQᵀ = Kᵀ·dSᵀ, as 6-row A panels, which
-            // are taken from keys assembled as contiguous [T, dq] rows (a panel may straddle k_nope and k_pe); values once,
-            // as Vᵀ on the right of dO·Vᵀ.
-            PackKeys(s, kvbHead, pkpe + tok0 * dr, pk);
+            long headRow = tok0 * s.Heads + h;
+            float* qHead = pq + headRow * dqDim, kvbHead = pkvb + headRow * kvbDim, doHead = pdo + headRow * dv;
+            float* lseHead = plse + (long)(b * s.Heads + h) * t;
+            // Keys as rows (A of Sᵀ) and as Kᵀ panels (A of dQᵀ); values are read in place (A of dPᵀ).
             AssembleKeys(s, kvbHead, pkpe + tok0 * dr, pkc);
             SgemmPrepacked.PackATransposed(pkc, dqDim, dqDim, t, pkt);
-            SgemmPrepacked.PackB(true, kvbHead + dn, kvStride, t, dv, 0, dv, pvt);
-            // dQ, dK and dV are accumulated transposed ([dq or dv, T]): each of their GEMMs then has n = rows or cols (multiples
-            // of the micro-kernel's 64 columns) instead of n = dq = 48 or dv = 32, which would leave micro-tiles part idle.
-            Array.Clear(w.DK, 0, t * dqDim);
-            Array.Clear(w.DV, 0, t * dv);
+            new Span<float>(pdk, t * dqDim).Clear();
             for (int r0 = 0; r0 < t; r0 += TileRows)
             {
                 int rows = Math.Min(TileRows, t - r0);
                 int cols = r0 + rows;
-                // Recompute P from the saved log-sum-exp.
-                SgemmPrepacked.MultiplyPackedB(rows, cols, dqDim, s.Scale, qHead + (long)r0 * qStride, qStride, pk, 0f, ps, cols);
-                // dP[rows, cols] = dO_tile · Vᵀ
-                SgemmPrepacked.MultiplyPackedB(rows, cols, dv, 1f, doHead + (long)r0 * oStride, oStride, pvt, 0f, pp2, cols);
-                for (int r = 0; r < rows; r++)
-                {
-                    int i = r0 + r;
-                    var p = w.S.AsSpan(r * cols, cols);
-                    var dp = w.P2.AsSpan(r * cols, cols);
-                    var live = p[..(i + 1)];
-                    TensorPrimitives.Subtract(live, lse[(b * s.Heads + h) * t + i], live);
-                    VectorExp.Exp(live, live);
-                    p[(i + 1)..].Clear();
-                    dp[(i + 1)..].Clear();
-                    float dsum = TensorPrimitives.Dot(p, dp);
-                    // dS = P ⊙ (dP − Σ P·dP), scaled into score space
-                    TensorPrimitives.Subtract(dp, dsum, dp);
-                    TensorPrimitives.Multiply(dp, p, dp);
-                }
-                // dVᵀ[dv, cols] += dO_tileᵀ · P ; dQ_tileᵀ[dq, rows] = scale · Kᵀ · dSᵀ ; dKᵀ[dq, cols] += scale · Q_tileᵀ · dS
-                Sgemm.Multiply(null, true, false, dv, cols, rows, 1f, doHead + (long)r0 * oStride, oStride, ps, cols, 1f, pdvt, t);
-                SgemmPrepacked.MultiplyPackedA(dqDim, rows, cols, t, s.Scale, pkt, true, pp2, cols, 0f, pdqt + r0, t);
-                Sgemm.Multiply(null, true, false, dqDim, cols, rows, s.Scale, qHead + (long)r0 * qStride, qStride, pp2, cols, 1f, pdkt, t);
+                float* qTile = qHead + (long)r0 * qStride, doTile = doHead + (long)r0 * oStride;
+                SgemmPacking.PackBStrip(true, qTile, qStride, 0, rows, 0, dqDim, pqt);   // Q_tileᵀ, zero past rows
+                SgemmPacking.PackBStrip(true, doTile, oStride, 0, rows, 0, dv, pdot);    // dO_tileᵀ, zero past rows
+                SgemmPrepacked.PackB(false, qTile, qStride, dqDim, rows, 0, rows, pqr);  // Q_tile as rows of depth
+                SgemmPrepacked.PackB(false, doTile, oStride, dv, rows, 0, rows, pdor);   // dO_tile likewise
+                SgemmPrepacked.MultiplyPackedB(cols, TileRows, dqDim, s.Scale, pkc, dqDim, pqt, 0f, ps, TileRows);
+                SgemmPrepacked.MultiplyPackedB(cols, TileRows, dv, 1f, kvbHead + dn, kvStride, pdot, 0f, pp2, TileRows);
+                // Lanes past the last query get log-sum-exp +inf: their probabilities, and so their gradients, are 0.
+                for (int c = 0; c < TileRows; c++) plt[c] = c < rows ? lseHead[r0 + c] : float.PositiveInfinity;
+                SoftmaxBackwardDownKeys(ps, pp2, cols, r0, plt);
+                SgemmPrepacked.MultiplyPackedAStrip(dqDim, cols, t, s.Scale, pkt, pp2, 0f, pot, TileRows);
+                WriteTransposed(pot, TileRows, dqDim, rows, pdq + (headRow + (long)r0 * s.Heads) * dqDim, qStride);
+                SgemmPrepacked.MultiplyPackedB(cols, dv, rows, 1f, ps, TileRows, pdor, 1f, pdkvb + headRow * kvbDim + dn, kvStride);
+                SgemmPrepacked.MultiplyPackedB(cols, dqDim, rows, s.Scale, pp2, TileRows, pqr, 1f, pdk, dqDim);
             }
-            // The transposed accumulators go back to token rows (q, kv_b, this head's k_pe partial), 8 × 8 blocks at a time.
-            long headRow = tok0 * s.Heads + h;
-            WriteTransposed(pdqt, t, dqDim, t, pdq + headRow * dqDim, qStride);
-            WriteTransposed(pdkt, t, dn, t, pdkvb + headRow * kvbDim, kvStride);
-            WriteTransposed(pdvt, t, dv, t, pdkvb + headRow * kvbDim + dn, kvStride);
-            WriteTransposed(pdkt + (nint)dn * t, t, dr, t, pdkpe, dr);
+            // dK = [dk_nope ; dk_pe]: the first part goes to kv_b's rows, the second to this head's share of k_pe.
+            for (int j = 0; j < t; j++)
+            {
+                float* src = pdk + (long)j * dqDim;
+                float* dst = pdkvb + (headRow + (long)j * s.Heads) * kvbDim;
+                TensorPrimitives.Add(new ReadOnlySpan<float>(src, dn), new ReadOnlySpan<float>(dst, dn), new Span<float>(dst, dn));
+                CopyShort(src + dn, pdkpe + (long)j * dr, dr);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Softmax backward of a transposed tile in place (row j = key j, lane c = query r0 + c, causal as in
+    /// <see cref="SoftmaxDownKeys"/>): st holds scaled scores Sᵀ and becomes P = exp(S − lse); dpt holds dPᵀ and becomes
+    /// dSᵀ = P ⊙ (dP − Σ_keys P ⊙ dP), the per-query sum accumulated down the keys in each lane.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void SoftmaxBackwardDownKeys(float* st, float* dpt, int cols, int r0, float* lseTile)
+    {
+        var lane = Vector512<float>.Indices;
+        Vector512<float> l0 = Vector512.Load(lseTile), l1 = Vector512.Load(lseTile + 16), l2 = Vector512.Load(lseTile + 32), l3 = Vector512.Load(lseTile + 48);
+        Vector512<float> d0 = Vector512<float>.Zero, d1 = d0, d2 = d0, d3 = d0;
+        for (int j = 0; j < cols; j++)
+        {
+            float* row = st + (nint)j * TileRows, drow = dpt + (nint)j * TileRows;
+            var e0 = VectorExp.Exp(Vector512.Load(row) - l0);
+            var e1 = VectorExp.Exp(Vector512.Load(row + 16) - l1);
+            var e2 = VectorExp.Exp(Vector512.Load(row + 32) - l2);
+            var e3 = VectorExp.Exp(Vector512.Load(row + 48) - l3);
+            if (j >= r0)
+            {
+                var first = Vector512.Create((float)(j - r0)); // lanes c ≥ j − r0 see key j
+                e0 = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(lane, first), e0, Vector512<float>.Zero);
+                e1 = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(lane + Vector512.Create(16f), first), e1, Vector512<float>.Zero);
+                e2 = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(lane + Vector512.Create(32f), first), e2, Vector512<float>.Zero);
+                e3 = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(lane + Vector512.Create(48f), first), e3, Vector512<float>.Zero);
+            }
+            e0.Store(row); e1.Store(row + 16); e2.Store(row + 32); e3.Store(row + 48);
+            d0 = Vector512.FusedMultiplyAdd(e0, Vector512.Load(drow), d0);
+            d1 = Vector512.FusedMultiplyAdd(e1, Vector512.Load(drow + 16), d1);
+            d2 = Vector512.FusedMultiplyAdd(e2, Vector512.Load(drow + 32), d2);
+            d3 = Vector512.FusedMultiplyAdd(e3, Vector512.Load(drow + 48), d3);
+        }
+        for (int j = 0; j < cols; j++)
+        {
+            float* row = st + (nint)j * TileRows, drow = dpt + (nint)j * TileRows;
+            ((Vector512.Load(drow) - d0) * Vector512.Load(row)).Store(drow);
+            ((Vector512.Load(drow + 16) - d1) * Vector512.Load(row + 16)).Store(drow + 16);
+            ((Vector512.Load(drow + 32) - d2) * Vector512.Load(row + 32)).Store(drow + 32);
+            ((Vector512.Load(drow + 48) - d3) * Vector512.Load(row + 48)).Store(drow + 48);
         }
     }
 
