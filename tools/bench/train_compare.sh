@@ -2,6 +2,9 @@
 # Training-step and forward throughput of `dss bench train` (fp32 and fp8) and the PyTorch peer
 # (tools/reference/bench_model.py), interleaved round by round so that the machine's drift hits all of them alike.
 # Prints one markdown row per (model, threads, mode, engine) with the median over ROUNDS runs.
+# Each run times 3 steps after 3 warm-up steps: both engines are still speeding up over their first steps (PyTorch's
+# bench-medium training step on 1 thread took 17.0, 12.8, 9.1, 7.4, 7.4 s; dss's first timed step after a single
+# warm-up was ~25 % slower than its later ones), and a steady-state step is what a training run spends its time in.
 # Usage: ROUNDS=3 MODELS="bench-small bench-medium" THREADS="1 2" tools/bench/train_compare.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,18 +23,18 @@ for r in $(seq "$ROUNDS"); do
   for model in $MODELS; do
     dir="../shared/bench/$model"
     read -r b t < <(/usr/bin/python3 -c "import json;c=json.load(open('$dir/workload.json'));print(c['micro_batch_size'],c['sequence_len'])")
-    steps=3; [ "$model" = bench-medium ] && steps=2
+    steps=3
     for th in $THREADS; do
       for mode in $MODES; do
         for e in $ENGINES; do
           case $e in
             dss-fp32|dss-fp8)
               [ "$mode" = fwd ] && [ "$e" = dss-fp8 ] && continue
-              line=$($DSS bench train --model "$dir" --batch "$b" --seq "$t" --steps $steps --warmup 2 --threads "$th" \
+              line=$($DSS bench train --model "$dir" --batch "$b" --seq "$t" --steps $steps --warmup 3 --threads "$th" \
                       --mode "$mode" --precision "${e#dss-}" --json | tail -1) ;;
             torch-fp32)
               line=$(GOMP_SPINCOUNT=1000 OPENBLAS_THREAD_TIMEOUT=4 /usr/bin/python3 tools/reference/bench_model.py "$dir" \
-                      --batch "$b" --seq "$t" --threads "$th" --mode "$mode" --warmup 2 --iters $steps | tail -1) ;;
+                      --batch "$b" --seq "$t" --threads "$th" --mode "$mode" --warmup 3 --iters $steps | tail -1) ;;
           esac
           echo "$model $th $mode $e $line" >> "$out"
         done
