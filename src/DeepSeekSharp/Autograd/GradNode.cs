@@ -50,4 +50,20 @@ public abstract class GradNode
         int length = checked((int)input.Length);
         return input.Grad ??= input is Parameter ? new float[length] : StoragePool.RentZeroed(length);
     }
+
+    /// <summary>
+    /// The gradient buffer of <paramref name="input"/> for an op that writes every element of it. When the input has
+    /// no gradient yet, it gets a pooled buffer with undefined contents and <paramref name="overwrite"/> = true: the op
+    /// stores its gradient instead of accumulating it, which spares zero-filling the buffer and reading those zeros
+    /// back. Otherwise (a gradient already accumulated, or a parameter's, which must read as zero where no op wrote)
+    /// this is <see cref="GradOf"/> with <paramref name="overwrite"/> = false. Null if the input needs no gradient.
+    /// </summary>
+    protected static float[]? GradForWrite(Tensor input, out bool overwrite)
+    {
+        overwrite = false;
+        if (!input.RequiresGrad) return null;
+        if (input.Grad is not null || input is Parameter) return GradOf(input);
+        overwrite = true;
+        return input.Grad = StoragePool.Rent(checked((int)input.Length));
+    }
 }

@@ -130,6 +130,32 @@ public class OpGradientTests
             return Functional.MoeCombine(w, stacked, [0, 2, 0, 1, 2], [0, 1, 1, 0, 1]);
         }, [scores, stacked]);
     }
+
+    /// <summary>
+    /// Linear, RoPE and the MoE combine store their input gradient when the input has none yet and accumulate it when
+    /// another op's gradient is already there: each input here is read by two ops, so one backward takes each path.
+    /// </summary>
+    [Fact]
+    public void OpsOverwritingAFreshGradientAccumulateIntoAnExistingOne()
+    {
+        var x = GradCheck.Random(Rng, 1, 5, 12);
+        var w1 = GradCheck.Random(Rng, 0.5f, 12, 12);
+        var w2 = GradCheck.Random(Rng, 0.5f, 12, 12);
+        GradCheck.Check(() => Functional.Add(Functional.Linear(x, w1), Functional.Linear(x, w2)), [x, w1, w2]);
+
+        var cos = new float[8 * 2]; var sin = new float[8 * 2];
+        for (int p = 0; p < 8; p++) for (int i = 0; i < 2; i++) { cos[p * 2 + i] = MathF.Cos(p * (i + 1) * 0.3f); sin[p * 2 + i] = MathF.Sin(p * (i + 1) * 0.3f); }
+        GradCheck.Check(() => Functional.Add(Functional.Rope(x, 2, 6, 2, 4, [0, 1, 2, 7, 3], cos, sin), Functional.Linear(x, w1)), [x]);
+        GradCheck.Check(() => Functional.Add(Functional.Linear(x, w1), Functional.Rope(x, 2, 6, 2, 4, [0, 1, 2, 7, 3], cos, sin)), [x]);
+
+        var weights = GradCheck.Random(Rng, 1, 3, 2);
+        var stacked = GradCheck.Random(Rng, 1, 5, 12);
+        var w3 = GradCheck.Random(Rng, 0.5f, 12, 12);
+        Tensor Combine() => Functional.MoeCombine(weights, stacked, [0, 2, 0, 1, 2], [0, 1, 1, 0, 1]);
+        Tensor Projected() => Functional.GatherRows(Functional.Linear(stacked, w3), [0, 1, 2]);
+        GradCheck.Check(() => Functional.Add(Combine(), Projected()), [weights, stacked, w3]);
+        GradCheck.Check(() => Functional.Add(Projected(), Combine()), [weights, stacked, w3]);
+    }
 }
 
 public class BalanceLossGradientTests

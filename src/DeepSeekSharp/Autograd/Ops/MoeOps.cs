@@ -143,14 +143,18 @@ internal sealed class MoeCombineOp : GradNode
     {
         Tensor weights = Inputs[0], stacked = Inputs[1];
         int hidden = output.Shape[1], k = weights.Shape[1];
-        float[]? dw = GradOf(weights), dOut = GradOf(stacked);
+        // Every stacked row is one (token, slot) pair, so its gradient is written exactly once.
+        float[]? dw = GradOf(weights), dOut = GradForWrite(stacked, out bool overwrite);
         var ws = weights.Span; var o = stacked.Span;
         for (int r = 0; r < _rowToken.Length; r++)
         {
             int t = _rowToken[r], slot = t * k + _rowSlot[r];
             var g = dy.AsSpan(t * hidden, hidden);
             if (dw is not null) dw[slot] += TensorPrimitives.Dot(o.Slice(r * hidden, hidden), g);
-            if (dOut is not null) TensorPrimitives.MultiplyAdd(g, ws[slot], dOut.AsSpan(r * hidden, hidden), dOut.AsSpan(r * hidden, hidden));
+            if (dOut is null) continue;
+            var dRow = dOut.AsSpan(r * hidden, hidden);
+            if (overwrite) TensorPrimitives.Multiply(g, ws[slot], dRow);
+            else TensorPrimitives.MultiplyAdd(g, ws[slot], dRow, dRow);
         }
     }
 }
