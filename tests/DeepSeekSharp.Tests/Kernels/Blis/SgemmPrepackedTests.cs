@@ -54,25 +54,26 @@ public unsafe class SgemmPrepackedTests
     }
 
     [Theory]
-    [InlineData(32, 64, 150)]   // Vᵀ [dv, T] against Pᵀ tiles
-    [InlineData(48, 37, 1100)]  // depth over two KC blocks, edge panels and strips
-    public void PackedAServesEveryDepthPrefix(int m, int n, int kTotal)
+    [InlineData(32, 150)]   // Vᵀ [dv, T] against Pᵀ tiles (the attention forward's O_tileᵀ)
+    [InlineData(48, 1100)]  // Kᵀ [dq, T] against dSᵀ tiles (the backward's dQ_tileᵀ), depth over two KC blocks, edge panel
+    public void PackedAServesEveryDepthPrefixAgainstAReadyStrip(int m, int kTotal)
     {
-        var rng = new Random(m * n + kTotal);
+        var rng = new Random(m + kTotal);
         int ldx = m + 3;
         float[] x = Random(rng, kTotal * ldx);  // op(A) = Xᵀ, X [kTotal, m]
         var packed = new float[SgemmPrepacked.PackedALength(m, kTotal)];
         fixed (float* px = x) fixed (float* pp = packed) SgemmPrepacked.PackATransposed(px, ldx, m, kTotal, pp);
         foreach (int k in new[] { 1, 64, kTotal / 2 + 1, kTotal })
         {
-            int ldb = k + 2;                              // op(B) = Yᵀ with Y [n, k]
-            float[] y = Random(rng, n * ldb), c0 = Random(rng, m * n);
+            // A ready-made strip is simply a row-major [k, 64] matrix.
+            float[] strip = Random(rng, k * 64), c0 = Random(rng, m * 64 + 5);
             var expected = (float[])c0.Clone();
-            ReferenceGemm.Multiply(true, true, m, n, k, 1.3f, x, ldx, y, ldb, 0.5f, expected, n);
+            ReferenceGemm.Multiply(true, false, m, 64, k, 1.3f, x, ldx, strip, 64, 0.5f, expected, 64);
             var actual = (float[])c0.Clone();
-            fixed (float* pp = packed) fixed (float* py = y) fixed (float* pc = actual)
-                SgemmPrepacked.MultiplyPackedA(m, n, k, kTotal, 1.3f, pp, true, py, ldb, 0.5f, pc, n);
+            fixed (float* pp = packed) fixed (float* ps = strip) fixed (float* pc = actual)
+                SgemmPrepacked.MultiplyPackedAStrip(m, k, kTotal, 1.3f, pp, ps, 0.5f, pc, 64);
             AssertClose(expected, actual, k, $"k={k}");
+            Assert.Equal(c0[^5..], actual[^5..]); // nothing written past C
         }
     }
 
@@ -80,11 +81,11 @@ public unsafe class SgemmPrepackedTests
     public void ADepthBeyondThePackedOneIsRejected()
     {
         var packed = new float[SgemmPrepacked.PackedALength(6, 10)];
-        var b = new float[64 * 11]; var c = new float[6 * 64];
-        fixed (float* pp = packed) fixed (float* pb = b) fixed (float* pc = c)
+        var strip = new float[64 * 11]; var c = new float[6 * 64];
+        fixed (float* pp = packed) fixed (float* ps = strip) fixed (float* pc = c)
         {
-            nint ip = (nint)pp, ib = (nint)pb, ic = (nint)pc;
-            Assert.Throws<ArgumentException>(() => SgemmPrepacked.MultiplyPackedA(6, 64, 11, 10, 1f, (float*)ip, true, (float*)ib, 11, 0f, (float*)ic, 64));
+            nint ip = (nint)pp, istrip = (nint)ps, ic = (nint)pc;
+            Assert.Throws<ArgumentException>(() => SgemmPrepacked.MultiplyPackedAStrip(6, 11, 10, 1f, (float*)ip, (float*)istrip, 0f, (float*)ic, 64));
         }
     }
 }

@@ -15,8 +15,6 @@ internal static unsafe class SgemmPrepacked
     private const int MR = SgemmMicroKernels.MR;
     private const int NR = SgemmMicroKernels.NR;
 
-    [ThreadStatic] private static PackBuffer? t_packB;
-
     /// <summary>Floats a packed op(B) of <paramref name="n"/> columns and depth <paramref name="k"/> takes.</summary>
     public static int PackedBLength(int n, int k) => checked(RoundUp(n, NR) * k);
 
@@ -53,36 +51,6 @@ internal static unsafe class SgemmPrepacked
             float* strip = packedB + (nint)j * k;
             for (int i = 0; i < m; i += MR)
                 SgemmMicroKernels.Tile(kernel, k, a + (nint)i * lda, lda, 1, strip, c + (nint)i * ldc + j, ldc, Math.Min(MR, m - i), cols, alpha, beta);
-        }
-    }
-
-    /// <summary>
-    /// C[m, n] = alpha · A[:m, :k] · op(B)[k, n] + beta · C with A packed by <see cref="PackATransposed"/> with total
-    /// depth <paramref name="kPacked"/> ≥ k (only its first k depth rows are used) and op(B) packed here, in depth
-    /// blocks of the driver's KC. beta = 0 never reads C.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void MultiplyPackedA(int m, int n, int k, int kPacked, float alpha, float* packedA, bool transB, float* b, int ldb,
-        float beta, float* c, int ldc)
-    {
-        if (m <= 0 || n <= 0) return;
-        if (k > kPacked) throw new ArgumentException($"depth {k} exceeds the packed depth {kPacked}");
-        var kernel = SgemmMicroKernels.Resolve(BlisSgemmKernel.Best);
-        int kcMax = SgemmBlocked.DepthBlock(k);
-        float* packedB = PackBuffer.Get(ref t_packB, RoundUp(n, NR) * kcMax);
-        for (int pc = 0; pc < k; pc += kcMax)
-        {
-            int kc = Math.Min(kcMax, k - pc);
-            float stepBeta = pc == 0 ? beta : 1f;
-            for (int j = 0; j < n; j += NR) SgemmPacking.PackBStrip(transB, b, ldb, j, Math.Min(NR, n - j), pc, kc, packedB + (nint)j * kc);
-            for (int j = 0; j < n; j += NR)
-            {
-                int cols = Math.Min(NR, n - j);
-                float* strip = packedB + (nint)j * kc;
-                for (int i = 0; i < m; i += MR)
-                    SgemmMicroKernels.Tile(kernel, kc, packedA + (nint)i * kPacked + (nint)pc * MR, 1, MR, strip, c + (nint)i * ldc + j, ldc,
-                        Math.Min(MR, m - i), cols, alpha, stepBeta);
-            }
         }
     }
 
