@@ -37,7 +37,13 @@ internal static unsafe class SgemmPacking
             const int DepthSteps = 8;
             float* src = a + (nint)p0 * lda + i0;
             nint panelStride = (nint)kc * MR;
-            for (int pb = 0; pb < kc - 1; pb += DepthSteps)
+            // Eight depth steps of a panel are 48 contiguous floats: gathered into three zmm registers by two-source
+            // permutes and stored whole, instead of eight overlapping 8-float stores that straddle cache lines.
+            int pWhole = Avx512F.IsSupported ? kc / DepthSteps * DepthSteps : 0;
+            for (int pb = 0; pb < pWhole; pb += DepthSteps)
+                for (int q = 0; q < vectorPanels; q++)
+                    PackEightSteps(src + (nint)pb * lda + q * MR, lda, dst + q * panelStride + pb * MR);
+            for (int pb = pWhole; pb < kc - 1; pb += DepthSteps)
             {
                 int pe = Math.Min(pb + DepthSteps, kc - 1);
                 for (int q = 0; q < vectorPanels; q++)
@@ -48,15 +54,18 @@ internal static unsafe class SgemmPacking
                     for (int p = pb; p < pe; p++, s += lda, d += MR) Vector256.Load(s).Store(d);
                 }
             }
-            // The last step's spill would land on the next panel's first step (already written): exact copies.
-            float* sl = src + (nint)(kc - 1) * lda;
-            float* dl = dst + (kc - 1) * MR;
-            for (int q = 0; q < vectorPanels; q++)
+            if (pWhole < kc)
             {
-                float* dq = dl + q * panelStride;
-                Vector128.Load(sl + q * MR).Store(dq);
-                dq[4] = sl[q * MR + 4];
-                dq[5] = sl[q * MR + 5];
+                // The last step's spill would land on the next panel's first step (already written): exact copies.
+                float* sl = src + (nint)(kc - 1) * lda;
+                float* dl = dst + (kc - 1) * MR;
+                for (int q = 0; q < vectorPanels; q++)
+                {
+                    float* dq = dl + q * panelStride;
+                    Vector128.Load(sl + q * MR).Store(dq);
+                    dq[4] = sl[q * MR + 4];
+                    dq[5] = sl[q * MR + 5];
+                }
             }
         }
         for (int ir = vectorPanels * MR; ir < mc; ir += MR)
@@ -73,6 +82,23 @@ internal static unsafe class SgemmPacking
                 for (; r < MR; r++) d[r] = 0f;
             }
         }
+    }
+
+    /// <summary>
+    /// Six floats from each of eight rows (at stride <paramref name="lda"/>; 8 are read from each) into 48 contiguous
+    /// floats at <paramref name="dst"/>: rows r0..r7 of a transposed-A panel, eight depth steps.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PackEightSteps(float* s, nint lda, float* dst)
+    {
+        Vector512<float> r01 = Vector512.Create(Vector256.Load(s), Vector256.Load(s + lda));
+        Vector512<float> r23 = Vector512.Create(Vector256.Load(s + 2 * lda), Vector256.Load(s + 3 * lda));
+        Vector512<float> r45 = Vector512.Create(Vector256.Load(s + 4 * lda), Vector256.Load(s + 5 * lda));
+        Vector512<float> r67 = Vector512.Create(Vector256.Load(s + 6 * lda), Vector256.Load(s + 7 * lda));
+        // Lane j of a pair holds row 2i's float j (j < 8) or row 2i+1's float j − 8; indices ≥ 16 pick the second pair.
+        Avx512F.PermuteVar16x32x2(r01, Vector512.Create(0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13, 16, 17, 18, 19), r23).Store(dst);
+        Avx512F.PermuteVar16x32x2(r23, Vector512.Create(4, 5, 8, 9, 10, 11, 12, 13, 16, 17, 18, 19, 20, 21, 24, 25), r45).Store(dst + 16);
+        Avx512F.PermuteVar16x32x2(r45, Vector512.Create(10, 11, 12, 13, 16, 17, 18, 19, 20, 21, 24, 25, 26, 27, 28, 29), r67).Store(dst + 32);
     }
 
     /// <summary>
