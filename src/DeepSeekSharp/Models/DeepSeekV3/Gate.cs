@@ -97,17 +97,8 @@ public sealed class Gate : Module
             {
                 for (int g = 0; g < groups; g++)
                 {
-                    if (noAux)
-                    {
-                        var gs = sel.Slice(g * perGroup, perGroup);
-                        int a = ArgMax(gs, -1);
-                        int b = ArgMax(gs, a);
-                        groupScore[g] = gs[a] + gs[b];
-                    }
-                    else
-                    {
-                        groupScore[g] = s[g * perGroup + ArgMax(s.Slice(g * perGroup, perGroup), -1)];
-                    }
+                    var gs = (noAux ? sel : s).Slice(g * perGroup, perGroup);
+                    groupScore[g] = noAux ? TopTwoSum(gs) : TensorPrimitives.Max(gs);
                 }
                 taken.Clear();
                 for (int j = 0; j < keepGroups; j++)
@@ -120,23 +111,25 @@ public sealed class Gate : Module
                 for (int g = 0; g < groups; g++)
                     if (!taken[g]) sel.Slice(g * perGroup, perGroup).Fill(float.NegativeInfinity);
             }
+            // Top-k by repeated vectorised arg-max (the first of equal scores wins).
             for (int j = 0; j < k; j++)
             {
-                int best = -1;
-                for (int i = 0; i < e; i++)
-                    if (sel[i] != float.NegativeInfinity || best < 0)
-                        if (best < 0 || sel[i] > sel[best]) best = i;
+                int best = TensorPrimitives.IndexOfMax(sel);
                 result[t * k + j] = best;
                 sel[best] = float.NegativeInfinity;
             }
         }
     }
 
-    private static int ArgMax(ReadOnlySpan<float> v, int exclude)
+    /// <summary>The sum of a group's two largest scores (V3's group score under noaux_tc); one pass, no index search.</summary>
+    private static float TopTwoSum(ReadOnlySpan<float> v)
     {
-        int best = -1;
-        for (int i = 0; i < v.Length; i++)
-            if (i != exclude && (best < 0 || v[i] > v[best])) best = i;
-        return best;
+        float first = float.NegativeInfinity, second = float.NegativeInfinity;
+        foreach (float x in v)
+        {
+            if (x > first) (second, first) = (first, x);
+            else if (x > second) second = x;
+        }
+        return first + second;
     }
 }
