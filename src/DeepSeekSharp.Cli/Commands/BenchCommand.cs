@@ -153,7 +153,7 @@ internal static class BenchCommand
         var batch = new Option<int>("--batch") { Description = "sequences per step", Required = true };
         var seq = new Option<int>("--seq") { Description = "tokens per sequence", Required = true };
         var steps = new Option<int>("--steps") { Description = "timed steps", DefaultValueFactory = _ => 5 };
-        var warmup = new Option<int>("--warmup") { Description = "untimed warm-up steps", DefaultValueFactory = _ => 2 };
+        var warmup = new Option<int>("--warmup") { Description = "untimed warm-up steps (the first steps run slower while the storage pool fills)", DefaultValueFactory = _ => 3 };
         var threads = new Option<int>("--threads") { Description = "worker threads (sets DSS_THREADS for this run)", DefaultValueFactory = _ => 0 };
         var mode = new Option<string>("--mode") { Description = "train (forward, backward, AdamW) or fwd (forward only)", DefaultValueFactory = _ => "train" };
         mode.AcceptOnlyFromAmong("train", "fwd");
