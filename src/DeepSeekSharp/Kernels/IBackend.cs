@@ -50,8 +50,12 @@ public interface IBackend
     /// <summary>y = silu(a) ⊙ b.</summary>
     void SiluMulForward(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y);
 
-    /// <summary>Accumulates da and db of y = silu(a) ⊙ b (either may be empty).</summary>
-    void SiluMulBackward(ReadOnlySpan<float> a, ReadOnlySpan<float> b, ReadOnlySpan<float> dy, Span<float> da, Span<float> db);
+    /// <summary>
+    /// Accumulates da and db of y = silu(a) ⊙ b (either may be empty), or stores them when <paramref name="accumulate"/>
+    /// is false (the buffers' old contents are then never read).
+    /// </summary>
+    void SiluMulBackward(ReadOnlySpan<float> a, ReadOnlySpan<float> b, ReadOnlySpan<float> dy, Span<float> da, Span<float> db,
+        bool accumulate = true);
 
     /// <summary>
     /// Rotates interleaved pairs of <c>x[row, g·stride + offset + 2i, +1]</c> by angle with cos/sin table rows

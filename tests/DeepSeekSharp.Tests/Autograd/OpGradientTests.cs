@@ -132,7 +132,7 @@ public class OpGradientTests
     }
 
     /// <summary>
-    /// Linear, RoPE and the MoE combine store their input gradient when the input has none yet and accumulate it when
+    /// Linear, RoPE, SwiGLU and the MoE combine store their input gradient when the input has none yet and accumulate it when
     /// another op's gradient is already there: each input here is read by two ops, so one backward takes each path.
     /// </summary>
     [Fact]
@@ -147,6 +147,12 @@ public class OpGradientTests
         for (int p = 0; p < 8; p++) for (int i = 0; i < 2; i++) { cos[p * 2 + i] = MathF.Cos(p * (i + 1) * 0.3f); sin[p * 2 + i] = MathF.Sin(p * (i + 1) * 0.3f); }
         GradCheck.Check(() => Functional.Add(Functional.Rope(x, 2, 6, 2, 4, [0, 1, 2, 7, 3], cos, sin), Functional.Linear(x, w1)), [x]);
         GradCheck.Check(() => Functional.Add(Functional.Linear(x, w1), Functional.Rope(x, 2, 6, 2, 4, [0, 1, 2, 7, 3], cos, sin)), [x]);
+
+        // SwiGLU: both inputs fresh (stored), then one of them also read by a Linear (accumulated, either order).
+        var u = GradCheck.Random(Rng, 1, 5, 12);
+        GradCheck.Check(() => Functional.SiluMul(Functional.Linear(x, w1), Functional.Linear(u, w2)), [x, u, w1, w2]);
+        GradCheck.Check(() => Functional.Add(Functional.SiluMul(x, u), Functional.Linear(x, w1)), [x, u]);
+        GradCheck.Check(() => Functional.Add(Functional.Linear(x, w1), Functional.SiluMul(x, u)), [x, u]);
 
         var weights = GradCheck.Random(Rng, 1, 3, 2);
         var stacked = GradCheck.Random(Rng, 1, 5, 12);

@@ -74,11 +74,16 @@ internal sealed class SiluMulOp : GradNode
     {
         Tensor a = Inputs[0], b = Inputs[1];
         int n = (int)a.Length;
-        var da = GradOf(a) is { } ga ? ga.AsSpan(0, n) : Span<float>.Empty;
-        var db = GradOf(b) is { } gb ? gb.AsSpan(0, n) : Span<float>.Empty;
+        // Both gradients stored when both inputs have none yet (SwiGLU's gate and up projections); otherwise accumulated.
+        bool bothFresh = a != b && a.RequiresGrad && b.RequiresGrad && a.Grad is null && b.Grad is null && a is not Parameter && b is not Parameter;
+        bool overwrite = false;
+        float[]? gaBuf = bothFresh ? GradForWrite(a, out overwrite) : GradOf(a);
+        float[]? gbBuf = bothFresh ? GradForWrite(b, out _) : GradOf(b);
+        var da = gaBuf is { } ga ? ga.AsSpan(0, n) : Span<float>.Empty;
+        var db = gbBuf is { } gb ? gb.AsSpan(0, n) : Span<float>.Empty;
         if (_a is null || _b is null)
         {
-            a.Backend.SiluMulBackward(a.Span, b.Span, dy.AsSpan(0, n), da, db);
+            a.Backend.SiluMulBackward(a.Span, b.Span, dy.AsSpan(0, n), da, db, accumulate: !overwrite);
             return;
         }
         float[] ad = StoragePool.Rent(n), bd = StoragePool.Rent(n);
@@ -86,7 +91,7 @@ internal sealed class SiluMulOp : GradNode
         {
             Fp8Quantizer.Dequantize(a.Backend, _a, ad);
             Fp8Quantizer.Dequantize(a.Backend, _b, bd);
-            a.Backend.SiluMulBackward(ad.AsSpan(0, n), bd.AsSpan(0, n), dy.AsSpan(0, n), da, db);
+            a.Backend.SiluMulBackward(ad.AsSpan(0, n), bd.AsSpan(0, n), dy.AsSpan(0, n), da, db, accumulate: !overwrite);
         }
         finally
         {

@@ -167,7 +167,7 @@ internal sealed class GroupedExpertsOp : GradNode
         var dyE = dy.AsSpan(off * hidden, count * hidden);
         var gateE = gate.AsSpan(off * inter, ci);
         var upE = up.AsSpan(off * inter, ci);
-        float[] dh = StoragePool.Rent(ci), dgate = StoragePool.RentZeroed(ci), dup = StoragePool.RentZeroed(ci);
+        float[] dh = StoragePool.Rent(ci), dgate = StoragePool.Rent(ci), dup = StoragePool.Rent(ci);
         try
         {
             // dh = dy_e · W_down; dW_down += dy_eᵀ · h_e with h_e = silu(gate_e) ⊙ up_e recomputed.
@@ -179,7 +179,7 @@ internal sealed class GroupedExpertsOp : GradNode
                 be.Gemm(true, false, hidden, inter, count, 1f, dyE, hidden, h, inter, 1f, dwDown, inter);
                 StoragePool.Return(h);
             }
-            be.SiluMulBackward(gateE, upE, dh.AsSpan(0, ci), dgate.AsSpan(0, ci), dup.AsSpan(0, ci));
+            be.SiluMulBackward(gateE, upE, dh.AsSpan(0, ci), dgate.AsSpan(0, ci), dup.AsSpan(0, ci), accumulate: false);
             // dW_gate += dgate_eᵀ · x[rows_e], dW_up += dup_eᵀ · x[rows_e] (one grouped call over the two).
             if (dwGate is not null || dwUp is not null)
             {

@@ -20,8 +20,12 @@ internal static class ActivationKernels
         }
     }
 
-    /// <summary>da += dy·b·σ(a)(1 + a(1−σ(a))); db += dy·silu(a) (either may be empty).</summary>
-    public static unsafe void SiluMulBackward(ReadOnlySpan<float> a, ReadOnlySpan<float> b, ReadOnlySpan<float> dy, Span<float> da, Span<float> db)
+    /// <summary>
+    /// da += dy·b·σ(a)(1 + a(1−σ(a))); db += dy·silu(a) (either may be empty); with <paramref name="accumulate"/> false
+    /// the gradients are stored instead (da and db are then write-only).
+    /// </summary>
+    public static unsafe void SiluMulBackward(ReadOnlySpan<float> a, ReadOnlySpan<float> b, ReadOnlySpan<float> dy, Span<float> da, Span<float> db,
+        bool accumulate = true)
     {
         int n = a.Length, i = 0;
         bool wantA = !da.IsEmpty, wantB = !db.IsEmpty;
@@ -32,18 +36,21 @@ internal static class ActivationKernels
                 var va = Vector512.Load(pa + i);
                 var vdy = Vector512.Load(pdy + i);
                 var sig = Vector512<float>.One / (Vector512<float>.One + VectorExp.Exp(-va));
-                if (wantB) Vector512.FusedMultiplyAdd(va * sig, vdy, Vector512.Load(pdb + i)).Store(pdb + i);
+                if (wantB)
+                    (accumulate ? Vector512.FusedMultiplyAdd(va * sig, vdy, Vector512.Load(pdb + i)) : va * sig * vdy).Store(pdb + i);
                 if (wantA)
                 {
                     var slope = sig * Vector512.FusedMultiplyAdd(va, Vector512<float>.One - sig, Vector512<float>.One);
-                    Vector512.FusedMultiplyAdd(slope * Vector512.Load(pb + i), vdy, Vector512.Load(pda + i)).Store(pda + i);
+                    var ga = slope * Vector512.Load(pb + i);
+                    (accumulate ? Vector512.FusedMultiplyAdd(ga, vdy, Vector512.Load(pda + i)) : ga * vdy).Store(pda + i);
                 }
             }
             for (; i < n; i++)
             {
                 float sig = 1f / (1f + MathF.Exp(-pa[i]));
-                if (wantB) pdb[i] += pa[i] * sig * pdy[i];
-                if (wantA) pda[i] += sig * (1f + pa[i] * (1f - sig)) * pb[i] * pdy[i];
+                float gb = pa[i] * sig * pdy[i], ga = sig * (1f + pa[i] * (1f - sig)) * pb[i] * pdy[i];
+                if (wantB) pdb[i] = accumulate ? pdb[i] + gb : gb;
+                if (wantA) pda[i] = accumulate ? pda[i] + ga : ga;
             }
         }
     }

@@ -234,7 +234,8 @@ public sealed class CpuBackend : IBackend
         }
     }
 
-    public unsafe void SiluMulBackward(ReadOnlySpan<float> a, ReadOnlySpan<float> b, ReadOnlySpan<float> dy, Span<float> da, Span<float> db)
+    public unsafe void SiluMulBackward(ReadOnlySpan<float> a, ReadOnlySpan<float> b, ReadOnlySpan<float> dy, Span<float> da, Span<float> db,
+        bool accumulate = true)
     {
         int n = a.Length;
         bool wantA = !da.IsEmpty, wantB = !db.IsEmpty;
@@ -244,7 +245,7 @@ public sealed class CpuBackend : IBackend
             CpuParallel.ForRanges(n, 16384, Pool, (s, e) => ActivationKernels.SiluMulBackward(
                 new ReadOnlySpan<float>((float*)ia + s, e - s), new ReadOnlySpan<float>((float*)ib + s, e - s),
                 new ReadOnlySpan<float>((float*)idy + s, e - s),
-                wantA ? new Span<float>((float*)ida + s, e - s) : [], wantB ? new Span<float>((float*)idb + s, e - s) : []));
+                wantA ? new Span<float>((float*)ida + s, e - s) : [], wantB ? new Span<float>((float*)idb + s, e - s) : [], accumulate));
         }
     }
 
