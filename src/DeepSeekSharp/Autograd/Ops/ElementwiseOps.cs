@@ -74,13 +74,16 @@ internal sealed class SiluMulOp : GradNode
     {
         Tensor a = Inputs[0], b = Inputs[1];
         int n = (int)a.Length;
-        // Both gradients stored when both inputs have none yet (SwiGLU's gate and up projections); otherwise accumulated.
-        bool bothFresh = a != b && a.RequiresGrad && b.RequiresGrad && a.Grad is null && b.Grad is null && a is not Parameter && b is not Parameter;
-        bool overwrite = false;
-        float[]? gaBuf = bothFresh ? GradForWrite(a, out overwrite) : GradOf(a);
-        float[]? gbBuf = bothFresh ? GradForWrite(b, out _) : GradOf(b);
-        var da = gaBuf is { } ga ? ga.AsSpan(0, n) : Span<float>.Empty;
-        var db = gbBuf is { } gb ? gb.AsSpan(0, n) : Span<float>.Empty;
+        var da = GradForWrite(a, out bool freshA) is { } ga ? ga.AsSpan(0, n) : Span<float>.Empty;
+        var db = GradForWrite(b, out bool freshB) is { } gb ? gb.AsSpan(0, n) : Span<float>.Empty;
+        // One kernel call either stores both gradients or accumulates both: a fresh buffer next to an accumulating one
+        // (or a = b) is zeroed so that it can accumulate too.
+        bool overwrite = (freshA || da.IsEmpty) && (freshB || db.IsEmpty);
+        if (!overwrite)
+        {
+            if (freshA) da.Clear();
+            if (freshB) db.Clear();
+        }
         if (_a is null || _b is null)
         {
             a.Backend.SiluMulBackward(a.Span, b.Span, dy.AsSpan(0, n), da, db, accumulate: !overwrite);

@@ -29,7 +29,7 @@ internal static class MlaAttentionKernels
                 int qLen = q.Length, kvbLen = kvb.Length, kpeLen = kpe.Length, oLen = o.Length, lseLen = logSumExp.Length;
                 CpuParallel.ForRanges(s.Batch * s.Heads, 1, pool, (start, end) =>
                 {
-                    var scratch = new HeadScratch(shape);
+                    var scratch = new HeadScratch(shape, backward: false);
                     try
                     {
                         for (int bh = start; bh < end; bh++)
@@ -63,7 +63,7 @@ internal static class MlaAttentionKernels
                     int qLen = q.Length, kvbLen = kvb.Length, kpeLen = kpe.Length, lseLen = logSumExp.Length, doLen = dO.Length;
                     CpuParallel.ForRanges(s.Batch * s.Heads, 1, pool, (start, end) =>
                     {
-                        var scratch = new HeadScratch(shape);
+                        var scratch = new HeadScratch(shape, backward: true);
                         try
                         {
                             for (int bh = start; bh < end; bh++)
@@ -87,23 +87,34 @@ internal static class MlaAttentionKernels
         finally { ArrayPool<float>.Shared.Return(dkpePartial); }
     }
 
-    /// <summary>Per-worker buffers: one head's keys (as rows and as packed panels), its packed values, tiles of scores.</summary>
+    /// <summary>
+    /// Per-worker buffers: one head's keys as rows, tiles of scores and the tile operands; the forward also holds packed
+    /// Vᵀ panels, the backward packed Kᵀ panels, a second score tile and the dK accumulator. What a direction does not
+    /// use is not rented (empty).
+    /// </summary>
     private sealed class HeadScratch
     {
-        public readonly float[] PackedKt, PackedV, K, S, P2, DK, OutTile, Inv, QTile, DoTile, QRows, DoRows, LseTile;
+        public readonly float[] K, S, OutTile, QTile;
+        public readonly float[] PackedV = [], Inv = [];                                                   // forward
+        public readonly float[] PackedKt = [], P2 = [], DK = [], DoTile = [], QRows = [], DoRows = [], LseTile = []; // backward
 
-        public HeadScratch(in MlaAttentionShape s)
+        public HeadScratch(in MlaAttentionShape s, bool backward)
         {
             var pool = ArrayPool<float>.Shared;
             int t = s.SeqLen;
-            PackedKt = pool.Rent(SgemmPrepacked.PackedALength(s.QDim, t));
-            PackedV = pool.Rent(SgemmPrepacked.PackedALength(s.VDim, t));
             K = pool.Rent(t * s.QDim);
-            S = pool.Rent(TileRows * t); P2 = pool.Rent(TileRows * t);
-            DK = pool.Rent(t * s.QDim);
-            OutTile = pool.Rent(Math.Max(s.QDim, s.VDim) * TileRows);
-            Inv = pool.Rent(TileRows);
+            S = pool.Rent(TileRows * t);
+            OutTile = pool.Rent((backward ? s.QDim : s.VDim) * TileRows);
             QTile = pool.Rent(SgemmPrepacked.PackedBLength(TileRows, s.QDim));
+            if (!backward)
+            {
+                PackedV = pool.Rent(SgemmPrepacked.PackedALength(s.VDim, t));
+                Inv = pool.Rent(TileRows);
+                return;
+            }
+            PackedKt = pool.Rent(SgemmPrepacked.PackedALength(s.QDim, t));
+            P2 = pool.Rent(TileRows * t);
+            DK = pool.Rent(t * s.QDim);
             DoTile = pool.Rent(SgemmPrepacked.PackedBLength(TileRows, s.VDim));
             QRows = pool.Rent(SgemmPrepacked.PackedBLength(s.QDim, TileRows));
             DoRows = pool.Rent(SgemmPrepacked.PackedBLength(s.VDim, TileRows));
@@ -113,7 +124,8 @@ internal static class MlaAttentionKernels
         public void Return()
         {
             var pool = ArrayPool<float>.Shared;
-            foreach (var a in new[] { PackedKt, PackedV, K, S, P2, DK, OutTile, Inv, QTile, DoTile, QRows, DoRows, LseTile }) pool.Return(a);
+            foreach (var a in new[] { K, S, OutTile, QTile, PackedV, Inv, PackedKt, P2, DK, DoTile, QRows, DoRows, LseTile })
+                if (a.Length > 0) pool.Return(a);
         }
     }
 

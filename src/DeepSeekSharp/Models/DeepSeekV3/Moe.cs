@@ -32,8 +32,6 @@ public sealed class Moe : Module
     /// </summary>
     public bool GroupedExperts { get; set; } = true;
 
-    private Tensor[]? _gateWeights, _upWeights, _downWeights;
-
     private bool CanGroupExperts()
     {
         if (!GroupedExperts) return false;
@@ -45,15 +43,17 @@ public sealed class Moe : Module
                 if (linear.InferenceWeight is not null || linear.Fp8Compute || linear.Bf16Compute || linear.Adapter is not null || linear.Weight.IsMeta)
                     return false;
         }
-        if (_gateWeights is null)
-        {
-            _gateWeights = new Tensor[Experts.Count];
-            _upWeights = new Tensor[Experts.Count];
-            _downWeights = new Tensor[Experts.Count];
-            for (int e = 0; e < Experts.Count; e++)
-                (_gateWeights[e], _upWeights[e], _downWeights[e]) = (Experts[e].GateProj.Weight, Experts[e].UpProj.Weight, Experts[e].DownProj.Weight);
-        }
         return true;
+    }
+
+    private Tensor GroupedExpertsForward(Tensor x, int[] rowToken, int[] offsets)
+    {
+        var gate = new Tensor[Experts.Count];
+        var up = new Tensor[Experts.Count];
+        var down = new Tensor[Experts.Count];
+        for (int e = 0; e < Experts.Count; e++)
+            (gate[e], up[e], down[e]) = (Experts[e].GateProj.Weight, Experts[e].UpProj.Weight, Experts[e].DownProj.Weight);
+        return Functional.GroupedSwiGluExperts(x, rowToken, offsets, gate, up, down);
     }
 
     /// <param name="x">[N, H]</param>
@@ -77,7 +77,7 @@ public sealed class Moe : Module
                 rowSlot[r] = j;
             }
         Tensor stacked = CanGroupExperts() // [N·k, H]
-            ? Functional.GroupedSwiGluExperts(x, rowToken, offsets, _gateWeights!, _upWeights!, _downWeights!)
+            ? GroupedExpertsForward(x, rowToken, offsets)
             : Functional.RoutedExperts(x, rowToken, offsets, (e, rows) => Experts[e].Forward(rows));
         Tensor y = Functional.MoeCombine(weights, stacked, rowToken, rowSlot);
         stacked.ReleaseIfUnread(); // the combine's backward reads it when training

@@ -70,13 +70,13 @@ internal static unsafe class SgemmMicroKernels
         }
     }
 
+    /// <summary>A whole 6×64 tile with the AVX2 or the scalar kernel.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Full(BlisSgemmKernel kernel, int kc, float* a, nint rs, nint step, int rows, float* b, float* c, int ldc,
         float alpha, float beta)
     {
         switch (kernel)
         {
-            case BlisSgemmKernel.Avx512: Avx512Kernel6x64(kc, a, rs, step, rows, NR, b, c, ldc, alpha, beta); break;
             case BlisSgemmKernel.Avx2:
                 for (int q = 0; q < NR; q += 16) Avx2Kernel6x16(kc, a, rs, step, rows, b + q, c + q, ldc, alpha, beta);
                 break;
@@ -128,17 +128,7 @@ internal static unsafe class SgemmMicroKernels
             off += step;
             b += NR;
         }
-        if (rows == MR && cols == NR)
-        {
-            Store512Row(c, alpha, beta, c00, c01, c02, c03);
-            Store512Row(c + ldc, alpha, beta, c10, c11, c12, c13);
-            Store512Row(c + 2 * (nint)ldc, alpha, beta, c20, c21, c22, c23);
-            Store512Row(c + 3 * (nint)ldc, alpha, beta, c30, c31, c32, c33);
-            Store512Row(c + 4 * (nint)ldc, alpha, beta, c40, c41, c42, c43);
-            Store512Row(c + 5 * (nint)ldc, alpha, beta, c50, c51, c52, c53);
-            return;
-        }
-        var store = new EdgeStore(alpha, beta, cols);
+        var store = new TileStore(alpha, beta, cols);
         store.Row(c, c00, c01, c02, c03);
         if (rows > 1) store.Row(c + ldc, c10, c11, c12, c13);
         if (rows > 2) store.Row(c + 2 * (nint)ldc, c20, c21, c22, c23);
@@ -179,7 +169,7 @@ internal static unsafe class SgemmMicroKernels
             c2 = Avx512F.FusedMultiplyAdd(Vector512.Create(a2[off]), b0, c2); c3 = Avx512F.FusedMultiplyAdd(Vector512.Create(a3[off]), b0, c3);
             c4 = Avx512F.FusedMultiplyAdd(Vector512.Create(a4[off]), b0, c4); c5 = Avx512F.FusedMultiplyAdd(Vector512.Create(a5[off]), b0, c5);
         }
-        var store = new EdgeStore(alpha, beta, cols);
+        var store = new TileStore(alpha, beta, cols);
         store.Part(c, c0 + d0, 0);
         if (rows > 1) store.Part(c + ldc, c1 + d1, 0);
         if (rows > 2) store.Part(c + 2 * (nint)ldc, c2 + d2, 0);
@@ -216,7 +206,7 @@ internal static unsafe class SgemmMicroKernels
             off += step;
             b += NR;
         }
-        var store = new EdgeStore(alpha, beta, cols);
+        var store = new TileStore(alpha, beta, cols);
         store.Part(c, c00, 0); store.Part(c, c01, 16);
         if (rows > 1) { store.Part(c + ldc, c10, 0); store.Part(c + ldc, c11, 16); }
         if (rows > 2) { store.Part(c + 2 * (nint)ldc, c20, 0); store.Part(c + 2 * (nint)ldc, c21, 16); }
@@ -226,10 +216,11 @@ internal static unsafe class SgemmMicroKernels
     }
 
     /// <summary>
-    /// Stores accumulators of an edge tile into C: <c>C = alpha · acc + beta · C</c> for the first <c>cols</c> columns
-    /// only (lanes past them are neither read nor written, so C may end right after the tile).
+    /// Stores a tile's accumulators into C: <c>C = alpha · acc + beta · C</c> for the first <c>cols</c> columns only
+    /// (lanes past them are masked: neither read nor written, so C may end right after the tile); full 16-column
+    /// parts are plain stores.
     /// </summary>
-    private readonly struct EdgeStore(float alpha, float beta, int cols)
+    private readonly struct TileStore(float alpha, float beta, int cols)
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Row(float* c, Vector512<float> v0, Vector512<float> v1, Vector512<float> v2, Vector512<float> v3)
@@ -252,25 +243,6 @@ internal static unsafe class SgemmMicroKernels
             Vector512<float> r = beta == 0f ? va * v
                 : Avx512F.FusedMultiplyAdd(va, v, Vector512.Create(beta) * Avx512F.MaskLoad(c + j, mask, Vector512<float>.Zero));
             Avx512F.MaskStore(c + j, mask, r);
-        }
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Store512Row(float* c, float alpha, float beta,
-        Vector512<float> v0, Vector512<float> v1, Vector512<float> v2, Vector512<float> v3)
-    {
-        Vector512<float> va = Vector512.Create(alpha);
-        if (beta == 0f)
-        {
-            (va * v0).Store(c); (va * v1).Store(c + 16); (va * v2).Store(c + 32); (va * v3).Store(c + 48);
-        }
-        else
-        {
-            Vector512<float> vb = Vector512.Create(beta);
-            Avx512F.FusedMultiplyAdd(va, v0, vb * Vector512.Load(c)).Store(c);
-            Avx512F.FusedMultiplyAdd(va, v1, vb * Vector512.Load(c + 16)).Store(c + 16);
-            Avx512F.FusedMultiplyAdd(va, v2, vb * Vector512.Load(c + 32)).Store(c + 32);
-            Avx512F.FusedMultiplyAdd(va, v3, vb * Vector512.Load(c + 48)).Store(c + 48);
         }
     }
 
