@@ -40,11 +40,20 @@ public abstract class GradNode
     public abstract void Backward(Tensor output, float[] outputGrad);
 
     /// <summary>
-    /// The gradient buffer of <paramref name="input"/>, zero-filled on first use; null if it needs none. An
-    /// intermediate's buffer comes from <see cref="StoragePool"/> and may be longer than the tensor (index it by the
-    /// tensor's length, never by the array's); a parameter's is exact, as it outlives the step.
+    /// The gradient of <paramref name="input"/>, exactly as long as the tensor, zero-filled on first use; empty if it
+    /// needs none. Ops take gradients through this (or <see cref="GradForWrite"/>), never as arrays: an intermediate's
+    /// buffer comes from <see cref="StoragePool"/> and may be longer than the tensor, and a span sized by the array
+    /// once reached kernels that size their work by it (RMSNorm's weight gradient).
     /// </summary>
-    protected static float[]? GradOf(Tensor input)
+    protected static Span<float> GradOf(Tensor input) =>
+        GradArrayOf(input) is { } g ? g.AsSpan(0, checked((int)input.Length)) : default;
+
+    /// <summary>
+    /// The array behind <see cref="GradOf"/>, for the few APIs that take arrays with offsets (grouped GEMM groups); null
+    /// if the input needs none. It may be longer than the tensor (pooled): only the tensor's length may be touched.
+    /// A parameter's is exact, as it outlives the step.
+    /// </summary>
+    protected static float[]? GradArrayOf(Tensor input)
     {
         if (!input.RequiresGrad) return null;
         int length = checked((int)input.Length);
@@ -56,14 +65,16 @@ public abstract class GradNode
     /// no gradient yet, it gets a pooled buffer with undefined contents and <paramref name="overwrite"/> = true: the op
     /// stores its gradient instead of accumulating it, which spares zero-filling the buffer and reading those zeros
     /// back. Otherwise (a gradient already accumulated, or a parameter's, which must read as zero where no op wrote)
-    /// this is <see cref="GradOf"/> with <paramref name="overwrite"/> = false. Null if the input needs no gradient.
+    /// this is <see cref="GradOf"/> with <paramref name="overwrite"/> = false. Empty if the input needs no gradient;
+    /// exactly as long as the tensor otherwise.
     /// </summary>
-    protected static float[]? GradForWrite(Tensor input, out bool overwrite)
+    protected static Span<float> GradForWrite(Tensor input, out bool overwrite)
     {
         overwrite = false;
-        if (!input.RequiresGrad) return null;
+        if (!input.RequiresGrad) return default;
         if (input.Grad is not null || input is Parameter) return GradOf(input);
         overwrite = true;
-        return input.Grad = StoragePool.Rent(checked((int)input.Length));
+        int length = checked((int)input.Length);
+        return (input.Grad = StoragePool.Rent(length)).AsSpan(0, length);
     }
 }

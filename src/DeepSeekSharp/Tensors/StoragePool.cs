@@ -53,8 +53,23 @@ public static class StoragePool
     /// <summary>The next larger class length (0 past the largest array).</summary>
     private static int NextClass(int size, int minLength) => size >= Array.MaxLength ? 0 : ClassLength(size + 1, minLength);
 
+    /// <summary>
+    /// Checking mode (tests): every float array rented is longer than asked and arrives filled with NaN, and every
+    /// array given back is filled with NaN and never lent again. Code that sizes work by an array instead of its
+    /// tensor, reads values it never wrote, or reads storage after giving it back then computes NaN (or throws)
+    /// instead of passing by luck with whatever a recycled array held.
+    /// </summary>
+    internal static bool CheckingMode { get; set; }
+
     /// <summary>An array of at least <paramref name="length"/> floats with undefined contents.</summary>
-    public static float[] Rent(int length) => Floats.Rent(length, MinLength);
+    public static float[] Rent(int length)
+    {
+        if (!CheckingMode) return Floats.Rent(length, MinLength);
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        var poisoned = GC.AllocateUninitializedArray<float>(length + 1 + length / 8);
+        Array.Fill(poisoned, float.NaN);
+        return poisoned;
+    }
 
     /// <summary>An all-zero array of at least <paramref name="length"/> floats (the slack too, so it never holds stale values).</summary>
     public static float[] RentZeroed(int length)
@@ -65,7 +80,11 @@ public static class StoragePool
     }
 
     /// <summary>Takes back an array its owner will never touch again (arrays not of a pooled size are left to the GC).</summary>
-    public static void Return(float[] buffer) => Floats.Return(buffer, MinLength);
+    public static void Return(float[] buffer)
+    {
+        if (CheckingMode) Array.Fill(buffer, float.NaN);
+        else Floats.Return(buffer, MinLength);
+    }
 
     /// <summary>A byte array of at least <paramref name="length"/> bytes with undefined contents (FP8 codes).</summary>
     public static byte[] RentBytes(int length) => Bytes.Rent(length, 4 * MinLength);

@@ -44,7 +44,7 @@ internal sealed class BalanceLossOp : GradNode
     public override void Backward(Tensor output, float[] dy)
     {
         Tensor scores = Inputs[0];
-        if (GradOf(scores) is not { } ds) return;
+        if (GradOf(scores) is not { IsEmpty: false } ds) return;
         int e = scores.Shape[^1], n = OpBase.Rows(scores), groups = n / _groupRows;
         var s = scores.Span;
         float c = dy[0] * _alpha / (groups * _groupRows);

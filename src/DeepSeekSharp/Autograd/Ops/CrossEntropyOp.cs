@@ -28,7 +28,7 @@ internal sealed class CrossEntropyOp : GradNode
     public override void Backward(Tensor output, float[] dy)
     {
         Tensor logits = Inputs[0];
-        if (_count == 0 || GradOf(logits) is not { } dl) return;
+        if (_count == 0 || GradOf(logits) is not { IsEmpty: false } dl) return;
         logits.Backend.CrossEntropyBackward(logits.Span, _targets, logits.Shape[^1], _lse, dy[0] / _count, dl);
     }
 }
@@ -145,15 +145,14 @@ internal sealed class LinearCrossEntropyOp : GradNode
         if (_lse is not null)
         {
             // Recompute each block's logits and accumulate straight into the gradients.
-            Blocks(h, w, _targets, _count, _lse, dy[0] / _count, GradOf(h), GradOf(w));
+            Blocks(h, w, _targets, _count, _lse, dy[0] / _count, GradArrayOf(h), GradArrayOf(w));
             return;
         }
-        // Buffers may be longer than the tensors (pooled storage): only the tensor's length is touched.
-        int nh = (int)h.Length, nw = (int)w.Length;
-        if (_dh is not null && GradOf(h) is { } gh)
-            System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(_dh.AsSpan(0, nh), dy[0], gh.AsSpan(0, nh), gh.AsSpan(0, nh));
-        if (_dw is not null && GradOf(w) is { } gw)
-            System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(_dw.AsSpan(0, nw), dy[0], gw.AsSpan(0, nw), gw.AsSpan(0, nw));
+        // The precomputed buffers are pooled (longer than the tensors): only the tensor's length is read.
+        if (_dh is not null && GradOf(h) is { IsEmpty: false } gh)
+            System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(_dh.AsSpan(0, gh.Length), dy[0], gh, gh);
+        if (_dw is not null && GradOf(w) is { IsEmpty: false } gw)
+            System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(_dw.AsSpan(0, gw.Length), dy[0], gw, gw);
         // A node's backward runs once: the precomputed gradients go back for the next step.
         if (_dh is not null) StoragePool.Return(_dh);
         if (_dw is not null) StoragePool.Return(_dw);

@@ -33,7 +33,7 @@ internal sealed class AddOp : GradNode
                 adopted = true;
                 continue;
             }
-            if (GradOf(input) is { } d) TensorPrimitives.Add(d.AsSpan(0, g.Length), g, d.AsSpan(0, g.Length));
+            if (GradOf(input) is { IsEmpty: false } d) TensorPrimitives.Add(d, g, d);
         }
     }
 }
@@ -74,8 +74,8 @@ internal sealed class SiluMulOp : GradNode
     {
         Tensor a = Inputs[0], b = Inputs[1];
         int n = (int)a.Length;
-        var da = GradForWrite(a, out bool freshA) is { } ga ? ga.AsSpan(0, n) : Span<float>.Empty;
-        var db = GradForWrite(b, out bool freshB) is { } gb ? gb.AsSpan(0, n) : Span<float>.Empty;
+        var da = GradForWrite(a, out bool freshA);
+        var db = GradForWrite(b, out bool freshB);
         // One kernel call either stores both gradients or accumulates both: a fresh buffer next to an accumulating one
         // (or a = b) is zeroed so that it can accumulate too.
         bool overwrite = (freshA || da.IsEmpty) && (freshB || db.IsEmpty);
@@ -128,7 +128,7 @@ internal sealed class WeightedSumOp : GradNode
     public override void Backward(Tensor output, float[] dy)
     {
         for (int i = 0; i < Inputs.Length; i++)
-            if (GradOf(Inputs[i]) is { } d) d[0] += _weights[i] * dy[0];
+            if (GradOf(Inputs[i]) is { IsEmpty: false } d) d[0] += _weights[i] * dy[0];
     }
 }
 
@@ -150,6 +150,6 @@ internal sealed class RoundBf16Op : GradNode
     public override void Backward(Tensor output, float[] dy)
     {
         int n = checked((int)Inputs[0].Length);
-        if (GradOf(Inputs[0]) is { } dx) TensorPrimitives.Add(dx.AsSpan(0, n), dy.AsSpan(0, n), dx.AsSpan(0, n));
+        if (GradOf(Inputs[0]) is { IsEmpty: false } dx) TensorPrimitives.Add(dx, dy.AsSpan(0, n), dx);
     }
 }

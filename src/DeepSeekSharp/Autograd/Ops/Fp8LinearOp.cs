@@ -93,7 +93,7 @@ internal sealed class Fp8LinearOp : GradNode
         float[] gq = StoragePool.Rent(n * outDim), scales = StoragePool.Rent(Math.Max(n * ((outDim + 127) / 128), ((n + 127) / 128) * Math.Max(inDim, outDim)));
         try
         {
-            if (GradOf(x) is { } dx)
+            if (GradOf(x) is { IsEmpty: false } dx)
             {
                 float[] wd = StoragePool.Rent(outDim * inDim);
                 be.QuantizeE4M3(g, n, outDim, 1, 128, [], scales, gq);
@@ -101,7 +101,7 @@ internal sealed class Fp8LinearOp : GradNode
                 be.Gemm(false, false, n, inDim, outDim, 1f, gq, outDim, wd, inDim, 1f, dx, inDim);
                 StoragePool.Return(wd);
             }
-            if (GradOf(w) is { } dw)
+            if (GradOf(w) is { IsEmpty: false } dw)
             {
                 // The weight-gradient GEMM reduces over tokens, so both operands are requantised in 128×1 tiles.
                 float[] xd = StoragePool.Rent(n * inDim);

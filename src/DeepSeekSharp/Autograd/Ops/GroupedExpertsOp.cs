@@ -136,12 +136,12 @@ internal sealed class GroupedExpertsOp : GradNode
         int s = _rows.Length, hidden = _hidden, experts = _experts;
         Tensor x = Inputs[0];
         var be = x.Backend;
-        float[]? dx = GradOf(x);
+        float[]? dx = GradArrayOf(x);
         float[]? dxs = dx is null ? null : StoragePool.Rent(s * hidden);
         // Gradient buffers are created here, on one thread; the pieces only fill them.
         var dWeights = new float[]?[3 * experts];
         foreach (int e in _active)
-            for (int j = 0; j < 3; j++) dWeights[j * experts + e] = GradOf(Inputs[1 + j * experts + e]);
+            for (int j = 0; j < 3; j++) dWeights[j * experts + e] = GradArrayOf(Inputs[1 + j * experts + e]);
         int[] order = (int[])_active.Clone();
         Array.Sort(order, (a, b) => (_offsets[b + 1] - _offsets[b]).CompareTo(_offsets[a + 1] - _offsets[a]));
         try

@@ -46,8 +46,8 @@ internal sealed class LinearOp : GradNode
         Tensor x = Inputs[0], w = Inputs[1];
         int inDim = w.Shape[1], outDim = w.Shape[0], n = OpBase.Rows(x);
         var be = x.Backend;
-        if (GradForWrite(x, out bool overwrite) is { } dx)
+        if (GradForWrite(x, out bool overwrite) is { IsEmpty: false } dx)
             be.Gemm(false, false, n, inDim, outDim, 1f, dy, outDim, w.Span, inDim, overwrite ? 0f : 1f, dx, inDim);
-        if (GradOf(w) is { } dw) be.Gemm(true, false, outDim, inDim, n, 1f, dy, outDim, x.Span, inDim, 1f, dw, inDim);
+        if (GradOf(w) is { IsEmpty: false } dw) be.Gemm(true, false, outDim, inDim, n, 1f, dy, outDim, x.Span, inDim, 1f, dw, inDim);
     }
 }

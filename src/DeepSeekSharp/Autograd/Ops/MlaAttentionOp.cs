@@ -45,9 +45,11 @@ internal sealed class MlaAttentionOp : GradNode
     public override void Backward(Tensor output, float[] dy)
     {
         Tensor q = Inputs[0], kvb = Inputs[1], kpe = Inputs[2];
-        var dq = GradOf(q) ?? new float[q.Length];
-        var dkvb = GradOf(kvb) ?? new float[kvb.Length];
-        var dkpe = GradOf(kpe) ?? new float[kpe.Length];
+        // The kernel forms all three together; an input that needs no gradient gets a scratch one.
+        Span<float> dq = GradOf(q), dkvb = GradOf(kvb), dkpe = GradOf(kpe);
+        if (dq.IsEmpty) dq = new float[q.Length];
+        if (dkvb.IsEmpty) dkvb = new float[kvb.Length];
+        if (dkpe.IsEmpty) dkpe = new float[kpe.Length];
         q.Backend.MlaAttentionBackward(_shape, q.Span, kvb.Span, kpe.Span, _lse, dy.AsSpan(0, (int)output.Length), dq, dkvb, dkpe);
         StoragePool.Return(_lse); // a node's backward runs once
     }

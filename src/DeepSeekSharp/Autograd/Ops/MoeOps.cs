@@ -17,7 +17,7 @@ internal sealed class SigmoidOp : GradNode
 
     public override void Backward(Tensor output, float[] dy)
     {
-        if (GradOf(Inputs[0]) is not { } dx) return;
+        if (GradOf(Inputs[0]) is not { IsEmpty: false } dx) return;
         var ys = output.Span;
         for (int i = 0; i < ys.Length; i++) dx[i] += dy[i] * ys[i] * (1f - ys[i]);
     }
@@ -38,7 +38,7 @@ internal sealed class SoftmaxOp : GradNode
 
     public override void Backward(Tensor output, float[] dy)
     {
-        if (GradOf(Inputs[0]) is not { } dx) return;
+        if (GradOf(Inputs[0]) is not { IsEmpty: false } dx) return;
         int d = output.Shape[^1], rows = OpBase.Rows(output);
         var ys = output.Span;
         for (int r = 0; r < rows; r++)
@@ -87,7 +87,7 @@ internal sealed class RouteWeightsOp : GradNode
     public override void Backward(Tensor output, float[] dy)
     {
         Tensor scores = Inputs[0];
-        if (GradOf(scores) is not { } ds) return;
+        if (GradOf(scores) is not { IsEmpty: false } ds) return;
         int e = scores.Shape[^1], n = OpBase.Rows(scores), k = _k;
         var s = scores.Span;
         for (int t = 0; t < n; t++)
@@ -144,15 +144,15 @@ internal sealed class MoeCombineOp : GradNode
         Tensor weights = Inputs[0], stacked = Inputs[1];
         int hidden = output.Shape[1], k = weights.Shape[1];
         // Every stacked row is one (token, slot) pair, so its gradient is written exactly once.
-        float[]? dw = GradOf(weights), dOut = GradForWrite(stacked, out bool overwrite);
+        Span<float> dw = GradOf(weights), dOut = GradForWrite(stacked, out bool overwrite);
         var ws = weights.Span; var o = stacked.Span;
         for (int r = 0; r < _rowToken.Length; r++)
         {
             int t = _rowToken[r], slot = t * k + _rowSlot[r];
             var g = dy.AsSpan(t * hidden, hidden);
-            if (dw is not null) dw[slot] += TensorPrimitives.Dot(o.Slice(r * hidden, hidden), g);
-            if (dOut is null) continue;
-            var dRow = dOut.AsSpan(r * hidden, hidden);
+            if (!dw.IsEmpty) dw[slot] += TensorPrimitives.Dot(o.Slice(r * hidden, hidden), g);
+            if (dOut.IsEmpty) continue;
+            var dRow = dOut.Slice(r * hidden, hidden);
             if (overwrite) TensorPrimitives.Multiply(g, ws[slot], dRow);
             else TensorPrimitives.MultiplyAdd(g, ws[slot], dRow, dRow);
         }
@@ -242,14 +242,14 @@ internal sealed class RoutedExpertsOp : GradNode
             b.Output = null;
         });
         // Tokens appear in up to k experts, so their input gradients are summed here, one expert after another.
-        float[]? dx = GradOf(Inputs[0]);
+        Span<float> dx = GradOf(Inputs[0]);
         foreach (var b in _branches)
         {
             float[]? g = b.Input!.Grad;
             b.Input.DropStorage(); // the expert's private input: nobody else holds it
             b.Input = null;
             if (g is null) continue;
-            if (dx is not null) ExpertRows.ScatterAdd(dx, g, _rows, b.Offset, b.Count, hidden);
+            if (!dx.IsEmpty) ExpertRows.ScatterAdd(dx, g, _rows, b.Offset, b.Count, hidden);
             StoragePool.Return(g);
         }
     }
@@ -280,11 +280,11 @@ internal static class ExpertRows
     }
 
     /// <summary>dx[rows[first + r]] += stacked[r] for r &lt; count: a token routed to k experts sums k input gradients.</summary>
-    public static void ScatterAdd(float[] dx, ReadOnlySpan<float> stacked, int[] rows, int first, int count, int hidden)
+    public static void ScatterAdd(Span<float> dx, ReadOnlySpan<float> stacked, int[] rows, int first, int count, int hidden)
     {
         for (int r = 0; r < count; r++)
         {
-            var target = dx.AsSpan(rows[first + r] * hidden, hidden);
+            var target = dx.Slice(rows[first + r] * hidden, hidden);
             TensorPrimitives.Add(target, stacked.Slice(r * hidden, hidden), target);
         }
     }

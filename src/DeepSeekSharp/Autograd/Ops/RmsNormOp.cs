@@ -46,6 +46,6 @@ internal sealed class RmsNormOp : GradNode
         Tensor x = Inputs[0], w = Inputs[1];
         int d = w.Shape[0];
         x.Backend.RmsNormBackward(x.Span, w.Span, _invRms, dy.AsSpan(0, (int)x.Length), d,
-            GradOf(x) is { } dx ? dx : Span<float>.Empty, GradOf(w) is { } dw ? dw : Span<float>.Empty);
+            GradOf(x), GradOf(w));
     }
 }

@@ -44,19 +44,19 @@ internal sealed class RopeOp : GradNode
     public override void Backward(Tensor output, float[] dy)
     {
         Tensor x = Inputs[0];
-        if (GradForWrite(x, out bool overwrite) is not { } dx) return;
+        if (GradForWrite(x, out bool overwrite) is not { IsEmpty: false } dx) return;
         int rows = OpBase.Rows(x);
         int n = (int)x.Length;
         if (overwrite)
         {
-            x.Backend.Rope(dy.AsSpan(0, n), dx.AsSpan(0, n), rows, _groups, _stride, _offset, _ropeDim, _positions, _cos, _sin, inverse: true);
+            x.Backend.Rope(dy.AsSpan(0, n), dx, rows, _groups, _stride, _offset, _ropeDim, _positions, _cos, _sin, inverse: true);
             return;
         }
         float[] rotated = System.Buffers.ArrayPool<float>.Shared.Rent(n);
         try
         {
             x.Backend.Rope(dy.AsSpan(0, n), rotated.AsSpan(0, n), rows, _groups, _stride, _offset, _ropeDim, _positions, _cos, _sin, inverse: true);
-            System.Numerics.Tensors.TensorPrimitives.Add(dx.AsSpan(0, n), rotated.AsSpan(0, n), dx.AsSpan(0, n));
+            System.Numerics.Tensors.TensorPrimitives.Add(dx, rotated.AsSpan(0, n), dx);
         }
         finally { System.Buffers.ArrayPool<float>.Shared.Return(rotated); }
     }

@@ -28,11 +28,11 @@ internal sealed class SliceLastOp : GradNode
     public override void Backward(Tensor output, float[] dy)
     {
         Tensor x = Inputs[0];
-        if (GradOf(x) is not { } dx) return;
+        if (GradOf(x) is not { IsEmpty: false } dx) return;
         int d = x.Shape[^1], len = output.Shape[^1], rows = OpBase.Rows(x);
         for (int r = 0; r < rows; r++)
         {
-            var target = dx.AsSpan(r * d + _start, len);
+            var target = dx.Slice(r * d + _start, len);
             TensorPrimitives.Add(target, dy.AsSpan(r * len, len), target);
         }
     }
@@ -63,11 +63,11 @@ internal sealed class ConcatLastOp : GradNode
     {
         Tensor a = Inputs[0], b = Inputs[1];
         int da = a.Shape[^1], db = b.Shape[^1], rows = OpBase.Rows(a);
-        float[]? ga = GradOf(a), gb = GradOf(b);
+        Span<float> ga = GradOf(a), gb = GradOf(b);
         for (int r = 0; r < rows; r++)
         {
-            if (ga is not null) TensorPrimitives.Add(ga.AsSpan(r * da, da), dy.AsSpan(r * (da + db), da), ga.AsSpan(r * da, da));
-            if (gb is not null) TensorPrimitives.Add(gb.AsSpan(r * db, db), dy.AsSpan(r * (da + db) + da, db), gb.AsSpan(r * db, db));
+            if (!ga.IsEmpty) TensorPrimitives.Add(ga.Slice(r * da, da), dy.AsSpan(r * (da + db), da), ga.Slice(r * da, da));
+            if (!gb.IsEmpty) TensorPrimitives.Add(gb.Slice(r * db, db), dy.AsSpan(r * (da + db) + da, db), gb.Slice(r * db, db));
         }
     }
 }
@@ -88,7 +88,7 @@ internal sealed class ReshapeOp : GradNode
     public override void Backward(Tensor output, float[] dy)
     {
         int n = checked((int)Inputs[0].Length);
-        if (GradOf(Inputs[0]) is { } dx) TensorPrimitives.Add(dx.AsSpan(0, n), dy.AsSpan(0, n), dx.AsSpan(0, n));
+        if (GradOf(Inputs[0]) is { IsEmpty: false } dx) TensorPrimitives.Add(dx, dy.AsSpan(0, n), dx);
     }
 }
 
@@ -116,11 +116,11 @@ internal sealed class GatherRowsOp : GradNode
 
     public override void Backward(Tensor output, float[] dy)
     {
-        if (GradOf(Inputs[0]) is not { } dx) return;
+        if (GradOf(Inputs[0]) is not { IsEmpty: false } dx) return;
         int d = Inputs[0].Shape[^1];
         for (int i = 0; i < _rows.Length; i++)
         {
-            var target = dx.AsSpan(_rows[i] * d, d);
+            var target = dx.Slice(_rows[i] * d, d);
             TensorPrimitives.Add(target, dy.AsSpan(i * d, d), target);
         }
     }
@@ -148,11 +148,11 @@ internal sealed class EmbeddingOp : GradNode
 
     public override void Backward(Tensor output, float[] dy)
     {
-        if (GradOf(Inputs[0]) is not { } dw) return;
+        if (GradOf(Inputs[0]) is not { IsEmpty: false } dw) return;
         int d = Inputs[0].Shape[1];
         for (int i = 0; i < _ids.Length; i++)
         {
-            var target = dw.AsSpan(_ids[i] * d, d);
+            var target = dw.Slice(_ids[i] * d, d);
             TensorPrimitives.Add(target, dy.AsSpan(i * d, d), target);
         }
     }

@@ -150,6 +150,8 @@ public sealed class CpuBackend : IBackend
     {
         int rows = x.Length / d;
         int xl = x.Length;
+        if ((!dx.IsEmpty && dx.Length != xl) || (!dw.IsEmpty && dw.Length != d) || dy.Length != xl || invRms.Length < rows)
+            throw new ArgumentException($"rms_norm backward: gradients must match their tensors (x {xl}, dx {dx.Length}, dy {dy.Length}, w {d}, dw {dw.Length})");
         fixed (float* px = x) fixed (float* pw = w) fixed (float* pr = invRms) fixed (float* pdy = dy) fixed (float* pdx = dx)
         {
             nint ix = (nint)px, iw = (nint)pw, ir = (nint)pr, idy = (nint)pdy, idx = (nint)pdx;
