@@ -23,6 +23,7 @@ public static class DssApp
         root.Subcommands.Add(Fp8Command.Quantize());
         root.Subcommands.Add(Fp8Command.Dequantize());
         root.Subcommands.Add(BenchCommand.Create());
+        root.Subcommands.Add(CudaCommand.Create());
         return root;
     }
 

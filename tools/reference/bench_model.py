@@ -30,6 +30,7 @@ def parse():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--mtp", action="store_true", help="also run the MTP module(s) (fwd mode)")
     ap.add_argument("--mode", choices=["fwd", "train"], default="fwd")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda (PyTorch eager on the GPU, TF32 off: fp32 as dss's default)")
     return ap.parse_args()
 
 
@@ -78,6 +79,11 @@ def main():
     gen = torch.Generator().manual_seed(args.seed)
     W = ref.init_weights(cfg, gen, torch.float32, std=0.02, norm_noise=0.0, bias_std=0.0)
     tokens = torch.randint(0, cfg["vocab_size"], (args.batch, args.seq), generator=gen)
+    if args.device != "cpu":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        W = {k: v.to(args.device) for k, v in W.items()}
+        tokens = tokens.to(args.device)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
     if args.mode == "train":
         params = []
@@ -103,9 +109,11 @@ def main():
     times = []
     for _ in range(args.warmup):
         step()
+    sync()
     for _ in range(args.iters):
         t0 = time.perf_counter()
         step()
+        sync()
         times.append(time.perf_counter() - t0)
     times.sort()
     med = times[len(times) // 2] if len(times) % 2 else 0.5 * (times[len(times) // 2 - 1] + times[len(times) // 2])
@@ -114,7 +122,7 @@ def main():
         "step_s_median": med,
         "step_s_min": times[0],
         "batch": args.batch, "seq": args.seq, "threads": args.threads, "iters": args.iters,
-        "warmup": args.warmup, "dtype": "float32", "mtp": args.mtp, "mode": args.mode,
+        "warmup": args.warmup, "dtype": "float32", "device": args.device, "mtp": args.mtp, "mode": args.mode,
         "model_type": cfg.get("model_type"), "torch": torch.__version__, "blas_threads_set": blas,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
     }))

@@ -277,6 +277,7 @@ def model_forward(cfg, W, tokens, routes=None, absorbed=False):
     """tokens [B, T] -> (logits [B, T, V], h_final [B, T, hidden] AFTER model.norm)."""
     B, T = tokens.shape
     cos, sin = rope_tables(cfg, torch.arange(T))
+    cos, sin = cos.to(tokens.device), sin.to(tokens.device)
     h = W["model.embed_tokens.weight"][tokens]
     for layer in range(cfg["num_hidden_layers"]):
         h = decoder_block(cfg, W, layer, h, cos, sin, routes, absorbed)
@@ -302,6 +303,7 @@ def mtp_forward(cfg, W, tokens, h_main, routes=None, absorbed=False):
         x = linear(torch.cat([rms_norm(emb, W[p + "enorm.weight"], eps),
                               rms_norm(hp, W[p + "hnorm.weight"], eps)], dim=-1), W[p + "eh_proj.weight"])
         cos, sin = rope_tables(cfg, torch.arange(rows))
+        cos, sin = cos.to(tokens.device), sin.to(tokens.device)
         h = decoder_block(cfg, W, layer, x, cos, sin, routes, absorbed)
         out.append(linear(rms_norm(h, W[p + "shared_head.norm.weight"], eps), W["lm_head.weight"]))
         h_prev = h

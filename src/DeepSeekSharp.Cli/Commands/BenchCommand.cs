@@ -162,13 +162,15 @@ internal static class BenchCommand
         precision.AcceptOnlyFromAmong(DeepSeekSharp.Fp8.Fp8Training.Precisions);
         var recompute = new Option<bool>("--recompute-norms") { Description = "Recompute RMSNorm outputs in the backward instead of keeping them (config key recompute_norms)" };
         var recomputeUp = new Option<bool>("--recompute-mla-up") { Description = "Recompute MLA's up-projections (q_b with RoPE, kv_b) in the backward (config key recompute_mla_up)" };
-        var cmd = new Command("train", "Time training steps (or forward passes) on random tokens") { model, batch, seq, steps, warmup, threads, mode, precision, recompute, recomputeUp, json };
+        var device = CudaCommand.DeviceOption();
+        var cmd = new Command("train", "Time training steps (or forward passes) on random tokens") { model, batch, seq, steps, warmup, threads, mode, precision, recompute, recomputeUp, device, json };
         cmd.SetAction(r => CliCommon.Run(() =>
         {
             string dir = r.GetValue(model)!;
             int b = r.GetValue(batch), t = r.GetValue(seq), n = r.GetValue(steps), w = r.GetValue(warmup);
             if (b <= 0 || t <= 1 || n <= 0 || w < 0) throw new DeepSeekSharpException("--batch, --steps must be positive, --seq > 1, --warmup ≥ 0");
             if (r.GetValue(threads) > 0) Environment.SetEnvironmentVariable("DSS_THREADS", r.GetValue(threads).ToString(CultureInfo.InvariantCulture));
+            using var onDevice = CudaCommand.UseDevice(r.GetValue(device)!);
             DeepSeekModel m;
             if (ModelCheckpoint.HasWeights(dir)) m = ModelCheckpoint.Load(dir);
             else

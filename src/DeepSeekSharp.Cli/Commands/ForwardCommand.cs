@@ -15,11 +15,13 @@ internal static class ForwardCommand
         var mtp = new Option<bool>("--mtp") { Description = "also write mtp_logits [T-1, vocab] of MTP depth 1" };
         var output = CliCommon.OutOption("output .safetensors file (F32 'logits' [T, vocab], optional 'mtp_logits')");
         var weights = CliCommon.WeightsOption();
-        var cmd = new Command("forward", "Run the model on one sequence and write its logits") { model, tokens, mtp, weights, output };
+        var device = CudaCommand.DeviceOption();
+        var cmd = new Command("forward", "Run the model on one sequence and write its logits") { model, tokens, mtp, weights, device, output };
         cmd.SetAction(r => CliCommon.Run(() =>
         {
             int[] ids = CliCommon.ParseTokens(r.GetValue(tokens)!);
             string dir = r.GetValue(model)!;
+            using var onDevice = CudaCommand.UseDevice(r.GetValue(device)!);
             var m = CliCommon.LoadForInference(dir, r.GetValue(weights)!);
             CliCommon.CheckTokens(ids, m.Config.VocabSize);
             bool withMtp = r.GetValue(mtp);

@@ -11,10 +11,13 @@ public sealed class PackedMatrix : IDisposable
 {
     private float[]? _data;
 
-    internal PackedMatrix(int n, int k, float[] data)
+    internal PackedMatrix(int n, int k, float[] data, PackedLayout layout = PackedLayout.BlisPanels)
     {
-        (N, K, _data) = (n, k, data);
+        (N, K, _data, Layout) = (n, k, data, layout);
     }
+
+    /// <summary>How the backend that packed it laid op(B) out; another backend's <c>GemmPackedB</c> refuses it.</summary>
+    public PackedLayout Layout { get; }
 
     /// <summary>Columns of op(B) (and of every product's C).</summary>
     public int N { get; }
@@ -31,3 +34,6 @@ public sealed class PackedMatrix : IDisposable
         _data = null;
     }
 }
+
+/// <summary>The layouts of <see cref="PackedMatrix"/>: the CPU GEMM's panels, or plain row-major op(B) [k, n].</summary>
+public enum PackedLayout { BlisPanels, RowMajor }

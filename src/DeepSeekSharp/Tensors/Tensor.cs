@@ -25,7 +25,7 @@ public class Tensor
         if (data is not null && data.Length < Length)
             throw new ArgumentException($"data has {data.Length} elements, shape [{string.Join(", ", shape)}] needs {Length}");
         _data = data;
-        Backend = backend ?? CpuBackend.Default;
+        Backend = backend ?? ComputeDevice.Current;
     }
 
     /// <summary>Allocates uninitialised storage (callers overwrite every element), from <see cref="StoragePool"/>.</summary>

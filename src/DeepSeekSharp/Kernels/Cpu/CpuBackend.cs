@@ -52,6 +52,7 @@ public sealed class CpuBackend : IBackend
     public unsafe void GemmPackedB(bool transA, int m, float alpha, ReadOnlySpan<float> a, int lda, PackedMatrix b, float beta, Span<float> c, int ldc)
     {
         int n = b.N, k = b.K;
+        if (b.Layout != PackedLayout.BlisPanels) throw new ArgumentException($"a matrix packed by another backend ({b.Layout})", nameof(b));
         ArgumentOutOfRangeException.ThrowIfNegative(m);
         ArgumentOutOfRangeException.ThrowIfLessThan(lda, Math.Max(1, transA ? m : k));
         ArgumentOutOfRangeException.ThrowIfLessThan(ldc, Math.Max(1, n));
