@@ -171,14 +171,13 @@ public static class OpenAiServer
             {
                 var sb = new StringBuilder();
                 string finish = "length";
-                int count = 0;
-                await foreach (var (delta, reason) in client.StreamTextAsync(prompt, gen, ctx.RequestAborted))
+                int completionTokens = 0;
+                await foreach (var update in client.StreamTextAsync(prompt, gen, ctx.RequestAborted))
                 {
-                    sb.Append(delta);
-                    count++;
-                    if (reason is not null) finish = reason;
+                    sb.Append(update.Text);
+                    if (update.FinishReason is not null) finish = update.FinishReason;
+                    completionTokens += update.CompletionTokens ?? 0;
                 }
-                int completionTokens = tokenizer.Encode(sb.ToString()).Length;
                 var choice = chat
                     ? new JsonObject { ["index"] = 0, ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = sb.ToString() }, ["finish_reason"] = finish }
                     : new JsonObject { ["index"] = 0, ["text"] = sb.ToString(), ["finish_reason"] = finish };
@@ -193,7 +192,7 @@ public static class OpenAiServer
             ctx.Response.ContentType = "text/event-stream";
             ctx.Response.Headers.CacheControl = "no-cache";
             bool first = true;
-            await foreach (var (delta, reason) in client.StreamTextAsync(prompt, gen, ctx.RequestAborted))
+            await foreach (var (delta, _, reason, _) in client.StreamTextAsync(prompt, gen, ctx.RequestAborted))
             {
                 JsonObject choice;
                 if (chat)
