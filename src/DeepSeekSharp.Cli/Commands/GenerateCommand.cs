@@ -55,13 +55,11 @@ internal static class GenerateCommand
             options.Sampling.Validate();
             var generator = new TextGenerator(new CachedDecoder(m), tokenizer);
             bool asJson = r.GetValue(json);
-            var streamed = new List<int>();
-            string printed = "";
+            int printed = 0;
             var result = generator.Generate(promptIds, options, asJson || tokenizer is null ? null : token =>
             {
-                streamed.Add(token);
-                string now = tokenizer.Decode(streamed.ToArray());
-                if (now.Length > printed.Length && !now.EndsWith('\uFFFD')) { Console.Write(now[printed.Length..]); printed = now; }
+                Console.Write(token.Text);
+                printed += token.Text.Length;
             }, ct);
             if (asJson)
                 Console.WriteLine(JsonSerializer.Serialize(new
@@ -71,7 +69,7 @@ internal static class GenerateCommand
                     acceptance_rate = Math.Round(result.AcceptanceRate, 4), finish_reason = result.FinishReason,
                 }));
             else if (tokenizer is null) Console.WriteLine(string.Join(",", result.Tokens));
-            else Console.WriteLine(result.Text!.Length > printed.Length ? result.Text[printed.Length..] : "");
+            else Console.WriteLine(result.Text!.Length > printed ? result.Text[printed..] : "");
             if (!asJson)
                 Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"[{result.Tokens.Length} tokens, {result.TokensPerSecond:F1} tokens/s{(options.SpeculativeMtp ? $", MTP acceptance {result.AcceptanceRate:P1}" : "")}]"));

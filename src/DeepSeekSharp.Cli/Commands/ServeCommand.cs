@@ -75,7 +75,12 @@ internal static class ServeCommand
         cmd.SetAction(async (r, ct) =>
         {
             DeepSeekChatClient? client = null;
-            int code = CliCommon.Run(() => { client = Load(r.GetValue(model)!, false).Client; return 0; });
+            int code = CliCommon.Run(() =>
+            {
+                if (r.GetValue(maxNew) < 1) throw new DeepSeekSharpException("--max-new-tokens must be ≥ 1");
+                client = Load(r.GetValue(model)!, false).Client;
+                return 0;
+            });
             if (code != 0 || client is null) return code;
             var history = new List<ChatMessage>();
             if (r.GetValue(system) is string sys) history.Add(new ChatMessage(ChatRole.System, sys));
@@ -89,11 +94,24 @@ internal static class ServeCommand
                 if (line.Trim() == "/reset") { history.RemoveRange(baseCount, history.Count - baseCount); continue; }
                 if (line.Length == 0) continue;
                 history.Add(new ChatMessage(ChatRole.User, line));
+                // A long conversation outgrows the context: the oldest turns make room (the system prompt stays),
+                // then the reply is shortened to what is left.
+                int maxNewTokens = r.GetValue(maxNew);
+                int dropped = ChatHistory.DropOldestTurns(history, baseCount, h => client.EncodeChat(h).Length + maxNewTokens + 1 <= client.MaxContext);
+                if (dropped > 0)
+                    Console.Error.WriteLine($"note: dropped the oldest {(dropped == 1 ? "turn" : $"{dropped} turns")} to fit the model's context of {client.MaxContext} tokens");
+                maxNewTokens = Math.Min(maxNewTokens, client.MaxContext - client.EncodeChat(history).Length - 1);
+                if (maxNewTokens < 1)
+                {
+                    Console.Error.WriteLine($"error: the message does not fit the model's context of {client.MaxContext} tokens");
+                    history.RemoveAt(history.Count - 1);
+                    continue;
+                }
                 var reply = new System.Text.StringBuilder();
                 try
                 {
                     await foreach (var update in client.GetStreamingResponseAsync(history,
-                        new ChatOptions { Temperature = r.GetValue(temperature), MaxOutputTokens = r.GetValue(maxNew) }, ct))
+                        new ChatOptions { Temperature = r.GetValue(temperature), MaxOutputTokens = maxNewTokens }, ct))
                     {
                         Console.Write(update.Text);
                         reply.Append(update.Text);

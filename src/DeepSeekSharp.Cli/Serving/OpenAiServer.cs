@@ -6,7 +6,7 @@ using DeepSeekSharp.Tokenization;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Hosting;
-using Microsoft.Extensions.AI;
+using Microsoft.AspNetCore.WebUtilities;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
@@ -27,8 +27,9 @@ public sealed record ServerOptions
 /// <summary>
 /// An OpenAI-compatible HTTP API on ASP.NET Core (Kestrel): <c>GET /v1/models</c>, <c>POST /v1/chat/completions</c>
 /// and <c>POST /v1/completions</c>, with server-sent-event streaming (<c>"stream": true</c>), optional bearer API
-/// key, a request-size limit, and bounded concurrency (429 when the queue is full). Errors are JSON
-/// <c>{"error": {"message", "type"}}</c>.
+/// key, a request-size limit, and bounded concurrency (429 when the queue is full). Requests are read by
+/// <see cref="OpenAiRequest"/>; every error, whatever raised it (a bad field, an unknown route, a bug), leaves
+/// through one middleware as OpenAI's <c>{"error": {"message", "type", "param", "code"}}</c>.
 /// </summary>
 public static class OpenAiServer
 {
@@ -45,21 +46,41 @@ public static class OpenAiServer
         var app = builder.Build();
         var gate = new SemaphoreSlim(options.MaxConcurrent);
         int waiting = 0;
+        long started = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
 
         app.Use(async (ctx, next) =>
         {
-            if (options.ApiKey is not null && ctx.Request.Headers.Authorization.ToString() != "Bearer " + options.ApiKey)
+            try
             {
-                await Error(ctx, 401, "invalid or missing API key", "authentication_error");
-                return;
+                if (options.ApiKey is not null && ctx.Request.Headers.Authorization.ToString() != "Bearer " + options.ApiKey)
+                    throw new OpenAiException(401, "invalid or missing API key", code: "invalid_api_key", type: "authentication_error");
+                await next();
+                // Routing answers unknown paths and methods with a status and no body.
+                if (!ctx.Response.HasStarted && ctx.Response.StatusCode >= 400)
+                {
+                    string target = $"{ctx.Request.Method} {ctx.Request.Path}";
+                    throw ctx.Response.StatusCode switch
+                    {
+                        404 => new OpenAiException(404, $"Invalid URL ({target})", code: "unknown_url"),
+                        405 => new OpenAiException(405, $"Invalid method for URL ({target})", code: "method_not_allowed"),
+                        int status => new OpenAiException(status, ReasonPhrases.GetReasonPhrase(status)),
+                    };
+                }
             }
-            await next();
+            catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
+            {
+                // The client went away: generation was cancelled, nothing to send.
+            }
+            catch (Exception e)
+            {
+                await Fail(ctx, e);
+            }
         });
 
         app.MapGet("/v1/models", () => Results.Json(new JsonObject
         {
             ["object"] = "list",
-            ["data"] = new JsonArray(new JsonObject { ["id"] = client.ModelId, ["object"] = "model", ["created"] = 0, ["owned_by"] = "deepseeksharp" }),
+            ["data"] = new JsonArray(new JsonObject { ["id"] = client.ModelId, ["object"] = "model", ["created"] = started, ["owned_by"] = "deepseeksharp" }),
         }));
 
         app.MapPost("/v1/chat/completions", ctx => Handle(ctx, chat: true));
@@ -68,54 +89,17 @@ public static class OpenAiServer
 
         async Task Handle(HttpContext ctx, bool chat)
         {
-            JsonObject body;
-            try
-            {
-                using var reader = new StreamReader(ctx.Request.Body, Encoding.UTF8);
-                string text = await reader.ReadToEndAsync(ctx.RequestAborted);
-                body = JsonNode.Parse(text) as JsonObject ?? throw new JsonException("the body is not a JSON object");
-            }
-            catch (Microsoft.AspNetCore.Http.BadHttpRequestException e) when (e.StatusCode == 413)
-            {
-                await Error(ctx, 413, $"request body exceeds {options.MaxRequestBytes} bytes", "invalid_request_error");
-                return;
-            }
-            catch (JsonException e)
-            {
-                await Error(ctx, 400, $"malformed JSON: {e.Message.Split('\n')[0]}", "invalid_request_error");
-                return;
-            }
-            int[] prompt;
-            GenerationOptions gen;
-            bool stream;
-            try
-            {
-                (prompt, gen, stream) = Parse(body, chat);
-            }
-            catch (Exception e) when (e is DeepSeekSharpException or InvalidOperationException or FormatException or JsonException)
-            {
-                await Error(ctx, 400, e.Message, "invalid_request_error");
-                return;
-            }
+            var request = OpenAiRequest.Parse(await ReadBody(ctx, options), chat, client, tokenizer);
             if (Interlocked.Increment(ref waiting) > options.MaxConcurrent + options.MaxQueued)
             {
                 Interlocked.Decrement(ref waiting);
-                await Error(ctx, 429, "too many concurrent requests", "rate_limit_error");
-                return;
+                throw new OpenAiException(429, "too many concurrent requests", code: "rate_limit_exceeded", type: "rate_limit_error");
             }
             try
             {
                 await gate.WaitAsync(ctx.RequestAborted);
-                try { await Respond(ctx, chat, prompt, gen, stream); }
+                try { await Respond(ctx, request); }
                 finally { gate.Release(); }
-            }
-            catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
-            {
-                // The client went away: generation was cancelled, nothing to send.
-            }
-            catch (DeepSeekSharpException e) when (!ctx.Response.HasStarted)
-            {
-                await Error(ctx, 400, e.Message, "invalid_request_error");
             }
             finally
             {
@@ -123,103 +107,111 @@ public static class OpenAiServer
             }
         }
 
-        (int[] Prompt, GenerationOptions Options, bool Stream) Parse(JsonObject body, bool chat)
+        async Task Respond(HttpContext ctx, OpenAiRequest request)
         {
-            int[] prompt;
-            if (chat)
-            {
-                if (body["messages"] is not JsonArray msgs || msgs.Count == 0) throw new DeepSeekSharpException("'messages' must be a non-empty array");
-                var messages = msgs.Select(m => new ChatMessage(new ChatRole(m?["role"]?.GetValue<string>() ?? throw new DeepSeekSharpException("a message has no 'role'")),
-                    m["content"]?.GetValue<string>() ?? throw new DeepSeekSharpException("a message has no string 'content'"))).ToList();
-                prompt = client.EncodeChat(messages);
-            }
-            else
-            {
-                string text = body["prompt"]?.GetValue<string>() ?? throw new DeepSeekSharpException("'prompt' must be a string");
-                prompt = tokenizer.Encode(text);
-                if (prompt.Length == 0) throw new DeepSeekSharpException("'prompt' is empty");
-            }
-            if (prompt.Length >= client.MaxContext) throw new DeepSeekSharpException($"the prompt has {prompt.Length} tokens; the model's context is {client.MaxContext}");
-            var stops = body["stop"] switch
-            {
-                null => [],
-                JsonValue v => [v.GetValue<string>()],
-                JsonArray a => a.Select(x => x!.GetValue<string>()).ToList(),
-                _ => throw new DeepSeekSharpException("'stop' must be a string or an array of strings"),
-            };
-            var chatOptions = new ChatOptions
-            {
-                MaxOutputTokens = body["max_tokens"]?.GetValue<int>() ?? body["max_completion_tokens"]?.GetValue<int>(),
-                Temperature = body["temperature"]?.GetValue<float>(),
-                TopP = body["top_p"]?.GetValue<float>(),
-                Seed = body["seed"]?.GetValue<long>(),
-                StopSequences = stops,
-            };
-            if (chatOptions.MaxOutputTokens is < 0) throw new DeepSeekSharpException("'max_tokens' must be ≥ 0");
-            var gen = client.Options(chatOptions, prompt.Length);
-            if (prompt.Length + gen.MaxNewTokens + 1 > client.MaxContext)
-                gen = gen with { MaxNewTokens = Math.Max(0, client.MaxContext - prompt.Length - 1) };
-            gen.Sampling.Validate();
-            return (prompt, gen, body["stream"]?.GetValue<bool>() ?? false);
-        }
-
-        async Task Respond(HttpContext ctx, bool chat, int[] prompt, GenerationOptions gen, bool stream)
-        {
-            string id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N")[..24];
+            string id = (request.Chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N")[..24];
             long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-            if (!stream)
+            string objectName = request.Chat ? request.Stream ? "chat.completion.chunk" : "chat.completion" : "text_completion";
+            int promptTokens = request.Prompts.Sum(p => p.Ids.Length), completionTokens = 0;
+            JsonObject Envelope(params JsonNode[] choices) => new()
             {
-                var sb = new StringBuilder();
-                string finish = "length";
-                int count = 0;
-                await foreach (var (delta, reason) in client.StreamTextAsync(prompt, gen, ctx.RequestAborted))
-                {
-                    sb.Append(delta);
-                    count++;
-                    if (reason is not null) finish = reason;
-                }
-                int completionTokens = tokenizer.Encode(sb.ToString()).Length;
-                var choice = chat
-                    ? new JsonObject { ["index"] = 0, ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = sb.ToString() }, ["finish_reason"] = finish }
-                    : new JsonObject { ["index"] = 0, ["text"] = sb.ToString(), ["finish_reason"] = finish };
-                await ctx.Response.WriteAsJsonAsync(new JsonObject
-                {
-                    ["id"] = id, ["object"] = chat ? "chat.completion" : "text_completion", ["created"] = created, ["model"] = client.ModelId,
-                    ["choices"] = new JsonArray(choice),
-                    ["usage"] = new JsonObject { ["prompt_tokens"] = prompt.Length, ["completion_tokens"] = completionTokens, ["total_tokens"] = prompt.Length + completionTokens },
-                }, ctx.RequestAborted);
-                return;
-            }
-            ctx.Response.ContentType = "text/event-stream";
-            ctx.Response.Headers.CacheControl = "no-cache";
-            bool first = true;
-            await foreach (var (delta, reason) in client.StreamTextAsync(prompt, gen, ctx.RequestAborted))
+                ["id"] = id, ["object"] = objectName, ["created"] = created, ["model"] = client.ModelId, ["choices"] = new JsonArray(choices),
+            };
+            JsonObject Usage() => new() { ["prompt_tokens"] = promptTokens, ["completion_tokens"] = completionTokens, ["total_tokens"] = promptTokens + completionTokens };
+            async Task Send(JsonObject chunk)
             {
-                JsonObject choice;
-                if (chat)
-                {
-                    var d = new JsonObject();
-                    if (first) d["role"] = "assistant";
-                    if (delta.Length > 0) d["content"] = delta;
-                    choice = new JsonObject { ["index"] = 0, ["delta"] = d, ["finish_reason"] = reason };
-                }
-                else choice = new JsonObject { ["index"] = 0, ["text"] = delta, ["finish_reason"] = reason };
-                first = false;
-                var chunk = new JsonObject
-                {
-                    ["id"] = id, ["object"] = chat ? "chat.completion.chunk" : "text_completion", ["created"] = created, ["model"] = client.ModelId,
-                    ["choices"] = new JsonArray(choice),
-                };
+                if (request.IncludeUsage && !chunk.ContainsKey("usage")) chunk["usage"] = null;
                 await ctx.Response.WriteAsync("data: " + chunk.ToJsonString() + "\n\n", ctx.RequestAborted);
                 await ctx.Response.Body.FlushAsync(ctx.RequestAborted);
+            }
+
+            if (request.Stream)
+            {
+                ctx.Response.ContentType = "text/event-stream";
+                ctx.Response.Headers.CacheControl = "no-cache";
+            }
+            var choices = new List<JsonNode>();
+            // Choices run one after another in this request's slot; choice p·n + j is prompt p's j-th.
+            for (int p = 0; p < request.Prompts.Count; p++)
+            {
+                var prompt = request.Prompts[p];
+                for (int j = 0; j < request.N; j++)
+                {
+                    var choice = new OpenAiChoice(request.Chat, p * request.N + j, tokenizer, request.TopLogprobs is not null);
+                    if (request.Echo)
+                    {
+                        var promptLogprobs = request.TopLogprobs is int top ? client.PromptLogprobs(prompt.Ids, top) : null;
+                        var echoed = choice.Echo(prompt, promptLogprobs);
+                        if (request.Stream) await Send(Envelope(echoed));
+                    }
+                    await foreach (var update in client.StreamTextAsync(prompt.Ids, request.GenerationFor(client, prompt, j), ctx.RequestAborted))
+                    {
+                        var piece = choice.Add(update);
+                        completionTokens += update.CompletionTokens ?? 0;
+                        if (request.Stream) await Send(Envelope(piece));
+                    }
+                    if (!request.Stream) choices.Add(choice.Whole());
+                }
+            }
+            if (!request.Stream)
+            {
+                var response = Envelope([.. choices]);
+                response["usage"] = Usage();
+                await ctx.Response.WriteAsJsonAsync(response, ctx.RequestAborted);
+                return;
+            }
+            if (request.IncludeUsage)
+            {
+                var last = Envelope();
+                last["usage"] = Usage();
+                await Send(last);
             }
             await ctx.Response.WriteAsync("data: [DONE]\n\n", ctx.RequestAborted);
         }
     }
 
-    private static Task Error(HttpContext ctx, int status, string message, string type)
+    private static async Task<JsonObject> ReadBody(HttpContext ctx, ServerOptions options)
     {
-        ctx.Response.StatusCode = status;
-        return ctx.Response.WriteAsJsonAsync(new JsonObject { ["error"] = new JsonObject { ["message"] = message, ["type"] = type } });
+        try
+        {
+            using var reader = new StreamReader(ctx.Request.Body, Encoding.UTF8);
+            string text = await reader.ReadToEndAsync(ctx.RequestAborted);
+            return JsonNode.Parse(text) as JsonObject ?? throw new JsonException("the body is not a JSON object");
+        }
+        catch (Microsoft.AspNetCore.Http.BadHttpRequestException e) when (e.StatusCode == 413)
+        {
+            throw new OpenAiException(413, $"request body exceeds {options.MaxRequestBytes} bytes", code: "request_too_large");
+        }
+        catch (JsonException e)
+        {
+            throw new OpenAiException(400, $"We could not parse the JSON body of your request: {e.Message.Split('\n')[0]}", code: "invalid_json");
+        }
+    }
+
+    /// <summary>
+    /// The one way out for errors: before the response has started, the status and the JSON error body; once an
+    /// event stream has started, an error event (OpenAI's clients raise it), since the status is already sent.
+    /// A user error is a 400 with its message; anything else is a bug, reported without its internals.
+    /// </summary>
+    private static async Task Fail(HttpContext ctx, Exception e)
+    {
+        var error = e switch
+        {
+            OpenAiException o => o,
+            DeepSeekSharpException d => new OpenAiException(400, d.Message),
+            _ => new OpenAiException(500, $"The server had an error while processing the request ({e.GetType().Name}).", type: "server_error"),
+        };
+        if (!ctx.Response.HasStarted)
+        {
+            ctx.Response.Clear();
+            ctx.Response.StatusCode = error.Status;
+            await ctx.Response.WriteAsJsonAsync(error.ToJson());
+        }
+        else if (ctx.Response.ContentType == "text/event-stream")
+        {
+            try { await ctx.Response.WriteAsync("data: " + error.ToJson().ToJsonString() + "\n\n"); }
+            catch (Exception) when (ctx.RequestAborted.IsCancellationRequested) { }
+        }
+        else ctx.Abort();
     }
 }

@@ -1,9 +1,17 @@
 using System.Runtime.CompilerServices;
+using System.Text.Json;
 using System.Threading.Channels;
 using DeepSeekSharp.Tokenization;
 using Microsoft.Extensions.AI;
 
 namespace DeepSeekSharp.Inference;
+
+/// <summary>A streamed piece of a generation.</summary>
+/// <param name="Text">text made final since the previous piece (see <see cref="GeneratedToken.Text"/>)</param>
+/// <param name="Logprobs">the log-probabilities of the tokens generated since the previous piece (empty unless asked for)</param>
+/// <param name="FinishReason">"stop" or "length" on the last piece, else null</param>
+/// <param name="CompletionTokens">on the last piece: how many tokens were generated</param>
+public sealed record GenerationUpdate(string Text, IReadOnlyList<TokenLogprob> Logprobs, string? FinishReason, int? CompletionTokens);
 
 /// <summary>
 /// <see cref="IChatClient"/> (Microsoft.Extensions.AI) over a local model: messages are rendered with
@@ -23,14 +31,37 @@ public sealed class DeepSeekChatClient : IChatClient
         ModelId = modelId;
         _speculative = speculativeMtp && decoder.Model.MtpModules.Count > 0;
         MaxContext = decoder.Model.Config.MaxPositionEmbeddings;
+        VocabSize = Math.Min(decoder.Model.Config.VocabSize, tokenizer.VocabSize);
     }
 
     public string ModelId { get; }
 
     public int MaxContext { get; }
 
-    public int[] EncodeChat(IEnumerable<ChatMessage> messages) =>
-        _tokenizer.Encode(ChatTemplate.Render(messages.Select(m => (m.Role.Value, m.Text)), addGenerationPrompt: true));
+    /// <summary>Ids a prompt may hold: those both the model and the tokenizer know.</summary>
+    public int VocabSize { get; }
+
+    public int[] EncodeChat(IEnumerable<ChatTemplate.Message> messages) =>
+        _tokenizer.Encode(ChatTemplate.Render(messages, addGenerationPrompt: true));
+
+    public int[] EncodeChat(IEnumerable<ChatMessage> messages) => EncodeChat(messages.Select(ToTemplate));
+
+    /// <summary>
+    /// A Microsoft.Extensions.AI message as the template reads it: an assistant turn that only calls functions
+    /// becomes tool calls (arguments as JSON), a tool turn's function results become its text.
+    /// </summary>
+    private static ChatTemplate.Message ToTemplate(ChatMessage m)
+    {
+        var calls = m.Contents.OfType<FunctionCallContent>().Select(c => new ChatTemplate.ToolCall(c.Name, JsonSerializer.Serialize(c.Arguments))).ToList();
+        if (m.Role == ChatRole.Assistant && calls.Count > 0 && m.Text.Length == 0) return new ChatTemplate.Message(m.Role.Value, null, calls);
+        string text = m.Text;
+        if (text.Length == 0 && m.Contents.OfType<FunctionResultContent>().Any())
+            text = string.Join("\n", m.Contents.OfType<FunctionResultContent>().Select(r => r.Result as string ?? JsonSerializer.Serialize(r.Result)));
+        return new ChatTemplate.Message(m.Role.Value, text);
+    }
+
+    /// <summary>The log-probability of each prompt token after the first (see <see cref="TextGenerator.PromptLogprobs"/>).</summary>
+    public TokenLogprob[] PromptLogprobs(int[] prompt, int top) => _generator.PromptLogprobs(prompt, top);
 
     public GenerationOptions Options(ChatOptions? o, int promptTokens)
     {
@@ -68,37 +99,39 @@ public sealed class DeepSeekChatClient : IChatClient
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         var prompt = EncodeChat(messages);
-        await foreach (var (delta, finish) in StreamTextAsync(prompt, Options(options, prompt.Length), cancellationToken))
-            yield return new ChatResponseUpdate(ChatRole.Assistant, delta)
+        await foreach (var update in StreamTextAsync(prompt, Options(options, prompt.Length), cancellationToken))
+            yield return new ChatResponseUpdate(ChatRole.Assistant, update.Text)
             {
                 ModelId = ModelId,
-                FinishReason = finish is null ? null : finish == "stop" ? ChatFinishReason.Stop : ChatFinishReason.Length,
+                FinishReason = update.FinishReason switch { null => null, "stop" => ChatFinishReason.Stop, _ => ChatFinishReason.Length },
             };
     }
 
-    /// <summary>Text deltas as they are generated; the last item carries the finish reason.</summary>
-    public async IAsyncEnumerable<(string Delta, string? FinishReason)> StreamTextAsync(int[] prompt, GenerationOptions options,
+    /// <summary>
+    /// The generation as it is produced: a piece whenever text becomes final (see <see cref="GeneratedToken.Text"/>:
+    /// a stop string is never sent, not even its start), and a last piece with the rest of the text, the finish
+    /// reason and the number of generated tokens.
+    /// </summary>
+    public async IAsyncEnumerable<GenerationUpdate> StreamTextAsync(int[] prompt, GenerationOptions options,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        var channel = Channel.CreateUnbounded<(string, string?)>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        var channel = Channel.CreateUnbounded<GenerationUpdate>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         var producer = Task.Run(() =>
         {
-            var tokens = new List<int>();
-            string sent = "";
+            int sent = 0;
+            var logprobs = new List<TokenLogprob>();
             try
             {
                 var result = _generator.Generate(prompt, options, token =>
                 {
-                    tokens.Add(token);
-                    string text = _tokenizer.Decode(tokens.ToArray());
-                    if (text.Length > sent.Length && !text.EndsWith('\uFFFD') && !StopPrefixPending(text, options))
-                    {
-                        channel.Writer.TryWrite((text[sent.Length..], null));
-                        sent = text;
-                    }
+                    if (token.Logprob is not null) logprobs.Add(token.Logprob);
+                    if (token.Text.Length == 0) return;
+                    channel.Writer.TryWrite(new GenerationUpdate(token.Text, logprobs, null, null));
+                    sent += token.Text.Length;
+                    logprobs = [];
                 }, cancellationToken);
                 string final = result.Text ?? "";
-                channel.Writer.TryWrite((final.Length > sent.Length && final.StartsWith(sent, StringComparison.Ordinal) ? final[sent.Length..] : "", result.FinishReason));
+                channel.Writer.TryWrite(new GenerationUpdate(final.Length > sent ? final[sent..] : "", logprobs, result.FinishReason, result.Tokens.Length));
                 channel.Writer.TryComplete();
             }
             catch (Exception e)
@@ -108,15 +141,6 @@ public sealed class DeepSeekChatClient : IChatClient
         }, CancellationToken.None);
         await foreach (var item in channel.Reader.ReadAllAsync(cancellationToken)) yield return item;
         await producer;
-    }
-
-    /// <summary>Holds back text that could be the start of a stop string, so a stop string is never streamed.</summary>
-    private static bool StopPrefixPending(string text, GenerationOptions options)
-    {
-        foreach (var s in options.StopStrings)
-            for (int k = Math.Min(s.Length - 1, text.Length); k > 0; k--)
-                if (string.CompareOrdinal(text, text.Length - k, s, 0, k) == 0) return true;
-        return false;
     }
 
     public object? GetService(Type serviceType, object? serviceKey = null) =>

@@ -15,7 +15,22 @@ public sealed record GenerationOptions
     public IReadOnlyList<string> StopStrings { get; init; } = [];
     /// <summary>Draft with the MTP module and verify with the main model (same output as plain decoding when greedy).</summary>
     public bool SpeculativeMtp { get; init; }
+    /// <summary>
+    /// Report each generated token's <see cref="TokenLogprob"/> with this many of the most likely ids beside it
+    /// (0 = the token's own log-probability only); null (the default) reports none.
+    /// </summary>
+    public int? TopLogprobs { get; init; }
 }
+
+/// <summary>One generated token, as it is produced.</summary>
+/// <param name="Id">the token id</param>
+/// <param name="Text">
+/// the text this token makes final: empty while the output ends inside a UTF-8 character or with what could be
+/// the start of a stop string; never any part of a stop string. The pieces of a generation joined, then whatever
+/// of <see cref="GenerationResult.Text"/> is left after them, are the whole text.
+/// </param>
+/// <param name="Logprob">the token's log-probabilities when <see cref="GenerationOptions.TopLogprobs"/> is set</param>
+public readonly record struct GeneratedToken(int Id, string Text, TokenLogprob? Logprob);
 
 /// <param name="Tokens">generated ids only</param>
 /// <param name="AcceptedDraftTokens">MTP drafts the main model accepted</param>
@@ -24,6 +39,9 @@ public sealed record GenerationOptions
 public sealed record GenerationResult(int[] Tokens, string? Text, int AcceptedDraftTokens, int DraftedTokens, double TokensPerSecond, string FinishReason)
 {
     public double AcceptanceRate => DraftedTokens == 0 ? 0 : (double)AcceptedDraftTokens / DraftedTokens;
+
+    /// <summary>One per generated token when <see cref="GenerationOptions.TopLogprobs"/> is set, else null.</summary>
+    public IReadOnlyList<TokenLogprob>? Logprobs { get; init; }
 }
 
 /// <summary>
@@ -48,7 +66,8 @@ public sealed class TextGenerator
 
     private int Usable => _tokenizer is null ? Vocab : Math.Min(Vocab, _tokenizer.VocabSize);
 
-    public GenerationResult Generate(int[] prompt, GenerationOptions options, Action<int>? onToken = null, CancellationToken ct = default)
+    /// <param name="onToken">called with each generated token as it is produced (after the stop rules)</param>
+    public GenerationResult Generate(int[] prompt, GenerationOptions options, Action<GeneratedToken>? onToken = null, CancellationToken ct = default)
     {
         if (prompt.Length == 0) throw new DeepSeekSharpException("the prompt is empty");
         if (options.MaxNewTokens < 0) throw new DeepSeekSharpException("max new tokens must be ≥ 0");
@@ -57,6 +76,7 @@ public sealed class TextGenerator
             throw new DeepSeekSharpException($"prompt ({prompt.Length} tokens) + max new tokens ({options.MaxNewTokens}) exceed the model's context of {maxPos}");
         if (options.StopStrings.Count > 0 && _tokenizer is null) throw new DeepSeekSharpException("stop strings need a tokenizer");
         if (options.SpeculativeMtp && _decoder.Model.MtpModules.Count == 0) throw new DeepSeekSharpException("--speculative mtp needs a model with an MTP module");
+        if (options.TopLogprobs is < 0) throw new DeepSeekSharpException("top logprobs must be ≥ 0");
         var sampler = new Sampler(options.Sampling);
         var emitter = new Emitter(this, prompt, options, onToken);
         var clock = Stopwatch.StartNew();
@@ -66,12 +86,14 @@ public sealed class TextGenerator
             var cache = _decoder.NewCache();
             var (logits, hidden) = _decoder.Forward([(prompt, cache)]);
             int x = sampler.Sample(Dist(sampler, logits, prompt.Length - 1, emitter.History));
+            var xLogprob = Logprob(logits, prompt.Length - 1, x, options);
             if (!options.SpeculativeMtp)
             {
-                while (emitter.Emit(x) && !ct.IsCancellationRequested)
+                while (emitter.Emit(x, xLogprob) && !ct.IsCancellationRequested)
                 {
                     (logits, _) = _decoder.Forward([(new[] { x }, cache)]);
                     x = sampler.Sample(Dist(sampler, logits, 0, emitter.History));
+                    xLogprob = Logprob(logits, 0, x, options);
                 }
             }
             else
@@ -83,7 +105,7 @@ public sealed class TextGenerator
                 var mtpLogits = _decoder.MtpForward(next, hidden, mtpCache);
                 var q = Dist(sampler, mtpLogits, next.Length - 1, emitter.History);
                 int d = sampler.Sample(q);
-                while (emitter.Emit(x) && !ct.IsCancellationRequested)
+                while (emitter.Emit(x, xLogprob) && !ct.IsCancellationRequested)
                 {
                     var (l2, h2) = _decoder.Forward([(new[] { x, d }, cache)]);
                     drafted++;
@@ -92,8 +114,9 @@ public sealed class TextGenerator
                     if (ok)
                     {
                         accepted++;
-                        if (!emitter.Emit(d) || ct.IsCancellationRequested) break;
+                        if (!emitter.Emit(d, Logprob(l2, 0, d, options)) || ct.IsCancellationRequested) break;
                         int x2 = sampler.Sample(Dist(sampler, l2, 1, emitter.History));
+                        xLogprob = Logprob(l2, 1, x2, options);
                         mtpLogits = _decoder.MtpForward([d, x2], h2, mtpCache);
                         q = Dist(sampler, mtpLogits, 1, emitter.History);
                         x = x2;
@@ -102,6 +125,7 @@ public sealed class TextGenerator
                     {
                         cache.Truncate(cache.Length - 1); // drop the rejected draft's cache entries
                         int y = sampler.IsGreedy ? Sampler.ArgMax(p1.Select(v => (float)v).ToArray()) : sampler.Sample(Residual(p1, q));
+                        xLogprob = Logprob(l2, 0, y, options);
                         var hx = Tensor.FromArray(h2.Span[..h].ToArray(), 1, h);
                         mtpLogits = _decoder.MtpForward([y], hx, mtpCache);
                         q = Dist(sampler, mtpLogits, 0, emitter.History);
@@ -113,8 +137,29 @@ public sealed class TextGenerator
         }
         double seconds = clock.Elapsed.TotalSeconds;
         var tokens = emitter.Output.ToArray();
-        return new GenerationResult(tokens, emitter.Text, accepted, drafted, seconds > 0 ? tokens.Length / seconds : 0, emitter.FinishReason);
+        return new GenerationResult(tokens, emitter.Text, accepted, drafted, seconds > 0 ? tokens.Length / seconds : 0, emitter.FinishReason)
+        {
+            Logprobs = options.TopLogprobs is null ? null : emitter.Logprobs,
+        };
     }
+
+    /// <summary>
+    /// The log-probability of each prompt token after the first given the tokens before it (one prefill), for
+    /// scoring text; entry i belongs to <c>prompt[i + 1]</c>.
+    /// </summary>
+    public TokenLogprob[] PromptLogprobs(int[] prompt, int top)
+    {
+        if (prompt.Length == 0) throw new DeepSeekSharpException("the prompt is empty");
+        if (prompt.Length > _decoder.Model.Config.MaxPositionEmbeddings)
+            throw new DeepSeekSharpException($"the prompt ({prompt.Length} tokens) exceeds the model's context of {_decoder.Model.Config.MaxPositionEmbeddings}");
+        var (logits, _) = _decoder.Forward([(prompt, _decoder.NewCache())]);
+        var result = new TokenLogprob[prompt.Length - 1];
+        for (int i = 1; i < prompt.Length; i++) result[i - 1] = TokenLogprob.FromLogits(logits.Span.Slice((i - 1) * Vocab, Usable), prompt[i], top);
+        return result;
+    }
+
+    private TokenLogprob? Logprob(Tensor logits, int row, int token, GenerationOptions options) =>
+        options.TopLogprobs is int top ? TokenLogprob.FromLogits(logits.Span.Slice(row * Vocab, Usable), token, top) : null;
 
     private double[] Dist(Sampler sampler, Tensor logits, int row, IReadOnlyCollection<int> history) =>
         sampler.Distribution(logits.Span.Slice(row * Vocab, Vocab), history, Usable);
@@ -129,32 +174,69 @@ public sealed class TextGenerator
         return r;
     }
 
-    /// <summary>Collects output tokens and applies the stop rules.</summary>
-    private sealed class Emitter(TextGenerator owner, int[] prompt, GenerationOptions options, Action<int>? onToken)
+    /// <summary>Collects output tokens, applies the stop rules and decides which text is final.</summary>
+    private sealed class Emitter(TextGenerator owner, int[] prompt, GenerationOptions options, Action<GeneratedToken>? onToken)
     {
+        private string _released = "";
+
         public List<int> Output { get; } = [];
         public List<int> History { get; } = [.. prompt];
+        public List<TokenLogprob> Logprobs { get; } = [];
         public string FinishReason { get; private set; } = "length";
         public string? Text { get; private set; } = owner._tokenizer is null ? null : "";
 
         /// <summary>Adds a token; false when generation must end (the token is not added if it is a stop token).</summary>
-        public bool Emit(int token)
+        public bool Emit(int token, TokenLogprob? logprob)
         {
             if (Output.Count >= options.MaxNewTokens) return false;
             if (options.StopTokens.Contains(token)) { FinishReason = "stop"; return false; }
             Output.Add(token);
             History.Add(token);
-            onToken?.Invoke(token);
+            if (logprob is not null) Logprobs.Add(logprob);
+            bool stopped = false;
+            string delta = "";
             if (owner._tokenizer is not null)
             {
-                Text = owner._tokenizer.Decode(Output.ToArray());
-                foreach (var s in options.StopStrings)
+                string text = owner._tokenizer.Decode(Output.ToArray());
+                int at = FirstStop(text);
+                if (at >= 0) { text = text[..at]; FinishReason = "stop"; stopped = true; }
+                Text = text;
+                string final = stopped ? text : Settled(text);
+                if (final.Length > _released.Length && final.StartsWith(_released, StringComparison.Ordinal))
                 {
-                    int at = s.Length == 0 ? -1 : Text.IndexOf(s, StringComparison.Ordinal);
-                    if (at >= 0) { Text = Text[..at]; FinishReason = "stop"; return false; }
+                    delta = final[_released.Length..];
+                    _released = final;
                 }
             }
-            return Output.Count < options.MaxNewTokens;
+            onToken?.Invoke(new GeneratedToken(token, delta, logprob));
+            return !stopped && Output.Count < options.MaxNewTokens;
+        }
+
+        /// <summary>Where the earliest stop string starts in <paramref name="text"/>, or -1.</summary>
+        private int FirstStop(string text)
+        {
+            int first = -1;
+            foreach (var s in options.StopStrings)
+            {
+                int at = s.Length == 0 ? -1 : text.IndexOf(s, StringComparison.Ordinal);
+                if (at >= 0 && (first < 0 || at < first)) first = at;
+            }
+            return first;
+        }
+
+        /// <summary>
+        /// The part of <paramref name="text"/> that no later token can change or cut: without a trailing
+        /// incomplete character (decoded as U+FFFD until its last byte arrives) and without the longest ending
+        /// that a stop string starts with (a stop string completed later must start inside that ending).
+        /// </summary>
+        private string Settled(string text)
+        {
+            text = text.TrimEnd('\uFFFD');
+            int held = 0;
+            foreach (var s in options.StopStrings)
+                for (int k = Math.Min(s.Length - 1, text.Length); k > held; k--)
+                    if (string.CompareOrdinal(text, text.Length - k, s, 0, k) == 0) { held = k; break; }
+            return text[..^held];
         }
     }
 }

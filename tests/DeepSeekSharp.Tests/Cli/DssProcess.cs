@@ -9,14 +9,24 @@ internal static class DssProcess
 
     public static Result Run(params string[] args) => Run(new Dictionary<string, string>(), args);
 
-    public static Result Run(IReadOnlyDictionary<string, string> environment, params string[] args)
+    public static Result Run(IReadOnlyDictionary<string, string> environment, params string[] args) => Run(environment, null, args);
+
+    /// <summary>Runs dss with <paramref name="stdin"/> as its standard input, closed after it (an interactive session).</summary>
+    public static Result RunWithInput(string stdin, params string[] args) => Run(new Dictionary<string, string>(), stdin, args);
+
+    private static Result Run(IReadOnlyDictionary<string, string> environment, string? stdin, string[] args)
     {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = stdin is not null, UseShellExecute = false };
         psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "dss.dll"));
         foreach (var a in args) psi.ArgumentList.Add(a);
         psi.Environment["DSS_THREADS"] = "2";
         foreach (var (k, v) in environment) psi.Environment[k] = v;
         using var p = Process.Start(psi)!;
+        if (stdin is not null)
+        {
+            p.StandardInput.Write(stdin);
+            p.StandardInput.Close();
+        }
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
         if (!p.WaitForExit(TimeSpan.FromMinutes(3)))

@@ -15,11 +15,12 @@ public sealed class OpenAiServerTests : IAsyncLifetime
 {
     private WebApplication _app = null!;
     private HttpClient _http = null!;
+    private string _dir = null!;
     private const string Key = "sk-test-key";
 
     public async ValueTask InitializeAsync()
     {
-        string dir = TestPaths.TempDir();
+        string dir = _dir = TestPaths.TempDir();
         var node = System.Text.Json.Nodes.JsonNode.Parse(Presets.TinyV3)!;
         node["vocab_size"] = 264;
         node["hidden_size"] = 64;
@@ -42,6 +43,7 @@ public sealed class OpenAiServerTests : IAsyncLifetime
         _http.Dispose();
         await _app.StopAsync();
         await _app.DisposeAsync();
+        Directory.Delete(_dir, recursive: true);
     }
 
     private static int FreePort()
@@ -146,9 +148,11 @@ public class ChatClientTests
         node["vocab_size"] = 264;
         var model = new DeepSeekModel(DeepSeekConfig.Parse(node.ToJsonString()), materialize: true);
         ModelInit.InitializeRandom(model, 5);
-        string tokPath = Path.Combine(TestPaths.TempDir(), "tokenizer.json");
+        string dir = TestPaths.TempDir();
+        string tokPath = Path.Combine(dir, "tokenizer.json");
         ByteTokenizer.SaveAsHfJson(tokPath);
         Microsoft.Extensions.AI.IChatClient chat = new DeepSeekChatClient(new CachedDecoder(model), HfTokenizer.Load(tokPath), "tiny");
+        Directory.Delete(dir, recursive: true);
         var messages = new[] { new Microsoft.Extensions.AI.ChatMessage(Microsoft.Extensions.AI.ChatRole.User, "Hello there") };
         var options = new Microsoft.Extensions.AI.ChatOptions { MaxOutputTokens = 12 };
         var response = await chat.GetResponseAsync(messages, options);
@@ -157,5 +161,27 @@ public class ChatClientTests
         Assert.Equal(response.Text, streamed.ToString());
         Assert.Equal(12, response.Usage!.OutputTokenCount);
         Assert.Same(chat, chat.GetService(typeof(DeepSeekChatClient)));
+    }
+
+    [Fact]
+    public void FunctionCallsAndResultsAreRenderedAsToolCallsAndOutputs()
+    {
+        var node = System.Text.Json.Nodes.JsonNode.Parse(Presets.TinyV3)!;
+        node["vocab_size"] = 264;
+        var model = new DeepSeekModel(DeepSeekConfig.Parse(node.ToJsonString()), materialize: true);
+        string dir = TestPaths.TempDir();
+        ByteTokenizer.SaveAsHfJson(Path.Combine(dir, "tokenizer.json"));
+        var tokenizer = HfTokenizer.Load(Path.Combine(dir, "tokenizer.json"));
+        Directory.Delete(dir, recursive: true);
+        var client = new DeepSeekChatClient(new CachedDecoder(model), tokenizer, "tiny");
+        Microsoft.Extensions.AI.ChatMessage[] messages =
+        [
+            new(Microsoft.Extensions.AI.ChatRole.User, "Weather in Paris?"),
+            new(Microsoft.Extensions.AI.ChatRole.Assistant, [new Microsoft.Extensions.AI.FunctionCallContent("call_1", "get_weather", new Dictionary<string, object?> { ["city"] = "Paris" })]),
+            new(Microsoft.Extensions.AI.ChatRole.Tool, [new Microsoft.Extensions.AI.FunctionResultContent("call_1", "18C")]),
+        ];
+        // Rendered by jinja2 from DeepSeek-V3's chat_template with the same conversation in OpenAI's message form.
+        const string Expected = "<｜begin▁of▁sentence｜><｜User｜>Weather in Paris?<｜Assistant｜><｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{\"city\":\"Paris\"}\n```<｜tool▁call▁end｜><｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>18C<｜tool▁output▁end｜><｜tool▁outputs▁end｜>";
+        Assert.Equal(tokenizer.Encode(Expected), client.EncodeChat(messages));
     }
 }
