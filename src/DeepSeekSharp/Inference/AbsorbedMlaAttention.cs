@@ -1,5 +1,4 @@
 using DeepSeekSharp.Autograd;
-using DeepSeekSharp.Kernels.Cpu;
 using DeepSeekSharp.Models.DeepSeekV3;
 using DeepSeekSharp.Tensors;
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
@@ -21,8 +20,10 @@ public static class AbsorbedMlaAttention
     /// <param name="x">[rows, H] the normalised input of the layer</param>
     /// <returns>[rows, H]</returns>
     public static Tensor Forward(Mla mla, DeepSeekConfig c, YarnRope rope, Tensor x, int layer,
-        IReadOnlyList<LatentKvCache> caches, int[] rowSequence, int[] rowPosition, WorkerPool? pool)
+        IReadOnlyList<LatentKvCache> caches, int[] rowSequence, int[] rowPosition)
     {
+        // The heads' small products run on the model's backend, one (sequence, head) piece per worker.
+        var backend = mla.KvBProj.Weight.Backend;
         int n = c.NumAttentionHeads, dn = c.QkNopeHeadDim, dr = c.QkRopeHeadDim, dv = c.VHeadDim, dc = c.KvLoraRank;
         int rows = x.Shape[0];
         int maxPos = rowPosition.Max();
@@ -68,10 +69,10 @@ public static class AbsorbedMlaAttention
             var wuk = wkvb.AsSpan(h * (dn + dv) * dc, dn * dc);          // [dn, dc]
             var wuv = wkvb.AsSpan((h * (dn + dv) + dn) * dc, dv * dc);   // [dv, dc]
             // q_abs[count, dc] = q_nope[count, dn] · W_UK[dn, dc]
-            Sgemm.Multiply(null, false, false, count, dc, dn, 1f, qRows, dn + dr, wuk, dc, 0f, qAbs, dc);
+            backend.Gemm(false, false, count, dc, dn, 1f, qRows, dn + dr, wuk, dc, 0f, qAbs, dc);
             // scores = q_abs · C_kvᵀ + q_pe · K_peᵀ   (over the cached keys 0..keys-1)
-            Sgemm.Multiply(null, false, true, count, keys, dc, scale, qAbs, dc, cache.LatentRows(layer), dc, 0f, scores, keys);
-            Sgemm.Multiply(null, false, true, count, keys, dr, scale, qRows.AsSpan(dn), dn + dr, cache.RopeKeyRows(layer), dr, 1f, scores, keys);
+            backend.Gemm(false, true, count, keys, dc, scale, qAbs, dc, cache.LatentRows(layer), dc, 0f, scores, keys);
+            backend.Gemm(false, true, count, keys, dr, scale, qRows.AsSpan(dn), dn + dr, cache.RopeKeyRows(layer), dr, 1f, scores, keys);
             for (int j = 0; j < count; j++)
             {
                 int visible = rowPosition[start + j] + 1;
@@ -80,13 +81,12 @@ public static class AbsorbedMlaAttention
                 row[visible..].Clear();
             }
             // ctx[count, dc] = P · C_kv ;  o_h[count, dv] = ctx · W_UVᵀ
-            Sgemm.Multiply(null, false, false, count, dc, keys, 1f, scores, keys, cache.LatentRows(layer), dc, 0f, ctx, dc);
+            backend.Gemm(false, false, count, dc, keys, 1f, scores, keys, cache.LatentRows(layer), dc, 0f, ctx, dc);
             var oh = new float[count * dv];
-            Sgemm.Multiply(null, false, true, count, dv, dc, 1f, ctx, dc, wuv, dc, 0f, oh, dv);
+            backend.Gemm(false, true, count, dv, dc, 1f, ctx, dc, wuv, dc, 0f, oh, dv);
             for (int j = 0; j < count; j++) oh.AsSpan(j * dv, dv).CopyTo(o.AsSpan(((start + j) * n + h) * dv, dv));
         }
-        if (pool is null) for (int w = 0; w < work.Count; w++) RunHead(w);
-        else pool.Run(work.Count, RunHead);
+        backend.RunConcurrently(work.Count, RunHead);
         return mla.OProj.Forward(Tensor.FromArray(o, rows, n * dv));
     }
 }

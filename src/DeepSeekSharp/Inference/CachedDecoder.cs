@@ -13,12 +13,9 @@ namespace DeepSeekSharp.Inference;
 /// </summary>
 public sealed class CachedDecoder
 {
-    private readonly WorkerPool? _pool;
-
     public CachedDecoder(DeepSeekModel model)
     {
         Model = model;
-        _pool = (model.LmHead.Weight.Backend as CpuBackend)?.Pool;
     }
 
     public DeepSeekModel Model { get; }
@@ -94,7 +91,7 @@ public sealed class CachedDecoder
 
     private Tensor Block(DecoderBlock block, Tensor h, int layer, List<LatentKvCache> caches, int[] seqOf, int[] pos)
     {
-        Tensor attn = AbsorbedMlaAttention.Forward(block.SelfAttn, C, Model.Rope, block.InputLayerNorm.Forward(h), layer, caches, seqOf, pos, _pool);
+        Tensor attn = AbsorbedMlaAttention.Forward(block.SelfAttn, C, Model.Rope, block.InputLayerNorm.Forward(h), layer, caches, seqOf, pos);
         Tensor a = Functional.Add(h, attn);
         Tensor f = block.PostAttentionLayerNorm.Forward(a);
         return Functional.Add(a, block.Moe is not null ? block.Moe.Forward(f) : block.DenseMlp!.Forward(f));
