@@ -68,7 +68,8 @@ public sealed class Trainer
     public static TrainResult Run(TrainConfig cfg, TrainOptions opts, IProgress<TrainProgress>? progress, Action<string> log, CancellationToken ct)
     {
         var trainer = new Trainer(cfg, opts, log);
-        return trainer.Loop(progress, ct);
+        try { return trainer.Loop(progress, ct); }
+        finally { Reporting.RunReport.WriteAfterTraining(cfg.OutputDir, log); }
     }
 
     private (DeepSeekModel, string) LoadForResume(string checkpoint)
