@@ -14,6 +14,7 @@ public static class DssApp
         root.Subcommands.Add(ForwardCommand.Create());
         root.Subcommands.Add(GradCommand.Create());
         root.Subcommands.Add(TrainCommand.Create());
+        root.Subcommands.Add(ReportCommand.Create());
         root.Subcommands.Add(TokenizeCommand.Create());
         root.Subcommands.Add(TokenizeCommand.CreateGroup());
         root.Subcommands.Add(GenerateCommand.Create());

@@ -79,6 +79,46 @@ public sealed class TrainConfig
 
     public static IEnumerable<string> Keys => ScalarKeys.Keys.Append("datasets");
 
+    /// <summary>The file in <c>output_dir</c> recording the settings a run resolved (what <c>dss report</c> shows).</summary>
+    public const string RunFileName = "train_config.json";
+
+    /// <summary>
+    /// Every setting as one JSON object keyed like the YAML (<c>datasets</c> as <c>{path, type}</c> entries, a
+    /// non-finite number as its name in a string). JSON is YAML, so <see cref="Load"/> reads it back unchanged.
+    /// </summary>
+    public string ToJson()
+    {
+        using var buffer = new MemoryStream();
+        using (var w = new System.Text.Json.Utf8JsonWriter(buffer, new System.Text.Json.JsonWriterOptions { Indented = true }))
+        {
+            w.WriteStartObject();
+            foreach (var (key, property) in ScalarKeys)
+            {
+                switch (property.GetValue(this))
+                {
+                    case null: w.WriteNull(key); break;
+                    case string s: w.WriteString(key, s); break;
+                    case bool b: w.WriteBoolean(key, b); break;
+                    case int i: w.WriteNumber(key, i); break;
+                    case float f when float.IsFinite(f): w.WriteNumber(key, f); break;
+                    case double d when double.IsFinite(d): w.WriteNumber(key, d); break;
+                    case var other: w.WriteString(key, Convert.ToString(other, CultureInfo.InvariantCulture)); break;
+                }
+            }
+            w.WriteStartArray("datasets");
+            foreach (var d in Datasets)
+            {
+                w.WriteStartObject();
+                w.WriteString("path", d.Path);
+                if (d.Type is not null) w.WriteString("type", d.Type);
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.WriteEndObject();
+        }
+        return System.Text.Encoding.UTF8.GetString(buffer.ToArray());
+    }
+
     /// <summary>Reads YAML, then applies <c>key=value</c> overrides (<c>--set</c>) in order.</summary>
     public static TrainConfig Load(string? path, IEnumerable<string> overrides)
     {

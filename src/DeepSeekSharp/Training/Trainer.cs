@@ -68,7 +68,8 @@ public sealed class Trainer
     public static TrainResult Run(TrainConfig cfg, TrainOptions opts, IProgress<TrainProgress>? progress, Action<string> log, CancellationToken ct)
     {
         var trainer = new Trainer(cfg, opts, log);
-        return trainer.Loop(progress, ct);
+        try { return trainer.Loop(progress, ct); }
+        finally { Reporting.RunReport.WriteAfterTraining(cfg.OutputDir, log); }
     }
 
     private (DeepSeekModel, string) LoadForResume(string checkpoint)
@@ -109,6 +110,7 @@ public sealed class Trainer
         var cfg = _cfg;
         using var data = TrainingData.Prepare(cfg, _tokenizer, _tokenizer is ByteTokenizer ? "byte" : _tokenizerFile ?? "byte", _log);
         using var metrics = new MetricsLog(cfg.OutputDir);
+        IO.AtomicFile.WriteAllText(Path.Combine(cfg.OutputDir, TrainConfig.RunFileName), cfg.ToJson());
         var schedule = new LrSchedule(cfg.LrScheduler, cfg.LearningRate, cfg.WarmupSteps, cfg.MaxSteps, cfg.MinLrRatio);
         int b = cfg.MicroBatchSize, t = cfg.SequenceLen, accum = cfg.GradientAccumulationSteps;
         long stopAt = Math.Min(cfg.MaxSteps, _opts.StopAtStep ?? long.MaxValue);
@@ -164,6 +166,7 @@ public sealed class Trainer
                     ["mtp_loss"] = (float)(mtpSum / accum), ["balance_loss"] = (float)(auxSum / accum), ["lr"] = lr,
                     ["grad_norm"] = gradNorm, ["tokens_per_s"] = Math.Round(tps, 1),
                     ["max_vio"] = maxVio.Length > 0 ? maxVio.Average() : 0f, ["elapsed_s"] = Math.Round(clock.Elapsed.TotalSeconds, 2),
+                    ["max_vio_per_layer"] = maxVio,
                 });
             if (step % cfg.EvalSteps == 0 || step == cfg.MaxSteps)
             {
