@@ -23,10 +23,7 @@ public static class Fp8ErrorStudy
         var rows = new List<Fp8StudyRow>();
         foreach (int k in ks)
         {
-            var rng = new Random(seed + k);
-            var a = Normal(rng, m * k, 1.0);
-            var b = Normal(rng, n * k, 0.02);
-            for (int i = 0; i < m; i++) a[i * k + rng.Next(k)] *= 50; // outlier activations
+            var (a, b) = Inputs(m, n, k, seed);
             var exact = Reference(a, b, m, n, k);
             var qa = Fp8Quantizer.QuantizeRowTiles(a, m, k);
             var qb = Fp8Quantizer.QuantizeBlocks(b, n, k);
@@ -43,7 +40,18 @@ public static class Fp8ErrorStudy
         return rows;
     }
 
-    private static float[] Normal(Random rng, int count, double std)
+    /// <summary>The study's operands: standard normal activations [m, k] with one outlier channel per row (×50, what makes
+    /// per-tensor scaling lose precision) and N(0, 0.02²) weights [n, k]; the GPU study uses the same.</summary>
+    internal static (float[] Activations, float[] Weights) Inputs(int m, int n, int k, int seed)
+    {
+        var rng = new Random(seed + k);
+        var a = Normal(rng, m * k, 1.0);
+        var b = Normal(rng, n * k, 0.02);
+        for (int i = 0; i < m; i++) a[i * k + rng.Next(k)] *= 50;
+        return (a, b);
+    }
+
+    internal static float[] Normal(Random rng, int count, double std)
     {
         var x = new float[count];
         for (int i = 0; i < count; i++)

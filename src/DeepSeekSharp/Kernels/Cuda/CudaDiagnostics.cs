@@ -20,23 +20,7 @@ public sealed record GpuGemmTiming(string Precision, int M, int N, int K, double
 /// </summary>
 public static unsafe class CudaDiagnostics
 {
-    /// <summary>Standard normal activations with an outlier channel per row and N(0, 0.02²) weights, as the CPU study.</summary>
-    private static (float[] X, float[] W) StudyInputs(int m, int n, int k, int seed)
-    {
-        var rng = new Random(seed + k);
-        var x = Normal(rng, (long)m * k, 1.0);
-        var w = Normal(rng, (long)n * k, 0.02);
-        for (int i = 0; i < m; i++) x[(long)i * k + rng.Next(k)] *= 50;
-        return (x, w);
-    }
-
-    private static float[] Normal(Random rng, long count, double std)
-    {
-        var x = new float[count];
-        for (long i = 0; i < count; i++)
-            x[i] = (float)(std * Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble()));
-        return x;
-    }
+    private static (float[] X, float[] W) StudyInputs(int m, int n, int k, int seed) => Fp8ErrorStudy.Inputs(m, n, k, seed);
 
     /// <summary>fp64 Y[rows, n] = X[rows, k]·W[n, k]ᵀ for the first <paramref name="rows"/> rows of X.</summary>
     private static double[] Reference(float[] x, float[] w, int rows, int n, int k)
@@ -172,8 +156,8 @@ public static unsafe class CudaDiagnostics
     public static GpuGemmTiming TimeGemm(CudaRuntime gpu, string precision, int m, int n, int k, int iterations = 20)
     {
         var rng = new Random(3);
-        var x = Normal(rng, (long)m * k, 1.0);
-        var w = Normal(rng, (long)n * k, 0.02);
+        var x = Fp8ErrorStudy.Normal(rng, checked(m * k), 1.0);
+        var w = Fp8ErrorStudy.Normal(rng, checked(n * k), 0.02);
         var y = gpu.Allocate((long)m * n * sizeof(float));
         var times = new List<double>();
         string kernel;
