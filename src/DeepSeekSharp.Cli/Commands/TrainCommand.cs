@@ -16,11 +16,16 @@ internal static class TrainCommand
         var stopAt = new Option<int?>("--stop-at-step") { Description = "save and stop after this step, as if interrupted" };
         var outputDir = new Option<string?>("--output-dir") { Description = "where checkpoints, metrics and samples go" };
         var resume = new Option<string?>("--resume") { Description = "an output folder: continue from its latest checkpoint" };
+        var weightsOnly = new Option<bool>("--resume-weights-only")
+        {
+            Description = "with --resume: continue from the latest checkpoint's weights even if its optimizer.safetensors or trainer_state.json is missing (AdamW restarts from zero moments: not an exact resume)",
+        };
+        var overwrite = new Option<bool>("--overwrite") { Description = "start a new run in an output folder that holds a previous one, deleting its checkpoints, metrics and TensorBoard events" };
         var precision = new Option<string?>("--precision") { Description = "fp32, bf16 or fp8 (same as --set precision=...)" };
         precision.AcceptOnlyFromAmong(DeepSeekSharp.Fp8.Fp8Training.Precisions);
         var cmd = new Command("train", "Train a DeepSeek-V3-architecture model (MTP, bias balancing, V3 schedule) from a YAML config")
         {
-            config, set, maxSteps, stopAt, outputDir, resume, precision,
+            config, set, maxSteps, stopAt, outputDir, resume, weightsOnly, overwrite, precision,
         };
         cmd.SetAction((r, ct) => Task.FromResult(CliCommon.Run(() =>
         {
@@ -31,11 +36,15 @@ internal static class TrainCommand
             else if (r.GetValue(resume) is string rd) overrides.Add($"output_dir={rd}");
             var cfg = TrainConfig.Load(r.GetValue(config), overrides);
             if (cfg.Threads > 0) Environment.SetEnvironmentVariable("DSS_THREADS", cfg.Threads.ToString(CultureInfo.InvariantCulture));
-            var opts = new TrainOptions(r.GetValue(stopAt), r.GetValue(resume));
+            if (r.GetValue(weightsOnly) && r.GetValue(resume) is null) throw new DeepSeekSharpException("--resume-weights-only: give --resume DIR too");
+            var opts = new TrainOptions(r.GetValue(stopAt), r.GetValue(resume), r.GetValue(weightsOnly), r.GetValue(overwrite));
             var result = RunWithProgress(cfg, opts, ct);
-            Console.WriteLine(result.Interrupted
-                ? $"stopped at step {result.FinalStep}; resume with --resume {cfg.OutputDir}"
-                : $"finished at step {result.FinalStep}; final checkpoint {result.LastCheckpoint}");
+            Console.WriteLine(result switch
+            {
+                { Interrupted: true, LastCheckpoint: null } => $"stopped at step {result.FinalStep}; nothing saved",
+                { Interrupted: true } => $"stopped at step {result.FinalStep}; resume with --resume {cfg.OutputDir}",
+                _ => $"finished at step {result.FinalStep}; final checkpoint {result.LastCheckpoint}",
+            });
             return result.Interrupted && ct.IsCancellationRequested ? 130 : 0;
         })));
         return cmd;

@@ -21,7 +21,7 @@ public sealed class MetricsLog : IDisposable
     /// <param name="continueAfterStep">
     /// a run resumed in this folder from the checkpoint of this step: records past it (written before the previous run
     /// stopped) are dropped from both files and new ones follow, so each file reads as one run; null appends to
-    /// whatever is there (the caller decides whether a previous run's files may be)
+    /// whatever is there (the run folder decides whether a previous run's files may be: <see cref="RunFolder"/>)
     /// </param>
     public MetricsLog(string outputDir, long? continueAfterStep = null)
     {
