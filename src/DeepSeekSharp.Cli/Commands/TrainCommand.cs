@@ -38,14 +38,22 @@ internal static class TrainCommand
             if (cfg.Threads > 0) Environment.SetEnvironmentVariable("DSS_THREADS", cfg.Threads.ToString(CultureInfo.InvariantCulture));
             if (r.GetValue(weightsOnly) && r.GetValue(resume) is null) throw new DeepSeekSharpException("--resume-weights-only: give --resume DIR too");
             var opts = new TrainOptions(r.GetValue(stopAt), r.GetValue(resume), r.GetValue(weightsOnly), r.GetValue(overwrite));
-            var result = RunWithProgress(cfg, opts, ct);
+            TrainResult result;
+            try { result = RunWithProgress(cfg, opts, ct); }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                // Stopped while tokenising or loading: nothing was trained, so there is nothing to save.
+                Console.WriteLine("stopped before the first step; nothing to save");
+                return 0;
+            }
             Console.WriteLine(result switch
             {
                 { Interrupted: true, LastCheckpoint: null } => $"stopped at step {result.FinalStep}; nothing saved",
                 { Interrupted: true } => $"stopped at step {result.FinalStep}; resume with --resume {cfg.OutputDir}",
                 _ => $"finished at step {result.FinalStep}; final checkpoint {result.LastCheckpoint}",
             });
-            return result.Interrupted && ct.IsCancellationRequested ? 130 : 0;
+            // A run stopped by a signal exits with the signal's code (DssApp), whatever is returned here.
+            return 0;
         })));
         return cmd;
     }

@@ -48,18 +48,19 @@ public sealed class Trainer
     private long _savedStep;
     private long _tokensSeen;
 
-    private Trainer(TrainConfig cfg, TrainOptions opts, bool resumeInPlace, Action<string> log)
+    private Trainer(TrainConfig cfg, TrainOptions opts, bool resumeInPlace, Action<string> log, CancellationToken ct)
     {
         _cfg = cfg;
         _opts = opts;
         _log = log;
-        (_tokenizer, _tokenizerFile) = TokenizerFactory.Create(cfg, log);
+        (_tokenizer, _tokenizerFile) = TokenizerFactory.Create(cfg, log, ct);
         _tokenizerConfigJson = _tokenizerFile is null ? null : ModelTokenizer.ConfigJsonFor(_tokenizerFile, _tokenizer as HfTokenizer ?? HfTokenizer.Load(_tokenizerFile));
         string? resumeFrom = opts.ResumeDir is null ? null : CheckpointStore.Latest(opts.ResumeDir)
             ?? throw new DeepSeekSharpException($"{opts.ResumeDir}: no checkpoint-<step> folder to resume from");
         (_model, _configJson) = resumeFrom is not null ? LoadForResume(resumeFrom) : BuildModel();
         // The checkpoints' config and generation_config carry the special ids of the tokenizer the run uses.
         _configJson = WithSpecialTokens(_configJson, _tokenizer);
+        ct.ThrowIfCancellationRequested();
         if (_model.Config.VocabSize < _tokenizer.VocabSize)
             throw new DeepSeekSharpException($"the model's vocab_size {_model.Config.VocabSize} is smaller than the tokenizer's {_tokenizer.VocabSize}");
         _optimizer = new AdamW(_model.NamedParameters())
@@ -82,7 +83,11 @@ public sealed class Trainer
         }
     }
 
-    /// <summary>Runs training in <c>cfg.OutputDir</c>, which this process owns until it returns (<see cref="RunFolder"/>).</summary>
+    /// <summary>
+    /// Runs training in <c>cfg.OutputDir</c>, which this process owns until it returns (<see cref="RunFolder"/>).
+    /// Cancelling <paramref name="ct"/> stops promptly: before the first step by OperationCanceledException, later by
+    /// saving the current step (a save in progress completes) and returning an interrupted result.
+    /// </summary>
     public static TrainResult Run(TrainConfig cfg, TrainOptions opts, IProgress<TrainProgress>? progress, Action<string> log, CancellationToken ct)
     {
         using var folder = RunFolder.Acquire(cfg.OutputDir);
@@ -91,7 +96,7 @@ public sealed class Trainer
             throw new DeepSeekSharpException($"{cfg.OutputDir}: --overwrite starts a new run and --resume continues this one; give one of them");
         if (!resumeInPlace)
             folder.StartFresh(opts.Overwrite, cfg.Datasets.Select(d => d.Path).Concat([cfg.BaseModel, cfg.ModelConfig, cfg.Tokenizer, opts.ResumeDir]));
-        var trainer = new Trainer(cfg, opts, resumeInPlace, log);
+        var trainer = new Trainer(cfg, opts, resumeInPlace, log, ct);
         return trainer.Loop(progress, ct);
     }
 
@@ -139,7 +144,7 @@ public sealed class Trainer
     private TrainResult Loop(IProgress<TrainProgress>? progress, CancellationToken ct)
     {
         var cfg = _cfg;
-        using var data = TrainingData.Prepare(cfg, _tokenizer, _tokenizer is ByteTokenizer ? "byte" : _tokenizerFile ?? "byte", _log);
+        using var data = TrainingData.Prepare(cfg, _tokenizer, _tokenizer is ByteTokenizer ? "byte" : _tokenizerFile ?? "byte", _log, ct);
         using var metrics = new MetricsLog(cfg.OutputDir, _resumedInPlace ? _step : null);
         var schedule = new LrSchedule(cfg.LrScheduler, cfg.LearningRate, cfg.WarmupSteps, cfg.MaxSteps, cfg.MinLrRatio);
         int b = cfg.MicroBatchSize, t = cfg.SequenceLen, accum = cfg.GradientAccumulationSteps;
@@ -205,7 +210,7 @@ public sealed class Trainer
                     + $"); nothing of it was saved, the last good checkpoint is {lastCheckpoint ?? "none (no save yet)"}; lower learning_rate");
             if (step % cfg.EvalSteps == 0 || step == cfg.MaxSteps)
             {
-                lastVal = Evaluate(data, metrics, step, Elapsed);
+                lastVal = Evaluate(data, metrics, step, Elapsed, ct) ?? lastVal;
             }
             if (step % cfg.SaveSteps == 0 || step == stopAt) lastCheckpoint = SaveCheckpoint();
         }
@@ -244,7 +249,8 @@ public sealed class Trainer
         return bad;
     }
 
-    private float Evaluate(TrainingData data, MetricsLog metrics, long step, double elapsed)
+    /// <summary>Validation and a sample; null (nothing recorded) when <paramref name="ct"/> stops it part-way.</summary>
+    private float? Evaluate(TrainingData data, MetricsLog metrics, long step, double elapsed, CancellationToken ct)
     {
         int b = _cfg.MicroBatchSize, t = _cfg.SequenceLen;
         int windows = Math.Min(data.Batches.ValidationWindows, _cfg.EvalBatches * b);
@@ -256,6 +262,7 @@ public sealed class Trainer
         {
             for (int start = 0; start < windows; start += b)
             {
+                if (ct.IsCancellationRequested) return null;
                 int n = Math.Min(b, windows - start);
                 var ids = new int[n * t];
                 for (int i = 0; i < n; i++) data.Batches.ValidationWindow(start + i, ids.AsSpan(i * t, t));
@@ -273,7 +280,8 @@ public sealed class Trainer
         float valLoss = (float)(lossSum / count);
         float bpb = (float)(valLoss / Math.Log(2) / data.ValidationBytesPerToken);
         var layerVio = counts.Select(c => BiasBalancer.MaxVio(c)).ToArray();
-        string sample = Sample();
+        string sample = Sample(ct);
+        if (ct.IsCancellationRequested) return null;
         _log($"step {step}: val_loss {valLoss:F4} ({bpb:F3} bits/byte), val MaxVio {(layerVio.Length > 0 ? layerVio.Average() : 0):F3}");
         _log($"sample: {sample.ReplaceLineEndings("⏎")}");
         metrics.Write("eval", step, new Dictionary<string, object>
@@ -286,7 +294,7 @@ public sealed class Trainer
     }
 
     /// <summary>Temperature-0.8 sampling from <c>sample_prompt</c> with a fixed seed (full recompute per token).</summary>
-    private string Sample()
+    private string Sample(CancellationToken ct)
     {
         if (_cfg.SampleTokens <= 0) return "";
         var rng = new Random(_cfg.Seed);
@@ -295,7 +303,7 @@ public sealed class Trainer
         int start = ids.Count;
         using (GradMode.NoGrad())
         {
-            for (int i = 0; i < _cfg.SampleTokens; i++)
+            for (int i = 0; i < _cfg.SampleTokens && !ct.IsCancellationRequested; i++)
             {
                 var context = ids.Skip(Math.Max(0, ids.Count - _cfg.SequenceLen)).ToArray();
                 var output = _model.Forward(context, SequenceBatch.Training(1, context.Length));

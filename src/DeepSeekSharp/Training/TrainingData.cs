@@ -29,7 +29,8 @@ public sealed class TrainingData : IDisposable
     public double ValidationBytesPerToken { get; }
 
     /// <param name="tokenizerFile">the tokenizer's file, or "byte" for the built-in one</param>
-    public static TrainingData Prepare(TrainConfig cfg, ITextTokenizer tokenizer, string tokenizerFile, Action<string> log)
+    /// <param name="ct">stops hashing and tokenising between buffers and documents (OperationCanceledException)</param>
+    public static TrainingData Prepare(TrainConfig cfg, ITextTokenizer tokenizer, string tokenizerFile, Action<string> log, CancellationToken ct = default)
     {
         if (cfg.Datasets.Count == 0) throw new DeepSeekSharpException("datasets: no dataset configured");
         string dataDir = Path.Combine(cfg.OutputDir, "data");
@@ -40,11 +41,11 @@ public sealed class TrainingData : IDisposable
             datasets = cfg.Datasets.Select(d => new
             {
                 path = Path.GetFullPath(d.Path), d.Type,
-                files = DocumentReader.SourceFiles(d.Path).Select(f => new { path = Path.GetFullPath(f), size = new FileInfo(f).Length, sha256 = ContentHash(f) }),
+                files = DocumentReader.SourceFiles(d.Path).Select(f => new { path = Path.GetFullPath(f), size = new FileInfo(f).Length, sha256 = ContentHash(f, ct) }),
             }),
             tokenizer = new
             {
-                file = tokenizerFile, sha256 = System.IO.File.Exists(tokenizerFile) ? ContentHash(tokenizerFile) : null,
+                file = tokenizerFile, sha256 = System.IO.File.Exists(tokenizerFile) ? ContentHash(tokenizerFile, ct) : null,
                 vocab = tokenizer.VocabSize, eos = tokenizer.EosId,
             },
             bytesPerToken,
@@ -68,6 +69,7 @@ public sealed class TrainingData : IDisposable
                         using var shard = TokenFile.Open(spec.Path, spec.Type == "bin16" ? 2 : 4);
                         for (long at = 0; at < shard.Count; at += 1 << 20)
                         {
+                            ct.ThrowIfCancellationRequested();
                             var part = new int[(int)Math.Min(1 << 20, shard.Count - at)];
                             shard.Read(at, part);
                             foreach (int id in part)
@@ -80,6 +82,7 @@ public sealed class TrainingData : IDisposable
                     }
                     foreach (var doc in DocumentReader.Read(spec.Path, spec.Type))
                     {
+                        ct.ThrowIfCancellationRequested();
                         var ids = tokenizer.Encode(doc.Text);
                         var withEos = new int[ids.Length + 1];
                         ids.CopyTo(withEos, 0);
@@ -108,13 +111,17 @@ public sealed class TrainingData : IDisposable
     }
 
     /// <summary>SHA-256 of the file's bytes (about 1.6 GB/s with SHA-NI, so even large corpora key quickly).</summary>
-    private static string ContentHash(string path)
+    private static string ContentHash(string path, CancellationToken ct)
     {
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
         var buffer = new byte[1 << 20];
         int n;
-        while ((n = stream.Read(buffer)) > 0) hash.AppendData(buffer, 0, n);
+        while ((n = stream.Read(buffer)) > 0)
+        {
+            ct.ThrowIfCancellationRequested();
+            hash.AppendData(buffer, 0, n);
+        }
         return Convert.ToHexStringLower(hash.GetHashAndReset());
     }
 
