@@ -13,11 +13,12 @@ public class RunFolderTests
         string dir = TestPaths.TempDir();
         string output = Path.Combine(dir, "run");
         string corpus = TinyRun.Corpus(dir);
+        var settings = TinyRun.Settings(corpus, output, "max_steps=100000", "save_steps=1");
         using var stopFirst = new CancellationTokenSource();
-        using var training = new ManualResetEventSlim();
-        var first = Task.Run(() => TinyRun.Train(TinyRun.Settings(corpus, output, "max_steps=100000", "save_steps=100000"),
-            log: line => { if (line.StartsWith("training ", StringComparison.Ordinal)) training.Set(); }, ct: stopFirst.Token));
-        Assert.True(training.Wait(TimeSpan.FromMinutes(2), TestContext.Current.CancellationToken), "the first run did not start");
+        using var saved = new ManualResetEventSlim();
+        var first = Task.Run(() => TinyRun.Train(settings,
+            log: line => { if (line.StartsWith("saved ", StringComparison.Ordinal)) saved.Set(); }, ct: stopFirst.Token));
+        Assert.True(saved.Wait(TimeSpan.FromMinutes(2), TestContext.Current.CancellationToken), "the first run did not save a step");
 
         var fresh = Assert.ThrowsAny<DeepSeekSharpException>(() => TinyRun.Train(TinyRun.Settings(corpus, output)));
         Assert.Contains("in use by another run", fresh.Message);
@@ -29,7 +30,7 @@ public class RunFolderTests
         var result = await first;
         Assert.True(result.Interrupted);
         // Released when the run ended: the folder can be resumed now.
-        Assert.Equal(result.FinalStep + 1, TinyRun.Train(TinyRun.Settings(corpus, output), new TrainOptions(StopAtStep: (int)result.FinalStep + 1, ResumeDir: output)).FinalStep);
+        Assert.Equal(result.FinalStep + 1, TinyRun.Train(settings, new TrainOptions(StopAtStep: (int)result.FinalStep + 1, ResumeDir: output)).FinalStep);
     }
 
     [Fact]
