@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.CommandLine.Invocation;
 using DeepSeekSharp.Cli.Commands;
 
 namespace DeepSeekSharp.Cli;
@@ -30,8 +31,14 @@ public static class DssApp
 
     public static int Run(string[] args)
     {
-        // A generous termination timeout so a Ctrl+C during a checkpoint save can finish the save.
-        var invocation = new InvocationConfiguration { ProcessTerminationTimeout = TimeSpan.FromSeconds(60) };
-        return BuildRoot().Parse(args).Invoke(invocation);
+        var parse = BuildRoot().Parse(args);
+        // System.CommandLine's own handler would force an exit code after a timeout while the command still runs
+        // (mid-save) and throws on a second signal, so it is off: commands whose action takes a CancellationToken get
+        // StopSignals, the others the default (the process ends at once, as after any signal).
+        var invocation = new InvocationConfiguration { ProcessTerminationTimeout = null };
+        if (parse.Action is not AsynchronousCommandLineAction) return parse.Invoke(invocation);
+        using var stop = new StopSignals();
+        int exitCode = parse.InvokeAsync(invocation, stop.Token).GetAwaiter().GetResult();
+        return stop.ExitCode ?? exitCode;
     }
 }

@@ -34,6 +34,11 @@ internal static class CliCommon
 
     public static Option<string> OutOption(string what) => new("--out") { Description = what, Required = true };
 
+    public static Option<bool> OverwriteOption() => new("--overwrite")
+    {
+        Description = "replace the model folder at --out if there is one (never the input; the new folder is written beside it and swapped in whole)",
+    };
+
     /// <summary>Runs a command body; a user-facing error prints "error: ..." on one line and exits 1.</summary>
     public static int Run(Func<int> body)
     {

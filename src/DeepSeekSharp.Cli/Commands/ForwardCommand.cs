@@ -32,7 +32,7 @@ internal static class ForwardCommand
             int t = ids.Length, v = m.Config.VocabSize;
             var outputs = new List<(string, int[], float[])> { ("logits", [t, v], o.Logits.Span.ToArray()) };
             if (withMtp) outputs.Add(("mtp_logits", [t - 1, v], o.MtpLogits[0].Span[..((t - 1) * v)].ToArray()));
-            OutputFile.WriteF32(r.GetValue(output)!, outputs);
+            OutputFile.WriteF32(r.GetValue(output)!, outputs, dir);
             return 0;
         }));
         return cmd;

@@ -37,10 +37,11 @@ internal static class Fp8Command
         var output = CliCommon.OutOption("output folder for the FP8 checkpoint");
         var dtype = new Option<string>("--dtype") { Description = "type of the weights that stay high precision: f32 or bf16", DefaultValueFactory = _ => "f32" };
         dtype.AcceptOnlyFromAmong("f32", "bf16");
-        var cmd = new Command("quantize", "Write a DeepSeek-V3 FP8 checkpoint (E4M3 weights with 128x128 weight_scale_inv blocks)") { model, output, dtype };
+        var overwrite = CliCommon.OverwriteOption();
+        var cmd = new Command("quantize", "Write a DeepSeek-V3 FP8 checkpoint (E4M3 weights with 128x128 weight_scale_inv blocks)") { model, output, dtype, overwrite };
         cmd.SetAction(r => CliCommon.Run(() =>
         {
-            Fp8Checkpoint.Quantize(r.GetValue(model)!, r.GetValue(output)!, r.GetValue(dtype) == "bf16" ? DeepSeekSharp.Tensors.DType.BF16 : DeepSeekSharp.Tensors.DType.F32);
+            Fp8Checkpoint.Quantize(r.GetValue(model)!, r.GetValue(output)!, r.GetValue(dtype) == "bf16" ? DeepSeekSharp.Tensors.DType.BF16 : DeepSeekSharp.Tensors.DType.F32, r.GetValue(overwrite));
             Console.WriteLine($"wrote {r.GetValue(output)}");
             return 0;
         }));
@@ -53,10 +54,11 @@ internal static class Fp8Command
         var output = CliCommon.OutOption("output folder");
         var dtype = new Option<string>("--dtype") { Description = "f32 or bf16", DefaultValueFactory = _ => "bf16" };
         dtype.AcceptOnlyFromAmong("f32", "bf16");
-        var cmd = new Command("dequantize", "Turn an FP8 (block-scaled) checkpoint back into BF16 or F32") { model, output, dtype };
+        var overwrite = CliCommon.OverwriteOption();
+        var cmd = new Command("dequantize", "Turn an FP8 (block-scaled) checkpoint back into BF16 or F32") { model, output, dtype, overwrite };
         cmd.SetAction(r => CliCommon.Run(() =>
         {
-            Fp8Checkpoint.Dequantize(r.GetValue(model)!, r.GetValue(output)!, r.GetValue(dtype) == "bf16" ? DeepSeekSharp.Tensors.DType.BF16 : DeepSeekSharp.Tensors.DType.F32);
+            Fp8Checkpoint.Dequantize(r.GetValue(model)!, r.GetValue(output)!, r.GetValue(dtype) == "bf16" ? DeepSeekSharp.Tensors.DType.BF16 : DeepSeekSharp.Tensors.DType.F32, r.GetValue(overwrite));
             Console.WriteLine($"wrote {r.GetValue(output)}");
             return 0;
         }));

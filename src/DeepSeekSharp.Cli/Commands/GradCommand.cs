@@ -33,7 +33,7 @@ internal static class GradCommand
                 if (!p.RequiresGrad) continue;
                 outputs.Add(("grad." + name, p.Shape, p.Grad ?? new float[p.Length]));
             }
-            OutputFile.WriteF32(r.GetValue(output)!, outputs);
+            OutputFile.WriteF32(r.GetValue(output)!, outputs, dir);
             return 0;
         }));
         return cmd;

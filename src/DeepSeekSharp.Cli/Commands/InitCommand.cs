@@ -1,4 +1,5 @@
 using System.CommandLine;
+using DeepSeekSharp.IO.HfCheckpoint;
 using DeepSeekSharp.Models.DeepSeekV3;
 using DeepSeekSharp.Tensors;
 
@@ -15,7 +16,8 @@ internal static class InitCommand
         var seed = new Option<int>("--seed") { Description = "random seed", DefaultValueFactory = _ => 0 };
         var dtype = new Option<string>("--dtype") { Description = "stored weight type: f32 or bf16", DefaultValueFactory = _ => "f32" };
         dtype.AcceptOnlyFromAmong("f32", "bf16");
-        var cmd = new Command("init", "Create a random-init model folder (config.json + model.safetensors)") { config, preset, output, seed, dtype };
+        var overwrite = CliCommon.OverwriteOption();
+        var cmd = new Command("init", "Create a random-init model folder (config.json + model.safetensors)") { config, preset, output, seed, dtype, overwrite };
         cmd.SetAction(r => CliCommon.Run(() =>
         {
             string? configPath = r.GetValue(config), presetName = r.GetValue(preset);
@@ -35,7 +37,8 @@ internal static class InitCommand
             var model = new DeepSeekModel(cfg, materialize: true);
             ModelInit.InitializeRandom(model, r.GetValue(seed));
             string outDir = r.GetValue(output)!;
-            ModelCheckpoint.Save(model, outDir, r.GetValue(dtype) == "bf16" ? DType.BF16 : DType.F32, configJson: json);
+            var weightType = r.GetValue(dtype) == "bf16" ? DType.BF16 : DType.F32;
+            ModelFolder.Write(outDir, tmp => ModelCheckpoint.WriteFiles(model, tmp, weightType, configJson: json), r.GetValue(overwrite), configPath);
             var count = ParameterCount.Of(model);
             Console.WriteLine($"wrote {outDir}: {count.Total:N0} parameters (+{count.Mtp:N0} MTP)");
             return 0;

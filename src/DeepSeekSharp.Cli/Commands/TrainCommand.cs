@@ -16,11 +16,16 @@ internal static class TrainCommand
         var stopAt = new Option<int?>("--stop-at-step") { Description = "save and stop after this step, as if interrupted" };
         var outputDir = new Option<string?>("--output-dir") { Description = "where checkpoints, metrics and samples go" };
         var resume = new Option<string?>("--resume") { Description = "an output folder: continue from its latest checkpoint" };
+        var weightsOnly = new Option<bool>("--resume-weights-only")
+        {
+            Description = "with --resume: continue from the latest checkpoint's weights even if its optimizer.safetensors or trainer_state.json is missing (AdamW restarts from zero moments: not an exact resume)",
+        };
+        var overwrite = new Option<bool>("--overwrite") { Description = "start a new run in an output folder that holds a previous one, deleting its checkpoints, metrics and TensorBoard events" };
         var precision = new Option<string?>("--precision") { Description = "fp32, bf16 or fp8 (same as --set precision=...)" };
         precision.AcceptOnlyFromAmong(DeepSeekSharp.Fp8.Fp8Training.Precisions);
         var cmd = new Command("train", "Train a DeepSeek-V3-architecture model (MTP, bias balancing, V3 schedule) from a YAML config")
         {
-            config, set, maxSteps, stopAt, outputDir, resume, precision,
+            config, set, maxSteps, stopAt, outputDir, resume, weightsOnly, overwrite, precision,
         };
         cmd.SetAction((r, ct) => Task.FromResult(CliCommon.Run(() =>
         {
@@ -31,12 +36,24 @@ internal static class TrainCommand
             else if (r.GetValue(resume) is string rd) overrides.Add($"output_dir={rd}");
             var cfg = TrainConfig.Load(r.GetValue(config), overrides);
             if (cfg.Threads > 0) Environment.SetEnvironmentVariable("DSS_THREADS", cfg.Threads.ToString(CultureInfo.InvariantCulture));
-            var opts = new TrainOptions(r.GetValue(stopAt), r.GetValue(resume));
-            var result = RunWithProgress(cfg, opts, ct);
-            Console.WriteLine(result.Interrupted
-                ? $"stopped at step {result.FinalStep}; resume with --resume {cfg.OutputDir}"
-                : $"finished at step {result.FinalStep}; final checkpoint {result.LastCheckpoint}");
-            return result.Interrupted && ct.IsCancellationRequested ? 130 : 0;
+            if (r.GetValue(weightsOnly) && r.GetValue(resume) is null) throw new DeepSeekSharpException("--resume-weights-only: give --resume DIR too");
+            var opts = new TrainOptions(r.GetValue(stopAt), r.GetValue(resume), r.GetValue(weightsOnly), r.GetValue(overwrite));
+            TrainResult result;
+            try { result = RunWithProgress(cfg, opts, ct); }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                // Stopped while tokenising or loading: nothing was trained, so there is nothing to save.
+                Console.WriteLine("stopped before the first step; nothing to save");
+                return 0;
+            }
+            Console.WriteLine(result switch
+            {
+                { Interrupted: true, LastCheckpoint: null } => $"stopped at step {result.FinalStep}; nothing saved",
+                { Interrupted: true } => $"stopped at step {result.FinalStep}; resume with --resume {cfg.OutputDir}",
+                _ => $"finished at step {result.FinalStep}; final checkpoint {result.LastCheckpoint}",
+            });
+            // A run stopped by a signal exits with the signal's code (DssApp), whatever is returned here.
+            return 0;
         })));
         return cmd;
     }

@@ -64,6 +64,12 @@ public static class DocumentReader
             yield return new Document("", File.ReadAllText(file));
     }
 
+    /// <summary>The files a dataset path is read from: the file itself, or a text folder's files in reading order.</summary>
+    public static IEnumerable<string> SourceFiles(string path) =>
+        File.Exists(path) ? [path]
+        : Directory.Exists(path) ? TextFiles(path).Order(StringComparer.Ordinal)
+        : throw new DeepSeekSharpException($"{path}: dataset file or folder not found");
+
     /// <summary>.txt and .md files under a folder, skipping hidden folders and build/dependency output.</summary>
     private static IEnumerable<string> TextFiles(string root)
     {

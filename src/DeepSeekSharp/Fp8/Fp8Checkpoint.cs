@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using System.Text.Json.Nodes;
+using DeepSeekSharp.IO.HfCheckpoint;
 using DeepSeekSharp.IO.SafeTensors;
 using DeepSeekSharp.Models.DeepSeekV3;
 using DeepSeekSharp.Nn;
@@ -32,7 +33,11 @@ public static class Fp8Checkpoint
     public static HashSet<string> QuantizedWeightNames(DeepSeekModel model) =>
         Fp8Linears(model).Select(l => l.Path + ".weight").ToHashSet(StringComparer.Ordinal);
 
-    public static void Quantize(string sourceDir, string outputDir, DType highPrecision = DType.F32)
+    /// <summary>
+    /// Writes the FP8 checkpoint of <paramref name="sourceDir"/> as a new model folder (<see cref="ModelFolder.Write"/>:
+    /// never over the source, an existing model folder only with <paramref name="overwrite"/>).
+    /// </summary>
+    public static void Quantize(string sourceDir, string outputDir, DType highPrecision = DType.F32, bool overwrite = false)
     {
         string configPath = Path.Combine(sourceDir, "config.json");
         var config = JsonNode.Parse(File.Exists(configPath) ? File.ReadAllText(configPath) : throw new DeepSeekSharpException($"{configPath}: not found"))!.AsObject();
@@ -56,24 +61,30 @@ public static class Fp8Checkpoint
                 tensors.Add(highPrecision == DType.BF16 ? ToBf16(name, t) : new RawTensor(name, DType.F32, t.Shape, MemoryMarshal.AsBytes(t.Span).ToArray()));
             }
         }
-        Directory.CreateDirectory(outputDir);
-        SafeTensorsWriter.WriteRaw(Path.Combine(outputDir, "model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
         config["quantization_config"] = new JsonObject
         {
             ["activation_scheme"] = "dynamic", ["fmt"] = "e4m3", ["quant_method"] = "fp8", ["weight_block_size"] = new JsonArray(128, 128),
         };
-        WriteConfig(outputDir, config);
-        CopyTokenizer(sourceDir, outputDir);
+        ModelFolder.Write(outputDir, tmp =>
+        {
+            SafeTensorsWriter.WriteRaw(Path.Combine(tmp, "model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+            // torch_dtype names the unquantised weights' type, as in DeepSeek-V3's own FP8 release.
+            HfCheckpointWriter.WriteConfigs(tmp, config, highPrecision);
+            CopyTokenizer(sourceDir, tmp);
+        }, overwrite, sourceDir);
     }
 
-    /// <summary>Writes a plain (F32 or BF16) checkpoint from an FP8 one, dropping quantization_config.</summary>
-    public static void Dequantize(string sourceDir, string outputDir, DType dtype)
+    /// <summary>Writes a plain (F32 or BF16) checkpoint from an FP8 one, dropping quantization_config, as a new model folder.</summary>
+    public static void Dequantize(string sourceDir, string outputDir, DType dtype, bool overwrite = false)
     {
         var model = ModelCheckpoint.Load(sourceDir);
         var config = JsonNode.Parse(File.ReadAllText(Path.Combine(sourceDir, "config.json")))!.AsObject();
         config.Remove("quantization_config");
-        ModelCheckpoint.Save(model, outputDir, dtype, configJson: config.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
-        CopyTokenizer(sourceDir, outputDir);
+        ModelFolder.Write(outputDir, tmp =>
+        {
+            ModelCheckpoint.WriteFiles(model, tmp, dtype, configJson: config.ToJsonString());
+            CopyTokenizer(sourceDir, tmp);
+        }, overwrite, sourceDir);
     }
 
     private static RawTensor ToBf16(string name, Tensor t)
@@ -83,9 +94,6 @@ public static class Fp8Checkpoint
         for (int i = 0; i < bits.Length; i++) bits[i] = NumericFormats.FloatToBf16(s[i]);
         return new RawTensor(name, DType.BF16, t.Shape, MemoryMarshal.AsBytes(bits.AsSpan()).ToArray());
     }
-
-    private static void WriteConfig(string dir, JsonObject config) =>
-        IO.AtomicFile.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
 
     private static void CopyTokenizer(string from, string to)
     {

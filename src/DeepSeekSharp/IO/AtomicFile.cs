@@ -3,14 +3,17 @@ namespace DeepSeekSharp.IO;
 /// <summary>
 /// Writes a file so that a reader (or a restarted run) sees either the old content or the complete new one:
 /// the data goes to a temporary file in the same folder, is flushed, and is renamed over the target. A crash
-/// leaves at worst a stray <c>.tmp-*</c> file, never a truncated target.
+/// leaves at worst a stray <c>.NAME.tmp-PID-ID</c> file, never a truncated target; the next write of the same target
+/// removes strays whose process is gone (<see cref="AtomicFolder.RemoveLeftovers"/>).
 /// </summary>
 public static class AtomicFile
 {
     public static void Write(string path, Action<FileStream> write)
     {
         string full = Path.GetFullPath(path);
-        string tmp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        string folder = Path.GetDirectoryName(full)!;
+        AtomicFolder.RemoveLeftovers(folder, Path.GetFileName(full));
+        string tmp = Path.Combine(folder, AtomicFolder.TempName(Path.GetFileName(full), "tmp"));
         try
         {
             using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))

@@ -128,9 +128,15 @@ public sealed class AdamW
         }
     }
 
-    /// <summary>Restores the step count and the moments of named parameters (resume); BF16 moments are rounded from them.</summary>
+    /// <summary>
+    /// Restores the step count and the moments of named parameters (resume); BF16 moments are rounded from them.
+    /// After any step every trained parameter has moments, so one missing is an error, not a silent zero.
+    /// </summary>
     public void LoadState(long step, IReadOnlyDictionary<string, (float[] M, float[] V)> moments)
     {
+        if (step > 0)
+            foreach (var (name, p) in _params)
+                if (p.RequiresGrad && !moments.ContainsKey(name)) throw new DeepSeekSharpException($"optimizer state for '{name}' is missing");
         Step = step;
         foreach (var (name, p) in _params)
             if (moments.TryGetValue(name, out var st))

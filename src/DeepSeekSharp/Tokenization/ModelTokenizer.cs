@@ -19,6 +19,23 @@ public static class ModelTokenizer
         return ids;
     }
 
+    /// <summary>
+    /// The tokenizer_config.json to store beside <paramref name="tokenizerFile"/> in a model folder: the one next to
+    /// it if there is one, else the special tokens of <paramref name="tokenizer"/> with no BOS/EOS added to prompts
+    /// (training packs documents with EOS between them and no BOS, so that is what the model has seen).
+    /// </summary>
+    public static string ConfigJsonFor(string tokenizerFile, HfTokenizer tokenizer)
+    {
+        string beside = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(tokenizerFile))!, "tokenizer_config.json");
+        if (File.Exists(beside)) return File.ReadAllText(beside);
+        var config = new System.Text.Json.Nodes.JsonObject { ["add_bos_token"] = false, ["add_eos_token"] = false };
+        if (tokenizer.BosId is int bos) config["bos_token"] = tokenizer.IdToToken(bos);
+        if (tokenizer.EosId is int eos) config["eos_token"] = tokenizer.IdToToken(eos);
+        config["clean_up_tokenization_spaces"] = false;
+        config["tokenizer_class"] = "PreTrainedTokenizerFast";
+        return config.ToJsonString(new JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
+    }
+
     private static bool AddsBos(string modelDir)
     {
         string path = Path.Combine(modelDir, "tokenizer_config.json");

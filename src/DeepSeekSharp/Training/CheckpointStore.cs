@@ -1,28 +1,38 @@
 using System.Globalization;
 using System.Text.Json;
+using DeepSeekSharp.IO;
 using DeepSeekSharp.IO.SafeTensors;
 using DeepSeekSharp.Models.DeepSeekV3;
 using DeepSeekSharp.Optim;
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 
 namespace DeepSeekSharp.Training;
 
+/// <summary>What a checkpoint records about the run besides the weights and moments.</summary>
+/// <param name="GlobalStep">optimizer steps taken (the data position follows from it)</param>
+/// <param name="OptimizerStep">AdamW's step count (its bias correction)</param>
+/// <param name="Tokens">training tokens seen, for metrics that continue across resumes</param>
+/// <param name="ElapsedSeconds">training time so far, for metrics that continue across resumes</param>
+public sealed record TrainerState(long GlobalStep, long OptimizerStep, long Tokens = 0, double ElapsedSeconds = 0);
+
 /// <summary>
-/// Training checkpoints: <c>OUT/checkpoint-&lt;step&gt;/</c> is a complete HF model folder (config.json + safetensors,
-/// including the routing biases) plus <c>optimizer.safetensors</c> (AdamW moments), <c>trainer_state.json</c> and the
-/// tokenizer. A checkpoint is written into a temporary folder and renamed into place, so a crash or Ctrl+C during a
-/// save never leaves a half-written <c>checkpoint-N</c>: the previous one stays the latest.
+/// Training checkpoints: <c>OUT/checkpoint-&lt;step&gt;/</c> is a complete HF model folder (config.json +
+/// generation_config.json + safetensors, including the routing biases) plus <c>optimizer.safetensors</c> (AdamW
+/// moments), <c>trainer_state.json</c> and the tokenizer (tokenizer.json + tokenizer_config.json). A checkpoint is
+/// written into a temporary folder, read back and checked (every tensor present and finite), and only then renamed
+/// into place (<see cref="AtomicFolder"/>); older checkpoints are pruned after that, so a crash, a signal or a
+/// diverged run at any moment of a save leaves the previous checkpoint the latest.
 /// </summary>
 public static class CheckpointStore
 {
     public const string StateFile = "trainer_state.json";
+    public const string OptimizerFile = "optimizer.safetensors";
 
-    public static string Save(string outputDir, long step, DeepSeekModel model, string configJson, AdamW optimizer, string? tokenizerFile, int keep)
+    public static string Save(string outputDir, TrainerState state, DeepSeekModel model, string configJson, AdamW optimizer,
+        string? tokenizerFile, string? tokenizerConfigJson, int keep)
     {
+        long step = state.GlobalStep;
         string final = Path.Combine(outputDir, $"checkpoint-{step}");
-        string tmp = Path.Combine(outputDir, $".tmp-checkpoint-{step}-{Environment.ProcessId}");
-        if (Directory.Exists(tmp)) Directory.Delete(tmp, true);
-        Directory.CreateDirectory(tmp);
-        ModelCheckpoint.Save(model, tmp, configJson: configJson);
         var moments = new List<(string, int[], float[])>();
         var shapes = model.NamedParameters().ToDictionary(p => p.Name, p => p.Parameter.Shape);
         foreach (var (name, m, v) in optimizer.State())
@@ -30,71 +40,145 @@ public static class CheckpointStore
             moments.Add(("m." + name, shapes[name], m));
             moments.Add(("v." + name, shapes[name], v));
         }
-        SafeTensorsWriter.WriteFloat32(Path.Combine(tmp, "optimizer.safetensors"), moments);
-        // Fault injection for the crash-safety test: die abruptly in the middle of a save.
-        if (Environment.GetEnvironmentVariable("DSS_CRASH_DURING_SAVE_AT_STEP") == step.ToString(CultureInfo.InvariantCulture))
-            Environment.FailFast("injected crash during checkpoint save");
-        if (tokenizerFile is not null && File.Exists(tokenizerFile)) File.Copy(tokenizerFile, Path.Combine(tmp, "tokenizer.json"), true);
-        // The state file is written last: a folder without it is never taken for a checkpoint.
-        File.WriteAllText(Path.Combine(tmp, StateFile), JsonSerializer.Serialize(new TrainerState(step, optimizer.Step)));
-        if (Directory.Exists(final))
+        // Only this run writes here (RunFolder), so an existing folder of the same step is this run's own to replace.
+        AtomicFolder.Write(final, tmp =>
         {
-            string old = final + $".old-{Environment.ProcessId}";
-            Directory.Move(final, old);
-            Directory.Move(tmp, final);
-            Directory.Delete(old, true);
-        }
-        else Directory.Move(tmp, final);
-        Prune(outputDir, keep);
+            ModelCheckpoint.WriteFiles(model, tmp, configJson: configJson);
+            InjectedCrash(step, "model");
+            SafeTensorsWriter.WriteFloat32(Path.Combine(tmp, OptimizerFile), moments);
+            InjectedCrash(step, "optimizer");
+            if (tokenizerFile is not null && File.Exists(tokenizerFile))
+            {
+                File.Copy(tokenizerFile, Path.Combine(tmp, "tokenizer.json"), true);
+                if (tokenizerConfigJson is not null) AtomicFile.WriteAllText(Path.Combine(tmp, "tokenizer_config.json"), tokenizerConfigJson);
+            }
+            AtomicFile.WriteAllText(Path.Combine(tmp, StateFile), JsonSerializer.Serialize(state));
+            Verify(tmp, ModelCheckpoint.StateDict(model).Select(e => e.Name).Concat(moments.Select(m => m.Item1)));
+            InjectedCrash(step, "complete");
+        }, replace: true);
+        InjectedCrash(step, "renamed");
+        Prune(outputDir, keep, final);
+        InjectedCrash(step, "pruned");
         return final;
     }
 
-    /// <summary>The newest complete checkpoint folder in <paramref name="outputDir"/>, or null.</summary>
-    public static string? Latest(string outputDir)
-    {
-        if (!Directory.Exists(outputDir)) return null;
-        return Completed(outputDir).OrderByDescending(c => c.Step).Select(c => c.Dir).FirstOrDefault();
-    }
+    /// <summary>The newest <c>checkpoint-&lt;step&gt;</c> folder in <paramref name="outputDir"/>, or null.</summary>
+    public static string? Latest(string outputDir) =>
+        Directory.Exists(outputDir) ? All(outputDir).OrderByDescending(c => c.Step).Select(c => c.Dir).FirstOrDefault() : null;
 
-    /// <summary>Restores the optimizer; returns the step the checkpoint was taken after.</summary>
-    public static long LoadTrainingState(string checkpoint, AdamW optimizer)
+    /// <summary>
+    /// Restores the optimizer and returns the run state recorded with the checkpoint. A resume is exact or refused:
+    /// a missing trainer_state.json or optimizer.safetensors, or moments missing for a trained parameter, are errors
+    /// unless <paramref name="weightsOnly"/>, which keeps only the weights: AdamW starts again from zero moments
+    /// (step 0) and the step is the recorded one, or the folder's when trainer_state.json is gone.
+    /// </summary>
+    public static TrainerState LoadTrainingState(string checkpoint, AdamW optimizer, bool weightsOnly = false)
     {
-        string statePath = Path.Combine(checkpoint, StateFile);
-        TrainerState state;
-        try { state = JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(statePath)) ?? throw new JsonException("empty"); }
-        catch (JsonException e) { throw new DeepSeekSharpException($"{statePath}: invalid trainer state ({e.Message})"); }
-        var moments = new Dictionary<string, (float[] M, float[] V)>();
-        string optPath = Path.Combine(checkpoint, "optimizer.safetensors");
-        if (File.Exists(optPath))
+        string statePath = Path.Combine(checkpoint, StateFile), optPath = Path.Combine(checkpoint, OptimizerFile);
+        const string Hint = "pass --resume-weights-only to continue from its weights with fresh AdamW moments (not an exact resume)";
+        TrainerState? state = null;
+        if (File.Exists(statePath))
         {
-            using var reader = SafeTensorsReader.Open(optPath);
+            try { state = JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(statePath)) ?? throw new JsonException("empty"); }
+            catch (JsonException e) { throw new DeepSeekSharpException($"{statePath}: invalid trainer state ({e.Message})"); }
+        }
+        if (weightsOnly) return state is null ? new TrainerState(StepOf(checkpoint), 0) : state with { OptimizerStep = 0 };
+        if (state is null) throw new DeepSeekSharpException($"{statePath}: missing, so the step and data position are unknown; {Hint}");
+        if (!File.Exists(optPath)) throw new DeepSeekSharpException($"{optPath}: missing, so AdamW's moments are lost; {Hint}");
+        var moments = new Dictionary<string, (float[] M, float[] V)>();
+        using (var reader = SafeTensorsReader.Open(optPath))
             foreach (var entry in reader.Tensors)
             {
                 if (!entry.Name.StartsWith("m.", StringComparison.Ordinal)) continue;
                 string name = entry.Name[2..];
+                if (!reader.TryGet("v." + name, out _)) throw new DeepSeekSharpException($"{optPath}: 'v.{name}' is missing; {Hint}");
                 moments[name] = (reader.ReadFloat32("m." + name), reader.ReadFloat32("v." + name));
             }
-        }
-        optimizer.LoadState(state.OptimizerStep, moments);
-        return state.GlobalStep;
+        try { optimizer.LoadState(state.OptimizerStep, moments); }
+        catch (DeepSeekSharpException e) { throw new DeepSeekSharpException($"{optPath}: {e.Message}; {Hint}"); }
+        return state;
     }
 
-    private static IEnumerable<(long Step, string Dir)> Completed(string outputDir)
+    /// <summary>Every <c>checkpoint-&lt;step&gt;</c> folder, complete or not.</summary>
+    public static IEnumerable<(long Step, string Dir)> All(string outputDir)
     {
         foreach (var dir in Directory.EnumerateDirectories(outputDir, "checkpoint-*"))
         {
             string suffix = Path.GetFileName(dir)["checkpoint-".Length..];
-            if (long.TryParse(suffix, NumberStyles.None, CultureInfo.InvariantCulture, out long step) && File.Exists(Path.Combine(dir, StateFile)))
-                yield return (step, dir);
+            if (long.TryParse(suffix, NumberStyles.None, CultureInfo.InvariantCulture, out long step)) yield return (step, dir);
         }
     }
 
-    private static void Prune(string outputDir, int keep)
+    /// <summary>
+    /// Removes what killed runs left in <paramref name="outputDir"/>: temporary checkpoint folders and files of
+    /// <see cref="AtomicFolder"/>/<see cref="AtomicFile"/>, and those of earlier versions (<c>.tmp-checkpoint-*</c>, and
+    /// <c>checkpoint-N.old-PID</c>, put back when its checkpoint is missing). Call it only while holding the folder.
+    /// </summary>
+    public static int RemoveLeftovers(string outputDir)
     {
-        if (keep <= 0) return;
-        foreach (var (_, dir) in Completed(outputDir).OrderByDescending(c => c.Step).Skip(keep).ToList())
+        int removed = AtomicFolder.RemoveLeftovers(outputDir);
+        foreach (var dir in Directory.EnumerateDirectories(outputDir, ".tmp-checkpoint-*"))
+        {
             Directory.Delete(dir, true);
+            removed++;
+        }
+        foreach (var dir in Directory.EnumerateDirectories(outputDir, "checkpoint-*.old-*"))
+        {
+            string name = Path.GetFileName(dir), target = Path.Combine(outputDir, name[..name.IndexOf(".old-", StringComparison.Ordinal)]);
+            if (!Directory.Exists(target)) Directory.Move(dir, target);
+            else
+            {
+                Directory.Delete(dir, true);
+                removed++;
+            }
+        }
+        return removed;
     }
 
-    private sealed record TrainerState(long GlobalStep, long OptimizerStep);
+    /// <summary>Reads the written folder back: every expected tensor present, every F32 value finite.</summary>
+    private static void Verify(string dir, IEnumerable<string> expected)
+    {
+        var found = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var file in Directory.EnumerateFiles(dir, "*.safetensors"))
+        {
+            using var reader = SafeTensorsReader.Open(file);
+            foreach (var entry in reader.Tensors)
+            {
+                found.Add(entry.Name);
+                if (entry.DType == Tensors.DType.F32 && !TensorPrimitives.IsFiniteAll(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(reader.GetBytes(entry))))
+                    throw new DeepSeekSharpException($"{file}: '{entry.Name}' has non-finite values; the checkpoint was not saved");
+            }
+        }
+        foreach (var name in expected)
+            if (!found.Contains(name)) throw new DeepSeekSharpException($"{dir}: '{name}' is missing after writing; the checkpoint was not saved");
+    }
+
+    private static void Prune(string outputDir, int keep, string newest)
+    {
+        if (keep <= 0) return;
+        // Only complete checkpoints count and go; anything else is left for a person to look at.
+        var complete = All(outputDir).Where(c => File.Exists(Path.Combine(c.Dir, StateFile))).OrderByDescending(c => c.Step).ToList();
+        foreach (var (_, dir) in complete.Skip(keep))
+            if (dir != newest) AtomicFolder.Delete(dir);
+    }
+
+    private static long StepOf(string checkpoint)
+    {
+        string name = Path.GetFileName(Path.TrimEndingDirectorySeparator(checkpoint));
+        return name.StartsWith("checkpoint-", StringComparison.Ordinal)
+            && long.TryParse(name["checkpoint-".Length..], NumberStyles.None, CultureInfo.InvariantCulture, out long step)
+            ? step : throw new DeepSeekSharpException($"{checkpoint}: not a checkpoint-<step> folder");
+    }
+
+    /// <summary>
+    /// Fault injection for the crash-safety tests: dies abruptly at one point of a save, as a kill would
+    /// (DSS_CRASH_DURING_SAVE_AT_STEP = the step, DSS_CRASH_DURING_SAVE_PHASE = model, optimizer (the default),
+    /// complete, renamed or pruned).
+    /// </summary>
+    private static void InjectedCrash(long step, string phase)
+    {
+        if (Environment.GetEnvironmentVariable("DSS_CRASH_DURING_SAVE_AT_STEP") != step.ToString(CultureInfo.InvariantCulture)) return;
+        if ((Environment.GetEnvironmentVariable("DSS_CRASH_DURING_SAVE_PHASE") ?? "optimizer") == phase)
+            Environment.FailFast($"injected crash during checkpoint save ({phase})");
+    }
 }

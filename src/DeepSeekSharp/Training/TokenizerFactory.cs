@@ -9,7 +9,8 @@ namespace DeepSeekSharp.Training;
 /// </summary>
 public static class TokenizerFactory
 {
-    public static (ITextTokenizer Tokenizer, string? File) Create(TrainConfig cfg, Action<string> log)
+    /// <param name="ct">stops a BPE training between documents (OperationCanceledException)</param>
+    public static (ITextTokenizer Tokenizer, string? File) Create(TrainConfig cfg, Action<string> log, CancellationToken ct = default)
     {
         if (cfg.Tokenizer == "byte")
         {
@@ -27,7 +28,11 @@ public static class TokenizerFactory
                 if (cfg.TokenizerVocabSize < 300) throw new DeepSeekSharpException("tokenizer: bpe needs tokenizer_vocab_size ≥ 300");
                 log($"training a byte-level BPE tokenizer of {cfg.TokenizerVocabSize} tokens");
                 Directory.CreateDirectory(cfg.OutputDir);
-                var texts = cfg.Datasets.SelectMany(d => Data.DocumentReader.Read(d.Path, d.Type)).Select(d => d.Text);
+                var texts = cfg.Datasets.SelectMany(d => Data.DocumentReader.Read(d.Path, d.Type)).Select(d =>
+                {
+                    ct.ThrowIfCancellationRequested();
+                    return d.Text;
+                });
                 BpeTrainer.TrainAndSave(texts, cfg.TokenizerVocabSize, path);
             }
             return (HfTokenizer.Load(path), path);

@@ -11,7 +11,11 @@ namespace DeepSeekSharp.Training;
 /// <summary>Command-line controls of one run (not part of the YAML).</summary>
 /// <param name="StopAtStep">save and stop after this step as if interrupted (the schedule still follows MaxSteps)</param>
 /// <param name="ResumeDir">an output folder whose latest checkpoint to continue from</param>
-public sealed record TrainOptions(int? StopAtStep = null, string? ResumeDir = null);
+/// <param name="ResumeWeightsOnly">resume from the checkpoint's weights even when its optimizer state (or trainer state) is
+/// missing: AdamW restarts from zero moments, so the run is not an exact continuation (said in the log)</param>
+/// <param name="Overwrite">start a new run in an output folder that holds a previous one (its checkpoints, metrics and
+/// TensorBoard events are deleted first); without it such a folder is refused</param>
+public sealed record TrainOptions(int? StopAtStep = null, string? ResumeDir = null, bool ResumeWeightsOnly = false, bool Overwrite = false);
 
 /// <summary>Reported after every optimizer step.</summary>
 public sealed record TrainProgress(long Step, long TotalSteps, float Loss, float LearningRate, double TokensPerSecond);
@@ -35,18 +39,28 @@ public sealed class Trainer
     private readonly BiasBalancer _balancer;
     private readonly string _configJson;
     private readonly string? _tokenizerFile;
+    private readonly string? _tokenizerConfigJson;
+    private readonly string? _resumedFrom;
+    private readonly bool _resumedInPlace;
+    private readonly Stopwatch _clock = new();
+    private readonly double _elapsedBefore;
     private long _step;
+    private long _savedStep;
+    private long _tokensSeen;
 
-    private Trainer(TrainConfig cfg, TrainOptions opts, Action<string> log)
+    private Trainer(TrainConfig cfg, TrainOptions opts, bool resumeInPlace, Action<string> log, CancellationToken ct)
     {
         _cfg = cfg;
         _opts = opts;
         _log = log;
-        Directory.CreateDirectory(cfg.OutputDir);
-        (_tokenizer, _tokenizerFile) = TokenizerFactory.Create(cfg, log);
+        (_tokenizer, _tokenizerFile) = TokenizerFactory.Create(cfg, log, ct);
+        _tokenizerConfigJson = _tokenizerFile is null ? null : ModelTokenizer.ConfigJsonFor(_tokenizerFile, _tokenizer as HfTokenizer ?? HfTokenizer.Load(_tokenizerFile));
         string? resumeFrom = opts.ResumeDir is null ? null : CheckpointStore.Latest(opts.ResumeDir)
             ?? throw new DeepSeekSharpException($"{opts.ResumeDir}: no checkpoint-<step> folder to resume from");
         (_model, _configJson) = resumeFrom is not null ? LoadForResume(resumeFrom) : BuildModel();
+        // The checkpoints' config and generation_config carry the special ids of the tokenizer the run uses.
+        _configJson = WithSpecialTokens(_configJson, _tokenizer);
+        ct.ThrowIfCancellationRequested();
         if (_model.Config.VocabSize < _tokenizer.VocabSize)
             throw new DeepSeekSharpException($"the model's vocab_size {_model.Config.VocabSize} is smaller than the tokenizer's {_tokenizer.VocabSize}");
         _optimizer = new AdamW(_model.NamedParameters())
@@ -60,16 +74,39 @@ public sealed class Trainer
         _model.RecomputeMlaUpProjections(cfg.RecomputeMlaUp);
         if (resumeFrom is not null)
         {
-            _step = CheckpointStore.LoadTrainingState(resumeFrom, _optimizer);
-            log($"resumed from {resumeFrom} at step {_step}");
+            var state = CheckpointStore.LoadTrainingState(resumeFrom, _optimizer, opts.ResumeWeightsOnly);
+            (_step, _savedStep, _tokensSeen, _elapsedBefore) = (state.GlobalStep, state.GlobalStep, state.Tokens, state.ElapsedSeconds);
+            (_resumedFrom, _resumedInPlace) = (resumeFrom, resumeInPlace);
+            log(opts.ResumeWeightsOnly
+                ? $"resumed from the weights of {resumeFrom} at step {_step} (--resume-weights-only): AdamW starts again from zero moments, so this run will not match an uninterrupted one"
+                : $"resumed from {resumeFrom} at step {_step}");
         }
     }
 
+    /// <summary>
+    /// Runs training in <c>cfg.OutputDir</c>, which this process owns until it returns (<see cref="RunFolder"/>).
+    /// Cancelling <paramref name="ct"/> stops promptly: before the first step by OperationCanceledException, later by
+    /// saving the current step (a save in progress completes) and returning an interrupted result.
+    /// </summary>
     public static TrainResult Run(TrainConfig cfg, TrainOptions opts, IProgress<TrainProgress>? progress, Action<string> log, CancellationToken ct)
     {
-        var trainer = new Trainer(cfg, opts, log);
+        using var folder = RunFolder.Acquire(cfg.OutputDir);
+        bool resumeInPlace = opts.ResumeDir is not null && IO.AtomicFolder.Canonical(opts.ResumeDir) == IO.AtomicFolder.Canonical(cfg.OutputDir);
+        if (resumeInPlace && opts.Overwrite)
+            throw new DeepSeekSharpException($"{cfg.OutputDir}: --overwrite starts a new run and --resume continues this one; give one of them");
+        if (!resumeInPlace)
+            folder.StartFresh(opts.Overwrite, cfg.Datasets.Select(d => d.Path).Concat([cfg.BaseModel, cfg.ModelConfig, cfg.Tokenizer, opts.ResumeDir]));
+        var trainer = new Trainer(cfg, opts, resumeInPlace, log, ct);
         try { return trainer.Loop(progress, ct); }
         finally { Reporting.RunReport.WriteAfterTraining(cfg.OutputDir, log); }
+    }
+
+    private static string WithSpecialTokens(string configJson, ITextTokenizer tokenizer)
+    {
+        var node = System.Text.Json.Nodes.JsonNode.Parse(configJson)!.AsObject();
+        if (tokenizer.BosId is int bos) node["bos_token_id"] = bos;
+        if (tokenizer.EosId is int eos) node["eos_token_id"] = eos;
+        return node.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
     }
 
     private (DeepSeekModel, string) LoadForResume(string checkpoint)
@@ -108,8 +145,8 @@ public sealed class Trainer
     private TrainResult Loop(IProgress<TrainProgress>? progress, CancellationToken ct)
     {
         var cfg = _cfg;
-        using var data = TrainingData.Prepare(cfg, _tokenizer, _tokenizer is ByteTokenizer ? "byte" : _tokenizerFile ?? "byte", _log);
-        using var metrics = new MetricsLog(cfg.OutputDir);
+        using var data = TrainingData.Prepare(cfg, _tokenizer, _tokenizer is ByteTokenizer ? "byte" : _tokenizerFile ?? "byte", _log, ct);
+        using var metrics = new MetricsLog(cfg.OutputDir, _resumedInPlace ? _step : null);
         IO.AtomicFile.WriteAllText(Path.Combine(cfg.OutputDir, TrainConfig.RunFileName), cfg.ToJson());
         var schedule = new LrSchedule(cfg.LrScheduler, cfg.LearningRate, cfg.WarmupSteps, cfg.MaxSteps, cfg.MinLrRatio);
         int b = cfg.MicroBatchSize, t = cfg.SequenceLen, accum = cfg.GradientAccumulationSteps;
@@ -117,17 +154,17 @@ public sealed class Trainer
         var batch = SequenceBatch.Training(b, t);
         var tokens = new int[b * t];
         var parameters = _model.NamedParameters().Select(p => p.Parameter).ToList();
-        string? lastCheckpoint = null;
+        string? lastCheckpoint = _resumedFrom;
         float? lastVal = null;
-        var clock = Stopwatch.StartNew();
-        long tokensSeen = 0;
+        _clock.Start();
         _log($"training {SummaryLine()} for steps {_step + 1}..{stopAt} of {cfg.MaxSteps}");
 
         while (_step < stopAt)
         {
             if (ct.IsCancellationRequested)
             {
-                lastCheckpoint = SaveCheckpoint();
+                // A step is saved once: a stop right after a periodic save keeps that checkpoint as it is.
+                if (_savedStep < _step) lastCheckpoint = SaveCheckpoint();
                 return new TrainResult(_step, lastCheckpoint, lastVal, Interrupted: true);
             }
             long step = _step + 1;
@@ -153,24 +190,30 @@ public sealed class Trainer
             _optimizer.Update(lr);
             float[] maxVio = _balancer.Update(cfg.Balancing == "bias" ? cfg.BiasUpdateSpeed : 0f);
             _step = step;
-            tokensSeen += (long)b * t * accum;
+            _tokensSeen += (long)b * t * accum;
             double tps = (double)b * t * accum / stepClock.Elapsed.TotalSeconds;
             float mainLoss = (float)(mainSum / accum);
-            if (!float.IsFinite(mainLoss)) throw new DeepSeekSharpException($"step {step}: loss is {mainLoss} (diverged); lower learning_rate");
+            // The update may have made weights non-finite while this step's loss (computed before it) was fine.
+            long badWeights = NonFiniteWeights();
+            bool diverged = !float.IsFinite(mainLoss) || badWeights > 0;
             progress?.Report(new TrainProgress(step, stopAt, mainLoss, lr, tps));
 
-            if (step % cfg.LoggingSteps == 0 || step == stopAt)
+            if (diverged || step % cfg.LoggingSteps == 0 || step == stopAt)
                 metrics.Write("train", step, new Dictionary<string, object>
                 {
-                    ["tokens"] = tokensSeen, ["loss"] = mainLoss, ["total_loss"] = (float)(lossSum / accum),
+                    ["tokens"] = _tokensSeen, ["loss"] = mainLoss, ["total_loss"] = (float)(lossSum / accum),
                     ["mtp_loss"] = (float)(mtpSum / accum), ["balance_loss"] = (float)(auxSum / accum), ["lr"] = lr,
                     ["grad_norm"] = gradNorm, ["tokens_per_s"] = Math.Round(tps, 1),
-                    ["max_vio"] = maxVio.Length > 0 ? maxVio.Average() : 0f, ["elapsed_s"] = Math.Round(clock.Elapsed.TotalSeconds, 2),
+                    ["max_vio"] = maxVio.Length > 0 ? maxVio.Average() : 0f, ["elapsed_s"] = Math.Round(Elapsed, 2),
                     ["max_vio_per_layer"] = maxVio,
                 });
+            if (diverged)
+                throw new DeepSeekSharpException($"{cfg.OutputDir}: step {step} diverged ("
+                    + (badWeights > 0 ? $"{badWeights:N0} weights are NaN/Inf after its update" : $"loss is {mainLoss}")
+                    + $"); nothing of it was saved, the last good checkpoint is {lastCheckpoint ?? "none (no save yet)"}; lower learning_rate");
             if (step % cfg.EvalSteps == 0 || step == cfg.MaxSteps)
             {
-                lastVal = Evaluate(data, metrics, step, clock.Elapsed.TotalSeconds);
+                lastVal = Evaluate(data, metrics, step, Elapsed, ct) ?? lastVal;
             }
             if (step % cfg.SaveSteps == 0 || step == stopAt) lastCheckpoint = SaveCheckpoint();
         }
@@ -196,7 +239,21 @@ public sealed class Trainer
         return (Functional.WeightedSum(terms.ToArray(), Enumerable.Repeat(1f, terms.Count).ToArray()), aux);
     }
 
-    private float Evaluate(TrainingData data, MetricsLog metrics, long step, double elapsed)
+    /// <summary>Training time of the whole run, across resumes.</summary>
+    private double Elapsed => _elapsedBefore + _clock.Elapsed.TotalSeconds;
+
+    /// <summary>How many weights (parameters and buffers such as the routing biases) are NaN or infinite.</summary>
+    private long NonFiniteWeights()
+    {
+        long bad = 0;
+        foreach (var t in _model.NamedParameters().Select(p => (Tensor)p.Parameter).Concat(_model.NamedBuffers().Select(b => b.Buffer)))
+            if (!System.Numerics.Tensors.TensorPrimitives.IsFiniteAll<float>(t.Span))
+                foreach (float v in t.Span) bad += float.IsFinite(v) ? 0 : 1;
+        return bad;
+    }
+
+    /// <summary>Validation and a sample; null (nothing recorded) when <paramref name="ct"/> stops it part-way.</summary>
+    private float? Evaluate(TrainingData data, MetricsLog metrics, long step, double elapsed, CancellationToken ct)
     {
         int b = _cfg.MicroBatchSize, t = _cfg.SequenceLen;
         int windows = Math.Min(data.Batches.ValidationWindows, _cfg.EvalBatches * b);
@@ -208,6 +265,7 @@ public sealed class Trainer
         {
             for (int start = 0; start < windows; start += b)
             {
+                if (ct.IsCancellationRequested) return null;
                 int n = Math.Min(b, windows - start);
                 var ids = new int[n * t];
                 for (int i = 0; i < n; i++) data.Batches.ValidationWindow(start + i, ids.AsSpan(i * t, t));
@@ -225,7 +283,8 @@ public sealed class Trainer
         float valLoss = (float)(lossSum / count);
         float bpb = (float)(valLoss / Math.Log(2) / data.ValidationBytesPerToken);
         var layerVio = counts.Select(c => BiasBalancer.MaxVio(c)).ToArray();
-        string sample = Sample();
+        string sample = Sample(ct);
+        if (ct.IsCancellationRequested) return null;
         _log($"step {step}: val_loss {valLoss:F4} ({bpb:F3} bits/byte), val MaxVio {(layerVio.Length > 0 ? layerVio.Average() : 0):F3}");
         _log($"sample: {sample.ReplaceLineEndings("⏎")}");
         metrics.Write("eval", step, new Dictionary<string, object>
@@ -238,7 +297,7 @@ public sealed class Trainer
     }
 
     /// <summary>Temperature-0.8 sampling from <c>sample_prompt</c> with a fixed seed (full recompute per token).</summary>
-    private string Sample()
+    private string Sample(CancellationToken ct)
     {
         if (_cfg.SampleTokens <= 0) return "";
         var rng = new Random(_cfg.Seed);
@@ -247,7 +306,7 @@ public sealed class Trainer
         int start = ids.Count;
         using (GradMode.NoGrad())
         {
-            for (int i = 0; i < _cfg.SampleTokens; i++)
+            for (int i = 0; i < _cfg.SampleTokens && !ct.IsCancellationRequested; i++)
             {
                 var context = ids.Skip(Math.Max(0, ids.Count - _cfg.SequenceLen)).ToArray();
                 var output = _model.Forward(context, SequenceBatch.Training(1, context.Length));
@@ -273,7 +332,9 @@ public sealed class Trainer
 
     private string SaveCheckpoint()
     {
-        string dir = CheckpointStore.Save(_cfg.OutputDir, _step, _model, _configJson, _optimizer, _tokenizerFile, _cfg.SaveTotalLimit);
+        var state = new TrainerState(_step, _optimizer.Step, _tokensSeen, Math.Round(Elapsed, 2));
+        string dir = CheckpointStore.Save(_cfg.OutputDir, state, _model, _configJson, _optimizer, _tokenizerFile, _tokenizerConfigJson, _cfg.SaveTotalLimit);
+        _savedStep = _step;
         _log($"saved {dir}");
         return dir;
     }

@@ -69,7 +69,7 @@ public class ResumeAndCrashTests
         Assert.Equal(Path.Combine(output, "checkpoint-3"), latest);
         var model = ModelCheckpoint.Load(latest!);
         var opt = new AdamW(model.NamedParameters());
-        Assert.Equal(3, CheckpointStore.LoadTrainingState(latest!, opt));
+        Assert.Equal(3, CheckpointStore.LoadTrainingState(latest!, opt).GlobalStep);
 
         var resumed = DssProcess.Run(args.Concat(["--resume", output]).ToArray());
         Assert.True(resumed.ExitCode == 0, resumed.Stderr + resumed.Stdout);

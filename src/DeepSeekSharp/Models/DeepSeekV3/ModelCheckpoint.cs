@@ -65,8 +65,15 @@ public static class ModelCheckpoint
         foreach (var (name, shared) in model.MtpSharedCopies()) yield return (name, shared);
     }
 
-    /// <summary>Writes config.json and the weights (F32 or BF16), sharded above <paramref name="maxShardBytes"/>; atomic per file.</summary>
-    public static void Save(DeepSeekModel model, string dir, DType dtype = DType.F32, long maxShardBytes = 2L << 30, string? configJson = null)
+    /// <summary>
+    /// Writes a new model folder: config.json and the weights (F32 or BF16), sharded above <paramref name="maxShardBytes"/>,
+    /// the folder as a whole atomically; an existing non-empty folder only with <paramref name="overwrite"/> (<see cref="ModelFolder"/>).
+    /// </summary>
+    public static void Save(DeepSeekModel model, string dir, DType dtype = DType.F32, long maxShardBytes = 2L << 30, string? configJson = null, bool overwrite = false) =>
+        ModelFolder.Write(dir, tmp => WriteFiles(model, tmp, dtype, maxShardBytes, configJson), overwrite);
+
+    /// <summary>Writes config.json and the weights into <paramref name="dir"/>, a folder being assembled (atomic per file).</summary>
+    public static void WriteFiles(DeepSeekModel model, string dir, DType dtype = DType.F32, long maxShardBytes = 2L << 30, string? configJson = null)
     {
         var tensors = StateDict(model).Select(e => new NamedTensor(e.Name, e.Tensor.Shape, e.Tensor.Data.AsMemory(0, (int)e.Tensor.Length)));
         HfCheckpointWriter.Save(dir, tensors.ToList(), configJson ?? model.Config.ToJson(), dtype, maxShardBytes);
