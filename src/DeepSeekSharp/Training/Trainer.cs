@@ -11,7 +11,13 @@ namespace DeepSeekSharp.Training;
 /// <summary>Command-line controls of one run (not part of the YAML).</summary>
 /// <param name="StopAtStep">save and stop after this step as if interrupted (the schedule still follows MaxSteps)</param>
 /// <param name="ResumeDir">an output folder whose latest checkpoint to continue from</param>
-public sealed record TrainOptions(int? StopAtStep = null, string? ResumeDir = null);
+public sealed record TrainOptions(int? StopAtStep = null, string? ResumeDir = null)
+{
+    public void Validate()
+    {
+        if (StopAtStep is < 1) throw new DeepSeekSharpException($"--stop-at-step: must be ≥ 1 (got {StopAtStep})");
+    }
+}
 
 /// <summary>Reported after every optimizer step.</summary>
 public sealed record TrainProgress(long Step, long TotalSteps, float Loss, float LearningRate, double TokensPerSecond);
@@ -49,6 +55,10 @@ public sealed class Trainer
         (_model, _configJson) = resumeFrom is not null ? LoadForResume(resumeFrom) : BuildModel();
         if (_model.Config.VocabSize < _tokenizer.VocabSize)
             throw new DeepSeekSharpException($"the model's vocab_size {_model.Config.VocabSize} is smaller than the tokenizer's {_tokenizer.VocabSize}");
+        // Gradients and AdamW's two moments come on top of the weights: refuse now rather than at the first step.
+        int momentBytes = cfg.MomentPrecision == MomentPrecision.Bf16 ? 2 : 4;
+        ModelFootprint.EnsureFits(_model.Config, ModelFootprint.Bytes(ModelFootprint.Of(_model.Config).Elements, 2 * sizeof(float) + 2 * momentBytes),
+            "training it (weights, gradients and AdamW moments)");
         _optimizer = new AdamW(_model.NamedParameters())
         {
             Beta1 = cfg.AdamBeta1, Beta2 = cfg.AdamBeta2, Eps = cfg.AdamEpsilon, WeightDecay = cfg.WeightDecay,
@@ -67,6 +77,7 @@ public sealed class Trainer
 
     public static TrainResult Run(TrainConfig cfg, TrainOptions opts, IProgress<TrainProgress>? progress, Action<string> log, CancellationToken ct)
     {
+        opts.Validate();
         var trainer = new Trainer(cfg, opts, log);
         return trainer.Loop(progress, ct);
     }

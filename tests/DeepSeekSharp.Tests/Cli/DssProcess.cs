@@ -9,7 +9,9 @@ internal static class DssProcess
 
     public static Result Run(params string[] args) => Run(new Dictionary<string, string>(), args);
 
-    public static Result Run(IReadOnlyDictionary<string, string> environment, params string[] args)
+    public static Result Run(IReadOnlyDictionary<string, string> environment, params string[] args) => Run(environment, TimeSpan.FromMinutes(3), args);
+
+    public static Result Run(IReadOnlyDictionary<string, string> environment, TimeSpan timeout, params string[] args)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "dss.dll"));
@@ -19,7 +21,7 @@ internal static class DssProcess
         using var p = Process.Start(psi)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(TimeSpan.FromMinutes(3)))
+        if (!p.WaitForExit(timeout))
         {
             p.Kill(entireProcessTree: true);
             throw new TimeoutException("dss " + string.Join(' ', args) + " did not finish");
