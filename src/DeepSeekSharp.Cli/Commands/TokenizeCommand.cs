@@ -80,8 +80,7 @@ internal static class TokenizeCommand
         bench.SetAction(r => CliCommon.Run(() =>
         {
             var path = r.GetValue(file)!;
-            if (!File.Exists(path)) throw new DeepSeekSharpException($"{path}: file not found");
-            string content = File.ReadAllText(path);
+            string content = DeepSeekSharp.IO.InputFile.ReadAllText(path);
             double mb = System.Text.Encoding.UTF8.GetByteCount(content) / 1e6;
             var times = new List<double>();
             int tokens = 0;

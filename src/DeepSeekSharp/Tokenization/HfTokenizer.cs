@@ -36,7 +36,7 @@ public sealed class HfTokenizer : ITextTokenizer
         if (!File.Exists(path)) throw new DeepSeekSharpException($"{path}: tokenizer file not found");
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllText(path), new JsonDocumentOptions { MaxDepth = 64 });
+            using var doc = JsonDocument.Parse(IO.InputFile.ReadAllText(path, "tokenizer file"), new JsonDocumentOptions { MaxDepth = 64 });
             var t = FromJson(doc.RootElement, path);
             t.ReadSpecialIds(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, "tokenizer_config.json"));
             return t;
@@ -127,7 +127,7 @@ public sealed class HfTokenizer : ITextTokenizer
         {
             try
             {
-                using var doc = JsonDocument.Parse(File.ReadAllText(configPath));
+                using var doc = JsonDocument.Parse(IO.InputFile.ReadAllText(configPath));
                 bos = TokenContent(doc.RootElement, "bos_token");
                 eos = TokenContent(doc.RootElement, "eos_token");
             }

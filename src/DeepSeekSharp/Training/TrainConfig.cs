@@ -88,9 +88,9 @@ public sealed class TrainConfig
         var cfg = new TrainConfig();
         if (path is not null)
         {
-            if (!File.Exists(path)) throw new DeepSeekSharpException($"{path}: config file not found");
+            string text = IO.InputFile.ReadAllText(path, "config file");
             var yaml = new YamlStream();
-            try { yaml.Load(new StringReader(File.ReadAllText(path))); }
+            try { yaml.Load(new StringReader(text)); }
             catch (YamlDotNet.Core.YamlException e) { throw new DeepSeekSharpException($"{path}: invalid YAML at line {e.Start.Line}: {e.Message}"); }
             if (yaml.Documents.Count > 0 && yaml.Documents[0].RootNode is YamlMappingNode root)
                 foreach (var (k, v) in root.Children) cfg.Apply(((YamlScalarNode)k).Value ?? "", v, path);

@@ -96,7 +96,7 @@ public sealed class Trainer
             return (ModelCheckpoint.Load(_cfg.BaseModel), File.ReadAllText(Path.Combine(_cfg.BaseModel, "config.json")));
         }
         string json;
-        if (_cfg.ModelConfig is not null) json = File.ReadAllText(ModelCheckpoint.ConfigPath(_cfg.ModelConfig));
+        if (_cfg.ModelConfig is not null) json = IO.InputFile.ReadAllText(ModelCheckpoint.ConfigPath(_cfg.ModelConfig), "config file");
         else
         {
             string preset = _cfg.ModelPreset ?? "tiny-v3";

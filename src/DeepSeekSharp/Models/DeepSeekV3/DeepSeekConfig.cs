@@ -67,11 +67,7 @@ public sealed record DeepSeekConfig
 
     public static DeepSeekConfig Load(string path)
     {
-        if (!File.Exists(path)) throw new DeepSeekSharpException($"{path}: config file not found");
-        string text;
-        try { text = File.ReadAllText(path); }
-        catch (IOException e) { throw new DeepSeekSharpException($"{path}: cannot read config ({e.Message})"); }
-        return Parse(text, path);
+        return Parse(IO.InputFile.ReadAllText(path, "config file"), path);
     }
 
     public static DeepSeekConfig Parse(string json, string sourceName = "config.json")

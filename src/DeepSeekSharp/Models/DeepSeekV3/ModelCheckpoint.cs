@@ -43,7 +43,8 @@ public static class ModelCheckpoint
         return model;
     }
 
-    private static (int Rows, int Cols) BlockSize(DeepSeekConfig c) =>
+    /// <summary>The FP8 block size of the config's quantization_config (128×128 when it names none).</summary>
+    public static (int Rows, int Cols) BlockSize(DeepSeekConfig c) =>
         c.QuantizationConfig?.WeightBlockSize is [int r, int k] ? (r, k) : (128, 128);
 
     private static bool LoadTensor(HfCheckpointReader reader, string dir, string name, Tensor t, bool required)
