@@ -78,6 +78,7 @@ public sealed class ModelFolderTests : IDisposable
             (Path.Combine(weightsFifo, "model.safetensors"), ["forward", "--model", weightsFifo, "--tokens", "1,2", "--out", Path.Combine(_dir, "o.safetensors")]),
             (fifo, ["tokenize", "--tokenizer", fifo, "--text", "hi"]),
             (yaml, ["train", "--config", yaml]),
+            (fifo, ["tokenize", "--tokenizer", Path.Combine(TestPaths.Fixture("tokenizer"), "trained-800.json"), "--jsonl", fifo]),
         };
         foreach (var (file, args) in cases)
         {
