@@ -235,7 +235,7 @@ public sealed class Trainer
         var layerVio = counts.Select(c => BiasBalancer.MaxVio(c)).ToArray();
         string sample = Sample();
         _log($"step {step}: val_loss {valLoss:F4} ({bpb:F3} bits/byte), val MaxVio {(layerVio.Length > 0 ? layerVio.Average() : 0):F3}");
-        _log($"sample: {sample.ReplaceLineEndings("⏎")}");
+        _log($"sample: {PrintableText.Escape(sample).ReplaceLineEndings("⏎")}");
         metrics.Write("eval", step, new Dictionary<string, object>
         {
             ["val_loss"] = valLoss, ["val_bpb"] = bpb, ["val_max_vio"] = layerVio.Length > 0 ? layerVio.Average() : 0f,
