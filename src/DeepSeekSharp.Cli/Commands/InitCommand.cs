@@ -29,8 +29,7 @@ internal static class InitCommand
             else if (configPath is not null)
             {
                 string file = ModelCheckpoint.ConfigPath(configPath);
-                if (!File.Exists(file)) throw new DeepSeekSharpException($"{file}: config file not found");
-                json = File.ReadAllText(file);
+                json = DeepSeekSharp.IO.InputFile.ReadAllText(file, "config file");
             }
             else throw new DeepSeekSharpException("give --config FILE or --preset NAME");
             var cfg = DeepSeekConfig.Parse(json, configPath ?? presetName!);

@@ -14,11 +14,15 @@ internal static class InspectCommand
         var cmd = new Command("inspect", "Summarise a model's architecture and count its parameters (total and activated per token)") { model, json };
         cmd.SetAction(r => CliCommon.Run(() =>
         {
-            var m = ModelCheckpoint.LoadMeta(r.GetValue(model)!);
-            var summary = ModelSummary.Of(m);
-            Console.WriteLine(r.GetValue(json) ? JsonSerializer.Serialize(summary) : summary.ToText());
+            // From the config alone: no model is built, so any size is answered at once.
+            var config = DeepSeekConfig.Load(ModelCheckpoint.ConfigPath(r.GetValue(model)!));
+            var summary = ModelSummary.Of(config);
+            Console.WriteLine(r.GetValue(json) ? JsonSerializer.Serialize(summary, SnakeCase) : summary.ToText());
             return 0;
         }));
         return cmd;
     }
+
+    // snake_case keys, like every other JSON dss writes.
+    private static readonly JsonSerializerOptions SnakeCase = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
 }

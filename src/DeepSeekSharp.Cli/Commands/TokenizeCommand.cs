@@ -21,28 +21,15 @@ internal static class TokenizeCommand
             var tok = Load(r.GetValue(tokenizer)!);
             string? input = r.GetValue(jsonl), single = r.GetValue(text);
             if ((input is null) == (single is null)) throw new DeepSeekSharpException("give exactly one of --jsonl FILE or --text TEXT");
-            using var stdout = new StreamWriter(Console.OpenStandardOutput()) { AutoFlush = false };
-            if (single is not null) stdout.WriteLine(JsonSerializer.Serialize(new { ids = tok.Encode(single) }));
+            using var stdout = Console.OpenStandardOutput();
+            if (single is not null) WriteIds(stdout, tok, single);
             else
             {
-                if (!File.Exists(input)) throw new DeepSeekSharpException($"{input}: file not found");
-                int n = 0;
-                foreach (var line in File.ReadLines(input!))
-                {
-                    n++;
-                    if (string.IsNullOrWhiteSpace(line)) continue;
-                    string value;
-                    try
-                    {
-                        using var doc = JsonDocument.Parse(line);
-                        value = doc.RootElement.TryGetProperty("text", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString()!
-                            : throw new DeepSeekSharpException($"{input}:{n}: missing string field 'text'");
-                    }
-                    catch (JsonException e) { throw new DeepSeekSharpException($"{input}:{n}: invalid JSON ({e.Message.Split('\n')[0]})"); }
-                    stdout.WriteLine(JsonSerializer.Serialize(new { ids = tok.Encode(value) }));
-                }
+                var texts = Utf8Text.JsonLines(input!, (root, n) =>
+                    root.TryGetProperty("text", out var t) && t.ValueKind == JsonValueKind.String ? Utf8Text.GetString(t, input!, n, "text")
+                        : throw new DeepSeekSharpException($"{input}:{n}: missing string field 'text'"), what: "JSON-lines file");
+                foreach (var value in texts) WriteIds(stdout, tok, value);
             }
-            stdout.Flush();
             return 0;
         }));
         return cmd;
@@ -80,8 +67,7 @@ internal static class TokenizeCommand
         bench.SetAction(r => CliCommon.Run(() =>
         {
             var path = r.GetValue(file)!;
-            if (!File.Exists(path)) throw new DeepSeekSharpException($"{path}: file not found");
-            string content = File.ReadAllText(path);
+            string content = DeepSeekSharp.IO.InputFile.ReadAllText(path);
             double mb = System.Text.Encoding.UTF8.GetByteCount(content) / 1e6;
             var times = new List<double>();
             int tokens = 0;
@@ -99,6 +85,25 @@ internal static class TokenizeCommand
         }));
         group.Subcommands.Add(bench);
         return group;
+    }
+
+    /// <summary>Writes <c>{"ids":[...]}</c> and a newline as the ids are made, so a long text's line is never built whole.</summary>
+    private static void WriteIds(Stream output, HfTokenizer tokenizer, string text)
+    {
+        using (var writer = new Utf8JsonWriter(output))
+        {
+            writer.WriteStartObject();
+            writer.WriteStartArray("ids");
+            foreach (var chunk in tokenizer.EncodeChunks(text))
+            {
+                foreach (int id in chunk) writer.WriteNumberValue(id);
+                writer.Flush();
+            }
+            writer.WriteEndArray();
+            writer.WriteEndObject();
+        }
+        output.WriteByte((byte)'\n');
+        output.Flush();
     }
 
     private static HfTokenizer Load(string path) =>

@@ -7,7 +7,8 @@ namespace DeepSeekSharp.Data;
 /// Streams documents from the dataset formats of formats.md: plain text files and folders of them, JSON lines
 /// with <c>text</c>, GSM8K (<c>question</c>/<c>answer</c>), Alpaca (<c>instruction</c>/<c>input</c>/<c>output</c>) and chat
 /// (<c>messages: [{role, content}]</c>, rendered in DeepSeek-V3's chat format). Files are read line by line, so
-/// their size is not bounded by memory.
+/// their size is not bounded by memory, and strictly (<see cref="Utf8Text"/>): invalid UTF-8 or an unpaired surrogate
+/// is an error naming the file and line.
 /// </summary>
 public static class DocumentReader
 {
@@ -19,21 +20,12 @@ public static class DocumentReader
     public static string DetectFormat(string path)
     {
         if (Directory.Exists(path) || !path.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase)) return "text";
-        using var reader = new StreamReader(path);
-        string? line;
-        while ((line = reader.ReadLine()) is not null && string.IsNullOrWhiteSpace(line)) { }
-        if (line is null) return "jsonl";
-        try
-        {
-            using var doc = JsonDocument.Parse(line);
-            var root = doc.RootElement;
-            if (root.ValueKind != JsonValueKind.Object) return "jsonl";
-            if (root.TryGetProperty("messages", out _)) return "chat";
-            if (root.TryGetProperty("question", out _) && root.TryGetProperty("answer", out _)) return "gsm8k";
-            if (root.TryGetProperty("instruction", out _)) return "alpaca";
-        }
-        catch (JsonException) { }
-        return "jsonl";
+        if (!File.Exists(path)) throw new DeepSeekSharpException($"{path}: dataset file not found");
+        return Utf8Text.JsonLines(path, (root, line) =>
+            root.TryGetProperty("messages", out _) ? "chat"
+            : root.TryGetProperty("question", out _) && root.TryGetProperty("answer", out _) ? "gsm8k"
+            : root.TryGetProperty("instruction", out _) ? "alpaca"
+            : "jsonl").FirstOrDefault() ?? "jsonl";
     }
 
     public static IEnumerable<Document> Read(string path, string? format = null)
@@ -56,12 +48,12 @@ public static class DocumentReader
     {
         if (File.Exists(path))
         {
-            yield return new Document("", File.ReadAllText(path));
+            yield return new Document("", Utf8Text.ReadAll(path));
             yield break;
         }
         if (!Directory.Exists(path)) throw new DeepSeekSharpException($"{path}: dataset file or folder not found");
         foreach (var file in TextFiles(path).Order(StringComparer.Ordinal))
-            yield return new Document("", File.ReadAllText(file));
+            yield return new Document("", Utf8Text.ReadAll(file));
     }
 
     /// <summary>The files a dataset path is read from: the file itself, or a text folder's files in reading order.</summary>
@@ -84,38 +76,16 @@ public static class DocumentReader
         }
     }
 
-    private static IEnumerable<Document> ReadJsonLines(string path, Func<JsonElement, int, Document> convert)
-    {
-        using var reader = new StreamReader(path, Encoding.UTF8);
-        string? line;
-        int number = 0;
-        while ((line = reader.ReadLine()) is not null)
-        {
-            number++;
-            if (string.IsNullOrWhiteSpace(line)) continue;
-            Document d;
-            try
-            {
-                using var doc = JsonDocument.Parse(line);
-                if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new DeepSeekSharpException($"{path}:{number}: expected a JSON object");
-                d = convert(doc.RootElement, number);
-            }
-            catch (JsonException e)
-            {
-                throw new DeepSeekSharpException($"{path}:{number}: invalid JSON ({e.Message.Split('\n')[0]})");
-            }
-            yield return d;
-        }
-    }
+    private static IEnumerable<Document> ReadJsonLines(string path, Func<JsonElement, int, Document> convert) => Utf8Text.JsonLines(path, convert);
 
     private static string RequireString(JsonElement root, string key, string path, int line) =>
-        root.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString()!
+        root.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.String ? Utf8Text.GetString(v, path, line, key)
             : throw new DeepSeekSharpException($"{path}:{line}: missing string field '{key}'");
 
     private static Document Alpaca(JsonElement root, string path, int line)
     {
         string instruction = RequireString(root, "instruction", path, line);
-        string input = root.TryGetProperty("input", out var i) && i.ValueKind == JsonValueKind.String ? i.GetString()! : "";
+        string input = root.TryGetProperty("input", out var i) && i.ValueKind == JsonValueKind.String ? Utf8Text.GetString(i, path, line, "input") : "";
         string prompt = input.Length > 0 ? $"{instruction}\n\n{input}" : instruction;
         return new Document(Inference.ChatTemplate.Render([("user", prompt)], addGenerationPrompt: true), RequireString(root, "output", path, line) + Eos);
     }

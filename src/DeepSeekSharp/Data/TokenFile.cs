@@ -17,7 +17,7 @@ public sealed unsafe class TokenFile : IDisposable
     {
         Path = path;
         BytesPerToken = bytesPerToken;
-        long length = new FileInfo(path).Length;
+        long length = IO.InputFile.RequireRegular(path, "token file");
         if (length % bytesPerToken != 0)
             throw new DeepSeekSharpException($"{path}: size {length} is not a multiple of {bytesPerToken} (uint{bytesPerToken * 8} tokens)");
         Count = length / bytesPerToken;

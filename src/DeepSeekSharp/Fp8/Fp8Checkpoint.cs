@@ -40,7 +40,7 @@ public static class Fp8Checkpoint
     public static void Quantize(string sourceDir, string outputDir, DType highPrecision = DType.F32, bool overwrite = false)
     {
         string configPath = Path.Combine(sourceDir, "config.json");
-        var config = JsonNode.Parse(File.Exists(configPath) ? File.ReadAllText(configPath) : throw new DeepSeekSharpException($"{configPath}: not found"))!.AsObject();
+        var config = JsonNode.Parse(IO.InputFile.ReadAllText(configPath, "config file"))!.AsObject();
         if (config["quantization_config"] is not null)
             throw new DeepSeekSharpException($"{sourceDir}: the checkpoint is already quantised (config.json has quantization_config); dequantize it first");
         var model = ModelCheckpoint.Load(sourceDir);

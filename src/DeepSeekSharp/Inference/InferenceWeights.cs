@@ -52,12 +52,18 @@ public static class InferenceWeights
         // Weights stored as FP8 blocks are read as codes below, so the fp32 load skips them.
         var fp8Names = config.QuantizationConfig is null ? [] : Fp8.Fp8Checkpoint.QuantizedWeightNames(new DeepSeekModel(config, materialize: false));
         var model = ModelCheckpoint.Load(dir, skip: n => fp8Names.Contains(n) && !n.EndsWith(".kv_b_proj.weight", StringComparison.Ordinal));
-        using var reader = HfCheckpointReader.Open(dir, (128, 128));
+        using var reader = HfCheckpointReader.Open(dir, ModelCheckpoint.BlockSize(config));
         foreach (var (path, linear) in Fp8.Fp8Checkpoint.Fp8Linears(model))
         {
             if (path.EndsWith(".kv_b_proj", StringComparison.Ordinal)) continue; // loaded as fp32 for absorbed attention
             string name = path + ".weight";
-            if (linear.Weight.IsMeta && reader.IsFp8Block(name))
+            if (linear.Weight.IsMeta)
+            {
+                var shape = reader.GetShape(name);
+                if (!shape.AsSpan().SequenceEqual(linear.Weight.Shape))
+                    throw new DeepSeekSharpException($"{dir}: weight '{name}' has shape {ShapeUtil.Format(shape)}, the config implies {ShapeUtil.Format(linear.Weight.Shape)}");
+            }
+            if (linear.Weight.IsMeta && reader.IsFp8Block(name) && reader.BlockSize == (128, 128))
             {
                 var entry = reader.GetEntry(name);
                 var codes = reader.ReadRawBytes(name);
@@ -67,7 +73,13 @@ public static class InferenceWeights
             }
             else
             {
+                // Stored otherwise (high precision, E5M2, other blocks): widened on read, then quantised to 128x128 blocks.
                 var w = linear.Weight;
+                if (w.IsMeta)
+                {
+                    w.Materialize();
+                    reader.ReadFloat32(name, w.Span);
+                }
                 linear.InferenceWeight = CompressedWeight.Compress(w.Span, w.Shape[0], w.Shape[1], WeightStorage.Fp8Block);
                 w.Release();
             }

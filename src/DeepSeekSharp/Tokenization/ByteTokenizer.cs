@@ -16,12 +16,29 @@ public sealed class ByteTokenizer : ITextTokenizer
 
     public int? BosId => Bos;
 
-    public int[] Encode(string text)
+    public int[] Encode(string text) => Encode(text.AsSpan());
+
+    private static int[] Encode(ReadOnlySpan<char> text)
     {
-        byte[] bytes = Encoding.UTF8.GetBytes(text);
+        var bytes = new byte[Encoding.UTF8.GetByteCount(text)];
+        Encoding.UTF8.GetBytes(text, bytes);
         var ids = new int[bytes.Length];
         for (int i = 0; i < bytes.Length; i++) ids[i] = bytes[i];
         return ids;
+    }
+
+    /// <summary>A megabyte of characters at a time (never between a surrogate pair), so a long document's ids are not
+    /// all held at once.</summary>
+    public IEnumerable<int[]> EncodeChunks(string text)
+    {
+        const int Window = 1 << 20;
+        for (int pos = 0; pos < text.Length;)
+        {
+            int cut = Math.Min(text.Length, pos + Window);
+            if (cut < text.Length && char.IsHighSurrogate(text[cut - 1])) cut--;
+            yield return Encode(text.AsSpan(pos, cut - pos));
+            pos = cut;
+        }
     }
 
     /// <summary>

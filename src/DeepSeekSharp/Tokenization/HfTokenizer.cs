@@ -7,9 +7,29 @@ namespace DeepSeekSharp.Tokenization;
 /// A Hugging Face <c>tokenizer.json</c> of the byte-level BPE kind (DeepSeek-V3's, GPT-2-style ones, and the ones
 /// the trainer of this folder writes): added tokens cut out first (leftmost-longest), then the pre-tokenizer
 /// (a sequence of regex splits and ByteLevel), then BPE; decoding maps byte-level characters back to UTF-8.
+/// The file is validated once, on load: ids are integers in range and unique, merges name known tokens, added tokens
+/// agree with the vocabulary, and split regexes parse (and run with a match timeout). Any problem is one line naming it.
 /// </summary>
 public sealed class HfTokenizer : ITextTokenizer
 {
+    /// <summary>The largest token id a file may use: ids index arrays, and the largest published vocabularies have about
+    /// 256K tokens, so this leaves room while an id of 2^31 can no longer ask for a 16 GB table.</summary>
+    public const int MaxTokenId = (1 << 24) - 1;
+
+    /// <summary>
+    /// Characters pre-tokenised at a time. A longer text is encoded window by window, each cut at a pre-tokenizer
+    /// boundary, and its ids come out as they are made (<see cref="EncodeChunks"/>), so the memory of encoding one
+    /// document follows this window instead of the document's length.
+    /// </summary>
+    public const int WindowChars = 1 << 20;
+
+    // Pieces ending this close to a window's cut are left for the next window: a split regex's match may look at the
+    // characters just after it (\s+(?!\S) looks one ahead; a run of letters ends where the next character is not one).
+    private const int WindowMargin = 256;
+
+    // Ids handed out per chunk at most (about).
+    private const int ChunkIds = 1 << 16;
+
     /// <summary>GPT-2's split, used by a ByteLevel pre-tokenizer with <c>use_regex: true</c>.</summary>
     public const string Gpt2Pattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
@@ -31,12 +51,15 @@ public sealed class HfTokenizer : ITextTokenizer
 
     public BpeModel Model => _bpe;
 
+    /// <summary>The window length (tests shrink it to cut short texts into many windows).</summary>
+    internal int Window { get; set; } = WindowChars;
+
     public static HfTokenizer Load(string path)
     {
         if (!File.Exists(path)) throw new DeepSeekSharpException($"{path}: tokenizer file not found");
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllText(path), new JsonDocumentOptions { MaxDepth = 64 });
+            using var doc = JsonDocument.Parse(IO.InputFile.ReadAllText(path, "tokenizer file"), new JsonDocumentOptions { MaxDepth = 64 });
             var t = FromJson(doc.RootElement, path);
             t.ReadSpecialIds(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, "tokenizer_config.json"));
             return t;
@@ -52,18 +75,26 @@ public sealed class HfTokenizer : ITextTokenizer
         string type = model.TryGetProperty("type", out var ty) ? ty.GetString() ?? "" : "BPE";
         if (type != "BPE") throw new DeepSeekSharpException($"{path}: model type '{type}' is not supported (byte-level BPE only)");
         var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (var p in model.GetProperty("vocab").EnumerateObject()) vocab[p.Name] = p.Value.GetInt32();
+        var tokenOfId = new Dictionary<int, string>();
+        foreach (var p in model.GetProperty("vocab").EnumerateObject())
+        {
+            int id = TokenId(p.Value, path, $"vocab entry '{p.Name}'");
+            if (!vocab.TryAdd(p.Name, id)) throw new DeepSeekSharpException($"{path}: the vocab lists '{p.Name}' twice");
+            if (!tokenOfId.TryAdd(id, p.Name)) throw new DeepSeekSharpException($"{path}: vocab entries '{tokenOfId[id]}' and '{p.Name}' share id {id}");
+        }
         var merges = new List<(string, string)>();
         foreach (var m in model.GetProperty("merges").EnumerateArray())
         {
             if (m.ValueKind == JsonValueKind.String)
             {
                 string s = m.GetString()!;
-                int sp = s.IndexOf(' ', 1);
+                int sp = s.Length > 1 ? s.IndexOf(' ', 1) : -1;
                 if (sp <= 0) throw new DeepSeekSharpException($"{path}: merge '{s}' is not 'left right'");
                 merges.Add((s[..sp], s[(sp + 1)..]));
             }
-            else merges.Add((m[0].GetString()!, m[1].GetString()!));
+            else if (m.ValueKind == JsonValueKind.Array && m.GetArrayLength() == 2 && m[0].ValueKind == JsonValueKind.String && m[1].ValueKind == JsonValueKind.String)
+                merges.Add((m[0].GetString()!, m[1].GetString()!));
+            else throw new DeepSeekSharpException($"{path}: merge {m.GetRawText()} is neither 'left right' nor [left, right]");
         }
         var t = new HfTokenizer(new BpeModel(vocab, merges, path)) { SourcePath = path };
         if (root.TryGetProperty("normalizer", out var norm) && norm.ValueKind == JsonValueKind.Object)
@@ -77,10 +108,16 @@ public sealed class HfTokenizer : ITextTokenizer
         if (root.TryGetProperty("added_tokens", out var added))
             foreach (var a in added.EnumerateArray())
             {
-                string content = a.GetProperty("content").GetString()!;
-                int id = a.GetProperty("id").GetInt32();
+                string content = a.GetProperty("content").GetString() ?? "";
+                if (content.Length == 0) throw new DeepSeekSharpException($"{path}: an added token has no content");
+                int id = TokenId(a.GetProperty("id"), path, $"added token '{content}'");
                 bool special = a.TryGetProperty("special", out var sp) && sp.GetBoolean();
-                t._added[content] = id;
+                if (vocab.TryGetValue(content, out int vocabId) && vocabId != id)
+                    throw new DeepSeekSharpException($"{path}: added token '{content}' has id {id}, the vocab gives it {vocabId}");
+                if (tokenOfId.TryGetValue(id, out var owner) && owner != content)
+                    throw new DeepSeekSharpException($"{path}: added token '{content}' has id {id}, which is '{owner}''s");
+                if (!t._added.TryAdd(content, id)) throw new DeepSeekSharpException($"{path}: added token '{content}' is listed twice");
+                tokenOfId[id] = content;
                 t._addedById[id] = (content, special);
                 if (content.Length > 0)
                 {
@@ -93,6 +130,10 @@ public sealed class HfTokenizer : ITextTokenizer
         t.VocabSize = maxId + 1;
         return t;
     }
+
+    private static int TokenId(JsonElement value, string path, string what) =>
+        value.ValueKind == JsonValueKind.Number && value.TryGetInt32(out int id) && id is >= 0 and <= MaxTokenId ? id
+            : throw new DeepSeekSharpException($"{path}: {what} has id {value.GetRawText()}, not an integer in [0, {MaxTokenId}]");
 
     private void AddPreTokenizer(JsonElement pre, string path)
     {
@@ -108,12 +149,12 @@ public sealed class HfTokenizer : ITextTokenizer
                 if (behavior != "Isolated" || invert) throw new DeepSeekSharpException($"{path}: Split behavior '{behavior}' (invert {invert}) is not supported");
                 var pattern = pre.GetProperty("pattern");
                 string regex = pattern.TryGetProperty("Regex", out var r) ? r.GetString()! : System.Text.RegularExpressions.Regex.Escape(pattern.GetProperty("String").GetString()!);
-                _splits.Add(new RunePreservingRegex(regex));
+                _splits.Add(new RunePreservingRegex(regex, path));
                 break;
             case "ByteLevel":
                 if (pre.TryGetProperty("add_prefix_space", out var aps) && aps.GetBoolean())
                     throw new DeepSeekSharpException($"{path}: ByteLevel add_prefix_space = true is not supported");
-                if (!pre.TryGetProperty("use_regex", out var ur) || ur.GetBoolean()) _splits.Add(new RunePreservingRegex(Gpt2Pattern));
+                if (!pre.TryGetProperty("use_regex", out var ur) || ur.GetBoolean()) _splits.Add(new RunePreservingRegex(Gpt2Pattern, path));
                 break;
             default:
                 throw new DeepSeekSharpException($"{path}: pre-tokenizer '{type}' is not supported");
@@ -127,7 +168,7 @@ public sealed class HfTokenizer : ITextTokenizer
         {
             try
             {
-                using var doc = JsonDocument.Parse(File.ReadAllText(configPath));
+                using var doc = JsonDocument.Parse(IO.InputFile.ReadAllText(configPath));
                 bos = TokenContent(doc.RootElement, "bos_token");
                 eos = TokenContent(doc.RootElement, "eos_token");
             }
@@ -158,18 +199,41 @@ public sealed class HfTokenizer : ITextTokenizer
     public int[] Encode(string text)
     {
         var ids = new List<int>(text.Length / 3 + 4);
-        int start = 0;
-        for (int i = 0; i < text.Length;)
-        {
-            string? match = _addedByFirstChar.Count == 0 ? null : MatchAdded(text, i);
-            if (match is null) { i++; continue; }
-            if (i > start) EncodeOrdinary(text.Substring(start, i - start), ids);
-            ids.Add(_added[match]);
-            i += match.Length;
-            start = i;
-        }
-        if (start < text.Length) EncodeOrdinary(start == 0 ? text : text[start..], ids);
+        foreach (var chunk in EncodeChunks(text)) ids.AddRange(chunk);
         return ids.ToArray();
+    }
+
+    /// <summary>
+    /// The ids of <see cref="Encode"/> in consecutive chunks, made as the text is walked: ordinary text between added
+    /// tokens is pre-tokenised <see cref="Window"/> characters at a time, so a long document's memory is its own
+    /// length plus one window, not a multiple of its length.
+    /// </summary>
+    public IEnumerable<int[]> EncodeChunks(string text)
+    {
+        var ids = new List<int>(Math.Min(text.Length / 3 + 4, ChunkIds + 1024));
+        int start = 0;
+        while (true)
+        {
+            int at = start;
+            string? match = null;
+            if (_addedByFirstChar.Count > 0)
+                for (; at < text.Length; at++)
+                    if ((match = MatchAdded(text, at)) is not null) break;
+            at = match is null ? text.Length : at;
+            for (int pos = start; pos < at;)
+            {
+                pos = EncodeWindow(text, pos, at, ids);
+                if (ids.Count >= ChunkIds)
+                {
+                    yield return ids.ToArray();
+                    ids.Clear();
+                }
+            }
+            if (match is null) break;
+            ids.Add(_added[match]);
+            start = at + match.Length;
+        }
+        if (ids.Count > 0) yield return ids.ToArray();
     }
 
     private string? MatchAdded(string text, int i)
@@ -180,7 +244,46 @@ public sealed class HfTokenizer : ITextTokenizer
         return null;
     }
 
-    private void EncodeOrdinary(string segment, List<int> ids)
+    /// <summary>
+    /// Encodes ordinary text from <paramref name="pos"/> up to at most one window before <paramref name="end"/> and
+    /// returns where it stopped. Unless the window reaches <paramref name="end"/>, it stops at the start of the first
+    /// piece that ends within the margin of the cut (that piece might continue past it), so every piece it encodes is
+    /// the piece the whole text would give.
+    /// </summary>
+    private int EncodeWindow(string text, int pos, int end, List<int> ids)
+    {
+        int cut = end - pos <= Window ? end : pos + Window;
+        if (cut < end && char.IsHighSurrogate(text[cut - 1]) && cut - 1 > pos) cut--; // never between a surrogate pair
+        string window = text.Substring(pos, cut - pos);
+        var pieces = PreTokenize(window);
+        int take = pieces.Count;
+        if (cut < end)
+        {
+            int limit = window.Length - Math.Min(WindowMargin, Window / 4);
+            take = 0;
+            while (take < pieces.Count && pieces[take].Start + pieces[take].Length <= limit) take++;
+            // One piece nearly as long as the window (a run of letters a megabyte long): cut it at the window.
+            if (take == 0) take = Math.Max(1, pieces.Count - 1);
+        }
+        var sb = new StringBuilder();
+        Span<byte> buffer = stackalloc byte[256];
+        for (int k = 0; k < take; k++)
+        {
+            var (ps, pl) = pieces[k];
+            sb.Clear();
+            var span = window.AsSpan(ps, pl);
+            int byteCount = Encoding.UTF8.GetByteCount(span);
+            Span<byte> bytes = byteCount <= buffer.Length ? buffer[..byteCount] : new byte[byteCount];
+            Encoding.UTF8.GetBytes(span, bytes);
+            foreach (byte b in bytes) sb.Append(ByteLevel.ByteToChar[b]);
+            _bpe.Encode(sb.ToString(), ids);
+        }
+        return take == pieces.Count ? cut : pos + pieces[take].Start;
+    }
+
+    /// <summary>The pre-tokenizer's pieces of <paramref name="segment"/> as (start, length): every split regex in turn,
+    /// the gaps between matches kept as pieces (HF's Split with behavior Isolated).</summary>
+    private List<(int Start, int Length)> PreTokenize(string segment)
     {
         var pieces = new List<(int Start, int Length)> { (0, segment.Length) };
         foreach (var split in _splits)
@@ -188,7 +291,7 @@ public sealed class HfTokenizer : ITextTokenizer
             var next = new List<(int, int)>(pieces.Count * 2);
             foreach (var (ps, pl) in pieces)
             {
-                string piece = segment.Substring(ps, pl);
+                string piece = pieces.Count == 1 ? segment : segment.Substring(ps, pl);
                 int last = 0;
                 split.Matches(piece, (ms, ml) =>
                 {
@@ -200,18 +303,7 @@ public sealed class HfTokenizer : ITextTokenizer
             }
             pieces = next;
         }
-        var sb = new StringBuilder();
-        Span<byte> buffer = stackalloc byte[256];
-        foreach (var (ps, pl) in pieces)
-        {
-            sb.Clear();
-            var span = segment.AsSpan(ps, pl);
-            int byteCount = Encoding.UTF8.GetByteCount(span);
-            Span<byte> bytes = byteCount <= buffer.Length ? buffer[..byteCount] : new byte[byteCount];
-            Encoding.UTF8.GetBytes(span, bytes);
-            foreach (byte b in bytes) sb.Append(ByteLevel.ByteToChar[b]);
-            _bpe.Encode(sb.ToString(), ids);
-        }
+        return pieces;
     }
 
     public string Decode(ReadOnlySpan<int> ids) => Decode(ids, skipSpecialTokens: false);

@@ -14,5 +14,9 @@ public interface ITextTokenizer
     /// <summary>Token ids of <paramref name="text"/> (no special tokens added).</summary>
     int[] Encode(string text);
 
+    /// <summary>The ids of <see cref="Encode"/> in consecutive chunks, for texts too long to hold all their ids at once
+    /// (a tokenizer that can make them as it goes does).</summary>
+    IEnumerable<int[]> EncodeChunks(string text) => [Encode(text)];
+
     string Decode(ReadOnlySpan<int> ids);
 }

@@ -42,7 +42,7 @@ public static class ModelTokenizer
         if (!File.Exists(path)) return false;
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllText(path));
+            using var doc = JsonDocument.Parse(IO.InputFile.ReadAllText(path));
             return doc.RootElement.TryGetProperty("add_bos_token", out var v) && v.ValueKind == JsonValueKind.True;
         }
         catch (JsonException e) { throw new DeepSeekSharpException($"{path}: invalid JSON ({e.Message.Split('\n')[0]})"); }

@@ -9,15 +9,34 @@ namespace DeepSeekSharp.Tokenization;
 /// sees UTF-16 code units, so <c>\p{L}</c> or <c>\p{S}</c> never match a character outside the BMP (emoji,
 /// CJK Ext-B, math letters) and would split it into lone surrogates. We replace each such character by one BMP
 /// stand-in of the same general category, match, and map the match boundaries back to the original text.
+/// A pattern comes from a tokenizer file, so it is compiled once with a match timeout: one that does not parse, or that
+/// backtracks catastrophically on some input (<c>(a+)+$</c>), is an error naming the file instead of a crash or a hang.
 /// </summary>
 public sealed class RunePreservingRegex
 {
-    private readonly Regex _regex;
+    /// <summary>
+    /// The longest one match may take. The tokenizers' patterns match a window of text (<see cref="HfTokenizer"/> feeds
+    /// at most <see cref="HfTokenizer.WindowChars"/> characters) in milliseconds; a catastrophic pattern takes minutes
+    /// on a few dozen characters.
+    /// </summary>
+    public static readonly TimeSpan MatchTimeout = TimeSpan.FromSeconds(2);
 
-    public RunePreservingRegex(string pattern)
+    private readonly Regex _regex;
+    private readonly string _source;
+
+    /// <param name="pattern">the regex</param>
+    /// <param name="source">where the pattern comes from (a tokenizer file), for error messages</param>
+    public RunePreservingRegex(string pattern, string source = "built-in pre-tokenizer")
     {
-        _regex = new Regex(pattern, RegexOptions.Compiled | RegexOptions.CultureInvariant);
+        _source = source;
+        try { _regex = new Regex(pattern, RegexOptions.Compiled | RegexOptions.CultureInvariant, MatchTimeout); }
+        catch (ArgumentException e) // RegexParseException
+        {
+            throw new DeepSeekSharpException($"{source}: pre-tokenizer regex '{pattern}' does not parse ({e.Message.ReplaceLineEndings(" ")})");
+        }
     }
+
+    public string Pattern => _regex.ToString();
 
     /// <summary>Stand-ins outside every range the DeepSeek/GPT patterns name explicitly (ASCII, CJK, kana).</summary>
     private static char StandIn(UnicodeCategory category) => category switch
@@ -52,6 +71,15 @@ public sealed class RunePreservingRegex
 
     /// <summary>Calls <paramref name="onMatch"/>(start, length) for each match, in original UTF-16 indices.</summary>
     public void Matches(string text, Action<int, int> onMatch)
+    {
+        try { MatchesWithin(text, onMatch); }
+        catch (RegexMatchTimeoutException)
+        {
+            throw new DeepSeekSharpException($"{_source}: pre-tokenizer regex '{Pattern}' took longer than {MatchTimeout.TotalSeconds:0} s on one piece of text (catastrophic backtracking?)");
+        }
+    }
+
+    private void MatchesWithin(string text, Action<int, int> onMatch)
     {
         if (!HasSurrogates(text))
         {

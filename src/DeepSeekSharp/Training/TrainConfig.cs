@@ -73,6 +73,9 @@ public sealed class TrainConfig
     [AttributeUsage(AttributeTargets.Property)]
     private sealed class KeyAttribute(string name) : Attribute { public string Name { get; } = name; }
 
+    // Where each key's value came from (the YAML file or --set), so a bad value is reported against its source.
+    private readonly Dictionary<string, string> _sources = new(StringComparer.Ordinal);
+
     private static readonly Dictionary<string, PropertyInfo> ScalarKeys = typeof(TrainConfig).GetProperties()
         .Where(p => p.GetCustomAttribute<KeyAttribute>() is not null)
         .ToDictionary(p => p.GetCustomAttribute<KeyAttribute>()!.Name);
@@ -125,9 +128,9 @@ public sealed class TrainConfig
         var cfg = new TrainConfig();
         if (path is not null)
         {
-            if (!File.Exists(path)) throw new DeepSeekSharpException($"{path}: config file not found");
+            string text = IO.InputFile.ReadAllText(path, "config file");
             var yaml = new YamlStream();
-            try { yaml.Load(new StringReader(File.ReadAllText(path))); }
+            try { yaml.Load(new StringReader(text)); }
             catch (YamlDotNet.Core.YamlException e) { throw new DeepSeekSharpException($"{path}: invalid YAML at line {e.Start.Line}: {e.Message}"); }
             if (yaml.Documents.Count > 0 && yaml.Documents[0].RootNode is YamlMappingNode root)
                 foreach (var (k, v) in root.Children) cfg.Apply(((YamlScalarNode)k).Value ?? "", v, path);
@@ -138,7 +141,11 @@ public sealed class TrainConfig
             int eq = o.IndexOf('=');
             if (eq <= 0) throw new DeepSeekSharpException($"--set '{o}': expected key=value");
             string key = o[..eq].Trim(), value = o[(eq + 1)..];
-            if (key == "datasets") cfg.Datasets = value.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(p => new DatasetSpec(p.Trim())).ToList();
+            if (key == "datasets")
+            {
+                cfg.Datasets = value.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(p => new DatasetSpec(p.Trim())).ToList();
+                cfg._sources[key] = "--set";
+            }
             else cfg.SetScalar(key, value, "--set");
         }
         cfg.Validate(path ?? "--set");
@@ -157,6 +164,7 @@ public sealed class TrainConfig
                     Scalar(m, "path") ?? throw new DeepSeekSharpException($"{source}: a dataset entry needs 'path'"), Scalar(m, "type")),
                 _ => throw new DeepSeekSharpException($"{source}: bad dataset entry"),
             }).ToList();
+            _sources[key] = source;
             return;
         }
         if (value is not YamlScalarNode scalar) throw new DeepSeekSharpException($"{source}: '{key}' must be a single value");
@@ -186,21 +194,61 @@ public sealed class TrainConfig
         if (raw is "null" or "~" && prop.PropertyType == typeof(string) && Nullable.GetUnderlyingType(prop.PropertyType) is null && prop.Name is "BaseModel" or "ModelConfig" or "ModelPreset")
             value = null;
         prop.SetValue(this, value);
+        _sources[key] = source;
     }
 
-    private void Validate(string source)
+    /// <summary>
+    /// The one check of a training config, after the file and every override: each numeric key in its range and
+    /// finite, the string keys among their choices. A bad value is reported against the file or the --set that gave it.
+    /// </summary>
+    private void Validate(string defaultSource)
     {
-        void Require(bool ok, string what) { if (!ok) throw new DeepSeekSharpException($"{source}: {what}"); }
-        Require(SequenceLen >= 2, "sequence_len must be ≥ 2");
-        Require(MicroBatchSize >= 1 && GradientAccumulationSteps >= 1, "micro_batch_size and gradient_accumulation_steps must be ≥ 1");
-        Require(MaxSteps >= 1, "max_steps must be ≥ 1");
-        Require(LearningRate > 0 && float.IsFinite(LearningRate), "learning_rate must be positive");
-        Require(LrSchedule.Kinds.Contains(LrScheduler), $"lr_scheduler must be one of {string.Join(", ", LrSchedule.Kinds)}");
-        Require(Balancing is "bias" or "aux_loss" or "none", "balancing must be bias, aux_loss or none");
-        Require(Fp8.Fp8Training.Precisions.Contains(Precision), "precision must be fp32, bf16 (BF16 weights in every Linear, fp32 master copy) or fp8 (FP8 GEMMs in every attention/MLP Linear)");
-        Require(AdamMoments is "auto" or "fp32" or "bf16", "adam_moments must be auto (bf16 with precision fp8, else fp32), fp32 or bf16");
-        Require(ValSetSize is >= 0 and < 0.5, "val_set_size must be in [0, 0.5)");
-        Require((BaseModel is null ? 0 : 1) + (ModelConfig is null ? 0 : 1) + (ModelPreset is null ? 0 : 1) <= 1, "give at most one of base_model, model_config, model_preset");
+        void Require(bool ok, string key, string what)
+        {
+            if (!ok) throw new DeepSeekSharpException($"{_sources.GetValueOrDefault(key, defaultSource)}: {key} {what}");
+        }
+        void AtLeast(string key, long value, long min) => Require(value >= min, key, $"must be ≥ {min} (got {value})");
+        void Finite(string key, double value, double min, double max, bool maxExclusive = false) =>
+            Require(double.IsFinite(value) && value >= min && (maxExclusive ? value < max : value <= max), key,
+                $"must be a finite number in [{min}, {max}{(maxExclusive ? ")" : "]")} (got {value})");
+        void FinitePositive(string key, double value) => Require(double.IsFinite(value) && value > 0, key, $"must be a finite number > 0 (got {value})");
+
+        AtLeast("tokenizer_vocab_size", TokenizerVocabSize, 0);
+        Finite("val_set_size", ValSetSize, 0, 0.5, maxExclusive: true);
+        AtLeast("sequence_len", SequenceLen, 2);
+        AtLeast("micro_batch_size", MicroBatchSize, 1);
+        Require((long)MicroBatchSize * SequenceLen <= Array.MaxLength, "sequence_len", $"× micro_batch_size = {(long)MicroBatchSize * SequenceLen} tokens exceeds one batch array ({Array.MaxLength})");
+        AtLeast("gradient_accumulation_steps", GradientAccumulationSteps, 1);
+        AtLeast("max_steps", MaxSteps, 1);
+        FinitePositive("learning_rate", LearningRate);
+        AtLeast("warmup_steps", WarmupSteps, 0);
+        Finite("min_lr_ratio", MinLrRatio, 0, 1);
+        Finite("weight_decay", WeightDecay, 0, double.MaxValue);
+        Finite("adam_beta1", AdamBeta1, 0, 1, maxExclusive: true);
+        Finite("adam_beta2", AdamBeta2, 0, 1, maxExclusive: true);
+        FinitePositive("adam_epsilon", AdamEpsilon);
+        Finite("max_grad_norm", MaxGradNorm, 0, double.MaxValue);
+        Finite("init_std", InitStd, 0, double.MaxValue);
+        AtLeast("mtp_depth", MtpDepth, -1);
+        Finite("mtp_lambda", MtpLambda, 0, double.MaxValue);
+        Finite("mtp_lambda_late", MtpLambdaLate, 0, double.MaxValue);
+        Finite("mtp_lambda_switch", MtpLambdaSwitch, 0, 1);
+        Finite("bias_update_speed", BiasUpdateSpeed, 0, double.MaxValue);
+        Finite("seq_aux_alpha", SeqAuxAlpha, 0, double.MaxValue);
+        Finite("aux_loss_alpha", AuxLossAlpha, 0, double.MaxValue);
+        AtLeast("logging_steps", LoggingSteps, 1);
+        AtLeast("eval_steps", EvalSteps, 1);
+        AtLeast("eval_batches", EvalBatches, 0);
+        AtLeast("save_steps", SaveSteps, 1);
+        AtLeast("save_total_limit", SaveTotalLimit, 0);
+        AtLeast("sample_tokens", SampleTokens, 0);
+        Require(Threads is >= 0 and <= Kernels.Cpu.WorkerPool.MaxThreads, "threads", $"must be in [0, {Kernels.Cpu.WorkerPool.MaxThreads}] (0 = one per core; got {Threads})");
+        Require(LrSchedule.Kinds.Contains(LrScheduler), "lr_scheduler", $"must be one of {string.Join(", ", LrSchedule.Kinds)}");
+        Require(Balancing is "bias" or "aux_loss" or "none", "balancing", "must be bias, aux_loss or none");
+        Require(Fp8.Fp8Training.Precisions.Contains(Precision), "precision", "must be fp32, bf16 (BF16 weights in every Linear, fp32 master copy) or fp8 (FP8 GEMMs in every attention/MLP Linear)");
+        Require(AdamMoments is "auto" or "fp32" or "bf16", "adam_moments", "must be auto (bf16 with precision fp8, else fp32), fp32 or bf16");
+        Require((BaseModel is null ? 0 : 1) + (ModelConfig is null ? 0 : 1) + (ModelPreset is null ? 0 : 1) <= 1,
+            BaseModel is not null ? "base_model" : "model_config", "conflicts: give at most one of base_model, model_config, model_preset");
     }
 
     /// <summary>The AdamW moment storage: <c>adam_moments</c>, or with <c>auto</c> what the precision implies.</summary>

@@ -15,7 +15,13 @@ namespace DeepSeekSharp.Training;
 /// missing: AdamW restarts from zero moments, so the run is not an exact continuation (said in the log)</param>
 /// <param name="Overwrite">start a new run in an output folder that holds a previous one (its checkpoints, metrics and
 /// TensorBoard events are deleted first); without it such a folder is refused</param>
-public sealed record TrainOptions(int? StopAtStep = null, string? ResumeDir = null, bool ResumeWeightsOnly = false, bool Overwrite = false);
+public sealed record TrainOptions(int? StopAtStep = null, string? ResumeDir = null, bool ResumeWeightsOnly = false, bool Overwrite = false)
+{
+    public void Validate()
+    {
+        if (StopAtStep is < 1) throw new DeepSeekSharpException($"--stop-at-step: must be ≥ 1 (got {StopAtStep})");
+    }
+}
 
 /// <summary>Reported after every optimizer step.</summary>
 public sealed record TrainProgress(long Step, long TotalSteps, float Loss, float LearningRate, double TokensPerSecond);
@@ -63,6 +69,10 @@ public sealed class Trainer
         ct.ThrowIfCancellationRequested();
         if (_model.Config.VocabSize < _tokenizer.VocabSize)
             throw new DeepSeekSharpException($"the model's vocab_size {_model.Config.VocabSize} is smaller than the tokenizer's {_tokenizer.VocabSize}");
+        // Gradients and AdamW's two moments come on top of the weights: refuse now rather than at the first step.
+        int momentBytes = cfg.MomentPrecision == MomentPrecision.Bf16 ? 2 : 4;
+        ModelFootprint.EnsureFits(_model.Config, ModelFootprint.Bytes(ModelFootprint.Of(_model.Config).Elements, 2 * sizeof(float) + 2 * momentBytes),
+            "training it (weights, gradients and AdamW moments)");
         _optimizer = new AdamW(_model.NamedParameters())
         {
             Beta1 = cfg.AdamBeta1, Beta2 = cfg.AdamBeta2, Eps = cfg.AdamEpsilon, WeightDecay = cfg.WeightDecay,
@@ -90,6 +100,7 @@ public sealed class Trainer
     /// </summary>
     public static TrainResult Run(TrainConfig cfg, TrainOptions opts, IProgress<TrainProgress>? progress, Action<string> log, CancellationToken ct)
     {
+        opts.Validate();
         using var folder = RunFolder.Acquire(cfg.OutputDir);
         bool resumeInPlace = opts.ResumeDir is not null && IO.AtomicFolder.Canonical(opts.ResumeDir) == IO.AtomicFolder.Canonical(cfg.OutputDir);
         if (resumeInPlace && opts.Overwrite)
@@ -123,7 +134,7 @@ public sealed class Trainer
             return (ModelCheckpoint.Load(_cfg.BaseModel), File.ReadAllText(Path.Combine(_cfg.BaseModel, "config.json")));
         }
         string json;
-        if (_cfg.ModelConfig is not null) json = File.ReadAllText(ModelCheckpoint.ConfigPath(_cfg.ModelConfig));
+        if (_cfg.ModelConfig is not null) json = IO.InputFile.ReadAllText(ModelCheckpoint.ConfigPath(_cfg.ModelConfig), "config file");
         else
         {
             string preset = _cfg.ModelPreset ?? "tiny-v3";
@@ -286,7 +297,7 @@ public sealed class Trainer
         string sample = Sample(ct);
         if (ct.IsCancellationRequested) return null;
         _log($"step {step}: val_loss {valLoss:F4} ({bpb:F3} bits/byte), val MaxVio {(layerVio.Length > 0 ? layerVio.Average() : 0):F3}");
-        _log($"sample: {sample.ReplaceLineEndings("⏎")}");
+        _log($"sample: {PrintableText.Escape(sample).ReplaceLineEndings("⏎")}");
         metrics.Write("eval", step, new Dictionary<string, object>
         {
             ["val_loss"] = valLoss, ["val_bpb"] = bpb, ["val_max_vio"] = layerVio.Length > 0 ? layerVio.Average() : 0f,

@@ -83,13 +83,15 @@ public sealed class TrainingData : IDisposable
                     foreach (var doc in DocumentReader.Read(spec.Path, spec.Type))
                     {
                         ct.ThrowIfCancellationRequested();
-                        var ids = tokenizer.Encode(doc.Text);
-                        var withEos = new int[ids.Length + 1];
-                        ids.CopyTo(withEos, 0);
-                        withEos[^1] = eos;
+                        // A document's ids go out chunk by chunk, so a long one never holds them all at once.
+                        foreach (var ids in tokenizer.EncodeChunks(doc.Text))
+                        {
+                            tokens += ids.Length;
+                            yield return ids;
+                        }
                         docs++;
-                        tokens += withEos.Length;
-                        yield return withEos;
+                        tokens++;
+                        yield return [eos];
                     }
                 }
             }

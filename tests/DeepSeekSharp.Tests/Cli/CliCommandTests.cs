@@ -13,9 +13,9 @@ public class CliCommandTests
         var r = DssProcess.Run("inspect", "--model", V3Config, "--json");
         Assert.Equal(0, r.ExitCode);
         using var doc = System.Text.Json.JsonDocument.Parse(r.Stdout);
-        double total = doc.RootElement.GetProperty("TotalParameters").GetInt64() / 1e9;
-        double active = doc.RootElement.GetProperty("ActivatedParameters").GetInt64() / 1e9;
-        double mtp = (doc.RootElement.GetProperty("MtpParameters").GetInt64() + doc.RootElement.GetProperty("MtpStoredCopies").GetInt64()) / 1e9;
+        double total = doc.RootElement.GetProperty("total_parameters").GetInt64() / 1e9;
+        double active = doc.RootElement.GetProperty("activated_parameters").GetInt64() / 1e9;
+        double mtp = (doc.RootElement.GetProperty("mtp_parameters").GetInt64() + doc.RootElement.GetProperty("mtp_stored_copies").GetInt64()) / 1e9;
         Assert.InRange(total, 668, 674);   // "671B"
         Assert.InRange(active, 36, 38.5);  // "37B"
         Assert.InRange(mtp, 12.5, 15);     // "about 14B"
@@ -27,8 +27,8 @@ public class CliCommandTests
         var r = DssProcess.Run("inspect", "--model", Path.Combine(TestPaths.RepoRoot, "configs", "models", "deepseek-v2-lite", "config.json"), "--json");
         Assert.Equal(0, r.ExitCode);
         using var doc = System.Text.Json.JsonDocument.Parse(r.Stdout);
-        Assert.InRange(doc.RootElement.GetProperty("TotalParameters").GetInt64() / 1e9, 15.2, 16.2); // "15.7B"
-        Assert.InRange(doc.RootElement.GetProperty("ActivatedParameters").GetInt64() / 1e9, 2.2, 2.6); // "2.4B"
+        Assert.InRange(doc.RootElement.GetProperty("total_parameters").GetInt64() / 1e9, 15.2, 16.2); // "15.7B"
+        Assert.InRange(doc.RootElement.GetProperty("activated_parameters").GetInt64() / 1e9, 2.2, 2.6); // "2.4B"
     }
 
     [Fact]

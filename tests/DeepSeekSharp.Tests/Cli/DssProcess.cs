@@ -9,12 +9,14 @@ internal static class DssProcess
 
     public static Result Run(params string[] args) => Run(new Dictionary<string, string>(), args);
 
-    public static Result Run(IReadOnlyDictionary<string, string> environment, params string[] args) => Run(environment, null, args);
+    public static Result Run(IReadOnlyDictionary<string, string> environment, params string[] args) => Run(environment, TimeSpan.FromMinutes(3), null, args);
+
+    public static Result Run(IReadOnlyDictionary<string, string> environment, TimeSpan timeout, params string[] args) => Run(environment, timeout, null, args);
 
     /// <summary>Runs dss with <paramref name="stdin"/> as its standard input, closed after it (an interactive session).</summary>
-    public static Result RunWithInput(string stdin, params string[] args) => Run(new Dictionary<string, string>(), stdin, args);
+    public static Result RunWithInput(string stdin, params string[] args) => Run(new Dictionary<string, string>(), TimeSpan.FromMinutes(3), stdin, args);
 
-    private static Result Run(IReadOnlyDictionary<string, string> environment, string? stdin, string[] args)
+    private static Result Run(IReadOnlyDictionary<string, string> environment, TimeSpan timeout, string? stdin, string[] args)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = stdin is not null, UseShellExecute = false };
         psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "dss.dll"));
@@ -29,7 +31,7 @@ internal static class DssProcess
         }
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(TimeSpan.FromMinutes(3)))
+        if (!p.WaitForExit(timeout))
         {
             p.Kill(entireProcessTree: true);
             throw new TimeoutException("dss " + string.Join(' ', args) + " did not finish");

@@ -9,6 +9,8 @@ namespace DeepSeekSharp.IO.HfCheckpoint;
 /// <c>model.safetensors.index.json</c> (shard names must be plain file names inside the folder), or else every
 /// <c>*.safetensors</c> in it. DeepSeek FP8 weights (F8_E4M3 with <c>&lt;name&gt;_scale_inv</c> per 128×128 block)
 /// are dequantised on read: w[i, j] = q[i, j] · scale_inv[i / 128, j / 128].
+/// Everything that ties the files together is checked once, on open: the index names, for every tensor, the shard
+/// that holds it and leaves none out; every FP8 weight is 2-D with a scale of its block grid's shape.
 /// </summary>
 public sealed class HfCheckpointReader : IDisposable
 {
@@ -30,7 +32,10 @@ public sealed class HfCheckpointReader : IDisposable
         var reader = new HfCheckpointReader(dir, blockSize);
         try
         {
-            foreach (var file in ShardFiles(dir)) reader.Add(file);
+            var (files, index, weightMap) = Layout(dir);
+            foreach (var file in files) reader.Add(file);
+            if (weightMap is not null) reader.CheckIndex(index!, weightMap);
+            reader.CheckFp8Scales();
         }
         catch
         {
@@ -40,45 +45,84 @@ public sealed class HfCheckpointReader : IDisposable
         return reader;
     }
 
-    private static IEnumerable<string> ShardFiles(string dir)
+    /// <summary>The weight files, and with an index its path and weight_map (tensor name → shard file name).</summary>
+    private static (List<string> Files, string? Index, Dictionary<string, string>? WeightMap) Layout(string dir)
     {
         string single = Path.Combine(dir, "model.safetensors");
         string index = Path.Combine(dir, "model.safetensors.index.json");
         if (File.Exists(index))
         {
             JsonDocument doc;
-            try { doc = JsonDocument.Parse(File.ReadAllText(index), new JsonDocumentOptions { MaxDepth = 8 }); }
+            try { doc = JsonDocument.Parse(InputFile.ReadAllText(index, "index"), new JsonDocumentOptions { MaxDepth = 8 }); }
             catch (JsonException e) { throw new DeepSeekSharpException($"{index}: invalid JSON ({e.Message.Split('\n')[0]})"); }
             using (doc)
             {
                 if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
                     throw new DeepSeekSharpException($"{index}: no weight_map object");
                 var shards = new SortedSet<string>(StringComparer.Ordinal);
+                var weightMap = new Dictionary<string, string>(StringComparer.Ordinal);
                 foreach (var e in map.EnumerateObject())
                 {
                     string? shard = e.Value.ValueKind == JsonValueKind.String ? e.Value.GetString() : null;
                     if (string.IsNullOrEmpty(shard) || shard.Contains('/') || shard.Contains('\\') || shard == ".." || shard == "." || shard.Contains('\0') || Path.IsPathRooted(shard))
                         throw new DeepSeekSharpException($"{index}: shard name '{shard}' for '{e.Name}' is not a plain file name inside the folder");
                     shards.Add(shard);
+                    weightMap[e.Name] = shard;
                 }
+                var files = new List<string>();
                 foreach (var s in shards)
                 {
                     string path = Path.Combine(dir, s);
                     if (!File.Exists(path)) throw new DeepSeekSharpException($"{index}: shard '{s}' is missing");
-                    yield return path;
+                    files.Add(path);
                 }
+                return (files, index, weightMap);
             }
-            yield break;
         }
-        if (File.Exists(single))
-        {
-            yield return single;
-            yield break;
-        }
+        if (File.Exists(single)) return ([single], null, null);
         var all = System.IO.Directory.EnumerateFiles(dir, "*.safetensors").Order(StringComparer.Ordinal).ToList();
         if (all.Count == 0) throw new DeepSeekSharpException($"{dir}: no safetensors weights");
-        foreach (var f in all) yield return f;
+        return (all, null, null);
     }
+
+    /// <summary>The index must say where every tensor is: each entry names the shard holding it, and no tensor of the
+    /// shards is left out (a loader following the index would miss it, or read another shard's copy).</summary>
+    private void CheckIndex(string index, Dictionary<string, string> weightMap)
+    {
+        foreach (var (name, shard) in weightMap)
+        {
+            if (!_owner.TryGetValue(name, out var file))
+                throw new DeepSeekSharpException($"{index}: '{name}' is mapped to {shard}, which does not hold it");
+            string actual = Path.GetFileName(file.FilePath);
+            if (actual != shard) throw new DeepSeekSharpException($"{index}: '{name}' is mapped to {shard}, but it is in {actual}");
+        }
+        foreach (var (name, file) in _owner)
+            if (!weightMap.ContainsKey(name))
+                throw new DeepSeekSharpException($"{index}: '{name}' (in {Path.GetFileName(file.FilePath)}) is missing from the weight_map");
+    }
+
+    /// <summary>Every FP8 tensor is a 2-D weight with <c>&lt;name&gt;_scale_inv</c> of shape [⌈rows/block⌉, ⌈cols/block⌉]:
+    /// without its scale its codes would be read as weights, with a wrong one dequantised against the wrong blocks.</summary>
+    private void CheckFp8Scales()
+    {
+        foreach (var (name, file) in _owner)
+        {
+            var entry = file.Get(name);
+            if (entry.DType is not (DType.F8E4M3 or DType.F8E5M2)) continue;
+            if (entry.Shape.Length != 2) throw new DeepSeekSharpException($"{file.FilePath}: FP8 weight '{name}' has shape {ShapeUtil.Format(entry.Shape)}; it must be 2-D");
+            if (!_owner.TryGetValue(name + "_scale_inv", out var scaleFile))
+                throw new DeepSeekSharpException($"{file.FilePath}: FP8 weight '{name}' has no '{name}_scale_inv'");
+            var scale = scaleFile.Get(name + "_scale_inv");
+            int br = (entry.Shape[0] + _block.Rows - 1) / _block.Rows, bc = (entry.Shape[1] + _block.Cols - 1) / _block.Cols;
+            if (scale.Shape.Length != 2 || scale.Shape[0] != br || scale.Shape[1] != bc)
+                throw new DeepSeekSharpException($"{scaleFile.FilePath}: '{name}_scale_inv' has shape {ShapeUtil.Format(scale.Shape)}, expected [{br}, {bc}] for {ShapeUtil.Format(entry.Shape)} in {_block.Rows}x{_block.Cols} blocks");
+            if (scale.DType is not (DType.F32 or DType.BF16 or DType.F16))
+                throw new DeepSeekSharpException($"{scaleFile.FilePath}: '{name}_scale_inv' is {scale.DType}, not a floating-point scale");
+        }
+    }
+
+    /// <summary>The block size scales are checked against (rows, columns).</summary>
+    public (int Rows, int Cols) BlockSize => _block;
 
     private void Add(string file)
     {
@@ -98,8 +142,8 @@ public sealed class HfCheckpointReader : IDisposable
 
     public int[] GetShape(string name) => GetEntry(name).Shape;
 
-    /// <summary>Whether <paramref name="name"/> is an FP8 block-quantised weight with a scale companion.</summary>
-    public bool IsFp8Block(string name) => GetEntry(name).DType == DType.F8E4M3 && Contains(name + "_scale_inv");
+    /// <summary>Whether <paramref name="name"/> is an E4M3 block-quantised weight (its scale was checked on open).</summary>
+    public bool IsFp8Block(string name) => GetEntry(name).DType == DType.F8E4M3;
 
     /// <summary>The stored bytes of a tensor (e.g. FP8 codes), copied.</summary>
     public byte[] ReadRawBytes(string name) => _owner.TryGetValue(name, out var f) ? f.GetBytes(f.Get(name)).ToArray()
@@ -111,13 +155,10 @@ public sealed class HfCheckpointReader : IDisposable
         var entry = GetEntry(name);
         var file = _owner[name];
         file.ReadAsFloat32(name, destination);
-        if (entry.DType is not (DType.F8E4M3 or DType.F8E5M2) || !Contains(name + "_scale_inv")) return;
-        if (entry.Shape.Length != 2) throw new DeepSeekSharpException($"{Directory}: FP8 weight '{name}' must be 2-D");
+        if (entry.DType is not (DType.F8E4M3 or DType.F8E5M2)) return;
+        // Open checked that the weight is 2-D and its scale has this block grid's shape.
         int rows = entry.Shape[0], cols = entry.Shape[1];
         int br = (rows + _block.Rows - 1) / _block.Rows, bc = (cols + _block.Cols - 1) / _block.Cols;
-        var scaleEntry = GetEntry(name + "_scale_inv");
-        if (scaleEntry.Shape.Length != 2 || scaleEntry.Shape[0] != br || scaleEntry.Shape[1] != bc)
-            throw new DeepSeekSharpException($"{Directory}: '{name}_scale_inv' has shape {ShapeUtil.Format(scaleEntry.Shape)}, expected [{br}, {bc}] for {ShapeUtil.Format(entry.Shape)} in {_block.Rows}x{_block.Cols} blocks");
         var scales = new float[br * bc];
         _owner[name + "_scale_inv"].ReadAsFloat32(name + "_scale_inv", scales);
         for (int i = 0; i < rows; i++)

@@ -28,7 +28,8 @@ public sealed unsafe class SafeTensorsReader : IDisposable
         FilePath = path;
         string name = Path.GetFileName(path);
         long length;
-        try { length = new FileInfo(path).Length; }
+        // The target's length (a hub cache's model.safetensors is a link into blobs/), and never a FIFO or device.
+        try { length = InputFile.RequireRegular(path, "safetensors file"); }
         catch (IOException e) { throw new SafeTensorsFormatException($"{path}: cannot read ({e.Message})"); }
         if (length < 8) throw Bad($"file is {length} bytes, shorter than the 8-byte header length");
         byte[] headerBytes;

@@ -70,6 +70,10 @@ public sealed class WorkerPool : IDisposable
     /// <summary>Total threads taking part in a run, the caller included.</summary>
     public int ThreadCount { get; }
 
+    /// <summary>The most threads a configuration may ask for: far past any core count that helps, far below the tens of
+    /// thousands of stacks that abort the runtime.</summary>
+    public const int MaxThreads = 1024;
+
     /// <summary>A process-wide pool created on first use with <see cref="CreateDefault"/>; never disposed.</summary>
     public static WorkerPool Default => s_default.Value;
 

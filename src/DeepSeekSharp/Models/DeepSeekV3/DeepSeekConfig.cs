@@ -51,6 +51,9 @@ public sealed record DeepSeekConfig
     [JsonPropertyName("torch_dtype")] public string? TorchDtype { get; init; }
     [JsonPropertyName("quantization_config")] public QuantizationConfig? QuantizationConfig { get; init; }
 
+    /// <summary>The file (or preset) this config was read from, for error messages; not a config key.</summary>
+    [JsonIgnore] public string SourceName { get; init; } = "config.json";
+
     public bool IsV2 => ModelType == "deepseek_v2";
 
     public bool HasQLora => QLoraRank is > 0;
@@ -64,11 +67,7 @@ public sealed record DeepSeekConfig
 
     public static DeepSeekConfig Load(string path)
     {
-        if (!File.Exists(path)) throw new DeepSeekSharpException($"{path}: config file not found");
-        string text;
-        try { text = File.ReadAllText(path); }
-        catch (IOException e) { throw new DeepSeekSharpException($"{path}: cannot read config ({e.Message})"); }
-        return Parse(text, path);
+        return Parse(IO.InputFile.ReadAllText(path, "config file"), path);
     }
 
     public static DeepSeekConfig Parse(string json, string sourceName = "config.json")
@@ -77,7 +76,7 @@ public sealed record DeepSeekConfig
         try { cfg = JsonSerializer.Deserialize<DeepSeekConfig>(json, JsonOptions); }
         catch (JsonException e) { throw new DeepSeekSharpException($"{sourceName}: invalid config JSON ({e.Message.Split('\n')[0]})"); }
         if (cfg is null) throw new DeepSeekSharpException($"{sourceName}: config is empty");
-        cfg = cfg.ApplyDefaults();
+        cfg = cfg.ApplyDefaults() with { SourceName = sourceName };
         cfg.Validate(sourceName);
         return cfg;
     }
@@ -107,35 +106,100 @@ public sealed record DeepSeekConfig
             NSharedExperts = NSharedExperts ?? 0,
         };
 
+    /// <summary>MoE layers among the decoder layers: l ≥ first_k_dense_replace with l % moe_layer_freq == 0 (closed form, so a
+    /// config of any depth is counted at once).</summary>
+    public int MoeLayerCount
+    {
+        get
+        {
+            if (!HasMoe || NumHiddenLayers <= FirstKDenseReplace) return 0;
+            int freq = Math.Max(1, MoeLayerFreq);
+            // Multiples of freq in [first, layers): those below layers minus those below first.
+            long MultiplesBelow(long n) => n <= 0 ? 0 : (n - 1) / freq + 1;
+            return (int)(MultiplesBelow(NumHiddenLayers) - MultiplesBelow(FirstKDenseReplace));
+        }
+    }
+
+    /// <summary>
+    /// The one check of a model config, run by every command on every config it reads (after the model_type defaults):
+    /// every numeric key in its range and finite, the keys consistent with each other, and every weight dimension
+    /// they imply within what a tensor dimension can hold, so no command builds, runs or counts a model that would give
+    /// NaN logits or an overflowed shape. Sizes against memory are <see cref="ModelFootprint"/>'s check.
+    /// </summary>
     private void Validate(string src)
     {
         void Require(bool ok, string what) { if (!ok) throw new DeepSeekSharpException($"{src}: {what}"); }
+        void Positive(string key, long? value) => Require(value is null or > 0, $"{key} must be > 0 (got {value})");
+        void NonNegative(string key, long? value) => Require(value is null or >= 0, $"{key} must be ≥ 0 (got {value})");
+        void FinitePositive(string key, double value) => Require(double.IsFinite(value) && value > 0, $"{key} must be a finite number > 0 (got {value})");
+        void FiniteNonNegative(string key, double value) => Require(double.IsFinite(value) && value >= 0, $"{key} must be a finite number ≥ 0 (got {value})");
+        void Dimension(string what, long value) => Require(value <= int.MaxValue, $"{what} = {value} exceeds the largest tensor dimension ({int.MaxValue})");
+
         Require(ModelType is "deepseek_v3" or "deepseek_v2", $"unsupported model_type '{ModelType}' (expected deepseek_v3 or deepseek_v2)");
-        Require(VocabSize > 0 && HiddenSize > 0 && NumHiddenLayers >= 0 && NumAttentionHeads > 0, "vocab_size, hidden_size and num_attention_heads must be positive");
-        Require(KvLoraRank > 0 && QkNopeHeadDim >= 0 && VHeadDim > 0, "kv_lora_rank and v_head_dim must be positive");
-        Require(QkRopeHeadDim > 0 && QkRopeHeadDim % 2 == 0, "qk_rope_head_dim must be a positive even number");
+        Positive("vocab_size", VocabSize);
+        Positive("hidden_size", HiddenSize);
+        NonNegative("num_hidden_layers", NumHiddenLayers);
+        NonNegative("num_nextn_predict_layers", NumNextnPredictLayers);
+        Positive("num_attention_heads", NumAttentionHeads);
+        Positive("num_key_value_heads", NumKeyValueHeads);
+        Positive("kv_lora_rank", KvLoraRank);
+        NonNegative("q_lora_rank", QLoraRank);
+        Require(QkRopeHeadDim > 0 && QkRopeHeadDim % 2 == 0, $"qk_rope_head_dim must be a positive even number (got {QkRopeHeadDim})");
+        NonNegative("qk_nope_head_dim", QkNopeHeadDim);
+        Positive("v_head_dim", VHeadDim);
+        NonNegative("n_routed_experts", NRoutedExperts);
+        NonNegative("n_shared_experts", NSharedExperts);
+        NonNegative("num_experts_per_tok", NumExpertsPerTok);
+        Positive("moe_layer_freq", MoeLayerFreq);
+        NonNegative("first_k_dense_replace", FirstKDenseReplace);
+        Positive("max_position_embeddings", MaxPositionEmbeddings);
+        FinitePositive("rms_norm_eps", RmsNormEps);
+        FiniteNonNegative("initializer_range", InitializerRange);
+        Require(float.IsFinite(RopeTheta) && RopeTheta > 1, $"rope_theta must be a finite number > 1 (got {RopeTheta})");
+        Require(BosTokenId is null || (BosTokenId >= 0 && BosTokenId < VocabSize), $"bos_token_id {BosTokenId} is outside the vocabulary [0, {VocabSize})");
+        Require(EosTokenId is null || (EosTokenId >= 0 && EosTokenId < VocabSize), $"eos_token_id {EosTokenId} is outside the vocabulary [0, {VocabSize})");
         Require(HiddenAct == "silu", $"hidden_act '{HiddenAct}' is not supported (only silu)");
         Require(!AttentionBias, "attention_bias = true is not supported by the DeepSeek family");
         Require(!TieWordEmbeddings, "tie_word_embeddings = true is not supported (DeepSeek never ties)");
-        Require(NumNextnPredictLayers >= 0, "num_nextn_predict_layers must be ≥ 0");
-        Require(IntermediateSize > 0 || FirstKDenseReplace == 0, "intermediate_size must be positive");
+
+        // Dense layers (and MTP blocks of a dense model) need the dense MLP's width.
+        bool hasDenseLayer = NumHiddenLayers > MoeLayerCount || (!HasMoe && NumNextnPredictLayers > 0);
+        if (hasDenseLayer) Positive("intermediate_size", IntermediateSize);
+        else NonNegative("intermediate_size", IntermediateSize);
+        NonNegative("moe_intermediate_size", MoeIntermediateSize);
+        FinitePositive("routed_scaling_factor", RoutedScalingFactor ?? 1f);
         if (HasMoe)
         {
-            Require(MoeIntermediateSize > 0, "moe_intermediate_size must be positive");
-            Require(NumExpertsPerTok is > 0 && NumExpertsPerTok <= NRoutedExperts, "num_experts_per_tok must be in [1, n_routed_experts]");
+            Positive("moe_intermediate_size", MoeIntermediateSize);
+            Require(NumExpertsPerTok is > 0 && NumExpertsPerTok <= NRoutedExperts, $"num_experts_per_tok must be in [1, n_routed_experts = {NRoutedExperts}] (got {NumExpertsPerTok})");
             Require(ScoringFunc is "sigmoid" or "softmax", $"scoring_func '{ScoringFunc}' is not supported (sigmoid or softmax)");
             Require(TopkMethod is "noaux_tc" or "greedy" or "group_limited_greedy", $"topk_method '{TopkMethod}' is not supported");
-            Require(NGroup is > 0 && NRoutedExperts % NGroup == 0, "n_routed_experts must be divisible by n_group");
-            Require(TopkGroup is > 0 && TopkGroup <= NGroup, "topk_group must be in [1, n_group]");
+            Require(NGroup is > 0 && NRoutedExperts % NGroup == 0, $"n_group must be > 0 and divide n_routed_experts = {NRoutedExperts} (got {NGroup})");
+            Require(TopkGroup is > 0 && TopkGroup <= NGroup, $"topk_group must be in [1, n_group = {NGroup}] (got {TopkGroup})");
             if (TopkMethod == "noaux_tc" && NGroup > 1)
                 Require(NRoutedExperts / NGroup >= 2, "noaux_tc group scoring needs at least 2 experts per group");
             Require(NumExpertsPerTok <= (NRoutedExperts / NGroup) * TopkGroup, "num_experts_per_tok exceeds the experts in the allowed groups");
+            Dimension("n_shared_experts × moe_intermediate_size", (long)(NSharedExperts ?? 0) * MoeIntermediateSize);
         }
         if (RopeScaling is { } rs && rs.Type is not null)
         {
             Require(rs.Type is "yarn", $"rope_scaling type '{rs.Type}' is not supported (yarn)");
-            Require(rs.Factor > 0 && rs.OriginalMaxPositionEmbeddings > 0, "rope_scaling needs factor and original_max_position_embeddings");
+            FinitePositive("rope_scaling.factor", rs.Factor);
+            Positive("rope_scaling.original_max_position_embeddings", rs.OriginalMaxPositionEmbeddings);
+            FinitePositive("rope_scaling.beta_fast", rs.BetaFast);
+            FinitePositive("rope_scaling.beta_slow", rs.BetaSlow);
+            FiniteNonNegative("rope_scaling.mscale", rs.Mscale);
+            FiniteNonNegative("rope_scaling.mscale_all_dim", rs.MscaleAllDim);
         }
+        if (QuantizationConfig?.WeightBlockSize is { } block)
+            Require(block is [> 0, > 0], $"quantization_config.weight_block_size must be two positive sizes (got [{string.Join(", ", block)}])");
+
+        // Every weight dimension the keys imply (MLA's projections, the MTP eh_proj) must fit a tensor dimension.
+        long heads = NumAttentionHeads;
+        Dimension("num_attention_heads × (qk_nope_head_dim + qk_rope_head_dim)", heads * ((long)QkNopeHeadDim + QkRopeHeadDim));
+        Dimension("num_attention_heads × (qk_nope_head_dim + v_head_dim)", heads * ((long)QkNopeHeadDim + VHeadDim));
+        Dimension("kv_lora_rank + qk_rope_head_dim", (long)KvLoraRank + QkRopeHeadDim);
+        Dimension("2 × hidden_size", 2L * HiddenSize);
     }
 
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);

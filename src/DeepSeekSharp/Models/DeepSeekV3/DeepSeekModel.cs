@@ -19,6 +19,8 @@ public sealed class DeepSeekModel : Module
 {
     public DeepSeekModel(DeepSeekConfig config, bool materialize)
     {
+        // Before any module exists: a config too large for this process is refused here, not after minutes of allocating.
+        ModelFootprint.EnsureFits(config, materialize ? ModelFootprint.Bytes(ModelFootprint.Of(config).Elements, sizeof(float)) : 0, "its fp32 weights");
         Config = config;
         Rope = new YarnRope(config);
         Inner = Child("model", new Body(config, Rope, materialize));

@@ -17,7 +17,7 @@ public static class ModelCheckpoint
     public static bool HasWeights(string dir) =>
         Directory.Exists(dir) && (File.Exists(Path.Combine(dir, "model.safetensors.index.json")) || Directory.EnumerateFiles(dir, "*.safetensors").Any());
 
-    /// <summary>Builds the model from <c>DIR/config.json</c> without allocating weights (for inspection).</summary>
+    /// <summary>Builds the model from <c>DIR/config.json</c> without allocating weights (shapes and names only).</summary>
     public static DeepSeekModel LoadMeta(string path) =>
         new(DeepSeekConfig.Load(ConfigPath(path)), materialize: false);
 
@@ -31,6 +31,10 @@ public static class ModelCheckpoint
         var config = DeepSeekConfig.Load(Path.Combine(dir, "config.json"));
         if (!HasWeights(dir)) throw new DeepSeekSharpException($"{dir}: no *.safetensors weights (use `dss init` to create a random-init model)");
         var model = new DeepSeekModel(config, materialize: false);
+        // Skipped weights are filled by the caller with one-byte FP8 codes (InferenceWeights), the rest as fp32.
+        long valueBytes = model.NamedParameters().Sum(p => skip(p.Name) ? p.Parameter.Length : p.Parameter.Length * sizeof(float))
+            + model.NamedBuffers().Sum(b => b.Buffer.Length * sizeof(float));
+        ModelFootprint.EnsureFits(config, valueBytes, "its weights");
         using var reader = HfCheckpointReader.Open(dir, BlockSize(config));
         foreach (var (name, p) in model.NamedParameters())
             if (!skip(name)) LoadTensor(reader, dir, name, p, required: true);
@@ -39,7 +43,8 @@ public static class ModelCheckpoint
         return model;
     }
 
-    private static (int Rows, int Cols) BlockSize(DeepSeekConfig c) =>
+    /// <summary>The FP8 block size of the config's quantization_config (128×128 when it names none).</summary>
+    public static (int Rows, int Cols) BlockSize(DeepSeekConfig c) =>
         c.QuantizationConfig?.WeightBlockSize is [int r, int k] ? (r, k) : (128, 128);
 
     private static bool LoadTensor(HfCheckpointReader reader, string dir, string name, Tensor t, bool required)

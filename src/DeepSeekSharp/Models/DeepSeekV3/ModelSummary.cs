@@ -9,24 +9,23 @@ public sealed record ModelSummary(
     string Attention, int RoutedExperts, int SharedExperts, int ExpertsPerToken, string Routing, string Rope,
     long TotalParameters, long ActivatedParameters, long MtpParameters, long MtpStoredCopies, long KvCacheValuesPerToken, long MhaCacheValuesPerToken)
 {
-    public static ModelSummary Of(DeepSeekModel model)
+    /// <summary>From the config alone: nothing is built or allocated per parameter, so any size is answered at once.</summary>
+    public static ModelSummary Of(DeepSeekConfig c)
     {
-        var c = model.Config;
-        int moe = 0;
-        for (int l = 0; l < c.NumHiddenLayers; l++) if (c.IsMoeLayer(l)) moe++;
-        var count = ParameterCount.Of(model);
+        int moe = c.MoeLayerCount;
+        var count = ParameterCount.Of(c);
         string q = c.HasQLora ? $"q_lora_rank {c.QLoraRank}" : "q_proj";
         string attention = $"MLA ({q}, kv_lora_rank {c.KvLoraRank}, nope {c.QkNopeHeadDim} + rope {c.QkRopeHeadDim}, v {c.VHeadDim})";
         string routing = !c.HasMoe ? "dense" :
             $"{c.ScoringFunc}, {c.TopkMethod}, groups {c.NGroup} keep {c.TopkGroup}, norm_topk_prob {c.NormTopkProb}, scale {c.RoutedScalingFactor?.ToString(CultureInfo.InvariantCulture)}";
         var rs = c.RopeScaling;
-        string rope = model.Rope.IsYarnActive
+        string rope = YarnRope.IsYarnActiveFor(c)
             ? $"YaRN factor {rs!.Factor.ToString(CultureInfo.InvariantCulture)} from {rs.OriginalMaxPositionEmbeddings} to {c.MaxPositionEmbeddings}, theta {c.RopeTheta.ToString(CultureInfo.InvariantCulture)}"
             : $"RoPE theta {c.RopeTheta.ToString(CultureInfo.InvariantCulture)}, {c.MaxPositionEmbeddings} positions";
         return new ModelSummary(c.ModelType, c.NumHiddenLayers, c.NumHiddenLayers - moe, moe, c.NumNextnPredictLayers, c.HiddenSize,
             c.VocabSize, c.NumAttentionHeads, attention, c.NRoutedExperts ?? 0, c.NSharedExperts ?? 0, c.NumExpertsPerTok ?? 0, routing, rope,
             count.Total, count.ActivatedPerToken, count.Mtp, count.MtpStoredCopies,
-            (long)(c.KvLoraRank + c.QkRopeHeadDim) * c.NumHiddenLayers,
+            ((long)c.KvLoraRank + c.QkRopeHeadDim) * c.NumHiddenLayers,
             2L * c.NumAttentionHeads * c.VHeadDim * c.NumHiddenLayers);
     }
 
@@ -51,7 +50,8 @@ public sealed record ModelSummary(
         sb.AppendLine(CultureInfo.InvariantCulture, $"parameters        {Human(TotalParameters)} total ({TotalParameters:N0})");
         sb.AppendLine(CultureInfo.InvariantCulture, $"activated/token   {Human(ActivatedParameters)} ({ActivatedParameters:N0})");
         if (MtpDepth > 0) sb.AppendLine(CultureInfo.InvariantCulture, $"MTP modules       {Human(MtpParameters)} ({MtpParameters:N0}); {Human(MtpParameters + MtpStoredCopies)} as stored, with the embedding/head copies");
-        sb.Append(CultureInfo.InvariantCulture, $"KV cache/token    {KvCacheValuesPerToken:N0} values (MLA latent) vs {MhaCacheValuesPerToken:N0} for plain MHA ({(double)MhaCacheValuesPerToken / KvCacheValuesPerToken:0.#}x)");
+        sb.Append(CultureInfo.InvariantCulture, $"KV cache/token    {KvCacheValuesPerToken:N0} values (MLA latent) vs {MhaCacheValuesPerToken:N0} for plain MHA");
+        if (KvCacheValuesPerToken > 0) sb.Append(CultureInfo.InvariantCulture, $" ({(double)MhaCacheValuesPerToken / KvCacheValuesPerToken:0.#}x)");
         return sb.ToString();
     }
 }

@@ -10,6 +10,36 @@ namespace DeepSeekSharp.Models.DeepSeekV3;
 /// <param name="MtpStoredCopies">the copies of embedding and head that checkpoints store under each MTP layer</param>
 public sealed record ParameterCount(long Total, long ActivatedPerToken, long Mtp, long RoutedExperts, long MtpStoredCopies)
 {
+    /// <summary>
+    /// The same counts from the config alone, in closed form (no model is built, so any size is answered at once; the
+    /// model-walking <see cref="Of(DeepSeekModel)"/> is the reference it is tested against). Arithmetic is checked: a
+    /// config whose count does not fit 64 bits is an error naming its file.
+    /// </summary>
+    public static ParameterCount Of(DeepSeekConfig c)
+    {
+        try
+        {
+            checked
+            {
+                var shape = ModelShape.Of(c);
+                long layers = c.NumHiddenLayers, moeLayers = c.MoeLayerCount, denseLayers = layers - moeLayers;
+                long total = shape.Embedding + shape.Head + shape.Norm
+                    + layers * (shape.Attention + 2 * shape.Norm) + denseLayers * shape.DenseMlp + moeLayers * shape.MoeLayer;
+                long routed = moeLayers * shape.RoutedExperts;
+                long activatedRouted = moeLayers * (c.NumExpertsPerTok ?? 0) * shape.Expert;
+                long mtpBlock = shape.Attention + 2 * shape.Norm + (c.HasMoe ? shape.MoeLayer : shape.DenseMlp);
+                long mtpDepth = 2 * shape.Norm + shape.EhProj + mtpBlock + shape.Norm; // enorm, hnorm, eh_proj, block, shared_head.norm
+                long depths = c.NumNextnPredictLayers;
+                return new ParameterCount(total, total - routed - shape.Embedding + activatedRouted, depths * mtpDepth, routed,
+                    depths * (shape.Embedding + shape.Head));
+            }
+        }
+        catch (OverflowException)
+        {
+            throw new DeepSeekSharpException($"{c.SourceName}: the parameter count does not fit in 64 bits");
+        }
+    }
+
     public static ParameterCount Of(DeepSeekModel model)
     {
         var c = model.Config;

@@ -19,8 +19,7 @@ public sealed class YarnRope
         for (int i = 0; i < half; i++) Frequencies[i] = Math.Pow(theta, -2.0 * i / RopeDim);
 
         var rs = config.RopeScaling;
-        // Like the official code: YaRN applies only when the context is actually extended.
-        IsYarnActive = rs is { Type: "yarn" } && config.MaxPositionEmbeddings > rs.OriginalMaxPositionEmbeddings;
+        IsYarnActive = IsYarnActiveFor(config);
         SoftmaxScale = (float)(1.0 / Math.Sqrt(config.QkHeadDim));
         if (!IsYarnActive) return;
 
@@ -44,6 +43,10 @@ public sealed class YarnRope
     public int RopeDim { get; }
 
     public bool IsYarnActive { get; }
+
+    /// <summary>Like the official code: YaRN applies only when the context is actually extended.</summary>
+    public static bool IsYarnActiveFor(DeepSeekConfig config) =>
+        config.RopeScaling is { Type: "yarn" } rs && config.MaxPositionEmbeddings > rs.OriginalMaxPositionEmbeddings;
 
     /// <summary>f_i after YaRN, i in [0, dr/2).</summary>
     public double[] Frequencies { get; }
