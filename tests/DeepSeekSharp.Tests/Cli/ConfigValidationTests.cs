@@ -12,7 +12,7 @@ public sealed class ConfigValidationTests : IDisposable
 {
     private readonly string _dir = TestPaths.TempDir();
 
-    public void Dispose() => Directory.Delete(_dir, true);
+    public void Dispose() { if (Directory.Exists(_dir)) Directory.Delete(_dir, true); } // the test-end hook may have removed it
 
     private static JsonObject TinyConfig() =>
         JsonNode.Parse(File.ReadAllText(Path.Combine(TestPaths.Fixture("v3-tiny"), "config.json")))!.AsObject();

@@ -15,7 +15,7 @@ public sealed class ModelFolderLoadingTests : IDisposable
 {
     private readonly string _dir = TestPaths.TempDir();
 
-    public void Dispose() => Directory.Delete(_dir, true);
+    public void Dispose() { if (Directory.Exists(_dir)) Directory.Delete(_dir, true); } // the test-end hook may have removed it
 
     private static string Fixture(string name, string file) => Path.Combine(TestPaths.Fixture(name), file);
 

@@ -63,7 +63,7 @@ public sealed class TinyServer : IAsyncLifetime
         Http.Dispose();
         await _app.StopAsync();
         await _app.DisposeAsync();
-        Directory.Delete(_dir, recursive: true);
+        if (Directory.Exists(_dir)) Directory.Delete(_dir, recursive: true);
     }
 
     /// <summary>POSTs a JSON body; the status and the parsed response.</summary>
