@@ -12,10 +12,17 @@ internal static class InspectCommand
         var model = new Option<string>("--model") { Description = "model folder, or a config.json (weights are not needed)", Required = true };
         var json = new Option<bool>("--json") { Description = "print one JSON object instead of text" };
         var cmd = new Command("inspect", "Summarise a model's architecture and count its parameters (total and activated per token)") { model, json };
+        var plan = InspectParallel.AddTo(cmd);
         cmd.SetAction(r => CliCommon.Run(() =>
         {
             var m = ModelCheckpoint.LoadMeta(r.GetValue(model)!);
             var summary = ModelSummary.Of(m);
+            if (plan.Requested(r))
+            {
+                var estimate = plan.Estimate(r, m);
+                Console.WriteLine(r.GetValue(json) ? JsonSerializer.Serialize(estimate, InspectParallel.Json) : summary.ToText() + Environment.NewLine + estimate.ToText());
+                return 0;
+            }
             Console.WriteLine(r.GetValue(json) ? JsonSerializer.Serialize(summary) : summary.ToText());
             return 0;
         }));
