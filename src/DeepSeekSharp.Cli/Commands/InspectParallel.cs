@@ -21,6 +21,8 @@ internal sealed class InspectParallel
     private readonly Option<string?> _moments = new("--adam-moments") { Description = "with --parallel: AdamW moments fp32 or bf16 (default: bf16 for fp8, else fp32)" };
     private readonly Option<string?> _dispatch = new("--ep-dispatch") { Description = "with --parallel: what expert-parallel dispatch sends, fp32, bf16 or fp8 (default: the precision's; fp8 for fp8)" };
     private readonly Option<string?> _combine = new("--ep-combine") { Description = "with --parallel: what the combine sends back, fp32 or bf16 (default: bf16 for bf16 and fp8, else fp32)" };
+    private readonly Option<bool> _recomputeNorms = new("--recompute-norms") { Description = "with --parallel: RMSNorm outputs rebuilt in the backward (config key recompute_norms)" };
+    private readonly Option<bool> _recomputeMlaUp = new("--recompute-mla-up") { Description = "with --parallel: MLA's q and kv_b rebuilt in the backward (config key recompute_mla_up)" };
     private readonly Option<int> _ranksPerNode = new("--ranks-per-node") { Description = "with --parallel: ranks per node, for the cross-node share of expert traffic", DefaultValueFactory = _ => 8 };
 
     public static InspectParallel AddTo(Command command)
@@ -31,7 +33,7 @@ internal sealed class InspectParallel
         options._dispatch.AcceptOnlyFromAmong("fp32", "bf16", "fp8");
         options._combine.AcceptOnlyFromAmong("fp32", "bf16");
         foreach (Option o in (Option[])[options._layout, options._batch, options._seq, options._microBatch, options._precision, options._moments,
-            options._dispatch, options._combine, options._ranksPerNode])
+            options._dispatch, options._combine, options._ranksPerNode, options._recomputeNorms, options._recomputeMlaUp])
             command.Options.Add(o);
         return options;
     }
@@ -51,7 +53,9 @@ internal sealed class InspectParallel
             AdamMoments: r.GetValue(_moments) ?? (precision == "fp8" ? "bf16" : "fp32"),
             Dispatch: r.GetValue(_dispatch) ?? precision,
             Combine: r.GetValue(_combine) ?? (precision == "fp32" ? "fp32" : "bf16"),
-            RanksPerNode: r.GetValue(_ranksPerNode));
+            RanksPerNode: r.GetValue(_ranksPerNode),
+            RecomputeNorms: r.GetValue(_recomputeNorms),
+            RecomputeMlaUp: r.GetValue(_recomputeMlaUp));
         return ParallelPlan.Estimate(model, layout, options);
     }
 }

@@ -35,11 +35,13 @@ internal static class MpiCommand
     {
         var microBatches = new Option<int>("--micro-batches") { Description = "micro-batches of the checked gradient sum (a multiple of the rank count)", DefaultValueFactory = _ => 12 };
         var seed = new Option<int>("--seed") { Description = "seed of the checked gradients", DefaultValueFactory = _ => 1 };
-        // Fault injection for checking that a job whose rank dies ends instead of hanging (tests and cluster bring-up).
-        var crashRank = new Option<int>("--crash-rank") { Description = "this rank exits with code 3 after the first collective, without finalising MPI", DefaultValueFactory = _ => -1, Hidden = true };
+        // Fault injection, for checking that a broken job ends with a clear message instead of hanging (tests, cluster bring-up).
+        var faultRank = new Option<int>("--fault-rank") { Description = "the rank that misbehaves after the first collective", DefaultValueFactory = _ => -1, Hidden = true };
+        var fault = new Option<string>("--fault") { Description = "exit: exit with code 3 without finalising MPI; truncate: post receive buffers one element short in an all-to-all-v", DefaultValueFactory = _ => "exit", Hidden = true };
+        fault.AcceptOnlyFromAmong("exit", "truncate");
         var cmd = new Command("check", "Check every collective against its definition and the deterministic gradient sum and ZeRO-1 against one process's result; rank 0 prints the results and the digests (equal for every world size)")
         {
-            microBatches, seed, crashRank,
+            microBatches, seed, faultRank, fault,
         };
         cmd.SetAction(r => CliCommon.RunDistributed(world =>
         {
@@ -49,7 +51,7 @@ internal static class MpiCommand
             bool root = world.Rank == 0;
             if (root) Console.WriteLine($"mpi check: {world.Description}");
             world.Barrier();
-            if (world.Rank == r.GetValue(crashRank)) Environment.Exit(3);
+            if (r.GetValue(faultRank) is >= 0 and var misbehaving) InjectFault(world, misbehaving, r.GetValue(fault)!);
 
             var results = MpiSelfCheck.Collectives(world);
             var (reduction, gradientDigest, parameterDigest) = MpiSelfCheck.Reduction(world, m, r.GetValue(seed));
@@ -78,5 +80,26 @@ internal static class MpiCommand
             return 0;
         }));
         return cmd;
+    }
+
+    /// <summary>
+    /// Rank <paramref name="misbehaving"/> exits (the others then wait in the next collective) or receives four floats
+    /// from every rank into room for three (MPI reports the truncation on that rank).
+    /// </summary>
+    private static void InjectFault(ICommunicator world, int misbehaving, string fault)
+    {
+        bool me = world.Rank == misbehaving;
+        if (fault == "exit")
+        {
+            if (me) Environment.Exit(3);
+            return;
+        }
+        int n = world.Size, room = me ? 3 : 4;
+        var counts = new int[n];
+        var offsets = new int[n];
+        var roomCounts = new int[n];
+        var roomOffsets = new int[n];
+        for (int d = 0; d < n; d++) (counts[d], offsets[d], roomCounts[d], roomOffsets[d]) = (4, 4 * d, room, room * d);
+        world.AllToAllV<float>(new float[4 * n], counts, offsets, new float[room * n], roomCounts, roomOffsets);
     }
 }

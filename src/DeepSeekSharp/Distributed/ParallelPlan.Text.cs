@@ -22,7 +22,8 @@ public sealed partial record ParallelPlan
         void Line(string text) => sb.AppendLine(text);
         Line(string.Create(CultureInfo.InvariantCulture, $"parallel          {Layout}: {WorldSize:N0} ranks = {Stages} pipeline stage(s) × {RanksPerStage} ranks"));
         Line(string.Create(CultureInfo.InvariantCulture, $"batch             {o.GlobalBatch:N0} × {o.SequenceLength:N0} tokens = {TokensPerStep:N0} per step; per rank {TokensPerRank:N0} tokens in {MicroBatchesPerRank:N0} micro-batch(es) of {o.MicroBatch}"));
-        Line($"precision         {o.Precision}, AdamW moments {o.AdamMoments}, EP dispatch {o.Dispatch}, combine {o.Combine}");
+        Line($"precision         {o.Precision}, AdamW moments {o.AdamMoments}, EP dispatch {o.Dispatch}, combine {o.Combine}" +
+            (o.RecomputeNorms || o.RecomputeMlaUp ? $"; recomputed: {string.Join(", ", new[] { o.RecomputeNorms ? "norms" : null, o.RecomputeMlaUp ? "MLA up-projections" : null }.OfType<string>())}" : ""));
         if (ExpectedGroupsPerToken > 0)
             Line(string.Create(CultureInfo.InvariantCulture,
                 $"routing           a token's experts span {ExpectedGroupsPerToken:0.00} groups; it goes to {ExpectedRemoteRanksPerToken:0.00} other EP ranks (at most {MaxRemoteRanksPerToken}), {ExpectedRemoteNodesPerToken:0.00} other nodes of {o.RanksPerNode} ranks"));

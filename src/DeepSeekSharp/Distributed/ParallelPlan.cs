@@ -13,8 +13,11 @@ namespace DeepSeekSharp.Distributed;
 /// <param name="Dispatch">what expert-parallel dispatch sends: fp32, bf16 or fp8 (E4M3 with 1×128 scales)</param>
 /// <param name="Combine">what the combine sends back: fp32 or bf16</param>
 /// <param name="RanksPerNode">ranks that share a node (its fast links); the rest is cross-node traffic</param>
+/// <param name="RecomputeNorms">RMSNorm outputs rebuilt in the backward (config key recompute_norms)</param>
+/// <param name="RecomputeMlaUp">MLA's q and kv_b rebuilt in the backward (config key recompute_mla_up)</param>
 public sealed record ParallelPlanOptions(int GlobalBatch, int SequenceLength, int MicroBatch = 1, string Precision = "fp32",
-    string AdamMoments = "fp32", string Dispatch = "fp32", string Combine = "fp32", int RanksPerNode = 8);
+    string AdamMoments = "fp32", string Dispatch = "fp32", string Combine = "fp32", int RanksPerNode = 8,
+    bool RecomputeNorms = false, bool RecomputeMlaUp = false);
 
 /// <summary>Bytes one rank of a stage holds at its peak.</summary>
 public sealed record StageMemory(long WeightsFp32, long Fp8Codes, long Fp8Scales, long Bf16Copies, long Gradients, long OptimizerMoments, long Activations)
@@ -106,12 +109,13 @@ public sealed partial record ParallelPlan(string Layout, int WorldSize, int Stag
             long expertRank = expert[s] / ep, held = dense[s] + copy + expertRank;
             long optimizer = layout.ZeroStage == 1 ? Ceil(dense[s], stageRanks) + Ceil(expertRank, dp) : dense[s] + expertRank;
 
+            var recipe = new ActivationRecipe(o.Precision, ep, o.RecomputeNorms, o.RecomputeMlaUp);
             double perToken = 0;
-            for (int l = first; l < end; l++) perToken += ActivationMemory.Block(c, l, o.Precision, ep);
+            for (int l = first; l < end; l++) perToken += ActivationMemory.Block(c, l, recipe);
             double perMicro = 0;
             if (last)
             {
-                perToken += ActivationMemory.Head(c) + mtp * ActivationMemory.MtpDepth(c, o.Precision, ep);
+                perToken += ActivationMemory.Head(c) + mtp * ActivationMemory.MtpDepth(c, recipe);
                 perMicro = (1 + mtp) * ActivationMemory.HeadWeightGradient(c, tokensPerMicro);
             }
             int inFlight = Math.Min(pp - s, microBatches); // 1F1B: stage s holds pp − s micro-batches at its peak

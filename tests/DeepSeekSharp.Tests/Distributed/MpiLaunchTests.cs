@@ -75,12 +75,23 @@ public class MpiLaunchTests
     public void ARankThatDiesMidJobEndsTheJobWithAMessageNamingIt()
     {
         // Rank 1 exits while rank 0 waits for it in the next collective: the job must end, not hang.
-        var job = Launch(2, "mpi", "check", "--crash-rank", "1");
+        var job = Launch(2, "mpi", "check", "--fault-rank", "1", "--fault", "exit");
         Assert.NotEqual(0, job.ExitCode);
         string all = job.Stdout + job.Stderr;
         Assert.Contains("exited with non-zero status", all);
         Assert.Matches(@"Process name: \[\[\d+,1\],1\]", all);
         Assert.Matches(@"Exit code:\s+3", all);
+    }
+
+    [Fact]
+    public void AFailingMpiCallIsOneLineNamingTheCallTheRankAndMpisReason()
+    {
+        // Rank 1 posts receive buffers one element short: MPI reports the truncation there, the rank aborts the job.
+        var job = Launch(2, "mpi", "check", "--fault-rank", "1", "--fault", "truncate");
+        Assert.NotEqual(0, job.ExitCode);
+        var errors = job.Stderr.Split('\n').Where(l => l.StartsWith("error:", StringComparison.Ordinal)).ToList();
+        Assert.True(errors.Count == 1, job.Stderr);
+        Assert.Matches(@"^error: rank 1 of 2: MPI_Alltoallv failed on rank 1: MPI_ERR_TRUNCATE: message truncated \(MPI error 15\)$", errors[0]);
     }
 
     [Fact]

@@ -76,12 +76,24 @@ public class ParallelPlanTests
     {
         var c = Tiny().Config;
         // h, normed, q [n·32], c_kv raw + normed [2·32], k_pe [16], kv_b [n·32], o [n·16], lse [n], 2 norms' 1/rms.
-        Assert.Equal(4.0 * (128 + 128 + 64 + 64 + 16 + 64 + 32 + 2 + 2), ActivationMemory.Attention(c, "fp32"));
+        Assert.Equal(4.0 * (128 + 128 + 64 + 64 + 16 + 64 + 32 + 2 + 2), ActivationMemory.Attention(c, new ActivationRecipe("fp32")));
         // a + its 1/rms, normed, gate/up/down inputs [3·256].
-        Assert.Equal(4.0 * (128 + 1 + 128 + 3 * 256), ActivationMemory.FeedForward(c, moe: false, "fp32"));
+        Assert.Equal(4.0 * (128 + 1 + 128 + 3 * 256), ActivationMemory.FeedForward(c, moe: false, new ActivationRecipe("fp32")));
         // a, 1/rms, normed, scores [4], weights [2]; per slot gate+up [2·64] and the output [128] (+ the received rows under EP); shared [3·64].
-        Assert.Equal(4.0 * (128 + 1 + 128 + 4 + 2 + 2 * (128 + 128) + 3 * 64), ActivationMemory.FeedForward(c, moe: true, "fp32"));
-        Assert.Equal(4.0 * (128 + 1 + 128 + 4 + 2 + 2 * (128 + 128 + 128) + 3 * 64), ActivationMemory.FeedForward(c, moe: true, "fp32", expertParallel: 2));
+        Assert.Equal(4.0 * (128 + 1 + 128 + 4 + 2 + 2 * (128 + 128) + 3 * 64), ActivationMemory.FeedForward(c, moe: true, new ActivationRecipe("fp32")));
+        Assert.Equal(4.0 * (128 + 1 + 128 + 4 + 2 + 2 * (128 + 128 + 128) + 3 * 64), ActivationMemory.FeedForward(c, moe: true, new ActivationRecipe("fp32", ExpertParallel: 2)));
+    }
+
+    [Fact]
+    public void RecomputationDropsTheNormOutputsAndMlaUpProjections()
+    {
+        var c = Tiny().Config;
+        var plain = new ActivationRecipe("fp32");
+        // recompute_norms: the normed inputs of attention and FFN and kv_a_layernorm's output (no q LoRA here).
+        Assert.Equal(4.0 * (128 + 32), ActivationMemory.Attention(c, plain) - ActivationMemory.Attention(c, plain with { RecomputeNorms = true }));
+        Assert.Equal(4.0 * 128, ActivationMemory.FeedForward(c, true, plain) - ActivationMemory.FeedForward(c, true, plain with { RecomputeNorms = true }));
+        // recompute_mla_up: q [n·(16+16)] and kv_b [n·(16+16)].
+        Assert.Equal(4.0 * (64 + 64), ActivationMemory.Attention(c, plain) - ActivationMemory.Attention(c, plain with { RecomputeMlaUp = true }));
     }
 
     [Fact]
@@ -108,8 +120,8 @@ public class ParallelPlanTests
 
         // Activations: stage 0 holds both micro-batches (1F1B: pp − 0), stage 1 one; 4 tokens each.
         var c = Tiny().Config;
-        Assert.Equal((long)(2 * 4 * ActivationMemory.Block(c, 0, "fp32", 2)), s0.Memory.Activations);
-        Assert.Equal((long)(4 * (ActivationMemory.Block(c, 1, "fp32", 2) + ActivationMemory.Head(c))), s1.Memory.Activations);
+        Assert.Equal((long)(2 * 4 * ActivationMemory.Block(c, 0, new ActivationRecipe("fp32", 2))), s0.Memory.Activations);
+        Assert.Equal((long)(4 * (ActivationMemory.Block(c, 1, new ActivationRecipe("fp32", 2)) + ActivationMemory.Head(c))), s1.Memory.Activations);
 
         // DP: each direction sends (g − 1) shards of ⌈n/g⌉ floats per group.
         long dp = 4 * (3 * ((s1.DenseParameters + 3) / 4) + 1 * ((s1.ExpertParametersPerRank + 1) / 2));

@@ -17,32 +17,37 @@ public static class ActivationMemory
     private const double Fp8 = 1 + 4.0 / 128, E5M6 = 2 + 4.0 / 128, F32 = 4;
 
     /// <summary>Attention half of a block: h, the normed input, the q path, c_kv, k_pe, kv_b, the attention output and its log-sum-exp.</summary>
-    public static double Attention(DeepSeekConfig c, string precision)
+    public static double Attention(DeepSeekConfig c, ActivationRecipe recipe)
     {
         int h = c.HiddenSize, n = c.NumAttentionHeads, dq = c.QLoraRank ?? 0, dc = c.KvLoraRank;
         double q = (double)n * (c.QkNopeHeadDim + c.QkRopeHeadDim), kv = (double)n * (c.QkNopeHeadDim + c.VHeadDim), o = (double)n * c.VHeadDim;
         int norms = c.HasQLora ? 3 : 2; // input_layernorm, kv_a_layernorm, q_a_layernorm: 1/rms per token each
-        bool fp8 = precision == "fp8";
+        bool fp8 = recipe.IsFp8;
+        // A norm's fp32 output is kept for the Linears reading it, unless recomputed; FP8 Linears keep their own FP8 copy.
+        double normedFp32 = recipe.RecomputeNorms ? 0 : F32;
         // The normed input feeds q_a (or q_proj) and kv_a; under FP8 each keeps its own FP8 copy instead.
-        double normed = fp8 ? 2 * Fp8 * h : F32 * h;
-        double qPath = c.HasQLora ? F32 * dq + (fp8 ? Fp8 : F32) * dq : 0; // q_a output (norm input), normed (q_b input)
-        double cKv = F32 * dc + (fp8 ? Fp8 : F32) * dc;                     // raw (norm input), normed (kv_b input)
-        return F32 * h + normed + qPath + F32 * q + cKv + F32 * c.QkRopeHeadDim + F32 * kv + (fp8 ? E5M6 : F32) * o + F32 * n + F32 * norms;
+        double normed = fp8 ? 2 * Fp8 * h : normedFp32 * h;
+        double qPath = c.HasQLora ? F32 * dq + (fp8 ? Fp8 : normedFp32) * dq : 0; // q_a output (norm input), normed (q_b input)
+        double cKv = F32 * dc + (fp8 ? Fp8 : normedFp32) * dc;                     // raw (norm input), normed (kv_b input)
+        double up = recipe.RecomputeMlaUp ? 0 : F32 * (q + kv);                      // the attention core's q and kv_b
+        return F32 * h + normed + qPath + up + cKv + F32 * c.QkRopeHeadDim + (fp8 ? E5M6 : F32) * o + F32 * n + F32 * norms;
     }
 
     /// <summary>Feed-forward half of a block: the residual a, the normed input, then a dense SwiGLU or the MoE.</summary>
     /// <param name="moe">whether the block's feed-forward is the MoE</param>
-    /// <param name="expertParallel">with EP &gt; 1 an fp32 expert keeps the rows it received (one process reads them in place)</param>
-    public static double FeedForward(DeepSeekConfig c, bool moe, string precision, int expertParallel = 1)
+    /// <param name="recipe">precision, recomputation, and EP (with EP &gt; 1 an fp32 expert keeps the rows it received;
+    /// one process reads them in place)</param>
+    public static double FeedForward(DeepSeekConfig c, bool moe, ActivationRecipe recipe)
     {
         int h = c.HiddenSize;
-        bool fp8 = precision == "fp8";
-        double a = F32 * h + F32; // residual (norm input) and its 1/rms
+        bool fp8 = recipe.IsFp8;
+        double a = F32 * h + F32, normed = recipe.RecomputeNorms ? 0 : F32 * h; // residual (norm input) and its 1/rms
         if (!moe)
-            return a + (fp8 ? 2 * Fp8 * h : F32 * h) + Swiglu(c.IntermediateSize, fp8);
+            return a + (fp8 ? 2 * Fp8 * h : normed) + Swiglu(c.IntermediateSize, fp8);
         int k = c.NumExpertsPerTok!.Value, e = c.NRoutedExperts!.Value, shared = (c.NSharedExperts ?? 0) * c.MoeIntermediateSize;
         // The gate reads the normed input in fp32; scores [E] and weights [k] for its backward.
-        double bytes = a + F32 * h + F32 * e + F32 * k;
+        double bytes = a + normed + F32 * e + F32 * k;
+        int expertParallel = recipe.ExpertParallel;
         // Per routed slot: fp32 keeps gate+up outputs (SwiGLU recomputed, V3's recipe) and the expert output the combine
         // reads; fp8 runs each expert as a module: FP8 copies of the rows for gate and up, of the SwiGLU inputs and of
         // down's input, and the fp32 output.
@@ -58,8 +63,8 @@ public static class ActivationMemory
     private static double Swiglu(int intermediate, bool fp8) => (fp8 ? 3 * Fp8 : 3 * F32) * intermediate;
 
     /// <summary>Decoder block <paramref name="layer"/> of the main model.</summary>
-    public static double Block(DeepSeekConfig c, int layer, string precision, int expertParallel = 1) =>
-        Attention(c, precision) + FeedForward(c, c.IsMoeLayer(layer), precision, expertParallel);
+    public static double Block(DeepSeekConfig c, int layer, ActivationRecipe recipe) =>
+        Attention(c, recipe) + FeedForward(c, c.IsMoeLayer(layer), recipe);
 
     /// <summary>The final norm (input and output) and the head's input gradient, formed during the forward.</summary>
     public static double Head(DeepSeekConfig c) => 3 * F32 * c.HiddenSize + F32;
@@ -72,6 +77,16 @@ public static class ActivationMemory
         tokensPerMicroBatch >= c.HiddenSize ? F32 * c.VocabSize * (double)c.HiddenSize : 0;
 
     /// <summary>One MTP depth: the shifted embedding, the two normed halves eh_proj reads, its block and its head pass.</summary>
-    public static double MtpDepth(DeepSeekConfig c, string precision, int expertParallel = 1) =>
-        F32 * c.HiddenSize + 2 * F32 * c.HiddenSize + 2 * F32 + Attention(c, precision) + FeedForward(c, c.HasMoe, precision, expertParallel) + Head(c);
+    public static double MtpDepth(DeepSeekConfig c, ActivationRecipe recipe) =>
+        F32 * c.HiddenSize + 2 * F32 * c.HiddenSize + 2 * F32 + Attention(c, recipe) + FeedForward(c, c.HasMoe, recipe) + Head(c);
+}
+
+/// <summary>What decides the activations a block keeps: the training precision, expert parallelism and the recomputation options.</summary>
+/// <param name="Precision">fp32, bf16 or fp8</param>
+/// <param name="ExpertParallel">EP degree (received expert rows are kept when &gt; 1)</param>
+/// <param name="RecomputeNorms">config key recompute_norms: RMSNorm outputs are rebuilt in the backward</param>
+/// <param name="RecomputeMlaUp">config key recompute_mla_up: MLA's q and kv_b are rebuilt in the backward</param>
+public readonly record struct ActivationRecipe(string Precision, int ExpertParallel = 1, bool RecomputeNorms = false, bool RecomputeMlaUp = false)
+{
+    public bool IsFp8 => Precision == "fp8";
 }
