@@ -26,6 +26,7 @@ public static class DssApp
         root.Subcommands.Add(Fp8Command.Dequantize());
         root.Subcommands.Add(BenchCommand.Create());
         root.Subcommands.Add(CudaCommand.Create());
+        root.Subcommands.Add(MpiCommand.Create());
         return root;
     }
 

@@ -63,6 +63,31 @@ internal static class CliCommon
         }
     }
 
+    /// <summary>
+    /// Runs a command body in this process's world (MPI's under a launcher, else a world of one) through <see cref="Run"/>.
+    /// A rank that fails prints its one error line and aborts the whole job (MPI_Abort): finalising MPI there would wait
+    /// forever for ranks blocked in a collective with it.
+    /// </summary>
+    public static int RunDistributed(Func<DeepSeekSharp.Distributed.ICommunicator, int> body) => Run(() =>
+    {
+        var world = DeepSeekSharp.Distributed.Communicator.CreateWorld();
+        int code;
+        try
+        {
+            code = body(world);
+        }
+        catch (Exception e) when (world.Size > 1)
+        {
+            string message = e is DeepSeekSharpException or IOException ? e.Message.ReplaceLineEndings(" ") : e.ToString();
+            Console.Error.WriteLine($"error: rank {world.Rank} of {world.Size}: {message}");
+            Console.Error.Flush();
+            world.Abort(1);
+            throw;
+        }
+        world.Dispose();
+        return code;
+    });
+
     public static int[] ParseTokens(string text)
     {
         var parts = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
