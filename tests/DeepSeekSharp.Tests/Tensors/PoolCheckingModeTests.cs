@@ -1,4 +1,5 @@
 using DeepSeekSharp.Autograd;
+using DeepSeekSharp.Inference;
 using DeepSeekSharp.Models.DeepSeekV3;
 using DeepSeekSharp.Tensors;
 using DeepSeekSharp.Tests.Autograd;
@@ -37,11 +38,15 @@ public sealed class OpGradientTestsWithPoisonedPool : OpGradientTests, IDisposab
     }
 }
 
-/// <summary>A whole training step and an inference forward through the poisoned pool compute what they compute normally.</summary>
+/// <summary>
+/// A whole training step, an inference forward and cached decoding (prefill, then one token at a time) through the
+/// poisoned pool compute what they compute normally: storage returned to the pool is filled with NaN, so any value
+/// read after its tensor was released would change a loss, a gradient or a logit.
+/// </summary>
 [Collection(nameof(PoolCheckingCollection))]
 public sealed class ModelStepWithPoisonedPoolTests
 {
-    private static (float Loss, Dictionary<string, float[]> Grads, float[] Logits) Run(string precision)
+    private static (float Loss, Dictionary<string, float[]> Grads, float[] Logits, float[] Decoded) Run(string precision)
     {
         var model = ModelCheckpoint.Load(TestPaths.Fixture("v3-tiny"));
         DeepSeekSharp.Fp8.Fp8Training.Apply(model, precision);
@@ -56,7 +61,11 @@ public sealed class ModelStepWithPoisonedPoolTests
         float[] logits;
         using (GradMode.NoGrad())
             logits = model.Forward(tokens[..8], SequenceBatch.Training(1, 8)).Logits.Span.ToArray();
-        return (loss.Total.Span[0], grads, logits);
+        var decoder = new CachedDecoder(model);
+        var cache = decoder.NewCache();
+        var decoded = new List<float>(decoder.Forward([(tokens[..6], cache)]).Logits.Span.ToArray());
+        for (int t = 6; t < 9; t++) decoded.AddRange(decoder.Forward([(tokens[t..(t + 1)], cache)]).Logits.Span.ToArray());
+        return (loss.Total.Span[0], grads, logits, decoded.ToArray());
     }
 
     [Theory]
@@ -73,6 +82,8 @@ public sealed class ModelStepWithPoisonedPoolTests
             Assert.Equal(normal.Grads.Keys.Order(), poisoned.Grads.Keys.Order());
             foreach (var (name, g) in normal.Grads) Assert.True(g.SequenceEqual(poisoned.Grads[name]), name);
             Assert.Equal(normal.Logits, poisoned.Logits);
+            Assert.All(poisoned.Decoded, v => Assert.True(float.IsFinite(v)));
+            Assert.Equal(normal.Decoded, poisoned.Decoded);
         }
         finally { StoragePool.CheckingMode = false; }
     }
