@@ -32,13 +32,17 @@ public class Tensor
     public static Tensor Empty(params int[] shape)
     {
         int length = checked((int)ShapeUtil.Numel(shape));
-        return new Tensor(shape, StoragePool.Rent(length)) { _pooled = true };
+        var tensor = new Tensor(shape, StoragePool.Rent(length)) { _pooled = true };
+        TensorScope.Register(tensor);
+        return tensor;
     }
 
     public static Tensor Zeros(params int[] shape)
     {
         int length = checked((int)ShapeUtil.Numel(shape));
-        return new Tensor(shape, StoragePool.RentZeroed(length)) { _pooled = true };
+        var tensor = new Tensor(shape, StoragePool.RentZeroed(length)) { _pooled = true };
+        TensorScope.Register(tensor);
+        return tensor;
     }
 
     public static Tensor Meta(params int[] shape) => new(shape, null);

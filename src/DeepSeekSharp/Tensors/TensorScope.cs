@@ -1,0 +1,47 @@
+namespace DeepSeekSharp.Tensors;
+
+/// <summary>
+/// The lifetime of the pooled tensors created while it is open, on this thread (the dispose-scope pattern): when it
+/// ends, every tensor created inside it that was not handed out with <see cref="Keep"/> gives its storage back to
+/// <see cref="StoragePool"/> unless a recorded backward reads it (<see cref="Tensor.ReleaseIfUnread"/>); kept tensors
+/// pass to the enclosing scope. Code running inside a scope needs no lifetime calls of its own.
+/// </summary>
+public sealed class TensorScope : IDisposable
+{
+    [ThreadStatic] private static TensorScope? _current;
+    private readonly TensorScope? _enclosing;
+    private readonly List<Tensor> _created = [];
+    private readonly HashSet<Tensor> _kept = new(ReferenceEqualityComparer.Instance);
+    private bool _ended;
+
+    private TensorScope()
+    {
+        _enclosing = _current;
+        _current = this;
+    }
+
+    /// <summary>Opens a scope on this thread; dispose it on the same thread.</summary>
+    public static TensorScope Begin() => new();
+
+    internal static void Register(Tensor tensor) => _current?._created.Add(tensor);
+
+    /// <summary>Hands <paramref name="result"/> out of the scope: it outlives it and belongs to the enclosing one.</summary>
+    public Tensor Keep(Tensor result)
+    {
+        _kept.Add(result);
+        return result;
+    }
+
+    public void Dispose()
+    {
+        if (_ended) return;
+        _ended = true;
+        if (_current != this) throw new InvalidOperationException("tensor scopes must end in the reverse order they began, on their own thread");
+        _current = _enclosing;
+        foreach (var tensor in _created)
+        {
+            if (_kept.Contains(tensor)) _enclosing?._created.Add(tensor);
+            else tensor.ReleaseIfUnread();
+        }
+    }
+}
