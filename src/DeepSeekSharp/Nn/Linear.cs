@@ -8,7 +8,7 @@ namespace DeepSeekSharp.Nn;
 /// these, so precision (FP8) and adapters (LoRA) are decided in one place: <see cref="Adapter"/> lets a wrapper
 /// add to or replace the output without the owning module knowing.
 /// </summary>
-public sealed class Linear : Module
+public sealed class Linear : Layer
 {
     public Linear(int inFeatures, int outFeatures, bool materialize)
     {
@@ -42,7 +42,7 @@ public sealed class Linear : Module
 
     /// <param name="x">[.., in]</param>
     /// <returns>[.., out]</returns>
-    public Tensor Forward(Tensor x)
+    protected override Tensor Compute(Tensor x)
     {
         var y = InferenceWeight is not null ? Functional.LinearCompressed(x, InferenceWeight)
             : Fp8Compute ? Functional.LinearFp8(x, Weight, Fp8E5M6InputCache)

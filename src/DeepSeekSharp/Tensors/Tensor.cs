@@ -86,6 +86,13 @@ public class Tensor
         return true;
     }
 
+    /// <summary>
+    /// The owner's recomputation policy (<see cref="Nn.Layer.RecomputeOutput"/>): when the <see cref="TensorScope"/> holding
+    /// this tensor ends, its values are dropped for recomputation (<see cref="DropForRecompute"/>) rather than kept for a
+    /// backward that reads them. Ops that keep no input of their own (RoPE) pass it on to their output.
+    /// </summary>
+    internal bool RecomputeWhenReleased { get; set; }
+
     /// <summary>Whether reading the values works: they are here, or the producing op will recompute them.</summary>
     internal bool CanBeRead => _data is not null || _recomputable;
 

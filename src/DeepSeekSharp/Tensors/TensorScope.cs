@@ -3,15 +3,17 @@ namespace DeepSeekSharp.Tensors;
 /// <summary>
 /// The lifetime of the pooled tensors created while it is open, on this thread (the dispose-scope pattern): when it
 /// ends, every tensor created inside it that was not handed out with <see cref="Keep"/> gives its storage back to
-/// <see cref="StoragePool"/> unless a recorded backward reads it (<see cref="Tensor.ReleaseIfUnread"/>); kept tensors
-/// pass to the enclosing scope. Code running inside a scope needs no lifetime calls of its own.
+/// <see cref="StoragePool"/> unless a recorded backward reads it (<see cref="Tensor.ReleaseIfUnread"/>), or, when its
+/// owner asked for recomputation (<see cref="Tensor.RecomputeWhenReleased"/>), drops its values for the producing op to
+/// rebuild in the backward; kept tensors pass to the enclosing scope. Every <see cref="Nn.Layer"/> call runs in one, so
+/// model code needs no lifetime calls of its own.
 /// </summary>
 public sealed class TensorScope : IDisposable
 {
     [ThreadStatic] private static TensorScope? _current;
     private readonly TensorScope? _enclosing;
     private readonly List<Tensor> _created = [];
-    private readonly HashSet<Tensor> _kept = new(ReferenceEqualityComparer.Instance);
+    private readonly List<Tensor> _kept = new(1); // usually the one result
     private bool _ended;
 
     private TensorScope()
@@ -32,6 +34,12 @@ public sealed class TensorScope : IDisposable
         return result;
     }
 
+    private bool IsKept(Tensor tensor)
+    {
+        foreach (var kept in _kept) if (ReferenceEquals(kept, tensor)) return true;
+        return false;
+    }
+
     public void Dispose()
     {
         if (_ended) return;
@@ -40,8 +48,8 @@ public sealed class TensorScope : IDisposable
         _current = _enclosing;
         foreach (var tensor in _created)
         {
-            if (_kept.Contains(tensor)) _enclosing?._created.Add(tensor);
-            else tensor.ReleaseIfUnread();
+            if (IsKept(tensor)) _enclosing?._created.Add(tensor);
+            else if (!(tensor.RecomputeWhenReleased && tensor.DropForRecompute())) tensor.ReleaseIfUnread();
         }
     }
 }

@@ -51,6 +51,7 @@ public sealed class ModelStepWithPoisonedPoolTests
         var model = ModelCheckpoint.Load(TestPaths.Fixture("v3-tiny"));
         DeepSeekSharp.Fp8.Fp8Training.Apply(model, precision);
         model.RecomputeNorms(true);
+        model.RecomputeMlaUpProjections(true);
         int[] tokens = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3];
         var batch = SequenceBatch.Training(2, 8);
         model.ZeroGrad();

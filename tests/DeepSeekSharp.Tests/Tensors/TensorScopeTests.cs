@@ -45,6 +45,30 @@ public sealed class TensorScopeTests
         Assert.All(y.Span.ToArray(), v => Assert.True(float.IsFinite(v)));
     }
 
+    // The same math as a Layer, the way a model file is written: no scope, no release, just the formula.
+    private sealed class NaiveMlpLayer(Tensor norm, Tensor w1, Tensor w2, Tensor w3) : DeepSeekSharp.Nn.Layer
+    {
+        protected override Tensor Compute(Tensor x) => NaiveMlp(x, norm, w1, w2, w3);
+    }
+
+    [Fact]
+    public void ALayerWrittenWithoutLifetimeCallsReturnsItsIntermediatesWhenItReturns()
+    {
+        var rng = new Random(7);
+        var x = Random(rng, false, Rows, Dim);
+        var layer = new NaiveMlpLayer(Random(rng, false, Dim), Random(rng, false, Dim, Dim), Random(rng, false, Dim, Dim), Random(rng, false, Dim, Dim));
+        using var _ = GradMode.NoGrad();
+        StoragePool.Clear();
+        long before = StoragePool.HeldBytes;
+        Tensor y = layer.Forward(x);
+        long after = StoragePool.HeldBytes;
+        Assert.True(after - before >= 4L * Rows * Dim * sizeof(float), $"pool held {before} bytes before, {after} after");
+        Assert.False(y.IsMeta);
+        // Run again: the four intermediates come from the pool, so it holds what it held before the first call.
+        layer.Forward(x);
+        Assert.True(StoragePool.HeldBytes >= after - 2L * Rows * Dim * sizeof(float), "the second call reused the pooled intermediates");
+    }
+
     [Fact]
     public void TensorsARecordedBackwardReadsOutliveTheScopeAndGradientsMatch()
     {

@@ -1,5 +1,6 @@
 using DeepSeekSharp.Autograd;
 using DeepSeekSharp.Models.DeepSeekV3;
+using DeepSeekSharp.Tensors;
 using DeepSeekSharp.Training;
 
 namespace DeepSeekSharp.Tests.Training;
@@ -59,22 +60,31 @@ public class RecomputeTests
     }
 
     [Fact]
-    public void ADroppedNormOutputIsRecomputedOnReadAndOthersStillThrow()
+    public void ANormOutputWithTheRecomputePolicyIsDroppedWhenItsScopeEndsAndRecomputedOnRead()
     {
         var rng = new Random(5);
         var x = DeepSeekSharp.Tests.Autograd.GradCheck.Random(rng, 1, 4, 16);
         var norm = new DeepSeekSharp.Nn.RmsNorm(16, 1e-6f, materialize: true) { RecomputeOutput = true };
         norm.Weight.Span.Fill(1.5f);
         var w = DeepSeekSharp.Tests.Autograd.GradCheck.Random(rng, 1, 3, 16);
-        var y = norm.Forward(x);
-        var expected = y.Span.ToArray();
-        var z = Functional.Linear(y, w);                  // the fp32 Linear's backward reads y
-        norm.ReleaseOutput(y);
-        Assert.Equal(expected, y.Span.ToArray());         // read again: recomputed, bit-identical
+        Tensor y, z;
+        float[] expected;
+        using (var scope = TensorScope.Begin())
+        {
+            y = norm.Forward(x);
+            expected = y.Span.ToArray();
+            z = scope.Keep(Functional.Linear(y, w));      // the fp32 Linear's backward reads y
+        }
+        Assert.True(y.IsMeta);                            // dropped when the scope ended...
+        Assert.Equal(expected, y.Span.ToArray());         // ...and recomputed, bit-identical, on the next read
         norm.RecomputeOutput = false;
-        var y2 = norm.Forward(x);
-        Functional.Linear(y2, w);
-        norm.ReleaseOutput(y2);                        // without recomputation a read value stays
+        Tensor y2;
+        using (var scope = TensorScope.Begin())
+        {
+            y2 = norm.Forward(x);
+            scope.Keep(Functional.Linear(y2, w));
+        }
+        Assert.False(y2.IsMeta);                          // without the policy a value a backward reads stays
         Assert.Equal(expected, y2.Span.ToArray());
         GC.KeepAlive(z);
     }

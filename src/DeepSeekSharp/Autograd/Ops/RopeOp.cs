@@ -24,6 +24,8 @@ internal sealed class RopeOp : GradNode
         if (positions.Length != rows) throw new ArgumentException($"rope: {positions.Length} positions for {rows} rows");
         var y = Tensor.Empty((int[])x.Shape.Clone());
         x.Backend.Rope(x.Span, y.Span, rows, groups, stride, offset, ropeDim, positions, cos, sin, inverse: false);
+        // A rotation keeps no input, so it is recomputable exactly when its input is: it inherits the input's policy.
+        y.RecomputeWhenReleased = x.RecomputeWhenReleased;
         return OpBase.Record(y, () => new RopeOp(x, groups, stride, offset, ropeDim, positions, cos, sin), x);
     }
 

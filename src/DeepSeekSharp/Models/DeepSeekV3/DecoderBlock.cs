@@ -5,7 +5,7 @@ using DeepSeekSharp.Tensors;
 namespace DeepSeekSharp.Models.DeepSeekV3;
 
 /// <summary>Pre-norm block: a = h + MLA(norm(h)); h' = a + FFN(norm(a)), FFN dense or MoE.</summary>
-public sealed class DecoderBlock : Module
+public sealed class DecoderBlock : Layer<SequenceBatch>
 {
     public DecoderBlock(DeepSeekConfig c, YarnRope rope, bool moe, bool materialize)
     {
@@ -22,24 +22,15 @@ public sealed class DecoderBlock : Module
     public RmsNorm InputLayerNorm { get; }
     public RmsNorm PostAttentionLayerNorm { get; }
 
+    /// <summary>The feed-forward half: the MoE, or a dense SwiGLU MLP.</summary>
+    public Layer FeedForward => (Layer?)Moe ?? DenseMlp!;
+
     /// <param name="h">[B·T, H]</param>
     /// <param name="batch">geometry and positions</param>
-    public Tensor Forward(Tensor h, SequenceBatch batch)
+    /// <returns>[B·T, H]</returns>
+    protected override Tensor Compute(Tensor h, SequenceBatch batch)
     {
-        // Normed inputs whose only readers keep FP8 copies (precision: fp8) are dropped once consumed; with
-        // recompute_norms the others are too, and recomputed from h / a when the backward reads them.
-        // Branch outputs are only summed into the residual stream, whose Add reads no values, so they go too.
-        Tensor normed = InputLayerNorm.Forward(h);
-        Tensor attn = SelfAttn.Forward(normed, batch);
-        InputLayerNorm.ReleaseOutput(normed);
-        Tensor a = Functional.Add(h, attn);
-        attn.ReleaseIfUnread();
-        Tensor f = PostAttentionLayerNorm.Forward(a);
-        Tensor mlp = Moe is not null ? Moe.Forward(f) : DenseMlp!.Forward(f);
-        PostAttentionLayerNorm.ReleaseOutput(f);
-        Tensor output = Functional.Add(a, mlp);
-        mlp.ReleaseIfUnread();
-        a.ReleaseIfUnread(); // read by the FFN norm's backward when training; otherwise dead here
-        return output;
+        Tensor a = Functional.Add(h, SelfAttn.Forward(InputLayerNorm.Forward(h), batch));
+        return Functional.Add(a, FeedForward.Forward(PostAttentionLayerNorm.Forward(a)));
     }
 }

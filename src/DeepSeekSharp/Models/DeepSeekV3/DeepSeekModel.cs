@@ -67,17 +67,8 @@ public sealed class DeepSeekModel : Module
     {
         if (tokens.Length != batch.Tokens) throw new ArgumentException($"{tokens.Length} tokens for a batch of {batch.Tokens}");
         if (mtpDepth > MtpModules.Count) throw new DeepSeekSharpException($"the model has {MtpModules.Count} MTP depth(s), {mtpDepth} requested");
-        Tensor h = Inner.EmbedTokens.Forward(tokens);                                      // [B·T, H]
-        // A block's input is dead once the block ran unless a recorded backward reads it (its input norm does when
-        // training), so inference and no-grad passes hand each layer's activations back for the next layer's.
-        foreach (var block in Inner.Blocks)
-        {
-            Tensor next = block.Forward(h, batch);
-            h.ReleaseIfUnread();
-            h = next;
-        }
-        Tensor hidden = Inner.Norm.Forward(h);
-        h.ReleaseIfUnread();
+        Tensor h = Inner.EmbedTokens.Forward(tokens);                                      // embed(t) [B·T, H]
+        Tensor hidden = Inner.Norm.Forward(Sequential.Forward(Inner.Blocks, h, batch));    // norm(h^L) [B·T, H]
         var mtpHidden = new Tensor[mtpDepth];
         Tensor previous = hidden; // h⁰ is taken AFTER model.norm, as the serving engines feed real checkpoints
         for (int k = 1; k <= mtpDepth; k++)

@@ -20,7 +20,7 @@ public sealed class Gate : Module
         int e = c.NRoutedExperts!.Value;
         Weight = Param("weight", new Parameter([e, c.HiddenSize], materialize));
         if (c.TopkMethod == "noaux_tc")
-            ScoreCorrectionBias = Buffer("e_score_correction_bias", materialize ? Tensor.Zeros(e) : Tensor.Meta(e));
+            ScoreCorrectionBias = Buffer("e_score_correction_bias", materialize ? Tensor.FromArray(new float[e], e) : Tensor.Meta(e));
     }
 
     /// <summary>[E, H]</summary>
@@ -47,7 +47,6 @@ public sealed class Gate : Module
     {
         Tensor logits = Functional.Linear(x, Weight);                                          // [N, E]
         Tensor scores = _c.ScoringFunc == "sigmoid" ? Functional.Sigmoid(logits) : Functional.Softmax(logits);
-        logits.ReleaseIfUnread(); // both score functions differentiate from their output
         int[] idx = SelectConcurrently(scores);
         Tensor w = Functional.RouteWeights(scores, idx, TopK, _c.NormTopkProb == true, _c.RoutedScalingFactor ?? 1f);
         var counts = new long[Experts];

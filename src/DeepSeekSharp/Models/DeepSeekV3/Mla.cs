@@ -10,7 +10,7 @@ namespace DeepSeekSharp.Models.DeepSeekV3;
 /// values from the compressed latent c_kv = kv_a_layernorm(kv_a[:dc]) via kv_b_proj, plus one roped key k_pe
 /// shared by all heads.
 /// </summary>
-public sealed class Mla : Module
+public sealed class Mla : Layer<SequenceBatch>
 {
     private readonly DeepSeekConfig _c;
     private readonly YarnRope _rope;
@@ -37,11 +37,15 @@ public sealed class Mla : Module
     }
 
     /// <summary>
-    /// Recompute the up-projections q = rope(q_b(c_q)) and kv_b(c_kv) in the backward instead of keeping them for the
-    /// attention core (DeepSeek-V3's recomputation; config key <c>recompute_mla_up</c>). fp32, BF16 and FP8 projections
-    /// are recomputed exactly (<see cref="Tensor.DropForRecompute"/>); an adapted (LoRA) one keeps its output.
+    /// Recompute the up-projections q = rope(q_b(c_q)) (or q_proj) and kv_b(c_kv) in the backward instead of keeping them
+    /// for the attention core (DeepSeek-V3's recomputation; config key <c>recompute_mla_up</c>): a policy on the two
+    /// projections (<see cref="Layer.RecomputeOutput"/>), which RoPE inherits.
     /// </summary>
-    public bool RecomputeUpProjections { get; set; }
+    public bool RecomputeUpProjections
+    {
+        get => KvBProj.RecomputeOutput;
+        set => (QBProj ?? QProj)!.RecomputeOutput = KvBProj.RecomputeOutput = value;
+    }
 
     public Linear? QProj { get; }
     public Linear? QAProj { get; }
@@ -55,53 +59,23 @@ public sealed class Mla : Module
     /// <param name="x">[B·T, H]</param>
     /// <param name="batch">geometry and positions</param>
     /// <returns>[B·T, H]</returns>
-    public Tensor Forward(Tensor x, SequenceBatch batch)
+    protected override Tensor Compute(Tensor x, SequenceBatch batch)
     {
         var c = _c;
         int n = c.NumAttentionHeads, dn = c.QkNopeHeadDim, dr = c.QkRopeHeadDim, dc = c.KvLoraRank;
         var (cos, sin) = _rope.Tables(MaxPosition(batch) + 1);
 
-        Tensor q;                                                                        // [B·T, n·(dn+dr)]
-        if (QProj is not null) q = QProj.Forward(x);
-        else
-        {
-            Tensor qARaw = QAProj!.Forward(x);
-            Tensor qA = QALayerNorm!.Forward(qARaw);
-            qARaw.ReleaseIfUnread(); // kept when training: the norm's backward reads its input
-            q = QBProj!.Forward(qA);
-            QALayerNorm.ReleaseOutput(qA);
-        }
-        Tensor qUnroped = q;
-        q = Functional.Rope(q, n, dn + dr, dn, dr, batch.Positions, cos, sin);
-        // RoPE's backward is a rotation of the gradient, it keeps no input; a recomputed q needs it rebuilt, though.
-        if (!(RecomputeUpProjections && qUnroped.DropForRecompute())) qUnroped.ReleaseIfUnread();
-        Tensor kvA = KvAProjWithMqa.Forward(x);                                          // [B·T, dc+dr]
-        Tensor cKvRaw = Functional.SliceLast(kvA, 0, dc), kPeRaw = Functional.SliceLast(kvA, dc, dr);
-        Tensor cKv = KvALayerNorm.Forward(cKvRaw);                                       // [B·T, dc]
-        Tensor kPe = Functional.Rope(kPeRaw, 1, dr, 0, dr, batch.Positions, cos, sin);   // [B·T, dr]
-        cKvRaw.ReleaseIfUnread();
-        kPeRaw.ReleaseIfUnread();
-        Tensor kvb = KvBProj.Forward(cKv);                                               // [B·T, n·(dn+dv)]
-        KvALayerNorm.ReleaseOutput(cKv);
-        kvA.ReleaseIfUnread(); // both slices are copies
+        Tensor q = QProj is not null                                                      // [B·T, n·(dn+dr)]
+            ? QProj.Forward(x)
+            : QBProj!.Forward(QALayerNorm!.Forward(QAProj!.Forward(x)));                   // q_b(norm(q_a(x)))
+        q = Functional.Rope(q, n, dn + dr, dn, dr, batch.Positions, cos, sin);            // rope on the last dr of each head
+        Tensor kvA = KvAProjWithMqa.Forward(x);                                           // [B·T, dc+dr]
+        Tensor cKv = KvALayerNorm.Forward(Functional.SliceLast(kvA, 0, dc));              // c_kv [B·T, dc]
+        Tensor kPe = Functional.Rope(Functional.SliceLast(kvA, dc, dr), 1, dr, 0, dr, batch.Positions, cos, sin); // [B·T, dr]
+        Tensor kv = KvBProj.Forward(cKv);                                                 // [k_nope ; v] [B·T, n·(dn+dv)]
         var shape = new MlaAttentionShape(batch.Batch, batch.SeqLen, n, dn, dr, c.VHeadDim, _rope.SoftmaxScale);
-        Tensor o = Functional.MlaAttention(q, kvb, kPe, shape);                          // [B·T, n·dv]
-        if (RecomputeUpProjections)
-        {
-            // The attention backward is the only reader of q and kv_b: their producing ops rebuild them then.
-            kvb.DropForRecompute();
-            q.DropForRecompute();
-        }
-        else
-        {
-            // Without a recorded backward (inference, no-grad) the attention core's inputs are dead now.
-            q.ReleaseIfUnread();
-            kvb.ReleaseIfUnread();
-            kPe.ReleaseIfUnread();
-        }
-        Tensor output = OProj.Forward(o);
-        o.ReleaseIfUnread(); // kept only when o_proj's backward reads it (fp32); an FP8 o_proj has its own copy
-        return output;
+        Tensor o = Functional.MlaAttention(q, kv, kPe, shape);                            // [B·T, n·dv]
+        return OProj.Forward(o);
     }
 
     private static int MaxPosition(SequenceBatch batch)

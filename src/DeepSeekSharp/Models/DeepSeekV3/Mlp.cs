@@ -5,7 +5,7 @@ using DeepSeekSharp.Tensors;
 namespace DeepSeekSharp.Models.DeepSeekV3;
 
 /// <summary>SwiGLU MLP: down_proj(silu(gate_proj(x)) ⊙ up_proj(x)). Dense layers, routed and shared experts.</summary>
-public sealed class Mlp : Module
+public sealed class Mlp : Layer
 {
     public Mlp(int hidden, int intermediate, bool materialize)
     {
@@ -23,15 +23,10 @@ public sealed class Mlp : Module
 
     /// <param name="x">[N, H]</param>
     /// <returns>[N, H]</returns>
-    public Tensor Forward(Tensor x)
+    protected override Tensor Compute(Tensor x)
     {
-        Tensor gate = GateProj.Forward(x), up = UpProj.Forward(x);
-        // FP8 training caches the SwiGLU inputs in FP8 (training.md); an FP8 down_proj keeps its own FP8 copy of h.
-        Tensor h = Fp8SwigluCache ? Functional.SiluMulFp8Cache(gate, up) : Functional.SiluMul(gate, up);
-        gate.ReleaseIfUnread();
-        up.ReleaseIfUnread();
-        Tensor y = DownProj.Forward(h);
-        h.ReleaseIfUnread();
-        return y;
+        Tensor gate = GateProj.Forward(x), up = UpProj.Forward(x);                       // [N, I] each
+        Tensor h = Fp8SwigluCache ? Functional.SiluMulFp8Cache(gate, up) : Functional.SiluMul(gate, up); // silu(gate) ⊙ up
+        return DownProj.Forward(h);
     }
 }

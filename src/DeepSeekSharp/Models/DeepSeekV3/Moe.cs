@@ -9,7 +9,7 @@ namespace DeepSeekSharp.Models.DeepSeekV3;
 /// the experts run concurrently on their rows (<see cref="Functional.RoutedExperts"/>), and the weighted outputs are
 /// summed back per token.
 /// </summary>
-public sealed class Moe : Module
+public sealed class Moe : Layer
 {
     public Moe(DeepSeekConfig c, bool materialize)
     {
@@ -58,34 +58,41 @@ public sealed class Moe : Module
 
     /// <param name="x">[N, H]</param>
     /// <returns>[N, H]</returns>
-    public Tensor Forward(Tensor x)
+    protected override Tensor Compute(Tensor x)
     {
-        var (_, idx, weights) = Gate.Forward(x);
-        int k = Gate.TopK, n = x.Shape[0], experts = Experts.Count;
-        // Group token slots by expert (a counting sort keeps tokens in order within an expert).
-        var offsets = new int[experts + 1];
-        foreach (int e in idx) offsets[e + 1]++;
-        for (int e = 0; e < experts; e++) offsets[e + 1] += offsets[e];
-        var rowToken = new int[n * k];
-        var rowSlot = new int[n * k];
-        var fill = (int[])offsets.Clone();
-        for (int t = 0; t < n; t++)
-            for (int j = 0; j < k; j++)
-            {
-                int r = fill[idx[t * k + j]]++;
-                rowToken[r] = t;
-                rowSlot[r] = j;
-            }
-        Tensor stacked = CanGroupExperts() // [N·k, H]
-            ? GroupedExpertsForward(x, rowToken, offsets)
-            : Functional.RoutedExperts(x, rowToken, offsets, (e, rows) => Experts[e].Forward(rows));
-        Tensor y = Functional.MoeCombine(weights, stacked, rowToken, rowSlot);
-        stacked.ReleaseIfUnread(); // the combine's backward reads it when training
-        if (SharedExperts is null) return y;
-        Tensor shared = SharedExperts.Forward(x);
-        Tensor sum = Functional.Add(y, shared);
-        y.ReleaseIfUnread(); // the sum's backward needs neither operand's values
-        shared.ReleaseIfUnread();
-        return sum;
+        var (_, idx, weights) = Gate.Forward(x);                                          // top-k experts and g [N, k]
+        var rows = RoutedRows.Group(idx, Gate.TopK, Experts.Count);
+        Tensor stacked = CanGroupExperts()                                                // Expert_e(x_t) [N·k, H]
+            ? GroupedExpertsForward(x, rows.Token, rows.Offsets)
+            : Functional.RoutedExperts(x, rows.Token, rows.Offsets, (e, expertRows) => Experts[e].Forward(expertRows));
+        Tensor y = Functional.MoeCombine(weights, stacked, rows.Token, rows.Slot);       // Σ_j g_j · Expert_j(x)
+        return SharedExperts is null ? y : Functional.Add(y, SharedExperts.Forward(x));
+    }
+
+    /// <summary>
+    /// Token slots grouped by expert: stacked row r holds token <see cref="Token"/>[r]'s slot <see cref="Slot"/>[r];
+    /// expert e owns rows Offsets[e]..Offsets[e+1].
+    /// </summary>
+    private readonly record struct RoutedRows(int[] Token, int[] Slot, int[] Offsets)
+    {
+        /// <summary>A counting sort of the chosen experts <paramref name="idx"/> [N·k]: tokens stay in order within an expert.</summary>
+        public static RoutedRows Group(int[] idx, int k, int experts)
+        {
+            int n = idx.Length / k;
+            var offsets = new int[experts + 1];
+            foreach (int e in idx) offsets[e + 1]++;
+            for (int e = 0; e < experts; e++) offsets[e + 1] += offsets[e];
+            var token = new int[n * k];
+            var slot = new int[n * k];
+            var fill = (int[])offsets.Clone();
+            for (int t = 0; t < n; t++)
+                for (int j = 0; j < k; j++)
+                {
+                    int r = fill[idx[t * k + j]]++;
+                    token[r] = t;
+                    slot[r] = j;
+                }
+            return new RoutedRows(token, slot, offsets);
+        }
     }
 }
