@@ -193,6 +193,8 @@ internal static class BenchCommand
                 for (int i = 0; i < ids.Length; i++) ids[i] = rng.Next(m.Config.VocabSize);
                 var pauseBefore = GC.GetTotalPauseDuration();
                 var sw = Stopwatch.StartNew();
+                // The step's tensors go back to the pool when it ends (the outputs too, as a serving loop's would).
+                using (TensorScope.Begin())
                 if (train)
                 {
                     m.ZeroGrad();
@@ -202,13 +204,7 @@ internal static class BenchCommand
                 }
                 else
                 {
-                    using (GradMode.NoGrad())
-                    {
-                        // The caller is done with the outputs: they go back to the pool, as a serving loop's would.
-                        var output = m.Forward(ids, batchGeom);
-                        output.Logits.ReleaseIfUnread();
-                        output.Hidden.ReleaseIfUnread();
-                    }
+                    using (GradMode.NoGrad()) m.Forward(ids, batchGeom);
                 }
                 sw.Stop();
                 if (s >= w)

@@ -35,8 +35,9 @@ public static class Functional
 
     public static Tensor Add(Tensor a, Tensor b) => AddOp.Forward(a, b);
 
-    /// <summary>silu(a) ⊙ b.</summary>
-    public static Tensor SiluMul(Tensor a, Tensor b) => SiluMulOp.Forward(a, b);
+    /// <summary>silu(a) ⊙ b; with <paramref name="fp8InputCache"/> the backward keeps a and b as FP8 (E4M3, 1×128 scales)
+    /// instead of fp32 (DeepSeek-V3's FP8 recipe).</summary>
+    public static Tensor SiluMul(Tensor a, Tensor b, bool fp8InputCache = false) => SiluMulOp.Forward(a, b, fp8InputCache);
 
     /// <summary>silu(a) ⊙ b whose inputs are cached in FP8 for the backward (DeepSeek-V3's FP8 recipe).</summary>
     public static Tensor SiluMulFp8Cache(Tensor a, Tensor b) => SiluMulOp.Forward(a, b, fp8Cache: true);

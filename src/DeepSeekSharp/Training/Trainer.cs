@@ -186,6 +186,8 @@ public sealed class Trainer
             for (int micro = 0; micro < accum; micro++)
             {
                 data.Batches.TrainBatch(_step * accum + micro, b, tokens);
+                // The micro-batch's tensors live until its backward ran; whatever is left then goes back to the pool.
+                using var microBatchTensors = TensorScope.Begin();
                 var loss = LanguageModelLoss.Compute(_model, tokens, batch, lambda, MtpDepth);
                 var (total, aux) = AddBalanceLoss(loss.Total, b, t);
                 Tensor scaled = accum == 1 ? total : Functional.WeightedSum([total], [1f / accum]);
@@ -281,6 +283,7 @@ public sealed class Trainer
                 var ids = new int[n * t];
                 for (int i = 0; i < n; i++) data.Batches.ValidationWindow(start + i, ids.AsSpan(i * t, t));
                 var batch = SequenceBatch.Training(n, t);
+                using var batchTensors = TensorScope.Begin();
                 var (hidden, _) = _model.ForwardHidden(ids, batch);
                 lossSum += LanguageModelLoss.HeadLoss(_model.LmHead, hidden, DeepSeekModel.Targets(ids, batch, 0)).Data[0] * n;
                 count += n;
@@ -320,6 +323,7 @@ public sealed class Trainer
             for (int i = 0; i < _cfg.SampleTokens && !ct.IsCancellationRequested; i++)
             {
                 var context = ids.Skip(Math.Max(0, ids.Count - _cfg.SequenceLen)).ToArray();
+                using var tokenTensors = TensorScope.Begin();
                 var output = _model.Forward(context, SequenceBatch.Training(1, context.Length));
                 int v = _model.Config.VocabSize;
                 var last = output.Logits.Span.Slice((context.Length - 1) * v, v);

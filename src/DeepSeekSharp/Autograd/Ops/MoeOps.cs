@@ -255,6 +255,33 @@ internal sealed class RoutedExpertsOp : GradNode
     }
 }
 
+/// <summary>
+/// Token slots grouped by expert: stacked row r holds token <see cref="Token"/>[r]'s slot <see cref="Slot"/>[r] (its
+/// j-th choice); expert e owns rows Offsets[e]..Offsets[e+1].
+/// </summary>
+internal readonly record struct RoutedRows(int[] Token, int[] Slot, int[] Offsets)
+{
+    /// <summary>A counting sort of the chosen experts <paramref name="idx"/> [N·k]: tokens stay in order within an expert.</summary>
+    public static RoutedRows Group(int[] idx, int k, int experts)
+    {
+        int n = idx.Length / k;
+        var offsets = new int[experts + 1];
+        foreach (int e in idx) offsets[e + 1]++;
+        for (int e = 0; e < experts; e++) offsets[e + 1] += offsets[e];
+        var token = new int[n * k];
+        var slot = new int[n * k];
+        var fill = (int[])offsets.Clone();
+        for (int t = 0; t < n; t++)
+            for (int j = 0; j < k; j++)
+            {
+                int r = fill[idx[t * k + j]]++;
+                token[r] = t;
+                slot[r] = j;
+            }
+        return new RoutedRows(token, slot, offsets);
+    }
+}
+
 /// <summary>What both routed-expert ops (<see cref="RoutedExpertsOp"/>, <see cref="GroupedExpertsOp"/>) do with the
 /// token rows grouped by expert.</summary>
 internal static class ExpertRows

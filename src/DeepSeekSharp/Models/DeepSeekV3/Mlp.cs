@@ -18,7 +18,8 @@ public sealed class Mlp : Layer
     public Linear UpProj { get; }
     public Linear DownProj { get; }
 
-    /// <summary>Cache the SwiGLU inputs in FP8 for the backward (DeepSeek-V3's FP8 recipe; set by precision fp8).</summary>
+    /// <summary>The SwiGLU op keeps its inputs for the backward in FP8 (DeepSeek-V3's FP8 recipe; set by precision fp8 and
+    /// <c>fp8_swiglu_cache</c>). An FP8 down_proj keeps its own FP8 copy of the SwiGLU output.</summary>
     public bool Fp8SwigluCache { get; set; }
 
     /// <param name="x">[N, H]</param>
@@ -26,7 +27,7 @@ public sealed class Mlp : Layer
     protected override Tensor Compute(Tensor x)
     {
         Tensor gate = GateProj.Forward(x), up = UpProj.Forward(x);                       // [N, I] each
-        Tensor h = Fp8SwigluCache ? Functional.SiluMulFp8Cache(gate, up) : Functional.SiluMul(gate, up); // silu(gate) ⊙ up
+        Tensor h = Functional.SiluMul(gate, up, fp8InputCache: Fp8SwigluCache);         // silu(gate) ⊙ up
         return DownProj.Forward(h);
     }
 }

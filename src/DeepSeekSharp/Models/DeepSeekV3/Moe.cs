@@ -1,11 +1,12 @@
 using DeepSeekSharp.Autograd;
+using DeepSeekSharp.Autograd.Ops;
 using DeepSeekSharp.Nn;
 using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Models.DeepSeekV3;
 
 /// <summary>
-/// DeepSeekMoE: y = Σ_j w_j · Expert_idx_j(x) + SharedExperts(x) (model.md, DeepSeekMoE). Tokens are grouped by expert,
+/// DeepSeekMoE: y = SharedExperts(x) + Σ_j w_j · Expert_idx_j(x) (model.md, DeepSeekMoE). Tokens are grouped by expert,
 /// the experts run concurrently on their rows (<see cref="Functional.RoutedExperts"/>), and the weighted outputs are
 /// summed back per token.
 /// </summary>
@@ -60,39 +61,13 @@ public sealed class Moe : Layer
     /// <returns>[N, H]</returns>
     protected override Tensor Compute(Tensor x)
     {
+        Tensor? shared = SharedExperts?.Forward(x);                                       // Σ FFN^(s)(x) [N, H]
         var (_, idx, weights) = Gate.Forward(x);                                          // top-k experts and g [N, k]
-        var rows = RoutedRows.Group(idx, Gate.TopK, Experts.Count);
+        var rows = RoutedRows.Group(idx, Gate.TopK, Experts.Count);                     // token slots grouped by expert
         Tensor stacked = CanGroupExperts()                                                // Expert_e(x_t) [N·k, H]
             ? GroupedExpertsForward(x, rows.Token, rows.Offsets)
             : Functional.RoutedExperts(x, rows.Token, rows.Offsets, (e, expertRows) => Experts[e].Forward(expertRows));
         Tensor y = Functional.MoeCombine(weights, stacked, rows.Token, rows.Slot);       // Σ_j g_j · Expert_j(x)
-        return SharedExperts is null ? y : Functional.Add(y, SharedExperts.Forward(x));
-    }
-
-    /// <summary>
-    /// Token slots grouped by expert: stacked row r holds token <see cref="Token"/>[r]'s slot <see cref="Slot"/>[r];
-    /// expert e owns rows Offsets[e]..Offsets[e+1].
-    /// </summary>
-    private readonly record struct RoutedRows(int[] Token, int[] Slot, int[] Offsets)
-    {
-        /// <summary>A counting sort of the chosen experts <paramref name="idx"/> [N·k]: tokens stay in order within an expert.</summary>
-        public static RoutedRows Group(int[] idx, int k, int experts)
-        {
-            int n = idx.Length / k;
-            var offsets = new int[experts + 1];
-            foreach (int e in idx) offsets[e + 1]++;
-            for (int e = 0; e < experts; e++) offsets[e + 1] += offsets[e];
-            var token = new int[n * k];
-            var slot = new int[n * k];
-            var fill = (int[])offsets.Clone();
-            for (int t = 0; t < n; t++)
-                for (int j = 0; j < k; j++)
-                {
-                    int r = fill[idx[t * k + j]]++;
-                    token[r] = t;
-                    slot[r] = j;
-                }
-            return new RoutedRows(token, slot, offsets);
-        }
+        return shared is null ? y : Functional.Add(shared, y);
     }
 }
