@@ -43,6 +43,7 @@ public sealed class TrainConfig
     [Key("adam_moments")] public string AdamMoments { get; set; } = "auto";
     [Key("max_grad_norm")] public float MaxGradNorm { get; set; } = 1.0f;
     [Key("init_std")] public float InitStd { get; set; } = 0f;
+    [Key("init_ulp_nudge")] public int InitUlpNudge { get; set; }
 
     // DeepSeek-V3 specifics
     [Key("mtp_depth")] public int MtpDepth { get; set; } = -1;
@@ -229,6 +230,7 @@ public sealed class TrainConfig
         FinitePositive("adam_epsilon", AdamEpsilon);
         Finite("max_grad_norm", MaxGradNorm, 0, double.MaxValue);
         Finite("init_std", InitStd, 0, double.MaxValue);
+        AtLeast("init_ulp_nudge", InitUlpNudge, 0);
         AtLeast("mtp_depth", MtpDepth, -1);
         Finite("mtp_lambda", MtpLambda, 0, double.MaxValue);
         Finite("mtp_lambda_late", MtpLambdaLate, 0, double.MaxValue);

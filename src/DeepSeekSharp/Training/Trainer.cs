@@ -148,6 +148,7 @@ public sealed class Trainer
         if (_cfg.InitStd > 0) config = config with { InitializerRange = _cfg.InitStd };
         var model = new DeepSeekModel(config, materialize: true);
         ModelInit.InitializeRandom(model, _cfg.Seed);
+        if (_cfg.InitUlpNudge > 0) ModelInit.NudgeMatrices(model, _cfg.InitUlpNudge);
         return (model, json);
     }
 

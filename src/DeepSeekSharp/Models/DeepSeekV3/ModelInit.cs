@@ -23,6 +23,23 @@ public static class ModelInit
         }
     }
 
+    /// <summary>
+    /// Moves every element of every matrix by <paramref name="ulps"/> units in the last place, up at even flat indices
+    /// and down at odd ones (config key <c>init_ulp_nudge</c>). Two runs of one seed that differ only by this start from
+    /// weights a rounding apart: how far their final losses end apart is the noise floor of a comparison between runs.
+    /// </summary>
+    public static void NudgeMatrices(DeepSeekModel model, int ulps)
+    {
+        foreach (var (_, p) in model.NamedParameters())
+        {
+            if (p.Rank < 2) continue;
+            var span = p.Span;
+            for (int i = 0; i < span.Length; i++)
+                for (int u = 0; u < ulps; u++)
+                    span[i] = (i & 1) == 0 ? MathF.BitIncrement(span[i]) : MathF.BitDecrement(span[i]);
+        }
+    }
+
     /// <summary>Box–Muller normal samples; deterministic for a given <see cref="Random"/> seed.</summary>
     public static void FillNormal(Span<float> span, Random rng, float std)
     {
