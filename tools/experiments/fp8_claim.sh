@@ -4,7 +4,8 @@
 # bf16 started from weights one ulp away (init_ulp_nudge=1): its distance from bf16 is the noise floor, what two runs
 # that differ only by rounding already disagree by. Prints per-seed final validation losses, each variant's paired
 # relative difference from bf16 with mean and 95 % confidence interval, and writes the curves to docs/img/fp8-claim.svg.
-# Usage: SEEDS="1 2 3 4 5" STEPS=1500 tools/experiments/fp8_claim.sh   (SUMMARY_ONLY=1 re-prints from runs/)
+# Usage: SEEDS="1 2 3 4 5" STEPS=1500 tools/experiments/fp8_claim.sh   (SUMMARY_ONLY=1 re-prints from runs/; finished
+# runs are kept, so a second call with more seeds or variants only runs what is missing)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SEEDS="${SEEDS:-1 2 3 4 5}"
@@ -26,9 +27,11 @@ args_of() {
   esac
 }
 if [ -z "${SUMMARY_ONLY:-}" ]; then
-  dotnet build src/DeepSeekSharp.Cli -c Release > /dev/null
-  # A private copy of the build, so that rebuilding while the runs go cannot swap assemblies under them.
-  rm -rf "$OUT/.bin" && mkdir -p "$OUT" && cp -r src/DeepSeekSharp.Cli/bin/Release/net10.0 "$OUT/.bin"
+  if [ -z "${REUSE_BUILD:-}" ] || [ ! -f "$OUT/.bin/dss.dll" ]; then # REUSE_BUILD=1: add runs made by the same build
+    dotnet build src/DeepSeekSharp.Cli -c Release > /dev/null
+    # A private copy of the build, so that rebuilding while the runs go cannot swap assemblies under them.
+    rm -rf "$OUT/.bin" && mkdir -p "$OUT" && cp -r src/DeepSeekSharp.Cli/bin/Release/net10.0 "$OUT/.bin"
+  fi
   jobs="$OUT/.jobs"; : > "$jobs"
   for v in $VARIANTS; do for s in $SEEDS; do
     [ -f "$OUT/$v-seed$s/metrics.jsonl" ] && grep -q "\"step\":$STEPS," "$OUT/$v-seed$s/metrics.jsonl" && continue # done before
