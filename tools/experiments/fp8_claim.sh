@@ -33,7 +33,7 @@ if [ -z "${SUMMARY_ONLY:-}" ]; then
     rm -rf "$OUT/.bin" && mkdir -p "$OUT" && cp -r src/DeepSeekSharp.Cli/bin/Release/net10.0 "$OUT/.bin"
   fi
   jobs="$OUT/.jobs"; : > "$jobs"
-  for v in $VARIANTS; do for s in $SEEDS; do
+  for s in $SEEDS; do for v in $VARIANTS; do # seed by seed: a run cut short still has complete pairs
     [ -f "$OUT/$v-seed$s/metrics.jsonl" ] && grep -q "\"step\":$STEPS," "$OUT/$v-seed$s/metrics.jsonl" && continue # done before
     echo "$v $s" >> "$jobs"
   done; done
