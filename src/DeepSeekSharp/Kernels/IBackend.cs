@@ -80,6 +80,15 @@ public interface IBackend
     void QuantizeE4M3(ReadOnlySpan<float> x, int rows, int cols, int tileRows, int tileCols, Span<byte> codes, Span<float> scales,
         Span<float> dequantized);
 
+    /// <summary>
+    /// c = op(a) · op(b) + beta · c on E4M3 operands (codes with tile scales, <see cref="DeepSeekSharp.Fp8.Fp8Tensor"/>):
+    /// op(a) = aᵀ with a [k, m] when <paramref name="transA"/>, else a [m, k]; op(b) = bᵀ with b [n, k] when
+    /// <paramref name="transB"/> (a weight [out, in]), else b [k, n]. The
+    /// products and their accumulation are fp32 on the values code · scale: the result of dequantising both and calling
+    /// <see cref="Gemm"/>, without the fp32 copies (the CPU decodes the codes where it packs its operands).
+    /// </summary>
+    void GemmE4M3(bool transA, bool transB, int m, int n, int k, DeepSeekSharp.Fp8.Fp8Tensor a, DeepSeekSharp.Fp8.Fp8Tensor b, float beta, Span<float> c, int ldc);
+
     /// <summary>values[r, c] = E4M3(codes[r, c]) · scales[r / tileRows, c / tileCols] (the inverse of <see cref="QuantizeE4M3"/>).</summary>
     void DequantizeE4M3(ReadOnlySpan<byte> codes, int rows, int cols, int tileRows, int tileCols, ReadOnlySpan<float> scales, Span<float> values);
 

@@ -32,30 +32,23 @@ internal sealed class Fp8LinearOp : GradNode
         int n = OpBase.Rows(x);
         var be = x.Backend;
         bool record = OpBase.WillRecord(x, w);
-        // The forward GEMM's input is E4M3 either way; an E5M6-cached node keeps no E4M3 codes, only quantises.
-        var xq = e5m6InputCache ? null : Fp8Quantizer.Rent(n, inDim, 1, 128);
-        float[] xScales = xq?.Scales ?? StoragePool.Rent(n * ((inDim + 127) / 128));
+        // Both GEMM inputs as E4M3 codes with their scales; the GEMM decodes them while packing (no fp32 copies).
+        var xq = Fp8Quantizer.Rent(n, inDim, 1, 128);
         var wq = Fp8Quantizer.Rent(outDim, inDim, 128, 128);
         var shape = (int[])x.Shape.Clone();
         shape[^1] = outDim;
         var y = Tensor.Empty(shape);
-        float[] xd = StoragePool.Rent(n * inDim), wd = StoragePool.Rent(outDim * inDim);
-        try
+        be.QuantizeE4M3(x.Span, n, inDim, 1, 128, xq.Codes, xq.Scales, []);
+        be.QuantizeE4M3(w.Span, outDim, inDim, 128, 128, wq.Codes, wq.Scales, []);
+        be.GemmE4M3(false, true, n, outDim, inDim, xq, wq, 0f, y.Span, outDim);
+        if (!record || e5m6InputCache)
         {
-            // One pass each: codes + scales kept for the backward, dequantised values feed the fp32-accumulating GEMM.
-            be.QuantizeE4M3(x.Span, n, inDim, 1, 128, xq is null ? [] : xq.Codes, xScales, xd);
-            be.QuantizeE4M3(w.Span, outDim, inDim, 128, 128, wq.Codes, wq.Scales, wd);
-            be.Gemm(false, true, n, outDim, inDim, 1f, xd, inDim, wd, inDim, 0f, y.Span, outDim);
-        }
-        finally
-        {
-            StoragePool.Return(xd);
-            StoragePool.Return(wd);
-            if (xq is null) StoragePool.Return(xScales);
+            // An E5M6-cached node keeps its own finer copy of x instead of these codes.
+            Fp8Quantizer.Return(xq);
+            xq = null;
         }
         if (!record)
         {
-            if (xq is not null) Fp8Quantizer.Return(xq);
             Fp8Quantizer.Return(wq);
             return y;
         }
@@ -67,7 +60,7 @@ internal sealed class Fp8LinearOp : GradNode
     /// E5M6-cached input would not reproduce the forward's E4M3 scales exactly, so that node keeps its output.</summary>
     internal override bool CanRecomputeOutput => _x is not null;
 
-    /// <summary>From the FP8 copies: the same dequantised operands, the same GEMM (valid until this node's backward ran).</summary>
+    /// <summary>From the FP8 copies: the same operands, the same GEMM (valid until this node's backward ran).</summary>
     internal override float[] RecomputeOutput(Tensor output)
     {
         LinearOp.CountRecomputation();
@@ -75,12 +68,7 @@ internal sealed class Fp8LinearOp : GradNode
         int inDim = w.Shape[1], outDim = w.Shape[0], n = _rows;
         var be = w.Backend;
         float[] y = StoragePool.Rent(n * outDim);
-        float[] xd = StoragePool.Rent(n * inDim), wd = StoragePool.Rent(outDim * inDim);
-        Fp8Quantizer.Dequantize(be, _x!, xd);
-        Fp8Quantizer.Dequantize(be, _w, wd);
-        be.Gemm(false, true, n, outDim, inDim, 1f, xd, inDim, wd, inDim, 0f, y.AsSpan(0, n * outDim), outDim);
-        StoragePool.Return(xd);
-        StoragePool.Return(wd);
+        be.GemmE4M3(false, true, n, outDim, inDim, _x!, _w, 0f, y.AsSpan(0, n * outDim), outDim);
         return y;
     }
 
@@ -95,11 +83,10 @@ internal sealed class Fp8LinearOp : GradNode
         {
             if (GradOf(x) is { IsEmpty: false } dx)
             {
-                float[] wd = StoragePool.Rent(outDim * inDim);
-                be.QuantizeE4M3(g, n, outDim, 1, 128, [], scales, gq);
-                Fp8Quantizer.Dequantize(be, _w, wd);
-                be.Gemm(false, false, n, inDim, outDim, 1f, gq, outDim, wd, inDim, 1f, dx, inDim);
-                StoragePool.Return(wd);
+                var dyq = Fp8Quantizer.Rent(n, outDim, 1, 128);
+                be.QuantizeE4M3(g, n, outDim, 1, 128, dyq.Codes, dyq.Scales, []);
+                be.GemmE4M3(false, false, n, inDim, outDim, dyq, _w, 1f, dx, inDim);
+                Fp8Quantizer.Return(dyq);
             }
             if (GradOf(w) is { IsEmpty: false } dw)
             {

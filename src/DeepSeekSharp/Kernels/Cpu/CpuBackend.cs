@@ -189,6 +189,27 @@ public sealed class CpuBackend : IBackend
         }
     }
 
+    public unsafe void GemmE4M3(bool transA, bool transB, int m, int n, int k, DeepSeekSharp.Fp8.Fp8Tensor a, DeepSeekSharp.Fp8.Fp8Tensor b, float beta, Span<float> c, int ldc)
+    {
+        E4M3Shapes.Check(transA, transB, m, n, k, a, b, c.Length, ldc);
+        if (m == 0 || n == 0) return;
+        fixed (byte* ac = a.Codes) fixed (float* asc = a.Scales) fixed (byte* bc = b.Codes) fixed (float* bsc = b.Scales) fixed (float* pc = c)
+        {
+            if (k == 0)
+            {
+                for (int i = 0; i < m; i++)
+                {
+                    var row = new Span<float>(pc + (nint)i * ldc, n);
+                    if (beta == 0f) row.Clear(); else System.Numerics.Tensors.TensorPrimitives.Multiply(row, beta, row);
+                }
+                return;
+            }
+            var aOperand = new E4M3Operand(ac, asc, a.Rows, a.Cols, a.TileRows, a.TileCols);
+            var bOperand = new E4M3Operand(bc, bsc, b.Rows, b.Cols, b.TileRows, b.TileCols);
+            SgemmBlocked.MultiplyE4M3(Pool, BlisSgemmKernel.Best, transA, transB, m, n, k, aOperand, bOperand, beta, pc, ldc);
+        }
+    }
+
     public unsafe void QuantizeE5M6(ReadOnlySpan<float> x, int rows, int cols, Span<ushort> codes, Span<float> scales)
     {
         int n = rows * cols, sl = scales.Length;

@@ -359,6 +359,25 @@ public sealed unsafe class CudaBackend : IBackend, IDisposable
             $"tensor: NaN/Inf in rows {r0}..{Math.Min(rows, r0 + tileRows) - 1}, columns {c0}..{Math.Min(cols, c0 + tileCols) - 1} {what}");
     }
 
+    /// <summary>Dequantises both operands on the device, then runs <see cref="Gemm"/> (the values are the same, see
+    /// <see cref="IBackend.GemmE4M3"/>).</summary>
+    public void GemmE4M3(bool transA, bool transB, int m, int n, int k, DeepSeekSharp.Fp8.Fp8Tensor a, DeepSeekSharp.Fp8.Fp8Tensor b, float beta, Span<float> c, int ldc)
+    {
+        E4M3Shapes.Check(transA, transB, m, n, k, a, b, c.Length, ldc);
+        float[] av = StoragePool.Rent(Math.Max(1, a.Rows * a.Cols)), bv = StoragePool.Rent(Math.Max(1, b.Rows * b.Cols));
+        try
+        {
+            DequantizeE4M3(a.Codes, a.Rows, a.Cols, a.TileRows, a.TileCols, a.Scales, av);
+            DequantizeE4M3(b.Codes, b.Rows, b.Cols, b.TileRows, b.TileCols, b.Scales, bv);
+            Gemm(transA, transB, m, n, k, 1f, av, Math.Max(1, a.Cols), bv, Math.Max(1, b.Cols), beta, c, ldc);
+        }
+        finally
+        {
+            StoragePool.Return(av);
+            StoragePool.Return(bv);
+        }
+    }
+
     public void DequantizeE4M3(ReadOnlySpan<byte> codes, int rows, int cols, int tileRows, int tileCols, ReadOnlySpan<float> scales, Span<float> values)
     {
         int n = rows * cols;

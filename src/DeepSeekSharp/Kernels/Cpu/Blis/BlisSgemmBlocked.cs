@@ -25,6 +25,8 @@ internal sealed unsafe class SgemmBlocked : IWorkerTask
     private int _m, _lda, _ldb, _ldc;
     private float _alpha;
     private float* _a, _b, _c;
+    // E4M3 operands decoded during packing instead of fp32 ones (MultiplyE4M3); Codes == null when not in use.
+    private E4M3Operand _aCodes, _bCodes;
     private BlisSgemmKernel _kernel;
     // The current (jc, pc) block.
     private bool _packPhase;
@@ -46,6 +48,33 @@ internal sealed unsafe class SgemmBlocked : IWorkerTask
         finally
         {
             job._a = job._b = job._c = job._packedB = null;
+            t_cachedJob = job;
+        }
+    }
+
+    /// <summary>
+    /// C = op(A) · op(B) + beta · C with A (op(A) = Aᵀ, A [k, m], when transposed; A [m, k] otherwise) and B (op(B) = Bᵀ,
+    /// B [n, k], when transposed; B [k, n] otherwise) held as E4M3 codes with tile scales: each is decoded where the
+    /// driver packs it (A's row block or panels into a thread-local buffer, B into its strips), so no fp32 copy of either
+    /// exists. Bit-identical to dequantising both and
+    /// running <see cref="Multiply"/> on the same shape through this driver: the same values reach the same micro-kernel.
+    /// </summary>
+    public static void MultiplyE4M3(WorkerPool? pool, BlisSgemmKernel kernel, bool transA, bool transB, int m, int n, int k,
+        in E4M3Operand a, in E4M3Operand b, float beta, float* c, int ldc)
+    {
+        SgemmBlocked job = t_cachedJob ?? new SgemmBlocked();
+        t_cachedJob = null;
+        try
+        {
+            job._aCodes = a;
+            job._bCodes = b;
+            job.Run(pool, kernel, transA, transB, m, n, k, 1f, null, transA ? Math.Max(1, m) : Math.Max(1, k), null,
+                transB ? Math.Max(1, k) : Math.Max(1, n), beta, c, ldc, null);
+        }
+        finally
+        {
+            job._a = job._b = job._c = job._packedB = null;
+            job._aCodes = job._bCodes = default;
             t_cachedJob = job;
         }
     }
@@ -148,7 +177,8 @@ internal sealed unsafe class SgemmBlocked : IWorkerTask
         if (_packPhase)
         {
             int j = taskIndex * NR;
-            SgemmPacking.PackBStrip(_transB, _b, _ldb, _jc + j, Math.Min(NR, _nc - j), _pc, _kc, _packedB + (nint)j * _kc);
+            if (_bCodes.Codes is not null) E4M3Packing.PackBStrip(_transB, _bCodes, _jc + j, Math.Min(NR, _nc - j), _pc, _kc, _packedB + (nint)j * _kc);
+            else SgemmPacking.PackBStrip(_transB, _b, _ldb, _jc + j, Math.Min(NR, _nc - j), _pc, _kc, _packedB + (nint)j * _kc);
         }
         else
         {
@@ -164,7 +194,20 @@ internal sealed unsafe class SgemmBlocked : IWorkerTask
         // it would be a transpose. Transposed A is packed into 6-row panels: cheap contiguous copies.
         float* aBlock;
         nint rs, step, panelStride;
-        if (!_transA)
+        if (_aCodes.Codes is not null && !_transA)
+        {
+            // An E4M3 A: its row block decoded at stride kc, then read like an A in place.
+            aBlock = PackBuffer.Get(ref t_packA, RoundUp(MC, MR) * KC);
+            E4M3Packing.DecodeABlock(_aCodes, i0, mc, _pc, kc, aBlock);
+            (rs, step, panelStride) = (kc, 1, (nint)MR * kc);
+        }
+        else if (_aCodes.Codes is not null)
+        {
+            aBlock = PackBuffer.Get(ref t_packA, RoundUp(MC, MR) * KC);
+            E4M3Packing.PackATransposed(_aCodes, i0, mc, _pc, kc, aBlock);
+            (rs, step, panelStride) = (1, MR, (nint)MR * kc);
+        }
+        else if (!_transA)
         {
             aBlock = _a + (nint)i0 * _lda + _pc;
             (rs, step, panelStride) = (_lda, 1, (nint)MR * _lda);
