@@ -78,7 +78,6 @@ internal sealed class Fp8LinearOp : GradNode
         int inDim = w.Shape[1], outDim = w.Shape[0], n = _rows;
         var be = w.Backend;
         var g = dy.AsSpan(0, n * outDim);
-        float[] gq = StoragePool.Rent(n * outDim), scales = StoragePool.Rent(Math.Max(n * ((outDim + 127) / 128), ((n + 127) / 128) * Math.Max(inDim, outDim)));
         try
         {
             if (GradOf(x) is { IsEmpty: false } dx)
@@ -90,20 +89,23 @@ internal sealed class Fp8LinearOp : GradNode
             }
             if (GradOf(w) is { IsEmpty: false } dw)
             {
-                // The weight-gradient GEMM reduces over tokens, so both operands are requantised in 128×1 tiles.
+                // The weight-gradient GEMM reduces over tokens, so both operands are requantised in 128×1 tiles; the
+                // cached x is decoded once to be requantised (its 1×128 scales do not carry over).
+                var dyc = Fp8Quantizer.Rent(n, outDim, 128, 1);
+                var xc = Fp8Quantizer.Rent(n, inDim, 128, 1);
+                be.QuantizeE4M3(g, n, outDim, 128, 1, dyc.Codes, dyc.Scales, []);
                 float[] xd = StoragePool.Rent(n * inDim);
-                be.QuantizeE4M3(g, n, outDim, 128, 1, [], scales, gq);
                 if (_x is not null) Fp8Quantizer.Dequantize(be, _x, xd);
                 else _xFine!.Dequantize(be, xd.AsSpan(0, n * inDim));
-                be.QuantizeE4M3(xd.AsSpan(0, n * inDim), n, inDim, 128, 1, [], scales, xd);
-                be.Gemm(true, false, outDim, inDim, n, 1f, gq, outDim, xd, inDim, 1f, dw, inDim);
+                be.QuantizeE4M3(xd.AsSpan(0, n * inDim), n, inDim, 128, 1, xc.Codes, xc.Scales, []);
                 StoragePool.Return(xd);
+                be.GemmE4M3(true, false, outDim, inDim, n, dyc, xc, 1f, dw, inDim);
+                Fp8Quantizer.Return(dyc);
+                Fp8Quantizer.Return(xc);
             }
         }
         finally
         {
-            StoragePool.Return(gq);
-            StoragePool.Return(scales);
             // Each node's backward runs once; the FP8 caches go back to the pool for the next step.
             if (_x is not null) Fp8Quantizer.Return(_x);
             _xFine?.Return();
