@@ -1,0 +1,101 @@
+namespace DeepSeekSharp.FineTuning;
+
+/// <summary>
+/// Renders a conversation with a chat template and finds which characters carry loss: the content of each message
+/// whose role is in <c>roles_to_train</c>, plus EOS tokens as <c>train_on_eos</c> says (Axolotl's semantics:
+/// <c>turn</c> = the EOS closing each trained turn, <c>all</c> = every EOS, <c>last</c> = the last one, <c>none</c>).
+/// The template's own text (role headers such as <c>&lt;｜Assistant｜&gt;</c>, BOS, separators) never carries loss.
+/// </summary>
+public static class ChatMasking
+{
+    public static readonly string[] TrainOnEosValues = ["turn", "all", "last", "none"];
+
+    /// <summary>
+    /// Each message's turn is found by rendering the conversation up to it: when every rendering of the first i
+    /// messages starts with that of the first i − 1 (true of DeepSeek's and most templates), message i's text lies
+    /// between the two lengths, and its content is searched for there. Otherwise each content is searched for in order
+    /// through the whole rendering. A trained message whose content the template does not write out verbatim is an error
+    /// (the loss could not be placed).
+    /// </summary>
+    /// <param name="messages">dicts with <c>role</c> and <c>content</c> (null only for tool calls) and any other keys</param>
+    public static LabelledText Render(ChatTemplate template, IReadOnlyList<IDictionary<string, object?>> messages, IReadOnlyCollection<string> rolesToTrain, string trainOnEos)
+    {
+        var all = messages.Cast<object?>().ToList();
+        string full = template.Render(all);
+        var ends = TurnEnds(template, all, full);
+        var located = new (int Start, int End, bool Found)[messages.Count];
+        int cursor = 0;
+        for (int i = 0; i < messages.Count; i++)
+        {
+            int windowStart = ends is null ? cursor : ends[i], windowEnd = ends is null ? full.Length : ends[i + 1];
+            var content = messages[i]["content"] as string;
+            if (content is null)
+            {
+                // A tool-calling turn: its whole text is the assistant's output.
+                located[i] = ends is null ? (cursor, cursor, false) : (windowStart, windowEnd, true);
+                continue;
+            }
+            int at = Find(full, content, windowStart, windowEnd, fromEnd: ends is not null);
+            string found = content;
+            if (at < 0 && content.Trim() is var trimmed && trimmed.Length != content.Length)
+                (at, found) = (Find(full, trimmed, windowStart, windowEnd, fromEnd: ends is not null), trimmed);
+            if (at < 0)
+            {
+                located[i] = (windowStart, windowStart, false);
+                continue;
+            }
+            located[i] = (at, at + found.Length, true);
+            if (ends is null) cursor = at + found.Length;
+        }
+
+        var trained = new List<(int, int)>();
+        string? eos = template.EosToken;
+        for (int i = 0; i < messages.Count; i++)
+        {
+            string role = messages[i]["role"] as string ?? "";
+            if (!rolesToTrain.Contains(role)) continue;
+            if (!located[i].Found)
+                throw new DeepSeekSharpException($"message {i + 1} ({role}): chat_template '{template.Name}' does not write its content verbatim, so its loss cannot be placed");
+            trained.Add((located[i].Start, located[i].End));
+            if (trainOnEos != "turn" || eos is null) continue;
+            int limit = ends is not null ? ends[i + 1] : i + 1 < messages.Count && located[i + 1].Found ? located[i + 1].Start : full.Length;
+            int q = full.IndexOf(eos, located[i].End, StringComparison.Ordinal);
+            if (q >= 0 && q + eos.Length <= limit) trained.Add((q, q + eos.Length));
+        }
+        if (eos is not null && trainOnEos is "all" or "last")
+        {
+            var positions = new List<int>();
+            for (int q = full.IndexOf(eos, StringComparison.Ordinal); q >= 0; q = full.IndexOf(eos, q + eos.Length, StringComparison.Ordinal)) positions.Add(q);
+            foreach (int q in trainOnEos == "all" ? positions : positions.TakeLast(1)) trained.Add((q, q + eos.Length));
+        }
+        trained.Sort();
+        return new LabelledText(full, trained);
+    }
+
+    private static int Find(string text, string part, int start, int end, bool fromEnd)
+    {
+        if (part.Length == 0 || end - start < part.Length) return -1;
+        return fromEnd ? text.LastIndexOf(part, end - 1, end - start, StringComparison.Ordinal) : text.IndexOf(part, start, StringComparison.Ordinal);
+    }
+
+    /// <summary>The rendering lengths of the first 0, 1, …, n messages when each is a prefix of the next and of the whole; else null.</summary>
+    private static int[]? TurnEnds(ChatTemplate template, List<object?> messages, string full)
+    {
+        var ends = new int[messages.Count + 1];
+        string previous = "";
+        for (int i = 0; i <= messages.Count; i++)
+        {
+            string text;
+            if (i == messages.Count) text = full;
+            else
+            {
+                try { text = template.Render(messages.GetRange(0, i)); }
+                catch (DeepSeekSharpException) { return null; } // e.g. a template that refuses a conversation without a user turn
+            }
+            if (!text.StartsWith(previous, StringComparison.Ordinal) || !full.StartsWith(text, StringComparison.Ordinal)) return null;
+            ends[i] = text.Length;
+            previous = text;
+        }
+        return ends;
+    }
+}
