@@ -315,7 +315,7 @@ internal static class JinjaFilters
                     string s when double.TryParse(s.Trim(), NumberStyles.Float, CultureInfo.InvariantCulture, out double p) => p,
                     _ => Arg(0, "default", 0.0),
                 };
-            case "abs": return value is long al ? Math.Abs(al) : Math.Abs(JinjaValues.ToDouble(value, line));
+            case "abs": return value is long al ? (object)Math.Abs(al) : Math.Abs(JinjaValues.ToDouble(value, line));
             case "round":
                 double digits = Arg(0, "precision", 0L) is long pr ? pr : 0;
                 return Math.Round(JinjaValues.ToDouble(value, line), (int)digits, MidpointRounding.ToEven);

@@ -211,7 +211,7 @@ public sealed class JinjaTemplate
                     return u.Op switch
                     {
                         "not" => !JinjaValues.IsTrue(operand),
-                        "-" => operand is long lv ? -lv : -JinjaValues.ToDouble(operand, u.Line),
+                        "-" => operand is long lv ? (object)(-lv) : -JinjaValues.ToDouble(operand, u.Line),
                         _ => operand,
                     };
                 case BinaryExpr b:
