@@ -41,10 +41,11 @@ internal static class DataCommand
 
     private static void WriteJson(SftData data, int n)
     {
-        using var stdout = Console.OpenStandardOutput();
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>();
         foreach (var item in data.Examples.Take(n))
         {
-            using (var w = new Utf8JsonWriter(stdout))
+            buffer.ResetWrittenCount();
+            using (var w = new Utf8JsonWriter(buffer))
             {
                 w.WriteStartObject();
                 w.WriteStartArray("input_ids");
@@ -55,9 +56,10 @@ internal static class DataCommand
                 w.WriteEndArray();
                 w.WriteEndObject();
             }
-            stdout.WriteByte((byte)'\n');
+            Console.Out.Write(Encoding.UTF8.GetString(buffer.WrittenSpan));
+            Console.Out.Write('\n');
         }
-        stdout.Flush();
+        Console.Out.Flush();
         Console.Error.WriteLine(Totals(data));
     }
 

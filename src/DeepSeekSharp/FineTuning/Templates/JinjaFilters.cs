@@ -14,6 +14,20 @@ namespace DeepSeekSharp.FineTuning.Templates;
 /// </summary>
 internal static class JinjaFilters
 {
+    /// <summary>The filters <see cref="Filter"/> knows, checked when a template is parsed.</summary>
+    public static readonly HashSet<string> FilterNames =
+    [
+        "length", "count", "trim", "upper", "lower", "title", "capitalize", "string", "safe", "tojson", "first", "last", "join", "default", "d",
+        "list", "items", "reverse", "replace", "int", "float", "abs", "round", "unique", "select", "reject", "selectattr", "rejectattr", "map", "indent",
+    ];
+
+    /// <summary>The tests <see cref="Test"/> knows, checked when a template is parsed.</summary>
+    public static readonly HashSet<string> TestNames =
+    [
+        "defined", "undefined", "none", "string", "number", "integer", "float", "boolean", "true", "false", "mapping", "iterable", "sequence",
+        "callable", "equalto", "eq", "==", "sameas", "ne", "!=", "in", "odd", "even", "divisibleby", "lower", "upper",
+    ];
+
     public static IEnumerable<(string, object?)> Globals()
     {
         yield return ("namespace", (JinjaCallable)((args, kwargs) =>

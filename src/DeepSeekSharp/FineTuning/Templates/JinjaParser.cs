@@ -369,6 +369,7 @@ internal sealed class JinjaParser
             {
                 var name = Next();
                 if (name.Kind != TokenKind.Name) throw new JinjaException("expected a filter name after '|'", name.Line);
+                if (!JinjaFilters.FilterNames.Contains(name.Text)) throw new JinjaException($"the filter '{name.Text}' is not supported", name.Line);
                 var (args, kwargs) = Peek().Kind == TokenKind.Operator && Peek().Text == "(" ? ParseCallArgs() : ([], []);
                 target = ParsePostfix(new FilterExpr(target, name.Text, args, kwargs, name.Line));
             }
@@ -378,6 +379,7 @@ internal sealed class JinjaParser
                 bool negated = TryName("not");
                 var name = Next();
                 if (name.Kind != TokenKind.Name) throw new JinjaException("expected a test name after 'is'", line);
+                if (!JinjaFilters.TestNames.Contains(name.Text)) throw new JinjaException($"the test '{name.Text}' is not supported", line);
                 var args = new List<Expr>();
                 if (Peek().Kind == TokenKind.Operator && Peek().Text == "(") args = ParseCallArgs().Args;
                 else if (Peek().Kind is TokenKind.String or TokenKind.Integer or TokenKind.Float || (Peek().Kind == TokenKind.Name && Peek().Text is not ("and" or "or" or "else" or "if" or "is" or "in" or "not")))
