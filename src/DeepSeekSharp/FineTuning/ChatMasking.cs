@@ -11,11 +11,12 @@ public static class ChatMasking
     public static readonly string[] TrainOnEosValues = ["turn", "all", "last", "none"];
 
     /// <summary>
-    /// Each message's turn is found by rendering the conversation up to it: when every rendering of the first i
-    /// messages starts with that of the first i − 1 (true of DeepSeek's and most templates), message i's text lies
-    /// between the two lengths, and its content is searched for there. Otherwise each content is searched for in order
-    /// through the whole rendering. A trained message whose content the template does not write out verbatim is an error
-    /// (the loss could not be placed).
+    /// Where each message's content lies in the rendering is found by rendering the conversation once more with every
+    /// content replaced by a marker: when putting the contents back where the markers are gives the rendering exactly,
+    /// the positions are exact. Otherwise (a template that looks inside the content) the contents are searched for:
+    /// within each message's turn when every rendering of the first i messages starts with that of the first i − 1
+    /// (true of DeepSeek's and most templates), else in order through the whole text. A trained message whose content
+    /// the template does not write out verbatim is an error (the loss could not be placed).
     /// </summary>
     /// <param name="messages">dicts with <c>role</c> and <c>content</c> (null only for tool calls) and any other keys</param>
     public static LabelledText Render(ChatTemplate template, IReadOnlyList<IDictionary<string, object?>> messages, IReadOnlyCollection<string> rolesToTrain, string trainOnEos)
@@ -23,30 +24,9 @@ public static class ChatMasking
         var all = messages.Cast<object?>().ToList();
         string full = template.Render(all);
         var ends = TurnEnds(template, all, full);
-        var located = new (int Start, int End, bool Found)[messages.Count];
-        int cursor = 0;
+        var located = ByMarkers(template, messages, full) ?? BySearch(messages, full, ends);
         for (int i = 0; i < messages.Count; i++)
-        {
-            int windowStart = ends is null ? cursor : ends[i], windowEnd = ends is null ? full.Length : ends[i + 1];
-            var content = messages[i]["content"] as string;
-            if (content is null)
-            {
-                // A tool-calling turn: its whole text is the assistant's output.
-                located[i] = ends is null ? (cursor, cursor, false) : (windowStart, windowEnd, true);
-                continue;
-            }
-            int at = Find(full, content, windowStart, windowEnd, fromEnd: ends is not null);
-            string found = content;
-            if (at < 0 && content.Trim() is var trimmed && trimmed.Length != content.Length)
-                (at, found) = (Find(full, trimmed, windowStart, windowEnd, fromEnd: ends is not null), trimmed);
-            if (at < 0)
-            {
-                located[i] = (windowStart, windowStart, false);
-                continue;
-            }
-            located[i] = (at, at + found.Length, true);
-            if (ends is null) cursor = at + found.Length;
-        }
+            if (messages[i]["content"] is null && ends is not null) located[i] = (ends[i], ends[i + 1], true); // a tool-calling turn: all its text is output
 
         var trained = new List<(int, int)>();
         string? eos = template.EosToken;
@@ -70,6 +50,63 @@ public static class ChatMasking
         }
         trained.Sort();
         return new LabelledText(full, trained);
+    }
+
+    private const char MarkerOpen = '\uE000', MarkerClose = '\uE001';
+
+    /// <summary>Exact content positions from a rendering with markers in place of the contents, or null when that
+    /// rendering with the contents put back differs from <paramref name="full"/>.</summary>
+    private static (int Start, int End, bool Found)[]? ByMarkers(ChatTemplate template, IReadOnlyList<IDictionary<string, object?>> messages, string full)
+    {
+        if (full.Contains(MarkerOpen) || full.Contains(MarkerClose)) return null;
+        var marked = new List<object?>(messages.Count);
+        for (int i = 0; i < messages.Count; i++)
+        {
+            var copy = new OrderedDictionary<string, object?>(messages[i], StringComparer.Ordinal);
+            if (copy["content"] is string) copy["content"] = $"{MarkerOpen}{i}{MarkerClose}";
+            marked.Add(copy);
+        }
+        string rendered;
+        try { rendered = template.Render(marked); }
+        catch (DeepSeekSharpException) { return null; }
+        var located = new (int Start, int End, bool Found)[messages.Count];
+        var text = new System.Text.StringBuilder(full.Length);
+        int pos = 0;
+        for (int open = rendered.IndexOf(MarkerOpen); open >= 0; open = rendered.IndexOf(MarkerOpen, pos))
+        {
+            int close = rendered.IndexOf(MarkerClose, open);
+            if (close < 0 || !int.TryParse(rendered.AsSpan(open + 1, close - open - 1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int i)
+                || i >= messages.Count || located[i].Found) return null;
+            text.Append(rendered, pos, open - pos);
+            string content = (string)messages[i]["content"]!;
+            located[i] = (text.Length, text.Length + content.Length, true);
+            text.Append(content);
+            pos = close + 1;
+        }
+        text.Append(rendered, pos, rendered.Length - pos);
+        return text.ToString() == full ? located : null;
+    }
+
+    private static (int Start, int End, bool Found)[] BySearch(IReadOnlyList<IDictionary<string, object?>> messages, string full, int[]? ends)
+    {
+        var located = new (int Start, int End, bool Found)[messages.Count];
+        int cursor = 0;
+        for (int i = 0; i < messages.Count; i++)
+        {
+            int windowStart = ends is null ? cursor : ends[i], windowEnd = ends is null ? full.Length : ends[i + 1];
+            if (messages[i]["content"] is not string content)
+            {
+                located[i] = (windowStart, windowStart, false);
+                continue;
+            }
+            int at = Find(full, content, windowStart, windowEnd, fromEnd: ends is not null);
+            string found = content;
+            if (at < 0 && content.Trim() is var trimmed && trimmed.Length != content.Length)
+                (at, found) = (Find(full, trimmed, windowStart, windowEnd, fromEnd: ends is not null), trimmed);
+            located[i] = at < 0 ? (windowStart, windowStart, false) : (at, at + found.Length, true);
+            if (ends is null && at >= 0) cursor = at + found.Length;
+        }
+        return located;
     }
 
     private static int Find(string text, string part, int start, int end, bool fromEnd)
