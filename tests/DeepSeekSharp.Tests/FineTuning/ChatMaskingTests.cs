@@ -70,6 +70,26 @@ public class ChatMaskingTests
     }
 
     [Fact]
+    public void Qwen3sTemplateTrainsTheAnswersAndTheirImEnd()
+    {
+        // Qwen3's real template (from the Jinja fixtures, rendered there by the reference engine) with its EOS <|im_end|>:
+        // it reads the content (reasoning split) and puts an empty think block before the answer after the last query.
+        string qwen3 = File.ReadLines(TestPaths.Fixture(Path.Combine("sft", "jinja-cases.jsonl")))
+            .Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement.GetProperty("template").GetString()!)
+            .First(t => t.Contains("reasoning_content", StringComparison.Ordinal));
+        var template = new ChatTemplate("jinja", "Qwen3", JinjaTemplate.Parse(qwen3), null, "<|im_end|>");
+        var messages = new List<IDictionary<string, object?>>
+        {
+            Message("system", "Be brief."), Message("user", "Hi there"), Message("assistant", "Hello! How can I help?"), Message("user", "What's 1+1?"), Message("assistant", "2"),
+        };
+        var example = ChatMasking.Render(template, messages, ["assistant"], "turn").Tokenize(SftTokenizer.Byte().Tokenizer);
+        string text = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\nHello! How can I help?<|im_end|>\n"
+            + "<|im_start|>user\nWhat's 1+1?<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n2<|im_end|>\n";
+        Assert.Equal(Encoding.UTF8.GetBytes(text).Select(b => (int)b), example.InputIds);
+        Assert.Equal(ExpectedLabels(text, ("Hello! How can I help?<|im_end|>", 0), ("2<|im_end|>", 0)), example.Labels);
+    }
+
+    [Fact]
     public void ATemplateThatRewritesTheContentCannotPlaceTheLoss()
     {
         var template = Template("{% for m in messages %}{{ m.role }}: {{ m.content|upper }}\n{% endfor %}");
