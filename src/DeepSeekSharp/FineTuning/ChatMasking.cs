@@ -23,8 +23,10 @@ public static class ChatMasking
     {
         var all = messages.Cast<object?>().ToList();
         string full = template.Render(all);
-        var ends = TurnEnds(template, all, full);
-        var located = ByMarkers(template, messages, full) ?? BySearch(messages, full, ends);
+        var located = ByMarkers(template, messages, full);
+        // The turn-by-turn renderings cost one rendering per message: made only when the markers were not enough.
+        int[]? ends = located is null || messages.Any(m => m["content"] is null) ? TurnEnds(template, all, full) : null;
+        located ??= BySearch(messages, full, ends);
         for (int i = 0; i < messages.Count; i++)
             if (messages[i]["content"] is null && ends is not null) located[i] = (ends[i], ends[i + 1], true); // a tool-calling turn: all its text is output
 

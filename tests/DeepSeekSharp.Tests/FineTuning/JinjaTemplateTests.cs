@@ -95,6 +95,19 @@ public class JinjaTemplateTests
         Assert.Contains(message, jinja.Message);
     }
 
+    [Theory]
+    [InlineData("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}\n{{ f(0) }}", "calls nest deeper than 64")]
+    [InlineData("{% for i in range(10 ** 12) %}{% endfor %}", "range() of more than 1000000 numbers")]
+    [InlineData("\n{{ 'abc'.startswith([1]) }}", "cannot evaluate this")]
+    [InlineData("{{ 'abc'.replace(1, 'x') }}", "replace() expects a string, got int")]
+    [InlineData("{{ x.y }}", "'x' is undefined")]
+    [InlineData("{{ [1] + 'a' }}", "unsupported operand types for +: list and str")]
+    public void RunawayOrIllTypedTemplatesAreErrorsNotCrashes(string template, string message)
+    {
+        var e = Assert.Throws<JinjaException>(() => JinjaTemplate.Parse(template).Render(new Dictionary<string, object?>()));
+        Assert.Contains(message, e.Message);
+    }
+
     [Fact]
     public void RaiseExceptionStopsTheRenderingWithTheTemplatesMessage()
     {

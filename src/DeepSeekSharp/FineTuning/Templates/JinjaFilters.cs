@@ -28,6 +28,9 @@ internal static class JinjaFilters
         "callable", "equalto", "eq", "==", "sameas", "ne", "!=", "in", "odd", "even", "divisibleby", "lower", "upper",
     ];
 
+    // A template has no business making longer ranges; one of 10^12 would exhaust memory instead of failing.
+    private const long MaxRange = 1_000_000;
+
     public static IEnumerable<(string, object?)> Globals()
     {
         yield return ("namespace", (JinjaCallable)((args, kwargs) =>
@@ -50,6 +53,7 @@ internal static class JinjaFilters
             if (args.Count == 1) stop = Long(args[0]);
             else { start = Long(args[0]); stop = Long(args[1]); if (args.Count > 2) step = Long(args[2]); }
             if (step == 0) throw new JinjaException("range() step must not be zero", 0);
+            if ((stop - start) / step > MaxRange) throw new JinjaException($"range() of more than {MaxRange} numbers", 0);
             var list = new List<object?>();
             for (long i = start; step > 0 ? i < stop : i > stop; i += step) list.Add(i);
             return list;
@@ -147,7 +151,8 @@ internal static class JinjaFilters
     /// <summary>A bound method of a string, dict or list, or null when there is none of that name.</summary>
     private static JinjaCallable? Method(object? target, string name, int line)
     {
-        string Arg(List<object?> a, int i, string def) => a.Count > i && a[i] is string s ? s : def;
+        string Arg(List<object?> a, int i, string def) =>
+            a.Count <= i || a[i] is null ? def : a[i] as string ?? throw new JinjaException($"{name}() expects a string, got {JinjaValues.TypeName(a[i])}", line);
         switch (target)
         {
             case string s:

@@ -18,7 +18,11 @@ public sealed class JinjaTemplate
     private JinjaTemplate(List<Node> body) { _body = body; }
 
     /// <exception cref="JinjaException">the template uses syntax outside the supported subset</exception>
-    public static JinjaTemplate Parse(string source) => new(JinjaParser.Parse(source));
+    public static JinjaTemplate Parse(string source)
+    {
+        try { return new(JinjaParser.Parse(source)); }
+        catch (Exception e) when (e is FormatException or OverflowException) { throw new JinjaException($"bad literal ({e.Message})", 0); }
+    }
 
     /// <summary>Renders with <paramref name="variables"/> (values from <see cref="FromJson"/> or plain strings, longs, bools, lists).</summary>
     /// <exception cref="JinjaException">a runtime error, or the template's own <c>raise_exception</c></exception>
@@ -28,7 +32,7 @@ public sealed class JinjaTemplate
         foreach (var (name, value) in JinjaFilters.Globals()) globals.Vars[name] = value;
         foreach (var (name, value) in variables) globals.Vars[name] = value;
         var output = new StringBuilder();
-        new Renderer(output).Run(_body, new Scope(globals));
+        new Renderer(output, new CallDepth()).Run(_body, new Scope(globals));
         return output.ToString();
     }
 
@@ -51,7 +55,13 @@ public sealed class JinjaTemplate
 
     private enum Flow { Normal, Break, Continue }
 
-    private sealed class Renderer(StringBuilder output)
+    /// <summary>How deep macro calls are nested in one rendering (shared by the renderers of its macro bodies).</summary>
+    private sealed class CallDepth
+    {
+        public int Value;
+    }
+
+    private sealed class Renderer(StringBuilder output, CallDepth depth)
     {
         public Flow Run(List<Node> nodes, Scope scope)
         {
@@ -63,7 +73,20 @@ public sealed class JinjaTemplate
             return Flow.Normal;
         }
 
+        // Macros calling macros deeper than this are an error, not a stack overflow.
+        private const int MaxCallDepth = 64;
+
         private Flow Exec(Node node, Scope scope)
+        {
+            try { return ExecNode(node, scope); }
+            catch (Exception e) when (e is InvalidCastException or ArgumentException or IndexOutOfRangeException or FormatException or OverflowException or KeyNotFoundException or NullReferenceException)
+            {
+                // A value of the wrong kind reached a method or filter (e.g. startswith given a number).
+                throw new JinjaException($"cannot evaluate this ({e.Message})", node.Line);
+            }
+        }
+
+        private Flow ExecNode(Node node, Scope scope)
         {
             switch (node)
             {
@@ -101,7 +124,7 @@ public sealed class JinjaTemplate
             else
             {
                 var inner = new StringBuilder();
-                new Renderer(inner).Run(s.Body!, scope);
+                new Renderer(inner, depth).Run(s.Body!, scope);
                 value = inner.ToString();
             }
             if (s.Attribute is null)
@@ -173,8 +196,11 @@ public sealed class JinjaTemplate
                     : defaultValue is not null ? Eval(defaultValue, definedIn)
                     : new Undefined(name);
             }
+            if (depth.Value >= MaxCallDepth) throw new JinjaException($"macro '{m.Name}' calls nest deeper than {MaxCallDepth}", m.Line);
             var inner = new StringBuilder();
-            new Renderer(inner).Run(m.Body, scope);
+            depth.Value++;
+            try { new Renderer(inner, depth).Run(m.Body, scope); }
+            finally { depth.Value--; }
             return inner.ToString();
         };
 
