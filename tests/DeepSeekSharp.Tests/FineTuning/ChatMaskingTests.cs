@@ -90,6 +90,25 @@ public class ChatMaskingTests
     }
 
     [Fact]
+    public void Qwen3sReasoningIsKeptInTheLastAnswerAndRefusedWhereTheTemplateDropsIt()
+    {
+        string qwen3 = File.ReadLines(TestPaths.Fixture(Path.Combine("sft", "jinja-cases.jsonl")))
+            .Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement.GetProperty("template").GetString()!)
+            .First(t => t.Contains("reasoning_content", StringComparison.Ordinal));
+        var template = new ChatTemplate("jinja", "Qwen3", JinjaTemplate.Parse(qwen3), null, "<|im_end|>");
+        const string Thought = "<think>\nEasy.\n</think>\n\n2";
+        // After the last user turn the template writes the reasoning back verbatim: the whole answer trains.
+        var last = new List<IDictionary<string, object?>> { Message("user", "1+1?"), Message("assistant", Thought) };
+        var example = ChatMasking.Render(template, last, ["assistant"], "turn").Tokenize(SftTokenizer.Byte().Tokenizer);
+        string text = "<|im_start|>user\n1+1?<|im_end|>\n<|im_start|>assistant\n" + Thought + "<|im_end|>\n";
+        Assert.Equal(ExpectedLabels(text, (Thought + "<|im_end|>", 0)), example.Labels);
+        // Before a later user turn it drops the reasoning: the content is not in the text, so the loss cannot be placed.
+        var earlier = new List<IDictionary<string, object?>> { Message("user", "1+1?"), Message("assistant", Thought), Message("user", "2+2?"), Message("assistant", "4") };
+        var e = Assert.Throws<DeepSeekSharpException>(() => ChatMasking.Render(template, earlier, ["assistant"], "turn"));
+        Assert.StartsWith("message 2 (assistant): chat_template 'jinja' does not write its content verbatim", e.Message);
+    }
+
+    [Fact]
     public void ATemplateThatRewritesTheContentCannotPlaceTheLoss()
     {
         var template = Template("{% for m in messages %}{{ m.role }}: {{ m.content|upper }}\n{% endfor %}");
