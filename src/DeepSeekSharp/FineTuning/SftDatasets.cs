@@ -72,6 +72,10 @@ public static class SftDatasets
             }
             var roleOf = RoleMap(spec);
             var rolesToTrain = spec.RolesToTrain ?? ["assistant"];
+            if (type is "chat_template" or "gsm8k")
+                foreach (var role in rolesToTrain)
+                    if (!roleOf.ContainsValue(role))
+                        throw new DeepSeekSharpException($"{spec.Path}: roles_to_train names '{role}', which is not a template role (roles: {string.Join(", ", roleOf.Values.Distinct())})");
             int read = 0, kept = 0, tooLong = 0, truncated = 0, untrained = 0;
             long tokens = 0, trained = 0;
             var items = Utf8Text.JsonLines(spec.Path, (root, line) => (Example: Convert(type, spec, root, line, tokenizer, template, roleOf, rolesToTrain, trainOnEos, cfg.TrainOnInputs), Line: line));

@@ -147,6 +147,9 @@ public sealed class DataPreviewTests : IDisposable
         var typo = InProcessDss.Run("data", "preview", "--config", config);
         InProcessDss.AssertOneLineError(typo, config, "unknown dataset key 'field_mesages'");
 
+        var sourceName = InProcessDss.Run("data", "preview", "--config", Config($"chat_template: deepseek_v3\ndatasets:\n  - path: {file}\n    type: chat_template\n    roles_to_train: [gpt]\n"));
+        InProcessDss.AssertOneLineError(sourceName, file, "roles_to_train names 'gpt', which is not a template role (roles: user, assistant, system, tool)");
+
         var noType = InProcessDss.Run("data", "preview", "--config", Config($"datasets:\n  - path: {file}\n"));
         InProcessDss.AssertOneLineError(noType, file, "give the dataset's type");
     }
