@@ -15,6 +15,7 @@ public static class DssApp
         root.Subcommands.Add(ForwardCommand.Create());
         root.Subcommands.Add(GradCommand.Create());
         root.Subcommands.Add(TrainCommand.Create());
+        root.Subcommands.Add(DataCommand.Create());
         root.Subcommands.Add(ReportCommand.Create());
         root.Subcommands.Add(TokenizeCommand.Create());
         root.Subcommands.Add(TokenizeCommand.CreateGroup());

@@ -4,8 +4,34 @@ using YamlDotNet.RepresentationModel;
 
 namespace DeepSeekSharp.Training;
 
-/// <summary>One entry of <c>datasets:</c>.</summary>
-public sealed record DatasetSpec(string Path, string? Type = null);
+/// <summary>One entry of <c>datasets:</c>. The keys after <c>path</c> and <c>type</c> are Axolotl's, read by the fine-tuning
+/// data (<see cref="FineTuning.SftDatasets"/>); docs/fine-tuning.md lists their defaults.</summary>
+public sealed record DatasetSpec(string Path, string? Type = null)
+{
+    /// <summary>The dataset keys a <c>datasets:</c> entry may have.</summary>
+    public static readonly string[] Keys = ["path", "type", "field_messages", "message_property_mappings", "roles_to_train", "train_on_eos", "roles", "field", "chat_template"];
+
+    /// <summary><c>field_messages</c>: the JSON key holding a chat's messages (default <c>messages</c>).</summary>
+    public string? FieldMessages { get; init; }
+
+    /// <summary><c>message_property_mappings</c>: our message key → the file's key (e.g. role: from, content: value).</summary>
+    public IReadOnlyDictionary<string, string>? MessagePropertyMappings { get; init; }
+
+    /// <summary><c>roles_to_train</c> (default [assistant]).</summary>
+    public IReadOnlyList<string>? RolesToTrain { get; init; }
+
+    /// <summary><c>train_on_eos</c>: turn (default), all, last or none.</summary>
+    public string? TrainOnEos { get; init; }
+
+    /// <summary><c>roles</c>: template role → the file's role names (e.g. user: [human, user]).</summary>
+    public IReadOnlyDictionary<string, IReadOnlyList<string>>? Roles { get; init; }
+
+    /// <summary><c>field</c>: the text key of a completion dataset (default <c>text</c>).</summary>
+    public string? Field { get; init; }
+
+    /// <summary><c>chat_template</c> for this dataset only (else the top-level key).</summary>
+    public string? ChatTemplate { get; init; }
+}
 
 /// <summary>
 /// A training run's settings, read from YAML. Keys follow Axolotl where the concept is the same
@@ -29,6 +55,12 @@ public sealed class TrainConfig
     [Key("micro_batch_size")] public int MicroBatchSize { get; set; } = 8;
     [Key("gradient_accumulation_steps")] public int GradientAccumulationSteps { get; set; } = 1;
     [Key("seed")] public int Seed { get; set; } = 42;
+
+    // Fine-tuning data (docs/fine-tuning.md)
+    [Key("chat_template")] public string ChatTemplate { get; set; } = "tokenizer_default";
+    [Key("chat_template_jinja")] public string? ChatTemplateJinja { get; set; }
+    [Key("train_on_inputs")] public bool TrainOnInputs { get; set; }
+    [Key("excess_length_strategy")] public string ExcessLengthStrategy { get; set; } = "drop";
 
     // Optimiser and schedule
     [Key("max_steps")] public int MaxSteps { get; set; } = 1000;
@@ -115,6 +147,33 @@ public sealed class TrainConfig
                 w.WriteStartObject();
                 w.WriteString("path", d.Path);
                 if (d.Type is not null) w.WriteString("type", d.Type);
+                if (d.FieldMessages is not null) w.WriteString("field_messages", d.FieldMessages);
+                if (d.MessagePropertyMappings is not null)
+                {
+                    w.WriteStartObject("message_property_mappings");
+                    foreach (var (k, v) in d.MessagePropertyMappings) w.WriteString(k, v);
+                    w.WriteEndObject();
+                }
+                if (d.RolesToTrain is not null)
+                {
+                    w.WriteStartArray("roles_to_train");
+                    foreach (var r in d.RolesToTrain) w.WriteStringValue(r);
+                    w.WriteEndArray();
+                }
+                if (d.TrainOnEos is not null) w.WriteString("train_on_eos", d.TrainOnEos);
+                if (d.Roles is not null)
+                {
+                    w.WriteStartObject("roles");
+                    foreach (var (k, names) in d.Roles)
+                    {
+                        w.WriteStartArray(k);
+                        foreach (var n in names) w.WriteStringValue(n);
+                        w.WriteEndArray();
+                    }
+                    w.WriteEndObject();
+                }
+                if (d.Field is not null) w.WriteString("field", d.Field);
+                if (d.ChatTemplate is not null) w.WriteString("chat_template", d.ChatTemplate);
                 w.WriteEndObject();
             }
             w.WriteEndArray();
@@ -161,8 +220,7 @@ public sealed class TrainConfig
             Datasets = seq.Children.Select(item => item switch
             {
                 YamlScalarNode s => new DatasetSpec(s.Value ?? ""),
-                YamlMappingNode m => new DatasetSpec(
-                    Scalar(m, "path") ?? throw new DeepSeekSharpException($"{source}: a dataset entry needs 'path'"), Scalar(m, "type")),
+                YamlMappingNode m => DatasetEntry(m, source),
                 _ => throw new DeepSeekSharpException($"{source}: bad dataset entry"),
             }).ToList();
             _sources[key] = source;
@@ -170,6 +228,46 @@ public sealed class TrainConfig
         }
         if (value is not YamlScalarNode scalar) throw new DeepSeekSharpException($"{source}: '{key}' must be a single value");
         SetScalar(key, scalar.Value ?? "", source);
+    }
+
+    private static DatasetSpec DatasetEntry(YamlMappingNode m, string source)
+    {
+        foreach (var k in m.Children.Keys)
+            if (k is not YamlScalarNode { Value: { } name } || !DatasetSpec.Keys.Contains(name))
+                throw new DeepSeekSharpException($"{source}: unknown dataset key '{k}' (known: {string.Join(", ", DatasetSpec.Keys)})");
+        string path = Scalar(m, "path") ?? throw new DeepSeekSharpException($"{source}: a dataset entry needs 'path'");
+        YamlNode? Node(string key) => m.Children.TryGetValue(new YamlScalarNode(key), out var v) ? v : null;
+        IReadOnlyList<string>? List(string key) => Node(key) switch
+        {
+            null => null,
+            YamlSequenceNode seq => seq.Children.Select(c => (c as YamlScalarNode)?.Value ?? throw new DeepSeekSharpException($"{source}: dataset {path}: '{key}' must be a list of names")).ToList(),
+            YamlScalarNode one when one.Value is { Length: > 0 } v => [v],
+            _ => throw new DeepSeekSharpException($"{source}: dataset {path}: '{key}' must be a list of names"),
+        };
+        Dictionary<string, YamlNode>? Map(string key) => Node(key) switch
+        {
+            null => null,
+            YamlMappingNode map => map.Children.ToDictionary(kv => (kv.Key as YamlScalarNode)?.Value ?? "", kv => kv.Value, StringComparer.Ordinal),
+            _ => throw new DeepSeekSharpException($"{source}: dataset {path}: '{key}' must be a mapping"),
+        };
+        foreach (var scalarKey in new[] { "type", "field_messages", "train_on_eos", "field", "chat_template" })
+            if (Node(scalarKey) is { } n && n is not YamlScalarNode) throw new DeepSeekSharpException($"{source}: dataset {path}: '{scalarKey}' must be a single value");
+        return new DatasetSpec(path, Scalar(m, "type"))
+        {
+            FieldMessages = Scalar(m, "field_messages"),
+            MessagePropertyMappings = Map("message_property_mappings")?.ToDictionary(kv => kv.Key,
+                kv => (kv.Value as YamlScalarNode)?.Value ?? throw new DeepSeekSharpException($"{source}: dataset {path}: message_property_mappings.{kv.Key} must be a key name"), StringComparer.Ordinal),
+            RolesToTrain = List("roles_to_train"),
+            TrainOnEos = Scalar(m, "train_on_eos"),
+            Roles = Map("roles")?.ToDictionary(kv => kv.Key, kv => (IReadOnlyList<string>)(kv.Value switch
+            {
+                YamlSequenceNode seq => seq.Children.Select(c => (c as YamlScalarNode)?.Value ?? "").ToList(),
+                YamlScalarNode one => [one.Value ?? ""],
+                _ => throw new DeepSeekSharpException($"{source}: dataset {path}: roles.{kv.Key} must be a list of names"),
+            }), StringComparer.Ordinal),
+            Field = Scalar(m, "field"),
+            ChatTemplate = Scalar(m, "chat_template"),
+        };
     }
 
     private static string? Scalar(YamlMappingNode m, string key) =>
@@ -192,7 +290,7 @@ public sealed class TrainConfig
         }
         catch (FormatException) { throw new DeepSeekSharpException($"{source}: '{key}' = '{raw}' is not a valid {prop.PropertyType.Name}"); }
         catch (OverflowException) { throw new DeepSeekSharpException($"{source}: '{key}' = '{raw}' is out of range"); }
-        if (raw is "null" or "~" && prop.PropertyType == typeof(string) && Nullable.GetUnderlyingType(prop.PropertyType) is null && prop.Name is "BaseModel" or "ModelConfig" or "ModelPreset")
+        if (raw is "null" or "~" && prop.PropertyType == typeof(string) && Nullable.GetUnderlyingType(prop.PropertyType) is null && prop.Name is "BaseModel" or "ModelConfig" or "ModelPreset" or "ChatTemplateJinja")
             value = null;
         prop.SetValue(this, value);
         _sources[key] = source;
@@ -247,6 +345,7 @@ public sealed class TrainConfig
         Require(Threads is >= 0 and <= Kernels.Cpu.WorkerPool.MaxThreads, "threads", $"must be in [0, {Kernels.Cpu.WorkerPool.MaxThreads}] (0 = one per core; got {Threads})");
         Require(LrSchedule.Kinds.Contains(LrScheduler), "lr_scheduler", $"must be one of {string.Join(", ", LrSchedule.Kinds)}");
         Require(Balancing is "bias" or "aux_loss" or "none", "balancing", "must be bias, aux_loss or none");
+        Require(ExcessLengthStrategy is "drop" or "truncate" or "raise", "excess_length_strategy", "must be drop, truncate or raise");
         Require(Fp8.Fp8Training.Precisions.Contains(Precision), "precision", "must be fp32, bf16 (BF16 weights in every Linear, fp32 master copy) or fp8 (FP8 GEMMs in every attention/MLP Linear)");
         Require(AdamMoments is "auto" or "fp32" or "bf16", "adam_moments", "must be auto (bf16 with precision fp8, else fp32), fp32 or bf16");
         Require((BaseModel is null ? 0 : 1) + (ModelConfig is null ? 0 : 1) + (ModelPreset is null ? 0 : 1) <= 1,
