@@ -11,7 +11,8 @@
 # Runs go to $OUT/<variant>/seed-<seed>/ (metrics.jsonl, train.log). A run that already finished is kept; one that
 # stopped part-way continues from its last checkpoint, so the study can be restarted after an interruption.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+SELF="$(realpath "$0")"
+cd "${BALANCING_STUDY_ROOT:-$(dirname "$SELF")/../..}"
 SEEDS="${SEEDS:-1 2 3 4 5}"
 STEPS="${STEPS:-1500}"
 THREADS="${THREADS:-1}"
@@ -20,8 +21,10 @@ OUT="${OUT:-runs/balancing-study}"
 EVAL_STEPS="${EVAL_STEPS:-$(( STEPS >= 1000 ? 100 : (STEPS >= 10 ? STEPS / 10 : 1) ))}"
 EVAL_BATCHES="${EVAL_BATCHES:-16}"
 # Core comparison first (V3's claim), then MTP, then the sweeps; γ = 0.001, seq α = 1e-4 and aux α = 0.01 are `bias`
-# and `aux-loss` themselves.
-VARIANTS="${VARIANTS:-bias aux-loss none bias-no-mtp bias-g0.0005 bias-g0.003 bias-g0.01 bias-seq0 bias-seq1e-3 aux-loss-a0.001 aux-loss-a0.03}"
+# and `aux-loss` themselves. "|" separates blocks: a block runs seed by seed (every variant of seed 1, then of
+# seed 2, ...), so paired comparisons are available before the block ends.
+VARIANTS="${VARIANTS:-bias aux-loss none | bias-no-mtp | bias-g0.0005 bias-g0.003 bias-g0.01 | bias-seq0 bias-seq1e-3 | aux-loss-a0.001 aux-loss-a0.03}"
+VARIANT_LIST="$(echo ${VARIANTS//|/ })"
 
 # The settings of each variant, on top of configs/shakespeare-moe.yaml.
 variant_settings() {
@@ -37,12 +40,17 @@ variant_settings() {
     *) echo "balancing_and_mtp.sh: unknown variant '$1' (bias, bias-no-mtp, bias-g<γ>, bias-seq<α>, aux-loss, aux-loss-a<α>, none)" >&2; return 1 ;;
   esac
 }
-for v in $VARIANTS; do variant_settings "$v" >/dev/null; done
+for v in $VARIANT_LIST; do variant_settings "$v" >/dev/null; done
 for s in $SEEDS; do [[ "$s" =~ ^[0-9]+$ ]] || { echo "balancing_and_mtp.sh: SEEDS: '$s' is not a non-negative integer" >&2; exit 2; }; done
 
+# Bash reads a script as it runs it: the study runs from its own copy, so editing this file cannot disturb it.
+mkdir -p "$OUT"
+if [[ -z "${BALANCING_STUDY_ROOT:-}" ]]; then
+  cp "$SELF" "$OUT/study.sh"
+  BALANCING_STUDY_ROOT="$PWD" exec bash "$OUT/study.sh"
+fi
 dotnet build -c Release src/DeepSeekSharp.Cli >/dev/null
 # The study runs for hours: it uses its own copy of the build, so later builds in this tree do not change its runs.
-mkdir -p "$OUT"
 rm -rf "$OUT/dss-build" && cp -r src/DeepSeekSharp.Cli/bin/Release/net10.0 "$OUT/dss-build"
 git rev-parse HEAD > "$OUT/commit.txt" 2>/dev/null || true
 export DSS="dotnet $OUT/dss-build/dss.dll" STEPS THREADS OUT EVAL_STEPS EVAL_BATCHES
@@ -69,6 +77,16 @@ run_one() {
 }
 export -f run_one variant_settings
 
-echo "$(date -u +%H:%M:%S) study: variants [$VARIANTS], seeds [$SEEDS], $STEPS steps, $PARALLEL runs side by side × $THREADS thread(s) → $OUT"
-for v in $VARIANTS; do for s in $SEEDS; do echo "$v $s"; done; done | xargs -n 2 -P "$PARALLEL" bash -c 'run_one "$0" "$1"'
-/usr/bin/python3 tools/experiments/summarize_balancing.py --root "$OUT" --steps "$STEPS" --variants $VARIANTS --seeds $SEEDS
+# The runs in order: block by block, within a block seed by seed.
+jobs() {
+  local block=()
+  for token in $VARIANTS "|"; do
+    if [[ "$token" == "|" ]]; then
+      for s in $SEEDS; do for v in "${block[@]}"; do echo "$v $s"; done; done
+      block=()
+    else block+=("$token"); fi
+  done
+}
+echo "$(date -u +%H:%M:%S) study (pid $$): variants [$VARIANTS], seeds [$SEEDS], $STEPS steps, $PARALLEL runs side by side × $THREADS thread(s) → $OUT"
+jobs | xargs -n 2 -P "$PARALLEL" bash -c 'run_one "$0" "$1"'
+/usr/bin/python3 tools/experiments/summarize_balancing.py --root "$OUT" --steps "$STEPS" --variants $VARIANT_LIST --seeds $SEEDS
