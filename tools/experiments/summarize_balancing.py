@@ -133,7 +133,8 @@ def main():
             for key, _, digits in METRICS:
                 m, h = mean_ci([runs[(v, s)][key] - runs[(ref, s)][key] for s in paired])
                 star = "*" if not math.isnan(h) and (m - h > 0 or m + h < 0) else ""
-                cells.append(f"{m:+.{digits}f} ± {h:.{digits}f}{star}" if not math.isnan(h) else fmt(m, h, digits))
+                cells.append(f"{m:+.{digits}f} ± {h:.{digits}f}{star}" if not math.isnan(h)
+                             else "–" if math.isnan(m) else f"{m:+.{digits}f}")
             out.append(f"| {v} | {len(paired)} | " + " | ".join(cells) + " |")
         out.append("")
 
@@ -144,7 +145,7 @@ def main():
     written = []
     for name, members in groups.items():
         members = [v for v in members if v in variants]
-        if not members:
+        if len(members) < (1 if name in ("core", "all") else 2):  # a sweep plot needs a second point of the sweep
             continue
         for key, title, _ in METRICS:
             series = []
