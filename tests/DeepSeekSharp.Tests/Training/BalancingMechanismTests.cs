@@ -195,6 +195,22 @@ public class BalancingMechanismTests
         }
     }
 
+    [Fact]
+    public void SequenceWiseAndBatchWiseBalanceLossOnAHandCase()
+    {
+        // Two sequences of T = 2 tokens, N_r = 2 experts, K_r = 1; s' = scores normalised per token.
+        // Sequence 1: s' = {0.9, 0.1}, {0.75, 0.25}, both routed to expert 0: f = {2, 0}, P_0 = 0.825 → 1.65.
+        // Sequence 2: s' = {0.5, 0.5}, {0.25, 0.75}, both routed to expert 1: f = {0, 2}, P_1 = 0.625 → 1.25.
+        // Sequence-wise: α · mean(1.65, 1.25) = 1.45 α. Batch-wise (one group of 4): f = {1, 1}, P = {0.6, 0.4} → α.
+        var scores = Tensor.FromArray([0.9f, 0.1f, 0.3f, 0.1f, 0.5f, 0.5f, 0.2f, 0.6f], 4, 2);
+        int[] idx = [0, 0, 1, 1];
+        using (GradMode.NoGrad())
+        {
+            Assert.Equal(0.145f, Functional.BalanceLoss(scores, idx, 1, groupRows: 2, alpha: 0.1f).Data[0], 6);
+            Assert.Equal(0.1f, Functional.BalanceLoss(scores, idx, 1, groupRows: 4, alpha: 0.1f).Data[0], 6);
+        }
+    }
+
     // ---- (c) MaxVio as the paper defines it, per MoE layer ----
 
     [Theory]
