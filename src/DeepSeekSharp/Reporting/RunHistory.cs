@@ -82,10 +82,10 @@ internal sealed class RunHistory
     internal static IReadOnlyList<string> GateNamesFrom(DeepSeekConfig config, int count)
     {
         if (!config.HasMoe) return DefaultGateNames(count);
-        var names = Enumerable.Range(0, config.NumHiddenLayers).Where(config.IsMoeLayer).Select(l => $"layer {l}")
-            .Concat(Enumerable.Range(1, config.NumNextnPredictLayers).Select(k => $"MTP {k}"))
-            .ToList();
-        return names.Count == count ? names : DefaultGateNames(count);
+        var layers = Enumerable.Range(0, config.NumHiddenLayers).Where(config.IsMoeLayer).Select(l => $"layer {l}").ToList();
+        var names = layers.Concat(Enumerable.Range(1, config.NumNextnPredictLayers).Select(k => $"MTP {k}")).ToList();
+        // Validation, and training without MTP, record the model's layers only.
+        return names.Count == count ? names : layers.Count == count ? layers : DefaultGateNames(count);
     }
 
     private static List<string> DefaultGateNames(int count) => Enumerable.Range(0, count).Select(i => $"MoE gate {i}").ToList();

@@ -202,7 +202,7 @@ public sealed class Trainer
             float gradNorm = GradClip.ClipGlobalNorm(parameters, cfg.MaxGradNorm);
             float lr = schedule.At(step);
             _optimizer.Update(lr);
-            float[] maxVio = _balancer.Update(cfg.Balancing == "bias" ? cfg.BiasUpdateSpeed : 0f);
+            var balance = _balancer.Update(cfg.Balancing == "bias" ? cfg.BiasUpdateSpeed : 0f);
             _step = step;
             _tokensSeen += (long)b * t * accum;
             double tps = (double)b * t * accum / stepClock.Elapsed.TotalSeconds;
@@ -218,8 +218,8 @@ public sealed class Trainer
                     ["tokens"] = _tokensSeen, ["loss"] = mainLoss, ["total_loss"] = (float)(lossSum / accum),
                     ["mtp_loss"] = (float)(mtpSum / accum), ["balance_loss"] = (float)(auxSum / accum), ["lr"] = lr,
                     ["grad_norm"] = gradNorm, ["tokens_per_s"] = Math.Round(tps, 1),
-                    ["max_vio"] = maxVio.Length > 0 ? maxVio.Average() : 0f, ["elapsed_s"] = Math.Round(Elapsed, 2),
-                    ["max_vio_per_layer"] = maxVio,
+                    ["max_vio"] = balance.ModelMean, ["elapsed_s"] = Math.Round(Elapsed, 2),
+                    ["max_vio_per_layer"] = balance.PerGate,
                 });
             if (diverged)
                 throw new DeepSeekSharpException($"{cfg.OutputDir}: step {step} diverged ("
@@ -274,7 +274,10 @@ public sealed class Trainer
         if (windows == 0) return float.NaN;
         double lossSum = 0;
         int count = 0;
-        var counts = _balancer.Gates.Select(g => new long[g.Experts]).ToArray();
+        // Validation runs the model without its MTP blocks: only the model's MoE layers route (the MTP gates still
+        // hold the last training batch's counts, which must not be counted here).
+        var gates = _balancer.ModelGates;
+        var counts = gates.Select(g => new long[g.Experts]).ToArray();
         using (GradMode.NoGrad())
         {
             for (int start = 0; start < windows; start += b)
@@ -290,7 +293,7 @@ public sealed class Trainer
                 count += n;
                 for (int g = 0; g < counts.Length; g++)
                 {
-                    var c = _balancer.Gates[g].LastExpertCounts;
+                    var c = gates[g].LastExpertCounts;
                     for (int e = 0; e < c.Length && e < counts[g].Length; e++) counts[g][e] += c[e];
                 }
             }

@@ -55,7 +55,8 @@ public class ReportFromTrainingTests
             {
                 var perLayer = r.GetProperty("max_vio_per_layer").EnumerateArray().Select(v => v.GetSingle()).ToList();
                 Assert.Equal(4, perLayer.Count);
-                Assert.Equal(r.GetProperty("max_vio").GetSingle(), perLayer.Average(), 4);
+                // The scalar is the mean over the model's 3 MoE layers (the MTP block's is reported, not averaged in).
+                Assert.Equal(r.GetProperty("max_vio").GetSingle(), perLayer.Take(3).Average(), 4);
             });
         }
         finally { Directory.Delete(root, true); }

@@ -199,6 +199,7 @@ public class ReportPiecesTests
     {
         var config = DeepSeekConfig.Parse(Presets.All["tiny-v3"]);
         Assert.Equal(["layer 1", "layer 2", "layer 3", "MTP 1"], RunHistory.GateNamesFrom(config, 4));
+        Assert.Equal(["layer 1", "layer 2", "layer 3"], RunHistory.GateNamesFrom(config, 3)); // validation: no MTP block
         Assert.Equal(["MoE gate 0", "MoE gate 1"], RunHistory.GateNamesFrom(config, 2));
     }
 
