@@ -3,7 +3,8 @@ using DeepSeekSharp.Tokenization;
 namespace DeepSeekSharp.Training;
 
 /// <summary>
-/// Picks the run's tokenizer from <c>tokenizer:</c> — <c>byte</c> (built in, no file), a path to an HF
+/// Picks the run's tokenizer from <c>tokenizer:</c> — by default the base model's <c>tokenizer.json</c> when there is a
+/// <c>base_model</c> (an error if it has none), otherwise <c>byte</c> (built in, no file); a path to an HF
 /// <c>tokenizer.json</c>, or <c>bpe</c> to train a byte-level BPE of <c>tokenizer_vocab_size</c> on the datasets
 /// (saved as OUT/tokenizer.json, reused on later runs and resumes).
 /// </summary>
@@ -12,6 +13,14 @@ public static class TokenizerFactory
     /// <param name="ct">stops a BPE training between documents (OperationCanceledException)</param>
     public static (ITextTokenizer Tokenizer, string? File) Create(TrainConfig cfg, Action<string> log, CancellationToken ct = default)
     {
+        if (cfg.Tokenizer == "byte" && cfg.BaseModel is not null)
+        {
+            // Fine-tuning keeps the base model's tokenizer: its ids are what the weights were trained on.
+            string baseTokenizer = Path.Combine(cfg.BaseModel, "tokenizer.json");
+            if (!File.Exists(baseTokenizer))
+                throw new DeepSeekSharpException($"base_model {cfg.BaseModel} has no tokenizer.json; give tokenizer: PATH (a model is never fine-tuned with the byte tokenizer by default)");
+            return (HfTokenizer.Load(baseTokenizer), baseTokenizer);
+        }
         if (cfg.Tokenizer == "byte")
         {
             // Saved beside the checkpoints so `dss generate --prompt` and HF tools can read the models it trains.
