@@ -50,13 +50,15 @@ if [ -z "${SUMMARY_ONLY:-}" ]; then
   xargs -P "$PARALLEL" -L 1 bash -c 'run_one "$0" "$1"' < "$jobs"
 fi
 /usr/bin/python3 - "$OUT" "$STEPS" "$SEEDS" "$VARIANTS" <<'PY'
-import json, math, os, statistics, sys
+import json, os, statistics, sys
+sys.path.insert(0, "tools/experiments"); sys.path.insert(0, "tools/plots")
+from summarize_balancing import mean_ci   # mean and 95 % t-interval, shared with the balancing study
+from svg_chart import line_chart
 out, steps, seeds, variants = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 def evals(v, s):
     path = f"{out}/{v}-seed{s}/metrics.jsonl"
     if not os.path.exists(path): return []
-    return [json.loads(l) for l in open(path) if '"kind":"eval"' in l.replace(" ", "")]
+    return [r for r in map(json.loads, open(path)) if r.get("kind") == "eval"]
 final = {}
 for v in variants:
     for s in seeds:
@@ -67,10 +69,6 @@ print("| seed | " + " | ".join(variants) + " |")
 print("|---|" + "---|" * len(variants))
 for s in seeds:
     print(f"| {s} | " + " | ".join(f"{final[(v, s)]:.4f}" if (v, s) in final else "–" for v in variants) + " |")
-def ci(xs):
-    m = statistics.mean(xs)
-    if len(xs) < 2: return m, float("nan")
-    return m, T95.get(len(xs) - 1, 1.96) * statistics.stdev(xs) / math.sqrt(len(xs))
 if "bf16" in variants:
     print("\nPaired relative difference from bf16, same seed: (variant − bf16)/bf16 in %\n")
     print("| variant | per seed | mean ± 95 % CI | max abs |")
@@ -79,35 +77,19 @@ if "bf16" in variants:
         if v == "bf16": continue
         d = [(final[(v, s)] - final[("bf16", s)]) / final[("bf16", s)] * 100 for s in seeds if (v, s) in final and ("bf16", s) in final]
         if not d: continue
-        m, h = ci(d)
+        m, h = mean_ci(d)
         print(f"| {v} | {', '.join(f'{x:+.3f}' for x in d)} | {m:+.3f} ± {h:.3f} | {max(abs(x) for x in d):.3f} |")
-# Curves: mean over seeds of each variant's validation loss.
-rows = []
+# Curves: each variant's validation loss, mean over the seeds with their min–max band.
+series = []
 for v in variants:
     by_step = {}
     for s in seeds:
         for r in evals(v, s): by_step.setdefault(r["step"], []).append(r["val_loss"])
-    rows.append((v, sorted((k, statistics.mean(x), min(x), max(x)) for k, x in by_step.items() if len(x) == len(seeds))))
-rows = [(v, p) for v, p in rows if p]
-if rows:
-    W, H, L, B = 640, 360, 60, 40
-    xs = [k for _, p in rows for k, *_ in p]; ys = [y for _, p in rows for _, _, lo, hi in p for y in (lo, hi)]
-    x1 = max(xs); y0 = min(ys); y1 = min(max(ys), y0 + 1.0)
-    X = lambda x: L + (W - L - 20) * x / x1
-    Y = lambda y: 20 + (H - 20 - B) * (1 - (min(y, y1) - y0) / (y1 - y0 or 1))
-    colours = ["#d62728", "#ff7f0e", "#1f77b4", "#17becf", "#2ca02c", "#9467bd", "#8c564b", "#7f7f7f"]
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">',
-             f'<text x="{W/2}" y="14" text-anchor="middle">validation loss, mean over seeds {" ".join(seeds)} (band: min–max)</text>']
-    for i, (v, p) in enumerate(rows):
-        c = colours[i % len(colours)]
-        band = " ".join(f"{X(k):.1f},{Y(hi):.1f}" for k, _, _, hi in p) + " " + " ".join(f"{X(k):.1f},{Y(lo):.1f}" for k, _, lo, _ in reversed(p))
-        parts.append(f'<polygon points="{band}" fill="{c}" opacity="0.15"/>')
-        parts.append(f'<polyline points="{" ".join(f"{X(k):.1f},{Y(m):.1f}" for k, m, _, _ in p)}" fill="none" stroke="{c}"/>')
-        parts.append(f'<text x="{W-150}" y="{40 + 14 * i}" fill="{c}">{v}</text>')
-    for t in range(5):
-        y = y0 + (y1 - y0) * t / 4
-        parts.append(f'<text x="{L-6}" y="{Y(y)+4:.1f}" text-anchor="end">{y:.3f}</text>')
-    parts.append(f'<text x="{W/2}" y="{H-8}" text-anchor="middle">step (0 … {x1})</text></svg>')
+    pts = sorted((k, x) for k, x in by_step.items() if len(x) == len(seeds))
+    if pts:
+        series.append({"label": v, "pts": [(k, statistics.fmean(x)) for k, x in pts], "band": [(k, min(x), max(x)) for k, x in pts]})
+if series:
     os.makedirs("docs/img", exist_ok=True)
-    open("docs/img/fp8-claim.svg", "w").write("\n".join(parts))
+    open("docs/img/fp8-claim.svg", "w").write(line_chart(series, title=f"validation loss, mean over seeds {' '.join(seeds)} (band: min–max)",
+                                                        ylabel="val loss (nats/char)"))
 PY

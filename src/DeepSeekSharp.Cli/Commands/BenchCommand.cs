@@ -195,16 +195,18 @@ internal static class BenchCommand
                 var sw = Stopwatch.StartNew();
                 // The step's tensors go back to the pool when it ends (the outputs too, as a serving loop's would).
                 using (TensorScope.Begin())
-                if (train)
                 {
-                    m.ZeroGrad();
-                    var loss = LanguageModelLoss.Compute(m, ids, batchGeom, 0f, 0);
-                    Backprop.Backward(loss.Total, freeActivations: true);
-                    opt.Update(1e-4f);
-                }
-                else
-                {
-                    using (GradMode.NoGrad()) m.Forward(ids, batchGeom);
+                    if (train)
+                    {
+                        m.ZeroGrad();
+                        var loss = LanguageModelLoss.Compute(m, ids, batchGeom, 0f, 0);
+                        Backprop.Backward(loss.Total, freeActivations: true);
+                        opt.Update(1e-4f);
+                    }
+                    else
+                    {
+                        using (GradMode.NoGrad()) m.Forward(ids, batchGeom);
+                    }
                 }
                 sw.Stop();
                 if (s >= w)

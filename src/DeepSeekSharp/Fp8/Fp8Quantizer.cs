@@ -129,26 +129,32 @@ public static class Fp8Quantizer
     public static void DequantizeRows(ReadOnlySpan<byte> codes, int rows, int cols, int tileRows, int tileCols, ReadOnlySpan<float> scales,
         Span<float> destination, int rowStart, int rowEnd)
     {
-        int tc = (cols + tileCols - 1) / tileCols;
+        for (int r = rowStart; r < rowEnd; r++)
+            DequantizeRowRange(codes, cols, tileRows, tileCols, scales, r, 0, cols, destination.Slice(r * cols, cols));
+    }
+
+    /// <summary>
+    /// destination[0 .. c1−c0) = code · tile scale of row <paramref name="r"/>, columns [c0, c1), of codes [rows, cols]:
+    /// one vector pass per tile (the FP8 GEMM decodes its operands' blocks with this while packing).
+    /// </summary>
+    public static void DequantizeRowRange(ReadOnlySpan<byte> codes, int cols, int tileRows, int tileCols, ReadOnlySpan<float> scales,
+        int r, int c0, int c1, Span<float> destination)
+    {
+        var scaleRow = scales.Slice(r / tileRows * ((cols + tileCols - 1) / tileCols));
+        var row = codes.Slice(r * cols, cols);
         if (tileCols == 1)
         {
             // 128×1 tiles: one scale per column within a band of rows.
-            for (int r = rowStart; r < rowEnd; r++)
-            {
-                var dst = destination.Slice(r * cols, cols);
-                E4M3Fast.DecodeScaled(codes.Slice(r * cols, cols), 1f, dst);
-                TensorPrimitives.Multiply(dst, scales.Slice(r / tileRows * tc, cols), dst);
-            }
+            var dst = destination[..(c1 - c0)];
+            E4M3Fast.DecodeScaled(row[c0..c1], 1f, dst);
+            TensorPrimitives.Multiply(dst, scaleRow[c0..c1], dst);
             return;
         }
-        for (int r = rowStart; r < rowEnd; r++)
+        for (int c = c0; c < c1;)
         {
-            var scaleRow = scales.Slice(r / tileRows * tc, tc);
-            for (int bj = 0; bj < tc; bj++)
-            {
-                int c0 = bj * tileCols, len = Math.Min(cols, c0 + tileCols) - c0;
-                E4M3Fast.DecodeScaled(codes.Slice(r * cols + c0, len), scaleRow[bj], destination.Slice(r * cols + c0, len));
-            }
+            int end = Math.Min(c1, (c / tileCols + 1) * tileCols);
+            E4M3Fast.DecodeScaled(row[c..end], scaleRow[c / tileCols], destination.Slice(c - c0, end - c));
+            c = end;
         }
     }
 }

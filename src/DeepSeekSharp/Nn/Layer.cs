@@ -49,15 +49,6 @@ public static class Sequential
     /// y = layer_L(… layer_1(x)): the outputs between two layers are handed back to the pool as soon as the next layer
     /// ran, unless a recorded backward reads them (so a no-grad pass holds one layer's activations at a time).
     /// </summary>
-    public static Tensor Forward<TContext>(IReadOnlyList<Layer<TContext>> layers, Tensor x, TContext context)
-    {
-        Tensor h = x;
-        foreach (var layer in layers)
-        {
-            Tensor next = layer.Forward(h, context);
-            if (!ReferenceEquals(h, x)) h.ReleaseIfUnread(); // the caller's input is the caller's to release
-            h = next;
-        }
-        return h;
-    }
+    public static Tensor Forward<TContext>(IReadOnlyList<Layer<TContext>> layers, Tensor x, TContext context) =>
+        TensorScope.Chain(layers, x, (layer, h) => layer.Forward(h, context));
 }

@@ -34,6 +34,24 @@ public sealed class TensorScope : IDisposable
         return result;
     }
 
+    /// <summary>
+    /// Runs <paramref name="step"/> for each of <paramref name="steps"/> in turn, each on the previous one's output. An
+    /// output between two steps is handed back to the pool as soon as the next step ran, unless a recorded backward
+    /// reads it, so a no-grad pass through a stack of layers holds one layer's activations at a time. The chain's input
+    /// belongs to the caller and its output is returned.
+    /// </summary>
+    public static Tensor Chain<T>(IReadOnlyList<T> steps, Tensor x, Func<T, Tensor, Tensor> step)
+    {
+        Tensor h = x;
+        foreach (var s in steps)
+        {
+            Tensor next = step(s, h);
+            if (!ReferenceEquals(h, x)) h.ReleaseIfUnread();
+            h = next;
+        }
+        return h;
+    }
+
     private bool IsKept(Tensor tensor)
     {
         foreach (var kept in _kept) if (ReferenceEquals(kept, tensor)) return true;

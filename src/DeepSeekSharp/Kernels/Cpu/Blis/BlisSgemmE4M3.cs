@@ -1,4 +1,3 @@
-using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using DeepSeekSharp.Fp8;
 
@@ -18,30 +17,11 @@ internal readonly unsafe struct E4M3Operand(byte* codes, float* scales, int rows
     public int TileCols { get; } = tileCols;
     private int ScaleCols => (Cols + TileCols - 1) / TileCols;
 
-    /// <summary>
-    /// dst[0 .. c1−c0) = values of row r, columns [c0, c1): code · scale, bit-identical to
-    /// <see cref="Fp8Quantizer.DequantizeRows"/> (the same decode, the same single fp32 multiply).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public void DecodeRow(int r, int c0, int c1, float* dst)
-    {
-        float* scaleRow = Scales + (nint)(r / TileRows) * ScaleCols;
-        byte* row = Codes + (nint)r * Cols;
-        if (TileCols == 1)
-        {
-            // One scale per column (128×1 tiles): decode unscaled, then multiply by the scale row, as DequantizeRows does.
-            var values = new Span<float>(dst, c1 - c0);
-            E4M3Fast.DecodeScaled(new ReadOnlySpan<byte>(row + c0, c1 - c0), 1f, values);
-            TensorPrimitives.Multiply(values, new ReadOnlySpan<float>(scaleRow + c0, c1 - c0), values);
-            return;
-        }
-        for (int c = c0; c < c1;)
-        {
-            int end = Math.Min(c1, (c / TileCols + 1) * TileCols);
-            E4M3Fast.DecodeScaled(new ReadOnlySpan<byte>(row + c, end - c), scaleRow[c / TileCols], new Span<float>(dst + (c - c0), end - c));
-            c = end;
-        }
-    }
+    /// <summary>dst[0 .. c1−c0) = values of row r, columns [c0, c1) (<see cref="Fp8Quantizer.DequantizeRowRange"/>).</summary>
+    public void DecodeRow(int r, int c0, int c1, float* dst) =>
+        Fp8Quantizer.DequantizeRowRange(new ReadOnlySpan<byte>(Codes, Rows * Cols), Cols, TileRows, TileCols,
+            new ReadOnlySpan<float>(Scales, (Rows + TileRows - 1) / TileRows * ((Cols + TileCols - 1) / TileCols)), r, c0, c1,
+            new Span<float>(dst, c1 - c0));
 }
 
 /// <summary>
