@@ -17,6 +17,7 @@ internal sealed unsafe class SgemmBlocked : IWorkerTask
     private const int NR = SgemmMicroKernels.NR;
 
     [ThreadStatic] private static PackBuffer? t_packA;
+    [ThreadStatic] private static PackBuffer? t_decodedA;
     [ThreadStatic] private static PackBuffer? t_packB;
     [ThreadStatic] private static SgemmBlocked? t_cachedJob;
 
@@ -29,7 +30,9 @@ internal sealed unsafe class SgemmBlocked : IWorkerTask
     private E4M3Operand _aCodes, _bCodes;
     private BlisSgemmKernel _kernel;
     // The current (jc, pc) block.
-    private bool _packPhase;
+    private bool _packPhase, _decodePhase;
+    // E4M3 A blocks decoded once per depth block for all strip groups (null: each task decodes its own block).
+    private float* _decodedA;
     private int _jc, _nc, _pc, _kc, _mBlocks, _nStrips, _stripsPerGroup;
     private float _beta;
     private float* _packedB;
@@ -158,9 +161,29 @@ internal sealed unsafe class SgemmBlocked : IWorkerTask
                     // This (jc, pc) block's strips lie contiguously in the pre-packed operand (see PackAllB).
                     _packedB = prepackedB + (nint)pc * nRounded + (nint)jc * _kc;
                 }
+                // Several strip groups share each row block of an E4M3 A: decode every block once, up front, rather
+                // than once per group.
+                _decodedA = _aCodes.Codes is not null && groups > 1 ? PackBuffer.Get(ref t_decodedA, _mBlocks * ABlockFloats) : null;
+                if (_decodedA is not null)
+                {
+                    _decodePhase = true;
+                    Dispatch(pool, _mBlocks);
+                    _decodePhase = false;
+                }
                 Dispatch(pool, _mBlocks * groups);
             }
         }
+        _decodedA = null;
+    }
+
+    private const int ABlockFloats = (MC + MR - 1) / MR * MR * KC;
+
+    /// <summary>Row block <paramref name="mBlock"/> of the E4M3 A, decoded (row-major at stride kc) or packed (transposed).</summary>
+    private void DecodeABlock(int mBlock, float* dst)
+    {
+        int i0 = mBlock * MC, mc = Math.Min(MC, _m - i0);
+        if (_transA) E4M3Packing.PackATransposed(_aCodes, i0, mc, _pc, _kc, dst);
+        else E4M3Packing.DecodeABlock(_aCodes, i0, mc, _pc, _kc, dst);
     }
 
     private void Dispatch(WorkerPool? pool, int tasks)
@@ -180,6 +203,10 @@ internal sealed unsafe class SgemmBlocked : IWorkerTask
             if (_bCodes.Codes is not null) E4M3Packing.PackBStrip(_transB, _bCodes, _jc + j, Math.Min(NR, _nc - j), _pc, _kc, _packedB + (nint)j * _kc);
             else SgemmPacking.PackBStrip(_transB, _b, _ldb, _jc + j, Math.Min(NR, _nc - j), _pc, _kc, _packedB + (nint)j * _kc);
         }
+        else if (_decodePhase)
+        {
+            DecodeABlock(taskIndex, _decodedA + (nint)taskIndex * ABlockFloats);
+        }
         else
         {
             ComputeTask(taskIndex % _mBlocks, taskIndex / _mBlocks);
@@ -194,18 +221,17 @@ internal sealed unsafe class SgemmBlocked : IWorkerTask
         // it would be a transpose. Transposed A is packed into 6-row panels: cheap contiguous copies.
         float* aBlock;
         nint rs, step, panelStride;
-        if (_aCodes.Codes is not null && !_transA)
+        if (_aCodes.Codes is not null)
         {
-            // An E4M3 A: its row block decoded at stride kc, then read like an A in place.
-            aBlock = PackBuffer.Get(ref t_packA, RoundUp(MC, MR) * KC);
-            E4M3Packing.DecodeABlock(_aCodes, i0, mc, _pc, kc, aBlock);
-            (rs, step, panelStride) = (kc, 1, (nint)MR * kc);
-        }
-        else if (_aCodes.Codes is not null)
-        {
-            aBlock = PackBuffer.Get(ref t_packA, RoundUp(MC, MR) * KC);
-            E4M3Packing.PackATransposed(_aCodes, i0, mc, _pc, kc, aBlock);
-            (rs, step, panelStride) = (1, MR, (nint)MR * kc);
+            // An E4M3 A: its row block decoded at stride kc and read like an A in place, or packed into panels when
+            // transposed; decoded up front when several strip groups share it.
+            if (_decodedA is not null) aBlock = _decodedA + (nint)mBlock * ABlockFloats;
+            else
+            {
+                aBlock = PackBuffer.Get(ref t_packA, ABlockFloats);
+                DecodeABlock(mBlock, aBlock);
+            }
+            (rs, step, panelStride) = _transA ? (1, MR, (nint)MR * kc) : (kc, 1, (nint)MR * kc);
         }
         else if (!_transA)
         {
