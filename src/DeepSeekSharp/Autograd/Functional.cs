@@ -61,11 +61,11 @@ public static class Functional
 
     public static Tensor MlaAttention(Tensor q, Tensor kvb, Tensor kpe, MlaAttentionShape shape) => MlaAttentionOp.Forward(q, kvb, kpe, shape);
 
-    /// <summary>Mean cross-entropy over rows with target ≥ 0; a scalar [1].</summary>
-    public static Tensor CrossEntropy(Tensor logits, int[] targets) => CrossEntropyOp.Forward(logits, targets);
+    /// <summary>Cross-entropy summed over rows with target ≥ 0, divided by their count (a mean) or by <paramref name="divisor"/>; a scalar [1].</summary>
+    public static Tensor CrossEntropy(Tensor logits, int[] targets, long? divisor = null) => CrossEntropyOp.Forward(logits, targets, divisor);
 
     /// <summary>CrossEntropy(Linear(h, weight), targets) without materialising the logits (output heads over large vocabularies).</summary>
-    public static Tensor LinearCrossEntropy(Tensor h, Tensor weight, int[] targets) => LinearCrossEntropyOp.Forward(h, weight, targets);
+    public static Tensor LinearCrossEntropy(Tensor h, Tensor weight, int[] targets, long? divisor = null) => LinearCrossEntropyOp.Forward(h, weight, targets, divisor);
 
     public static Tensor WeightedSum(Tensor[] scalars, float[] weights) => WeightedSumOp.Forward(scalars, weights);
 

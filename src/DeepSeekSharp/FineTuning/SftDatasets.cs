@@ -38,6 +38,19 @@ public static class SftDatasets
 {
     public static readonly string[] Types = ["chat_template", "alpaca", "completion", "input_output", "gsm8k"];
 
+    /// <summary>Whether the config's datasets are fine-tuning data (every one of a fine-tuning type) rather than
+    /// pre-training text; a mix is an error.</summary>
+    public static bool IsFineTuning(TrainConfig cfg)
+    {
+        int sft = cfg.Datasets.Count(d => d.Type is not null && Types.Contains(d.Type));
+        if (sft > 0 && sft < cfg.Datasets.Count)
+            throw new DeepSeekSharpException($"datasets: {string.Join(", ", cfg.Datasets.Where(d => d.Type is null || !Types.Contains(d.Type)).Select(d => d.Path))} "
+                + $"are pre-training text while the others are fine-tuning data ({string.Join(", ", Types)}); a run trains on one kind");
+        if (sft == 0 && cfg.TestDatasets.Count > 0)
+            throw new DeepSeekSharpException("test_datasets: only fine-tuning runs take a separate evaluation set (pre-training holds out val_set_size of the token stream)");
+        return sft > 0;
+    }
+
     private static readonly Dictionary<string, string[]> DefaultRoles = new(StringComparer.Ordinal)
     {
         ["user"] = ["human", "user"],
@@ -50,13 +63,16 @@ public static class SftDatasets
     private const string AlpacaNoInput = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\n{0}\n\n### Response:\n";
 
     /// <param name="progress">told "N examples" now and then on long datasets</param>
-    public static SftData Load(TrainConfig cfg, SftTokenizer tokenizer, Action<string>? progress = null, CancellationToken ct = default)
+    /// <param name="datasets">the entries to read (default: <c>datasets:</c>; the trainer passes <c>test_datasets:</c> too)</param>
+    public static SftData Load(TrainConfig cfg, SftTokenizer tokenizer, Action<string>? progress = null, CancellationToken ct = default,
+        IReadOnlyList<DatasetSpec>? datasets = null)
     {
-        if (cfg.Datasets.Count == 0) throw new DeepSeekSharpException("datasets: no dataset configured");
+        datasets ??= cfg.Datasets;
+        if (datasets.Count == 0) throw new DeepSeekSharpException("datasets: no dataset configured");
         var examples = new List<SftExample>();
         var stats = new List<SftDatasetStats>();
         var templates = new Dictionary<string, ChatTemplate>(StringComparer.Ordinal);
-        foreach (var spec in cfg.Datasets)
+        foreach (var spec in datasets)
         {
             string type = spec.Type ?? throw new DeepSeekSharpException($"{spec.Path}: give the dataset's type ({string.Join(", ", Types)})");
             if (!Types.Contains(type)) throw new DeepSeekSharpException($"{spec.Path}: unknown dataset type '{type}' (fine-tuning types: {string.Join(", ", Types)})");

@@ -65,7 +65,7 @@ public interface IBackend
     void Rope(ReadOnlySpan<float> x, Span<float> y, int rows, int groups, int stride, int offset, int ropeDim,
         ReadOnlySpan<int> positions, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin, bool inverse);
 
-    /// <summary>Causal MLA attention forward; see <see cref="Cpu.MlaAttentionKernels"/> for the layout.</summary>
+    /// <summary>Causal MLA attention forward, within each document of the shape; see <see cref="Cpu.MlaAttentionKernels"/> for the layout.</summary>
     void MlaAttentionForward(in MlaAttentionShape s, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb, ReadOnlySpan<float> kpe,
         Span<float> o, Span<float> logSumExp);
 
@@ -119,11 +119,21 @@ public interface IBackend
 /// <summary>
 /// Shape of one MLA attention call: q [B, T, H, dn+dr] (rope already applied to the last dr), kvb [B, T, H, dn+dv]
 /// (k_nope then v per head), kpe [B, T, dr] (roped, shared by all heads), o [B, T, H, dv], logSumExp [B, H, T].
+/// <paramref name="Documents"/> (flash-attention's varlen cu_seqlens over the B·T rows, every b·T among them) cuts the
+/// sequences into documents that attend only within themselves; null: one document per sequence.
 /// </summary>
-public readonly record struct MlaAttentionShape(int Batch, int SeqLen, int Heads, int NopeDim, int RopeDim, int VDim, float Scale)
+public readonly record struct MlaAttentionShape(int Batch, int SeqLen, int Heads, int NopeDim, int RopeDim, int VDim, float Scale,
+    int[]? Documents = null)
 {
     public int QDim => NopeDim + RopeDim;
     public int KvbDim => NopeDim + VDim;
+
+    /// <summary>How many documents (the sequences themselves when <see cref="Documents"/> is null).</summary>
+    public int DocumentCount => Documents is null ? Batch : Documents.Length - 1;
+
+    /// <summary>Row offset and length of document <paramref name="d"/>.</summary>
+    public (int Start, int Length) Document(int d) =>
+        Documents is null ? (d * SeqLen, SeqLen) : (Documents[d], Documents[d + 1] - Documents[d]);
 }
 
 /// <summary>

@@ -16,6 +16,7 @@ public sealed class BiasBalancer
     // mtp_depth 0) still holds the same array, and its old counts must not be added again.
     private readonly long[]?[] _accumulated;
     private readonly bool[] _ran;
+    private readonly bool[] _biasFrozen;
 
     public BiasBalancer(DeepSeekModel model)
     {
@@ -25,6 +26,15 @@ public sealed class BiasBalancer
         _counts = _gates.Select(g => new long[g.Experts]).ToArray();
         _accumulated = new long[]?[_gates.Count];
         _ran = new bool[_gates.Count];
+        _biasFrozen = new bool[_gates.Count];
+    }
+
+    /// <summary>Stops the bias updates of the gates whose routing bias is among <paramref name="frozenBiases"/> (fine-tuning
+    /// with frozen gates); their MaxVio is still reported.</summary>
+    public void FreezeBiases(IReadOnlySet<Tensors.Tensor> frozenBiases)
+    {
+        for (int i = 0; i < _gates.Count; i++)
+            _biasFrozen[i] = _gates[i].ScoreCorrectionBias is { } bias && frozenBiases.Contains(bias);
     }
 
     /// <summary>Every routing gate: the model's MoE layers in order, then the MTP blocks'.</summary>
@@ -69,7 +79,7 @@ public sealed class BiasBalancer
                 perGate.Add(vio);
                 if (i < _modelGates) { modelSum += vio; modelCount++; }
             }
-            if (gamma > 0 && _gates[i].ScoreCorrectionBias is { IsMeta: false } bias)
+            if (gamma > 0 && !_biasFrozen[i] && _gates[i].ScoreCorrectionBias is { IsMeta: false } bias)
             {
                 double mean = counts.Average();
                 var b = bias.Span;

@@ -61,6 +61,18 @@ public sealed class TrainConfig
     [Key("chat_template_jinja")] public string? ChatTemplateJinja { get; set; }
     [Key("train_on_inputs")] public bool TrainOnInputs { get; set; }
     [Key("excess_length_strategy")] public string ExcessLengthStrategy { get; set; } = "drop";
+    [Key("sample_packing")] public bool SamplePacking { get; set; }
+
+    /// <summary><c>test_datasets</c>: a separate evaluation set (fine-tuning); without it <c>val_set_size</c> holds out that
+    /// fraction of the examples.</summary>
+    public List<DatasetSpec> TestDatasets { get; set; } = [];
+
+    /// <summary><c>unfrozen_parameters</c> (Axolotl): regexes over HF names; when given, every parameter no regex matches
+    /// is frozen.</summary>
+    public List<string> UnfrozenParameters { get; set; } = [];
+
+    /// <summary><c>frozen_parameters</c>: regexes over HF names of parameters to freeze (the inverse).</summary>
+    public List<string> FrozenParameters { get; set; } = [];
 
     // Optimiser and schedule
     [Key("max_steps")] public int MaxSteps { get; set; } = 1000;
@@ -113,7 +125,10 @@ public sealed class TrainConfig
         .Where(p => p.GetCustomAttribute<KeyAttribute>() is not null)
         .ToDictionary(p => p.GetCustomAttribute<KeyAttribute>()!.Name);
 
-    public static IEnumerable<string> Keys => ScalarKeys.Keys.Append("datasets");
+    /// <summary>The keys whose value is a list.</summary>
+    private static readonly string[] ListKeys = ["datasets", "test_datasets", "unfrozen_parameters", "frozen_parameters"];
+
+    public static IEnumerable<string> Keys => ScalarKeys.Keys.Concat(ListKeys);
 
     /// <summary>The file in <c>output_dir</c> recording the settings a run resolved (what <c>dss report</c> shows).</summary>
     public const string RunFileName = "train_config.json";
@@ -141,8 +156,16 @@ public sealed class TrainConfig
                     case var other: w.WriteString(key, Convert.ToString(other, CultureInfo.InvariantCulture)); break;
                 }
             }
-            w.WriteStartArray("datasets");
-            foreach (var d in Datasets)
+            foreach (var (listKey, names) in new[] { ("unfrozen_parameters", UnfrozenParameters), ("frozen_parameters", FrozenParameters) })
+            {
+                w.WriteStartArray(listKey);
+                foreach (var n in names) w.WriteStringValue(n);
+                w.WriteEndArray();
+            }
+            foreach (var (listKey, list) in new[] { ("datasets", Datasets), ("test_datasets", TestDatasets) })
+            {
+            w.WriteStartArray(listKey);
+            foreach (var d in list)
             {
                 w.WriteStartObject();
                 w.WriteString("path", d.Path);
@@ -177,6 +200,7 @@ public sealed class TrainConfig
                 w.WriteEndObject();
             }
             w.WriteEndArray();
+            }
             w.WriteEndObject();
         }
         return System.Text.Encoding.UTF8.GetString(buffer.ToArray());
@@ -201,10 +225,20 @@ public sealed class TrainConfig
             int eq = o.IndexOf('=');
             if (eq <= 0) throw new DeepSeekSharpException($"--set '{o}': expected key=value");
             string key = o[..eq].Trim(), value = o[(eq + 1)..];
-            if (key == "datasets")
+            if (key is "datasets" or "test_datasets")
             {
-                cfg.Datasets = value.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(p => new DatasetSpec(p.Trim())).ToList();
+                var specs = value.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(p => new DatasetSpec(p.Trim())).ToList();
+                if (key == "datasets") cfg.Datasets = specs;
+                else cfg.TestDatasets = specs;
                 cfg._sources[key] = "--set";
+            }
+            else if (ListKeys.Contains(key))
+            {
+                // A YAML flow list ([a, b]) or one value.
+                var yaml = new YamlStream();
+                try { yaml.Load(new StringReader(value)); }
+                catch (YamlDotNet.Core.YamlException e) { throw new DeepSeekSharpException($"--set '{o}': {e.Message}"); }
+                cfg.Apply(key, yaml.Documents.Count > 0 ? yaml.Documents[0].RootNode : new YamlSequenceNode(), "--set");
             }
             else cfg.SetScalar(key, value, "--set");
         }
@@ -214,15 +248,37 @@ public sealed class TrainConfig
 
     private void Apply(string key, YamlNode value, string source)
     {
-        if (key == "datasets")
+        if (key is "datasets" or "test_datasets")
         {
-            if (value is not YamlSequenceNode seq) throw new DeepSeekSharpException($"{source}: 'datasets' must be a list");
-            Datasets = seq.Children.Select(item => item switch
+            if (value is not YamlSequenceNode seq) throw new DeepSeekSharpException($"{source}: '{key}' must be a list");
+            var specs = seq.Children.Select(item => item switch
             {
                 YamlScalarNode s => new DatasetSpec(s.Value ?? ""),
                 YamlMappingNode m => DatasetEntry(m, source),
-                _ => throw new DeepSeekSharpException($"{source}: bad dataset entry"),
+                _ => throw new DeepSeekSharpException($"{source}: bad {key} entry"),
             }).ToList();
+            if (key == "datasets") Datasets = specs;
+            else TestDatasets = specs;
+            _sources[key] = source;
+            return;
+        }
+        if (key is "unfrozen_parameters" or "frozen_parameters")
+        {
+            var patterns = value switch
+            {
+                YamlSequenceNode seq => seq.Children.Select(c => (c as YamlScalarNode)?.Value
+                    ?? throw new DeepSeekSharpException($"{source}: '{key}' must be a list of regexes")).ToList(),
+                YamlScalarNode { Value: { Length: > 0 } one } => [one],
+                YamlScalarNode => [],
+                _ => throw new DeepSeekSharpException($"{source}: '{key}' must be a list of regexes"),
+            };
+            foreach (var pattern in patterns)
+            {
+                try { _ = new System.Text.RegularExpressions.Regex(pattern); }
+                catch (ArgumentException e) { throw new DeepSeekSharpException($"{source}: {key}: '{pattern}' is not a valid regex ({e.Message})"); }
+            }
+            if (key == "unfrozen_parameters") UnfrozenParameters = patterns;
+            else FrozenParameters = patterns;
             _sources[key] = source;
             return;
         }
@@ -348,6 +404,7 @@ public sealed class TrainConfig
         Require(ExcessLengthStrategy is "drop" or "truncate" or "raise", "excess_length_strategy", "must be drop, truncate or raise");
         Require(Fp8.Fp8Training.Precisions.Contains(Precision), "precision", "must be fp32, bf16 (BF16 weights in every Linear, fp32 master copy) or fp8 (FP8 GEMMs in every attention/MLP Linear)");
         Require(AdamMoments is "auto" or "fp32" or "bf16", "adam_moments", "must be auto (bf16 with precision fp8, else fp32), fp32 or bf16");
+        Require(UnfrozenParameters.Count == 0 || FrozenParameters.Count == 0, "frozen_parameters", "conflicts with unfrozen_parameters: give one of them");
         Require((BaseModel is null ? 0 : 1) + (ModelConfig is null ? 0 : 1) + (ModelPreset is null ? 0 : 1) <= 1,
             BaseModel is not null ? "base_model" : "model_config", "conflicts: give at most one of base_model, model_config, model_preset");
     }

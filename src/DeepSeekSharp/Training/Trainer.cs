@@ -53,6 +53,7 @@ public sealed class Trainer
     private long _step;
     private long _savedStep;
     private long _tokensSeen;
+    private readonly FineTuning.FreezeResult? _freezing;
 
     private Trainer(TrainConfig cfg, TrainOptions opts, bool resumeInPlace, Action<string> log, CancellationToken ct)
     {
@@ -64,6 +65,11 @@ public sealed class Trainer
         string? resumeFrom = opts.ResumeDir is null ? null : CheckpointStore.Latest(opts.ResumeDir)
             ?? throw new DeepSeekSharpException($"{opts.ResumeDir}: no checkpoint-<step> folder to resume from");
         (_model, _configJson) = resumeFrom is not null ? LoadForResume(resumeFrom) : BuildModel();
+        if (cfg.UnfrozenParameters.Count > 0 || cfg.FrozenParameters.Count > 0)
+        {
+            _freezing = FineTuning.ParameterFreezing.Apply(_model, cfg.UnfrozenParameters, cfg.FrozenParameters);
+            log($"freezing: {_freezing.Summary}");
+        }
         // The checkpoints' config and generation_config carry the special ids of the tokenizer the run uses.
         _configJson = WithSpecialTokens(_configJson, _tokenizer);
         ct.ThrowIfCancellationRequested();
@@ -79,6 +85,7 @@ public sealed class Trainer
             Moments = cfg.MomentPrecision,
         };
         _balancer = new BiasBalancer(_model);
+        if (_freezing is not null) _balancer.FreezeBiases(_freezing.FrozenBuffers);
         DeepSeekSharp.Fp8.Fp8Training.Apply(_model, cfg.Precision, cfg.Fp8SwigluCache, cfg.Fp8E5M6OProj);
         _model.RecomputeNorms(cfg.RecomputeNorms);
         _model.RecomputeMlaUpProjections(cfg.RecomputeMlaUp);
@@ -157,14 +164,16 @@ public sealed class Trainer
     private TrainResult Loop(IProgress<TrainProgress>? progress, CancellationToken ct)
     {
         var cfg = _cfg;
-        using var data = TrainingData.Prepare(cfg, _tokenizer, _tokenizer is ByteTokenizer ? "byte" : _tokenizerFile ?? "byte", _log, ct);
+        bool fineTuning = FineTuning.SftDatasets.IsFineTuning(cfg);
+        using var pretraining = fineTuning ? null : TrainingData.Prepare(cfg, _tokenizer, _tokenizer is ByteTokenizer ? "byte" : _tokenizerFile ?? "byte", _log, ct);
+        ITrainingBatches data = pretraining is not null ? pretraining : PrepareFineTuning(ct);
+        _log(data.Summary);
         using var metrics = new MetricsLog(cfg.OutputDir, _resumedInPlace ? _step : null);
         IO.AtomicFile.WriteAllText(Path.Combine(cfg.OutputDir, TrainConfig.RunFileName), cfg.ToJson());
         var schedule = new LrSchedule(cfg.LrScheduler, cfg.LearningRate, cfg.WarmupSteps, cfg.MaxSteps, cfg.MinLrRatio);
-        int b = cfg.MicroBatchSize, t = cfg.SequenceLen, accum = cfg.GradientAccumulationSteps;
+        int accum = cfg.GradientAccumulationSteps;
         long stopAt = Math.Min(cfg.MaxSteps, _opts.StopAtStep ?? long.MaxValue);
-        var batch = SequenceBatch.Training(b, t);
-        var tokens = new int[b * t];
+        var microBatches = new TrainingBatch[accum];
         var parameters = _model.NamedParameters().Select(p => p.Parameter).ToList();
         string? lastCheckpoint = _resumedFrom;
         float? lastVal = null;
@@ -184,15 +193,27 @@ public sealed class Trainer
             _model.ZeroGrad();
             float lambda = step <= cfg.MtpLambdaSwitch * cfg.MaxSteps ? cfg.MtpLambda : cfg.MtpLambdaLate;
             double lossSum = 0, mainSum = 0, mtpSum = 0, auxSum = 0;
+            // Every loss term is divided by the trained targets of the whole global batch (not averaged per micro-batch),
+            // so the micro-batches add up to the global batch's mean however the trained tokens fall among them.
+            int depth = lambda > 0 ? MtpDepth : 0;
+            var divisors = new long[depth + 1];
+            long computedTokens = 0, trainedTokens = 0;
             for (int micro = 0; micro < accum; micro++)
             {
-                data.Batches.TrainBatch(_step * accum + micro, b, tokens);
+                var mb = microBatches[micro] = data.Train(_step * accum + micro);
+                var counts = LanguageModelLoss.CountTargets(mb.Labels, mb.Geometry, depth);
+                for (int k = 0; k <= depth; k++) divisors[k] += counts[k];
+                computedTokens += mb.Tokens.Length;
+                trainedTokens += counts[0];
+            }
+            for (int micro = 0; micro < accum; micro++)
+            {
+                var mb = microBatches[micro];
                 // The micro-batch's tensors live until its backward ran; whatever is left then goes back to the pool.
                 using var microBatchTensors = TensorScope.Begin();
-                var loss = LanguageModelLoss.Compute(_model, tokens, batch, lambda, MtpDepth);
-                var (total, aux) = AddBalanceLoss(loss.Total, b, t);
-                Tensor scaled = accum == 1 ? total : Functional.WeightedSum([total], [1f / accum]);
-                Backprop.Backward(scaled, freeActivations: true);
+                var loss = LanguageModelLoss.Compute(_model, mb.Tokens, mb.Geometry, lambda, depth, mb.Labels, divisors);
+                var (total, aux) = AddBalanceLoss(loss.Total, mb.Geometry, 1f / accum);
+                Backprop.Backward(total, freeActivations: true);
                 _balancer.Accumulate();
                 lossSum += total.Data[0];
                 mainSum += loss.MainLoss;
@@ -204,9 +225,9 @@ public sealed class Trainer
             _optimizer.Update(lr);
             var balance = _balancer.Update(cfg.Balancing == "bias" ? cfg.BiasUpdateSpeed : 0f);
             _step = step;
-            _tokensSeen += (long)b * t * accum;
-            double tps = (double)b * t * accum / stepClock.Elapsed.TotalSeconds;
-            float mainLoss = (float)(mainSum / accum);
+            _tokensSeen += computedTokens;
+            double tps = computedTokens / stepClock.Elapsed.TotalSeconds;
+            float mainLoss = (float)mainSum;
             // The update may have made weights non-finite while this step's loss (computed before it) was fine.
             long badWeights = NonFiniteWeights();
             bool diverged = !float.IsFinite(mainLoss) || badWeights > 0;
@@ -215,8 +236,8 @@ public sealed class Trainer
             if (diverged || step % cfg.LoggingSteps == 0 || step == stopAt)
                 metrics.Write("train", step, new Dictionary<string, object>
                 {
-                    ["tokens"] = _tokensSeen, ["loss"] = mainLoss, ["total_loss"] = (float)(lossSum / accum),
-                    ["mtp_loss"] = (float)(mtpSum / accum), ["balance_loss"] = (float)(auxSum / accum), ["lr"] = lr,
+                    ["tokens"] = _tokensSeen, ["trained_tokens"] = trainedTokens, ["loss"] = mainLoss, ["total_loss"] = (float)lossSum,
+                    ["mtp_loss"] = (float)mtpSum, ["balance_loss"] = (float)auxSum, ["lr"] = lr,
                     ["grad_norm"] = gradNorm, ["tokens_per_s"] = Math.Round(tps, 1),
                     ["max_vio"] = balance.ModelMean, ["elapsed_s"] = Math.Round(Elapsed, 2),
                     ["max_vio_per_layer"] = balance.PerGate,
@@ -234,23 +255,30 @@ public sealed class Trainer
         return new TrainResult(_step, lastCheckpoint, lastVal, Interrupted: _step < cfg.MaxSteps);
     }
 
-    /// <summary>Adds the sequence-wise balance loss (bias mode, α = seq_aux_alpha) or the batch-wise baseline (aux_loss mode).</summary>
-    private (Tensor Total, float Aux) AddBalanceLoss(Tensor total, int batch, int seqLen)
+    /// <summary>
+    /// Adds the sequence-wise balance loss (bias mode, α = seq_aux_alpha) or the batch-wise baseline (aux_loss mode),
+    /// each weighted by <paramref name="weight"/> (1/accumulation steps: these are means per micro-batch). A "sequence"
+    /// is a row of the micro-batch, so with sample_packing the examples packed into one row share one term.
+    /// </summary>
+    private (Tensor Total, float Aux) AddBalanceLoss(Tensor total, SequenceBatch geometry, float weight)
     {
         float alpha = _cfg.Balancing switch { "bias" => _cfg.SeqAuxAlpha, "aux_loss" => _cfg.AuxLossAlpha, _ => 0f };
         if (alpha <= 0) return (total, 0);
-        int groupRows = _cfg.Balancing == "bias" ? seqLen : batch * seqLen;
+        int groupRows = _cfg.Balancing == "bias" ? geometry.SeqLen : geometry.Tokens;
         var terms = new List<Tensor> { total };
         foreach (var gate in _balancer.Gates)
         {
-            if (gate.LastScores is null) continue;
+            // A frozen gate (fine-tuning) kept no scores for a gradient: its balance is not trained.
+            if (gate.LastScores is not { IsMeta: false, RequiresGrad: true }) continue;
             int rows = gate.LastScores.Shape[0];
-            if (rows != batch * seqLen) continue; // MTP gates see the same rows; anything else is skipped
+            if (rows != geometry.Tokens) continue; // MTP gates see the same rows; anything else is skipped
             terms.Add(Functional.BalanceLoss(gate.LastScores, gate.LastIndices, gate.TopK, groupRows, alpha));
         }
         if (terms.Count == 1) return (total, 0);
-        float aux = terms.Skip(1).Sum(x => x.Data[0]);
-        return (Functional.WeightedSum(terms.ToArray(), Enumerable.Repeat(1f, terms.Count).ToArray()), aux);
+        float aux = terms.Skip(1).Sum(x => x.Data[0]) * weight;
+        var weights = Enumerable.Repeat(weight, terms.Count).ToArray();
+        weights[0] = 1f;
+        return (Functional.WeightedSum(terms.ToArray(), weights), aux);
     }
 
     /// <summary>Training time of the whole run, across resumes.</summary>
@@ -266,30 +294,61 @@ public sealed class Trainer
         return bad;
     }
 
-    /// <summary>Validation and a sample; null (nothing recorded) when <paramref name="ct"/> stops it part-way.</summary>
-    private float? Evaluate(TrainingData data, MetricsLog metrics, long step, double elapsed, CancellationToken ct)
+    /// <summary>
+    /// The fine-tuning data: the <c>datasets:</c> as examples (SftDatasets), evaluated on <c>test_datasets:</c> or, without
+    /// them, on <c>val_set_size</c> of the examples held out (a seeded choice of whole examples).
+    /// </summary>
+    private FineTuning.SftBatches PrepareFineTuning(CancellationToken ct)
     {
-        int b = _cfg.MicroBatchSize, t = _cfg.SequenceLen;
-        int windows = Math.Min(data.Batches.ValidationWindows, _cfg.EvalBatches * b);
-        if (windows == 0) return float.NaN;
+        var sft = FineTuning.SftTokenizer.FromConfig(_cfg);
+        if (sft.Tokenizer.VocabSize > _model.Config.VocabSize)
+            throw new DeepSeekSharpException($"{sft.Source}: the tokenizer's {sft.Tokenizer.VocabSize} ids do not fit the model's vocab_size {_model.Config.VocabSize}");
+        var train = FineTuning.SftDatasets.Load(_cfg, sft, _log, ct);
+        foreach (var d in train.Datasets)
+            _log($"{d.Path} ({d.Type}): {d.Kept:N0} of {d.Read:N0} examples, {d.TrainedTokens:N0} of {d.Tokens:N0} tokens trained"
+                + (d.DroppedTooLong + d.DroppedUntrained + d.Truncated > 0 ? $"; {d.DroppedTooLong:N0} dropped as longer than sequence_len, {d.DroppedUntrained:N0} without a trained token, {d.Truncated:N0} truncated" : ""));
+        var examples = train.Examples.Select(e => e.Example).ToList();
+        List<FineTuning.TokenizedExample> validation;
+        if (_cfg.TestDatasets.Count > 0)
+            validation = FineTuning.SftDatasets.Load(_cfg, sft, _log, ct, _cfg.TestDatasets).Examples.Select(e => e.Example).ToList();
+        else
+        {
+            int held = (int)(examples.Count * _cfg.ValSetSize);
+            var order = Enumerable.Range(0, examples.Count).ToArray();
+            new Random(_cfg.Seed).Shuffle(order);
+            var heldOut = order.Take(held).ToHashSet();
+            validation = [.. heldOut.Order().Select(i => examples[i])];
+            examples = [.. Enumerable.Range(0, examples.Count).Where(i => !heldOut.Contains(i)).Select(i => examples[i])];
+            if (examples.Count == 0) throw new DeepSeekSharpException($"val_set_size {_cfg.ValSetSize} leaves no training example");
+        }
+        return new FineTuning.SftBatches(examples, validation, _cfg.SequenceLen, _cfg.MicroBatchSize, _cfg.SamplePacking, _cfg.Seed,
+            sft.Tokenizer.EosId ?? 0, ids => sft.Tokenizer.Decode(ids));
+    }
+
+    /// <summary>Validation and a sample; null (nothing recorded) when <paramref name="ct"/> stops it part-way.</summary>
+    private float? Evaluate(ITrainingBatches data, MetricsLog metrics, long step, double elapsed, CancellationToken ct)
+    {
+        int batches = Math.Min(data.ValidationBatches, _cfg.EvalBatches);
+        if (batches == 0) return float.NaN;
         double lossSum = 0;
-        int count = 0;
+        long count = 0;
         // Validation runs the model without its MTP blocks: only the model's MoE layers route (the MTP gates still
         // hold the last training batch's counts, which must not be counted here).
         var gates = _balancer.ModelGates;
         var counts = gates.Select(g => new long[g.Experts]).ToArray();
         using (GradMode.NoGrad())
         {
-            for (int start = 0; start < windows; start += b)
+            for (int i = 0; i < batches; i++)
             {
                 if (ct.IsCancellationRequested) return null;
-                int n = Math.Min(b, windows - start);
-                var ids = new int[n * t];
-                for (int i = 0; i < n; i++) data.Batches.ValidationWindow(start + i, ids.AsSpan(i * t, t));
-                var batch = SequenceBatch.Training(n, t);
+                var vb = data.Validation(i);
                 using var batchTensors = TensorScope.Begin();
-                var (hidden, _) = _model.ForwardHidden(ids, batch);
-                lossSum += LanguageModelLoss.HeadLoss(_model.LmHead, hidden, DeepSeekModel.Targets(ids, batch, 0)).Data[0] * n;
+                var (hidden, _) = _model.ForwardHidden(vb.Tokens, vb.Geometry);
+                // The loss per trained token over the whole validation set: each batch's sum of token losses.
+                var targets = DeepSeekModel.Targets(vb.Labels, vb.Geometry, 0);
+                long n = targets.Count(t => t >= 0);
+                if (n == 0) continue;
+                lossSum += (double)LanguageModelLoss.HeadLoss(_model.LmHead, hidden, targets).Data[0] * n;
                 count += n;
                 for (int g = 0; g < counts.Length; g++)
                 {
@@ -298,6 +357,7 @@ public sealed class Trainer
                 }
             }
         }
+        if (count == 0) return float.NaN;
         float valLoss = (float)(lossSum / count);
         float bpb = (float)(valLoss / Math.Log(2) / data.ValidationBytesPerToken);
         var layerVio = counts.Select(c => BiasBalancer.MaxVio(c)).ToArray();

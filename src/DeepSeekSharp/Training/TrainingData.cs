@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using DeepSeekSharp.Data;
+using DeepSeekSharp.Models.DeepSeekV3;
 using DeepSeekSharp.Tokenization;
 
 namespace DeepSeekSharp.Training;
@@ -12,13 +13,18 @@ namespace DeepSeekSharp.Training;
 /// content (SHA-256 of every dataset file read and of the tokenizer file, with the tokenizer's vocabulary size and
 /// EOS id), so a dataset edited in place or a tokenizer replaced at the same path rebuilds the cache.
 /// </summary>
-public sealed class TrainingData : IDisposable
+public sealed class TrainingData : ITrainingBatches, IDisposable
 {
-    private TrainingData(TokenFile file, PackedBatches batches, double validationBytesPerToken)
+    private readonly int _microBatch;
+    private readonly SequenceBatch _geometry;
+
+    private TrainingData(TokenFile file, PackedBatches batches, double validationBytesPerToken, int microBatch, int seqLen)
     {
         File = file;
         Batches = batches;
         ValidationBytesPerToken = validationBytesPerToken;
+        _microBatch = microBatch;
+        _geometry = SequenceBatch.Training(microBatch, seqLen);
     }
 
     public TokenFile File { get; }
@@ -27,6 +33,27 @@ public sealed class TrainingData : IDisposable
 
     /// <summary>UTF-8 bytes per token over the validation split (turns nats/token into bits/byte).</summary>
     public double ValidationBytesPerToken { get; }
+
+    public string Summary => $"pre-training on {File.Count:N0} tokens in windows of {_geometry.SeqLen} (documents packed without masking)";
+
+    /// <summary>B windows of the training part; every token is its own label.</summary>
+    public TrainingBatch Train(long index)
+    {
+        var tokens = new int[_geometry.Tokens];
+        Batches.TrainBatch(index, _microBatch, tokens);
+        return new TrainingBatch(tokens, tokens, _geometry);
+    }
+
+    public int ValidationBatches => (Batches.ValidationWindows + _microBatch - 1) / _microBatch;
+
+    /// <summary>Validation windows B·index … in order (the last batch may be smaller).</summary>
+    public TrainingBatch Validation(int index)
+    {
+        int t = _geometry.SeqLen, first = index * _microBatch, n = Math.Min(_microBatch, Batches.ValidationWindows - first);
+        var tokens = new int[n * t];
+        for (int i = 0; i < n; i++) Batches.ValidationWindow(first + i, tokens.AsSpan(i * t, t));
+        return new TrainingBatch(tokens, tokens, n == _microBatch ? _geometry : SequenceBatch.Training(n, t));
+    }
 
     /// <param name="tokenizerFile">the tokenizer's file, or "byte" for the built-in one</param>
     /// <param name="ct">stops hashing and tokenising between buffers and documents (OperationCanceledException)</param>
@@ -100,7 +127,7 @@ public sealed class TrainingData : IDisposable
         }
         var file = TokenFile.Open(binPath, bytesPerToken);
         var batches = new PackedBatches(file, cfg.SequenceLen, cfg.ValSetSize, cfg.Seed);
-        return new TrainingData(file, batches, MeasureBytesPerToken(file, batches, tokenizer));
+        return new TrainingData(file, batches, MeasureBytesPerToken(file, batches, tokenizer), cfg.MicroBatchSize, cfg.SequenceLen);
     }
 
     private static double MeasureBytesPerToken(TokenFile file, PackedBatches batches, ITextTokenizer tokenizer)

@@ -3,7 +3,10 @@ using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Autograd.Ops;
 
-/// <summary>Mean softmax cross-entropy over rows whose target is ≥ 0 (−1 = ignore). Output is a scalar [1].</summary>
+/// <summary>
+/// Softmax cross-entropy summed over rows whose target is ≥ 0 (−1 = ignore), divided by their count or by a given
+/// divisor (the trained tokens of a whole global batch, so micro-batches add up to its mean). Output is a scalar [1].
+/// </summary>
 internal sealed class CrossEntropyOp : GradNode
 {
     private readonly int[] _targets;
@@ -15,10 +18,10 @@ internal sealed class CrossEntropyOp : GradNode
         (_targets, _lse, _count) = (targets, lse, count);
     }
 
-    public static Tensor Forward(Tensor logits, int[] targets)
+    public static Tensor Forward(Tensor logits, int[] targets, long? divisor = null)
     {
         int v = logits.Shape[^1], rows = OpBase.Rows(logits);
-        int count = OpBase.CountTargets(targets, rows, v);
+        int count = OpBase.Divisor(OpBase.CountTargets(targets, rows, v), divisor);
         var lse = new float[rows];
         double sum = logits.Backend.CrossEntropyForward(logits.Span, targets, v, lse);
         var y = Tensor.FromArray([count == 0 ? 0f : (float)(sum / count)], 1);
@@ -61,12 +64,12 @@ internal sealed class LinearCrossEntropyOp : GradNode
     /// <summary>Whether the gradients are formed in the forward (dW no larger than the logits) or recomputed in the backward.</summary>
     internal static bool FormsGradientsInForward(int rows, int hidden) => hidden <= rows;
 
-    public static Tensor Forward(Tensor h, Tensor w, int[] targets)
+    public static Tensor Forward(Tensor h, Tensor w, int[] targets, long? divisor = null)
     {
         int hidden = w.Shape[1], v = w.Shape[0];
         OpBase.CheckLastDim(h, hidden, "linear cross-entropy input");
         int rows = OpBase.Rows(h);
-        int count = OpBase.CountTargets(targets, rows, v);
+        int count = OpBase.Divisor(OpBase.CountTargets(targets, rows, v), divisor);
         bool record = count > 0 && OpBase.WillRecord(h, w);
         bool eager = record && FormsGradientsInForward(rows, hidden);
         float[]? dh = eager && h.RequiresGrad ? StoragePool.RentZeroed(rows * hidden) : null;

@@ -36,6 +36,17 @@ internal static class OpBase
         return count;
     }
 
+    /// <summary>
+    /// What a loss over <paramref name="count"/> counted rows divides by: the count itself (a mean) or the given
+    /// <paramref name="divisor"/>; 0 when no row counts (the loss is then 0 with no gradient).
+    /// </summary>
+    public static int Divisor(int count, long? divisor)
+    {
+        if (count == 0 || divisor is null) return count;
+        if (divisor < count || divisor > int.MaxValue) throw new ArgumentException($"a loss over {count} rows cannot be divided by {divisor}");
+        return (int)divisor.Value;
+    }
+
     public static void CheckLastDim(Tensor t, int d, string what)
     {
         if (t.Shape[^1] != d) throw new ArgumentException($"{what}: last dimension {t.Shape[^1]} != {d}");

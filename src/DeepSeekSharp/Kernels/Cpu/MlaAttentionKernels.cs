@@ -7,9 +7,11 @@ using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 namespace DeepSeekSharp.Kernels.Cpu;
 
 /// <summary>
-/// Causal multi-head attention in MLA's training form, computed per (batch, head) in tiles of query rows so no
+/// Causal multi-head attention in MLA's training form, computed per (document, head) in tiles of query rows so no
 /// T×T matrix is ever held (only a tile of <see cref="TileRows"/> × T scores). Keys are assembled per head as
-/// [k_nope ; k_pe] where k_pe is shared by every head (model.md, MLA).
+/// [k_nope ; k_pe] where k_pe is shared by every head (model.md, MLA). A document (a whole sequence, or one of the
+/// examples packed into it: <see cref="MlaAttentionShape.Documents"/>) is computed exactly as if it were a sequence of
+/// its own, tiles starting at its first row, so a packed example gets the same bits as the example alone.
 /// Layouts: q [B, T, H, dn+dr], kvb [B, T, H, dn+dv], kpe [B, T, dr], o [B, T, H, dv], logSumExp [B, H, T].
 /// </summary>
 internal static class MlaAttentionKernels
@@ -27,13 +29,13 @@ internal static class MlaAttentionKernels
             {
                 nint iq = (nint)pq, ikvb = (nint)pkvb, ikpe = (nint)pkpe, io = (nint)po, ilse = (nint)plse;
                 int qLen = q.Length, kvbLen = kvb.Length, kpeLen = kpe.Length, oLen = o.Length, lseLen = logSumExp.Length;
-                CpuParallel.ForRanges(s.Batch * s.Heads, 1, pool, (start, end) =>
+                CpuParallel.ForRanges(s.DocumentCount * s.Heads, 1, pool, (start, end) =>
                 {
                     var scratch = new HeadScratch(shape, backward: false);
                     try
                     {
-                        for (int bh = start; bh < end; bh++)
-                            ForwardHead(shape, bh / shape.Heads, bh % shape.Heads,
+                        for (int dh = start; dh < end; dh++)
+                            ForwardHead(shape, shape.Document(dh / shape.Heads), dh % shape.Heads,
                                 new ReadOnlySpan<float>((float*)iq, qLen), new ReadOnlySpan<float>((float*)ikvb, kvbLen),
                                 new ReadOnlySpan<float>((float*)ikpe, kpeLen), new Span<float>((float*)io, oLen),
                                 new Span<float>((float*)ilse, lseLen), scratch);
@@ -61,17 +63,24 @@ internal static class MlaAttentionKernels
                 {
                     nint iq = (nint)pq, ikvb = (nint)pkvb, ikpe = (nint)pkpe, ilse = (nint)plse, ido = (nint)pdo, idq = (nint)pdq, idkvb = (nint)pdkvb;
                     int qLen = q.Length, kvbLen = kvb.Length, kpeLen = kpe.Length, lseLen = logSumExp.Length, doLen = dO.Length;
-                    CpuParallel.ForRanges(s.Batch * s.Heads, 1, pool, (start, end) =>
+                    CpuParallel.ForRanges(s.DocumentCount * s.Heads, 1, pool, (start, end) =>
                     {
                         var scratch = new HeadScratch(shape, backward: true);
                         try
                         {
-                            for (int bh = start; bh < end; bh++)
-                                BackwardHead(shape, bh / shape.Heads, bh % shape.Heads,
+                            for (int dh = start; dh < end; dh++)
+                            {
+                                var doc = shape.Document(dh / shape.Heads);
+                                int h = dh % shape.Heads, b = doc.Start / shape.SeqLen;
+                                // Each (sequence, head) has its own k_pe partial; a document owns its rows of it.
+                                var partial = dkpePartial.AsSpan((b * shape.Heads + h) * perHeadKpe + (doc.Start - b * shape.SeqLen) * shape.RopeDim,
+                                    doc.Length * shape.RopeDim);
+                                BackwardHead(shape, doc, h,
                                     new ReadOnlySpan<float>((float*)iq, qLen), new ReadOnlySpan<float>((float*)ikvb, kvbLen),
                                     new ReadOnlySpan<float>((float*)ikpe, kpeLen), new ReadOnlySpan<float>((float*)ilse, lseLen),
                                     new ReadOnlySpan<float>((float*)ido, doLen), new Span<float>((float*)idq, qLen),
-                                    new Span<float>((float*)idkvb, kvbLen), dkpePartial.AsSpan(bh * perHeadKpe, perHeadKpe), scratch);
+                                    new Span<float>((float*)idkvb, kvbLen), partial, scratch);
+                            }
                         }
                         finally { scratch.Return(); }
                     });
@@ -130,24 +139,25 @@ internal static class MlaAttentionKernels
     }
 
     /// <summary>
-    /// One (batch, head) of the forward, in tiles of 64 queries computed transposed: Sᵀ[keys, 64] = scale · K · Q_tileᵀ,
+    /// One (document, head) of the forward, in tiles of 64 queries computed transposed: Sᵀ[keys, 64] = scale · K · Q_tileᵀ,
     /// so that the softmax runs down the key axis with every query in its own SIMD lane (no per-row horizontal
     /// reductions or per-row library calls), and Sᵀ, overwritten by P, is already a packed 64-wide B strip for
     /// O_tileᵀ[dv, 64] = Vᵀ · P: no packing of the probabilities at all.
     /// </summary>
-    private static unsafe void ForwardHead(in MlaAttentionShape s, int b, int h, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb, ReadOnlySpan<float> kpe,
-        Span<float> o, Span<float> lse, HeadScratch w)
+    private static unsafe void ForwardHead(in MlaAttentionShape s, (int Start, int Length) doc, int h, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb,
+        ReadOnlySpan<float> kpe, Span<float> o, Span<float> lse, HeadScratch w)
     {
-        int t = s.SeqLen, dq = s.QDim, dn = s.NopeDim, dr = s.RopeDim, dv = s.VDim, qStride = s.Heads * dq, kvStride = s.Heads * s.KvbDim;
-        long tok0 = (long)b * t;
+        int t = doc.Length, dq = s.QDim, dn = s.NopeDim, dr = s.RopeDim, dv = s.VDim, qStride = s.Heads * dq, kvStride = s.Heads * s.KvbDim;
+        long tok0 = doc.Start;
+        int b = doc.Start / s.SeqLen, first = doc.Start - b * s.SeqLen;
         fixed (float* pq = q) fixed (float* pkvb = kvb) fixed (float* pkpe = kpe) fixed (float* pkc = w.K) fixed (float* pv = w.PackedV)
         fixed (float* ps = w.S) fixed (float* pqt = w.QTile) fixed (float* pot = w.OutTile) fixed (float* po = o) fixed (float* pinv = w.Inv)
         fixed (float* plse = lse)
         {
             float* qHead = pq + (tok0 * s.Heads + h) * dq, kvbHead = pkvb + (tok0 * s.Heads + h) * s.KvbDim;
-            AssembleKeys(s, kvbHead, pkpe + tok0 * dr, pkc);
+            AssembleKeys(s, t, kvbHead, pkpe + tok0 * dr, pkc);
             SgemmPrepacked.PackATransposed(kvbHead + dn, kvStride, dv, t, pv); // Vᵀ [dv, T]
-            float* lseHead = plse + (long)(b * s.Heads + h) * t;
+            float* lseHead = plse + (long)(b * s.Heads + h) * s.SeqLen + first;
             for (int r0 = 0; r0 < t; r0 += TileRows)
             {
                 int rows = Math.Min(TileRows, t - r0);
@@ -162,10 +172,10 @@ internal static class MlaAttentionKernels
     }
 
     /// <summary>Keys as contiguous rows [T, dq] = [k_nope ; k_pe] (k_pe shared by every head).</summary>
-    private static unsafe void AssembleKeys(in MlaAttentionShape s, float* kvbHead, float* kpeBatch, float* keys)
+    private static unsafe void AssembleKeys(in MlaAttentionShape s, int rows, float* kvbHead, float* kpeBatch, float* keys)
     {
         int dq = s.QDim, dn = s.NopeDim, dr = s.RopeDim, kvStride = s.Heads * s.KvbDim;
-        for (int i = 0; i < s.SeqLen; i++)
+        for (int i = 0; i < rows; i++)
         {
             CopyShort(kvbHead + (long)i * kvStride, keys + (long)i * dq, dn);
             CopyShort(kpeBatch + (long)i * dr, keys + (long)i * dq + dn, dr);
@@ -239,19 +249,20 @@ internal static class MlaAttentionKernels
     }
 
     /// <summary>
-    /// One (batch, head) of the backward, in the forward's transposed tiles: Sᵀ = scale · K · Q_tileᵀ and
+    /// One (document, head) of the backward, in the forward's transposed tiles: Sᵀ = scale · K · Q_tileᵀ and
     /// dPᵀ = V · dO_tileᵀ ([keys, 64], every query in its own SIMD lane), the softmax backward down the keys
     /// (<see cref="SoftmaxBackwardDownKeys"/>), then three products that read the tiles where they lie: dQ_tileᵀ =
     /// scale · Kᵀ · dSᵀ (dSᵀ is a ready packed B strip), dV += Pᵀ · dO_tile and dK += scale · dSᵀ · Q_tile (Pᵀ and dSᵀ
     /// are row-major A operands, read in place). Nothing of the tiles is packed or transposed; only the 64-row tiles
     /// of Q and dO are packed, twice each (as strips and as rows).
     /// </summary>
-    private static unsafe void BackwardHead(in MlaAttentionShape s, int b, int h, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb, ReadOnlySpan<float> kpe,
-        ReadOnlySpan<float> lse, ReadOnlySpan<float> dO, Span<float> dq, Span<float> dkvb, Span<float> dkpeHead, HeadScratch w)
+    private static unsafe void BackwardHead(in MlaAttentionShape s, (int Start, int Length) doc, int h, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb,
+        ReadOnlySpan<float> kpe, ReadOnlySpan<float> lse, ReadOnlySpan<float> dO, Span<float> dq, Span<float> dkvb, Span<float> dkpeHead, HeadScratch w)
     {
-        int t = s.SeqLen, dqDim = s.QDim, dn = s.NopeDim, dr = s.RopeDim, dv = s.VDim, kvbDim = s.KvbDim;
+        int t = doc.Length, dqDim = s.QDim, dn = s.NopeDim, dr = s.RopeDim, dv = s.VDim, kvbDim = s.KvbDim;
         int qStride = s.Heads * dqDim, kvStride = s.Heads * kvbDim, oStride = s.Heads * dv;
-        long tok0 = (long)b * t;
+        long tok0 = doc.Start;
+        int b = doc.Start / s.SeqLen, first = doc.Start - b * s.SeqLen;
         fixed (float* pq = q) fixed (float* pkvb = kvb) fixed (float* pkpe = kpe) fixed (float* pdo = dO) fixed (float* plse = lse)
         fixed (float* pkt = w.PackedKt) fixed (float* pkc = w.K) fixed (float* ps = w.S) fixed (float* pp2 = w.P2) fixed (float* pdk = w.DK)
         fixed (float* pot = w.OutTile) fixed (float* pqt = w.QTile) fixed (float* pdot = w.DoTile) fixed (float* pqr = w.QRows)
@@ -260,9 +271,9 @@ internal static class MlaAttentionKernels
         {
             long headRow = tok0 * s.Heads + h;
             float* qHead = pq + headRow * dqDim, kvbHead = pkvb + headRow * kvbDim, doHead = pdo + headRow * dv;
-            float* lseHead = plse + (long)(b * s.Heads + h) * t;
+            float* lseHead = plse + (long)(b * s.Heads + h) * s.SeqLen + first;
             // Keys as rows (A of Sᵀ) and as Kᵀ panels (A of dQᵀ); values are read in place (A of dPᵀ).
-            AssembleKeys(s, kvbHead, pkpe + tok0 * dr, pkc);
+            AssembleKeys(s, t, kvbHead, pkpe + tok0 * dr, pkc);
             SgemmPrepacked.PackATransposed(pkc, dqDim, dqDim, t, pkt);
             new Span<float>(pdk, t * dqDim).Clear();
             for (int r0 = 0; r0 < t; r0 += TileRows)

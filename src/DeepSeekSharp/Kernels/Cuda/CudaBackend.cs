@@ -274,6 +274,12 @@ public sealed unsafe class CudaBackend : IBackend, IDisposable
     public void MlaAttentionForward(in MlaAttentionShape s, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb, ReadOnlySpan<float> kpe,
         Span<float> o, Span<float> logSumExp)
     {
+        // The kernels attend over whole sequences; packed documents go one call each.
+        if (s.Documents is not null)
+        {
+            DocumentAttention.Forward(this, s, q, kvb, kpe, o, logSumExp);
+            return;
+        }
         long tokens = (long)s.Batch * s.SeqLen;
         if (tokens == 0) return;
         var shape = MlaKernelShape.From(s);
@@ -292,6 +298,11 @@ public sealed unsafe class CudaBackend : IBackend, IDisposable
     public void MlaAttentionBackward(in MlaAttentionShape s, ReadOnlySpan<float> q, ReadOnlySpan<float> kvb, ReadOnlySpan<float> kpe,
         ReadOnlySpan<float> logSumExp, ReadOnlySpan<float> dO, Span<float> dq, Span<float> dkvb, Span<float> dkpe)
     {
+        if (s.Documents is not null)
+        {
+            DocumentAttention.Backward(this, s, q, kvb, kpe, logSumExp, dO, dq, dkvb, dkpe);
+            return;
+        }
         long tokens = (long)s.Batch * s.SeqLen;
         if (tokens == 0) return;
         int nq = (int)(tokens * s.Heads * s.QDim), nkvb = (int)(tokens * s.Heads * s.KvbDim), nkpe = (int)(tokens * s.RopeDim);

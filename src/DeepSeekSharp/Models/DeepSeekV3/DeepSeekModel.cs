@@ -81,23 +81,32 @@ public sealed class DeepSeekModel : Module
         return (hidden, mtpHidden);
     }
 
-    /// <summary>Row i of each sequence gets t_{i+k}; rows past the end get token 0 (causality keeps them out of valid rows).</summary>
+    /// <summary>
+    /// Row i gets t_{i+k}, the token k ahead in its document; rows with none (past the end of the document) get token 0.
+    /// Causality keeps them out of every row that has a target at depth k.
+    /// </summary>
     public static int[] ShiftTokens(int[] tokens, SequenceBatch batch, int k)
     {
         var shifted = new int[tokens.Length];
-        for (int b = 0; b < batch.Batch; b++)
-            for (int i = 0; i < batch.SeqLen; i++)
-                shifted[b * batch.SeqLen + i] = i + k < batch.SeqLen ? tokens[b * batch.SeqLen + i + k] : 0;
+        var ends = batch.DocumentEnds();
+        for (int i = 0; i < tokens.Length; i++) shifted[i] = i + k < ends[i] ? tokens[i + k] : 0;
         return shifted;
     }
 
-    /// <summary>Targets for depth k (0 = main head): row i predicts t_{i+k+1}; −1 where that is past the end.</summary>
-    public static int[] Targets(int[] tokens, SequenceBatch batch, int k)
+    /// <summary>
+    /// Targets for depth k (0 = main head): row i predicts label_{i+k+1}, the label k+1 rows ahead in its document;
+    /// −1 (no loss) where that is past the end of the document or the label is negative (HF's −100: untrained).
+    /// Pre-training passes the tokens as their own labels.
+    /// </summary>
+    public static int[] Targets(int[] labels, SequenceBatch batch, int k)
     {
-        var targets = new int[tokens.Length];
-        for (int b = 0; b < batch.Batch; b++)
-            for (int i = 0; i < batch.SeqLen; i++)
-                targets[b * batch.SeqLen + i] = i + k + 1 < batch.SeqLen ? tokens[b * batch.SeqLen + i + k + 1] : -1;
+        var targets = new int[labels.Length];
+        var ends = batch.DocumentEnds();
+        for (int i = 0; i < labels.Length; i++)
+        {
+            int j = i + k + 1;
+            targets[i] = j < ends[i] && labels[j] >= 0 ? labels[j] : -1;
+        }
         return targets;
     }
 

@@ -73,7 +73,8 @@ public sealed class Mla : Layer<SequenceBatch>
         Tensor cKv = KvALayerNorm.Forward(Functional.SliceLast(kvA, 0, dc));              // c_kv [B·T, dc]
         Tensor kPe = Functional.Rope(Functional.SliceLast(kvA, dc, dr), 1, dr, 0, dr, batch.Positions, cos, sin); // [B·T, dr]
         Tensor kv = KvBProj.Forward(cKv);                                                 // [k_nope ; v] [B·T, n·(dn+dv)]
-        var shape = new MlaAttentionShape(batch.Batch, batch.SeqLen, n, dn, dr, c.VHeadDim, _rope.SoftmaxScale);
+        var shape = new MlaAttentionShape(batch.Batch, batch.SeqLen, n, dn, dr, c.VHeadDim, _rope.SoftmaxScale,
+            batch.OneDocumentPerSequence ? null : batch.DocumentOffsets);                  // isolated documents (packing)
         Tensor o = Functional.MlaAttention(q, kv, kPe, shape);                            // [B·T, n·dv]
         return OProj.Forward(o);
     }
