@@ -31,7 +31,7 @@ internal static class EvalCommand
         var sequenceLen = new Option<int?>("--sequence-len") { Description = $"loss: examples longer than this are dropped and counted (default: the model's max_position_embeddings, at most {DefaultSequenceLenCap})" };
         var threads = new Option<int>("--threads") { Description = "worker threads (sets DSS_THREADS for this run; default all cores)", DefaultValueFactory = _ => 0 };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "gsm8k: tokens generated per problem at most (it stops earlier at EOS)", DefaultValueFactory = _ => 256 };
-        var batchSize = new Option<int>("--batch-size") { Description = "gsm8k: problems decoded together, one forward per step for all", DefaultValueFactory = _ => 8 };
+        var batchSize = new Option<int>("--batch-size") { Description = "gsm8k: problems decoded together, one forward per step for all", DefaultValueFactory = _ => 16 };
         var json = new Option<bool>("--json") { Description = "print one JSON object with the metrics (and gsm8k's right and wrong samples) on stdout" };
         var cmd = new Command("eval", "Evaluate a model on a dataset: masked loss per trained token (with perplexity and bits per byte), or GSM8K accuracy by greedy generation")
         {

@@ -46,8 +46,8 @@ public sealed record Gsm8kOptions
     /// <summary>Tokens generated per problem at most (default 256).</summary>
     public int MaxNewTokens { get; init; } = 256;
 
-    /// <summary>Problems decoded together, one forward per step for all of them (default 8).</summary>
-    public int BatchSize { get; init; } = 8;
+    /// <summary>Problems decoded together, one forward per step for all of them (default 16).</summary>
+    public int BatchSize { get; init; } = 16;
 
     /// <summary>Right and wrong answers kept of each kind (default 3).</summary>
     public int Samples { get; init; } = 3;

@@ -10,7 +10,8 @@ public sealed record GreedyContinuation(int[] Tokens, string FinishReason);
 /// <summary>
 /// Greedy decoding of several prompts at once on the latent-cache decoder: one forward per step takes the next token
 /// of every unfinished sequence (the first takes all the prompts, of any lengths), so the projections and experts run
-/// as GEMMs over all of them instead of one row at a time. Each sequence stops on its own; the output of each is what
+/// as GEMMs over all of them instead of one row at a time, and the output head only over each sequence's last row
+/// (<see cref="CachedDecoder.ForwardLastLogits"/>: no [prompt rows, V] logits). Each sequence stops on its own; the output of each is what
 /// <see cref="TextGenerator"/> gives for it alone with temperature 0 (argmax, ties to the lower id).
 /// </summary>
 public static class BatchedGreedyDecoding
@@ -57,13 +58,8 @@ public static class BatchedGreedyDecoding
             var next = new int[active.Count];
             using (TensorScope.Begin())
             {
-                var (logits, _) = decoder.Forward(active.Select(i => (feed[i], caches[i])).ToList()); // [rows, V]
-                int row = 0;
-                for (int a = 0; a < active.Count; a++)
-                {
-                    row += feed[active[a]].Length;
-                    next[a] = Sampler.ArgMax(logits.Span.Slice((row - 1) * vocab, usable));
-                }
+                Tensor logits = decoder.ForwardLastLogits(active.Select(i => (feed[i], caches[i])).ToList()); // [sequences, V]
+                for (int a = 0; a < active.Count; a++) next[a] = Sampler.ArgMax(logits.Span.Slice(a * vocab, usable));
             }
             var still = new List<int>(active.Count);
             for (int a = 0; a < active.Count; a++)
