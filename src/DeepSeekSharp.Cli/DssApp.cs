@@ -16,6 +16,7 @@ public static class DssApp
         root.Subcommands.Add(GradCommand.Create());
         root.Subcommands.Add(TrainCommand.Create());
         root.Subcommands.Add(DataCommand.Create());
+        root.Subcommands.Add(EvalCommand.Create());
         root.Subcommands.Add(ReportCommand.Create());
         root.Subcommands.Add(TokenizeCommand.Create());
         root.Subcommands.Add(TokenizeCommand.CreateGroup());

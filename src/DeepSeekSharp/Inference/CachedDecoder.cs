@@ -34,6 +34,32 @@ public sealed class CachedDecoder
     public (Tensor Logits, Tensor Hidden) Forward(IReadOnlyList<(int[] Tokens, LatentKvCache Cache)> batch)
     {
         using var _ = GradMode.NoGrad();
+        Tensor hidden = ForwardHidden(batch);
+        return (Model.LmHead.Forward(hidden), hidden);
+    }
+
+    /// <summary>
+    /// Feeds new tokens like <see cref="Forward"/> but applies the output head to each sequence's last new row only:
+    /// what greedy or sampled decoding needs, without the [rows, V] logits of a long prefill.
+    /// </summary>
+    /// <returns>logits [sequences, V], row s for the token after sequence s's last new token</returns>
+    public Tensor ForwardLastLogits(IReadOnlyList<(int[] Tokens, LatentKvCache Cache)> batch)
+    {
+        using var _ = GradMode.NoGrad();
+        Tensor hidden = ForwardHidden(batch);                     // [rows, H]
+        int h = C.HiddenSize;
+        var last = new float[batch.Count * h];                    // [sequences, H]
+        int row = 0;
+        for (int s = 0; s < batch.Count; s++)
+        {
+            row += batch[s].Tokens.Length;
+            hidden.Span.Slice((row - 1) * h, h).CopyTo(last.AsSpan(s * h, h));
+        }
+        return Model.LmHead.Forward(Tensor.FromArray(last, batch.Count, h));
+    }
+
+    private Tensor ForwardHidden(IReadOnlyList<(int[] Tokens, LatentKvCache Cache)> batch)
+    {
         var (ids, seqOf, pos, caches) = Layout(batch);
         foreach (var id in ids)
             if ((uint)id >= (uint)C.VocabSize) throw new DeepSeekSharpException($"token id {id} is outside the vocabulary [0, {C.VocabSize})");
@@ -43,8 +69,7 @@ public sealed class CachedDecoder
         Tensor h = Model.Inner.EmbedTokens.Forward(ids);
         for (int l = 0; l < Model.Layers.Count; l++) h = Block(Model.Layers[l], h, l, caches, seqOf, pos);
         foreach (var (tokens, cache) in batch) cache.Advance(tokens.Length);
-        Tensor hidden = Model.Inner.Norm.Forward(h);
-        return (Model.LmHead.Forward(hidden), hidden);
+        return Model.Inner.Norm.Forward(h);
     }
 
     /// <summary>
