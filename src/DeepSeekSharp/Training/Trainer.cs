@@ -45,7 +45,7 @@ public sealed class Trainer
     private readonly BiasBalancer _balancer;
     private readonly string _configJson;
     private readonly string? _tokenizerFile;
-    private readonly string? _tokenizerConfigJson;
+    private string? _tokenizerConfigJson;
     private readonly string? _resumedFrom;
     private readonly bool _resumedInPlace;
     private readonly Stopwatch _clock = new();
@@ -308,6 +308,15 @@ public sealed class Trainer
             _log($"{d.Path} ({d.Type}): {d.Kept:N0} of {d.Read:N0} examples, {d.TrainedTokens:N0} of {d.Tokens:N0} tokens trained"
                 + (d.DroppedTooLong + d.DroppedUntrained + d.Truncated > 0 ? $"; {d.DroppedTooLong:N0} dropped as longer than sequence_len, {d.DroppedUntrained:N0} without a trained token, {d.Truncated:N0} truncated" : ""));
         var examples = train.Examples.Select(e => e.Example).ToList();
+        // The checkpoints carry the chat template the chats were trained in (as Axolotl saves it), so serving and
+        // `dss eval` render prompts the same way with chat_template: tokenizer_default.
+        if (_cfg.Datasets.Any(d => d.Type is "chat_template" or "gsm8k") && _tokenizerConfigJson is not null
+            && (_cfg.ChatTemplate switch { "deepseek_v3" => FineTuning.BuiltInChatTemplates.DeepSeekV3, "jinja" => _cfg.ChatTemplateJinja, _ => null }) is { } template)
+        {
+            var config = System.Text.Json.Nodes.JsonNode.Parse(_tokenizerConfigJson)!.AsObject();
+            config["chat_template"] = template;
+            _tokenizerConfigJson = config.ToJsonString(new JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
+        }
         List<FineTuning.TokenizedExample> validation;
         if (_cfg.TestDatasets.Count > 0)
             validation = FineTuning.SftDatasets.Load(_cfg, sft, _log, ct, _cfg.TestDatasets).Examples.Select(e => e.Example).ToList();

@@ -212,4 +212,39 @@ public sealed class SftTrainingTests : IDisposable
         var e = Assert.ThrowsAny<DeepSeekSharpException>(() => Train(config));
         Assert.Contains("a run trains on one kind", e.Message);
     }
+
+    [Fact]
+    public void AFineTunedCheckpointCarriesItsTokenizerChatTemplateAndSpecialIds()
+    {
+        string data = Path.Combine(_dir, "gsm8k.jsonl"), output = Path.Combine(_dir, "chat");
+        File.WriteAllLines(data, Enumerable.Range(1, 8).Select(i => JsonSerializer.Serialize(new { question = $"What is {i} + {i}?", answer = $"{i} + {i} = {2 * i}\n#### {2 * i}" })));
+        string config = Path.Combine(_dir, "chat.yaml");
+        File.WriteAllText(config, $"""
+            model_preset: tiny-v3
+            chat_template: deepseek_v3
+            datasets:
+              - path: {data}
+                type: gsm8k
+            val_set_size: 0.25
+            sequence_len: 64
+            micro_batch_size: 2
+            max_steps: 2
+            eval_steps: 2
+            sample_tokens: 0
+            save_steps: 2
+            threads: 1
+            output_dir: {output}
+            """);
+        Train(config);
+        string checkpoint = Path.Combine(output, "checkpoint-2");
+        using var tokenizerConfig = JsonDocument.Parse(File.ReadAllText(Path.Combine(checkpoint, "tokenizer_config.json")));
+        Assert.Equal(BuiltInChatTemplates.DeepSeekV3, tokenizerConfig.RootElement.GetProperty("chat_template").GetString());
+        using var modelConfig = JsonDocument.Parse(File.ReadAllText(Path.Combine(checkpoint, "config.json")));
+        using var generation = JsonDocument.Parse(File.ReadAllText(Path.Combine(checkpoint, "generation_config.json")));
+        Assert.Equal(DeepSeekSharp.Tokenization.ByteTokenizer.Eos, modelConfig.RootElement.GetProperty("eos_token_id").GetInt32());
+        Assert.Equal(DeepSeekSharp.Tokenization.ByteTokenizer.Eos, generation.RootElement.GetProperty("eos_token_id").GetInt32());
+        Assert.Equal("float32", modelConfig.RootElement.GetProperty("torch_dtype").GetString());
+        // The held-out quarter of the examples was evaluated (masked loss per trained token).
+        Assert.Contains(File.ReadLines(Path.Combine(output, "metrics.jsonl")), l => l.Contains("\"kind\":\"eval\"", StringComparison.Ordinal) && l.Contains("val_loss", StringComparison.Ordinal));
+    }
 }
