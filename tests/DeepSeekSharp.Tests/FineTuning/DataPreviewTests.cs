@@ -91,6 +91,11 @@ public sealed class DataPreviewTests : IDisposable
             InProcessDss.AssertOneLineError(r, file + where, message);
             Assert.Equal("", r.Stdout);
         }
+        // `dss train` on the same file stops with the same line before a step, and writes no checkpoint.
+        string output = Path.Combine(Path.GetDirectoryName(file)!, "train-out");
+        var train = InProcessDss.Run("train", "--config", config, "--set", "model_preset=tiny-v3", "--set", $"output_dir={output}", "--set", "max_steps=2");
+        InProcessDss.AssertOneLineError(train, file + where, message);
+        Assert.False(Directory.Exists(output) && Directory.EnumerateDirectories(output, "checkpoint-*").Any());
     }
 
     [Fact]
