@@ -145,6 +145,7 @@ public sealed class LoraAdapterTests : IDisposable
         Assert.Equal(5f, config["lora_alpha"]!.GetValue<float>());
         Assert.True(config["use_rslora"]!.GetValue<bool>());
         Assert.Equal("none", config["bias"]!.GetValue<string>());
+        Assert.Equal(result.Adapters.Keys.Order(), config["target_modules"]!.AsArray().Select(t => t!.GetValue<string>()).Order());
         Assert.False(config["fan_in_fan_out"]!.GetValue<bool>());
         Assert.Equal(fixture, config["base_model_name_or_path"]!.GetValue<string>());
         using (var reader = SafeTensorsReader.Open(Path.Combine(_dir, LoraAdapters.WeightsFile)))

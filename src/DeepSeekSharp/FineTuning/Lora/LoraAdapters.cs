@@ -118,11 +118,10 @@ public static class LoraAdapters
     /// <summary>Writes adapter_config.json and adapter_model.safetensors into <paramref name="dir"/> (a folder being assembled).</summary>
     public static void WriteFiles(DeepSeekModel model, string dir, LoraSettings settings, string? baseModel)
     {
+        // The adapted paths themselves, not our segment regexes: PEFT reads a list as exact names or ".name" suffixes,
+        // so HF PEFT selects exactly the modules that carry tensors in the file.
         var targets = new JsonArray();
-        if (settings.TargetLinear)
-            foreach (var name in CandidateLinears(model).Select(c => c.Path.Split('.')[^1]).Distinct()) targets.Add(name);
-        else
-            foreach (var t in settings.TargetModules) targets.Add(t);
+        foreach (var (path, _) in CandidateLinears(model).Where(c => c.Linear.Adapter is LoraLinear)) targets.Add(path);
         var saved = new JsonArray();
         foreach (var m in settings.SavedModules) saved.Add(m);
         var config = new JsonObject
