@@ -40,6 +40,18 @@ public sealed class Linear : Layer
     /// <summary>Optional hook (LoRA, quantised compute); null means the plain fp32 product.</summary>
     public ILinearAdapter? Adapter { get; set; }
 
+    /// <summary>
+    /// Attaches <paramref name="adapter"/> and registers its parameters under this layer's name (LoRA's
+    /// <c>lora_A.weight</c> → <c>model.layers.0.self_attn.o_proj.lora_A.weight</c>), so the optimizer, the freezing and
+    /// the checkpoints see them as they see the weight. One adapter per layer.
+    /// </summary>
+    public void AttachAdapter(ILinearAdapter adapter, IEnumerable<(string Name, Parameter Parameter)> parameters)
+    {
+        if (Adapter is not null) throw new InvalidOperationException("this Linear already has an adapter");
+        Adapter = adapter;
+        foreach (var (name, p) in parameters) Param(name, p);
+    }
+
     /// <param name="x">[.., in]</param>
     /// <returns>[.., out]</returns>
     protected override Tensor Compute(Tensor x)

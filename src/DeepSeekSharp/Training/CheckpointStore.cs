@@ -28,8 +28,11 @@ public static class CheckpointStore
     public const string StateFile = "trainer_state.json";
     public const string OptimizerFile = "optimizer.safetensors";
 
+    /// <param name="lora">for a LoRA run: the weights are a PEFT adapter folder (adapter_config.json +
+    /// adapter_model.safetensors, see <see cref="FineTuning.Lora.LoraAdapters"/>) instead of the full model, whose base
+    /// stays at <paramref name="baseModel"/></param>
     public static string Save(string outputDir, TrainerState state, DeepSeekModel model, string configJson, AdamW optimizer,
-        string? tokenizerFile, string? tokenizerConfigJson, int keep)
+        string? tokenizerFile, string? tokenizerConfigJson, int keep, FineTuning.Lora.LoraSettings? lora = null, string? baseModel = null)
     {
         long step = state.GlobalStep;
         string final = Path.Combine(outputDir, $"checkpoint-{step}");
@@ -43,7 +46,8 @@ public static class CheckpointStore
         // Only this run writes here (RunFolder), so an existing folder of the same step is this run's own to replace.
         AtomicFolder.Write(final, tmp =>
         {
-            ModelCheckpoint.WriteFiles(model, tmp, configJson: configJson);
+            if (lora is null) ModelCheckpoint.WriteFiles(model, tmp, configJson: configJson);
+            else FineTuning.Lora.LoraAdapters.WriteFiles(model, tmp, lora, baseModel is null ? null : Path.GetFullPath(baseModel));
             InjectedCrash(step, "model");
             SafeTensorsWriter.WriteFloat32(Path.Combine(tmp, OptimizerFile), moments);
             InjectedCrash(step, "optimizer");
@@ -53,7 +57,9 @@ public static class CheckpointStore
                 if (tokenizerConfigJson is not null) AtomicFile.WriteAllText(Path.Combine(tmp, "tokenizer_config.json"), tokenizerConfigJson);
             }
             AtomicFile.WriteAllText(Path.Combine(tmp, StateFile), JsonSerializer.Serialize(state));
-            Verify(tmp, ModelCheckpoint.StateDict(model).Select(e => e.Name).Concat(moments.Select(m => m.Item1)));
+            var weightNames = lora is null ? ModelCheckpoint.StateDict(model).Select(e => e.Name)
+                : FineTuning.Lora.LoraAdapters.AdapterTensors(model).Select(t => t.Name);
+            Verify(tmp, weightNames.Concat(moments.Select(m => m.Item1)));
             InjectedCrash(step, "complete");
         }, replace: true);
         InjectedCrash(step, "renamed");

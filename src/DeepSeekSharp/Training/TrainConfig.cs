@@ -74,6 +74,25 @@ public sealed class TrainConfig
     /// <summary><c>frozen_parameters</c>: regexes over HF names of parameters to freeze (the inverse).</summary>
     public List<string> FrozenParameters { get; set; } = [];
 
+    // LoRA (Axolotl's keys; docs/fine-tuning.md, LoRA)
+    /// <summary><c>adapter</c>: <c>lora</c> trains low-rank adapters on a frozen base; unset trains the model itself.</summary>
+    [Key("adapter")] public string? Adapter { get; set; }
+    [Key("lora_r")] public int LoraR { get; set; } = 8;
+    [Key("lora_alpha")] public float LoraAlpha { get; set; } = 16;
+    [Key("lora_dropout")] public float LoraDropout { get; set; }
+    [Key("lora_target_linear")] public bool LoraTargetLinear { get; set; }
+    [Key("peft_use_rslora")] public bool PeftUseRslora { get; set; }
+
+    /// <summary><c>lora_target_modules</c>: module names or regexes over HF module paths, matched on whole segments.</summary>
+    public List<string> LoraTargetModules { get; set; } = [];
+
+    /// <summary><c>lora_modules_to_save</c>: modules trained in full next to the adapters (and saved in the adapter file).</summary>
+    public List<string> LoraModulesToSave { get; set; } = [];
+
+    /// <summary>The LoRA settings when <c>adapter: lora</c>, else null.</summary>
+    public FineTuning.Lora.LoraSettings? Lora => Adapter == "lora"
+        ? new(LoraR, LoraAlpha, LoraTargetModules, LoraTargetLinear, PeftUseRslora, LoraModulesToSave, LoraDropout) : null;
+
     // Optimiser and schedule
     [Key("max_steps")] public int MaxSteps { get; set; } = 1000;
     [Key("learning_rate")] public float LearningRate { get; set; } = 2.2e-4f;
@@ -126,7 +145,7 @@ public sealed class TrainConfig
         .ToDictionary(p => p.GetCustomAttribute<KeyAttribute>()!.Name);
 
     /// <summary>The keys whose value is a list.</summary>
-    private static readonly string[] ListKeys = ["datasets", "test_datasets", "unfrozen_parameters", "frozen_parameters"];
+    private static readonly string[] ListKeys = ["datasets", "test_datasets", "unfrozen_parameters", "frozen_parameters", "lora_target_modules", "lora_modules_to_save"];
 
     public static IEnumerable<string> Keys => ScalarKeys.Keys.Concat(ListKeys);
 
@@ -156,7 +175,8 @@ public sealed class TrainConfig
                     case var other: w.WriteString(key, Convert.ToString(other, CultureInfo.InvariantCulture)); break;
                 }
             }
-            foreach (var (listKey, names) in new[] { ("unfrozen_parameters", UnfrozenParameters), ("frozen_parameters", FrozenParameters) })
+            foreach (var (listKey, names) in new[] { ("unfrozen_parameters", UnfrozenParameters), ("frozen_parameters", FrozenParameters),
+                ("lora_target_modules", LoraTargetModules), ("lora_modules_to_save", LoraModulesToSave) })
             {
                 w.WriteStartArray(listKey);
                 foreach (var n in names) w.WriteStringValue(n);
@@ -262,7 +282,7 @@ public sealed class TrainConfig
             _sources[key] = source;
             return;
         }
-        if (key is "unfrozen_parameters" or "frozen_parameters")
+        if (key is "unfrozen_parameters" or "frozen_parameters" or "lora_target_modules" or "lora_modules_to_save")
         {
             var patterns = value switch
             {
@@ -278,7 +298,9 @@ public sealed class TrainConfig
                 catch (ArgumentException e) { throw new DeepSeekSharpException($"{source}: {key}: '{pattern}' is not a valid regex ({e.Message})"); }
             }
             if (key == "unfrozen_parameters") UnfrozenParameters = patterns;
-            else FrozenParameters = patterns;
+            else if (key == "frozen_parameters") FrozenParameters = patterns;
+            else if (key == "lora_target_modules") LoraTargetModules = patterns;
+            else LoraModulesToSave = patterns;
             _sources[key] = source;
             return;
         }
@@ -346,7 +368,7 @@ public sealed class TrainConfig
         }
         catch (FormatException) { throw new DeepSeekSharpException($"{source}: '{key}' = '{raw}' is not a valid {prop.PropertyType.Name}"); }
         catch (OverflowException) { throw new DeepSeekSharpException($"{source}: '{key}' = '{raw}' is out of range"); }
-        if (raw is "null" or "~" && prop.PropertyType == typeof(string) && Nullable.GetUnderlyingType(prop.PropertyType) is null && prop.Name is "BaseModel" or "ModelConfig" or "ModelPreset" or "ChatTemplateJinja")
+        if (raw is "null" or "~" && prop.PropertyType == typeof(string) && Nullable.GetUnderlyingType(prop.PropertyType) is null && prop.Name is "BaseModel" or "ModelConfig" or "ModelPreset" or "ChatTemplateJinja" or "Adapter")
             value = null;
         prop.SetValue(this, value);
         _sources[key] = source;
@@ -405,6 +427,16 @@ public sealed class TrainConfig
         Require(Fp8.Fp8Training.Precisions.Contains(Precision), "precision", "must be fp32, bf16 (BF16 weights in every Linear, fp32 master copy) or fp8 (FP8 GEMMs in every attention/MLP Linear)");
         Require(AdamMoments is "auto" or "fp32" or "bf16", "adam_moments", "must be auto (bf16 with precision fp8, else fp32), fp32 or bf16");
         Require(UnfrozenParameters.Count == 0 || FrozenParameters.Count == 0, "frozen_parameters", "conflicts with unfrozen_parameters: give one of them");
+        Require(Adapter is null or "lora", "adapter", $"must be lora or unset (got '{Adapter}')");
+        if (Adapter == "lora")
+        {
+            Require(LoraR >= 1, "lora_r", $"must be a positive integer (got {LoraR})");
+            Require(float.IsFinite(LoraAlpha) && LoraAlpha > 0, "lora_alpha", "must be a positive number");
+            Require(LoraDropout == 0, "lora_dropout", "must be 0: LoRA dropout is not implemented yet");
+            Require(LoraTargetLinear || LoraTargetModules.Count > 0, "lora_target_modules", "adapter: lora needs lora_target_modules or lora_target_linear: true");
+            Require(UnfrozenParameters.Count == 0 && FrozenParameters.Count == 0, "adapter", "lora freezes the whole base; use lora_modules_to_save instead of unfrozen_parameters/frozen_parameters");
+            Require(BaseModel is not null, "base_model", "adapter: lora needs base_model (the adapters train on a frozen base)");
+        }
         Require((BaseModel is null ? 0 : 1) + (ModelConfig is null ? 0 : 1) + (ModelPreset is null ? 0 : 1) <= 1,
             BaseModel is not null ? "base_model" : "model_config", "conflicts: give at most one of base_model, model_config, model_preset");
     }

@@ -54,6 +54,7 @@ public sealed class Trainer
     private long _savedStep;
     private long _tokensSeen;
     private readonly FineTuning.FreezeResult? _freezing;
+    private FineTuning.Lora.LoraApplyResult? _lora;
 
     private Trainer(TrainConfig cfg, TrainOptions opts, bool resumeInPlace, Action<string> log, CancellationToken ct)
     {
@@ -65,7 +66,12 @@ public sealed class Trainer
         string? resumeFrom = opts.ResumeDir is null ? null : CheckpointStore.Latest(opts.ResumeDir)
             ?? throw new DeepSeekSharpException($"{opts.ResumeDir}: no checkpoint-<step> folder to resume from");
         (_model, _configJson) = resumeFrom is not null ? LoadForResume(resumeFrom) : BuildModel();
-        if (cfg.UnfrozenParameters.Count > 0 || cfg.FrozenParameters.Count > 0)
+        if (cfg.Lora is { } lora && resumeFrom is null)
+        {
+            _lora = FineTuning.Lora.LoraAdapters.Apply(_model, lora, cfg.Seed);
+            log($"lora: {_lora.Summary}");
+        }
+        else if (cfg.UnfrozenParameters.Count > 0 || cfg.FrozenParameters.Count > 0)
         {
             _freezing = FineTuning.ParameterFreezing.Apply(_model, cfg.UnfrozenParameters, cfg.FrozenParameters);
             log($"freezing: {_freezing.Summary}");
@@ -86,6 +92,8 @@ public sealed class Trainer
         };
         _balancer = new BiasBalancer(_model);
         if (_freezing is not null) _balancer.FreezeBiases(_freezing.FrozenBuffers);
+        // The adapter file holds no routing biases, so a LoRA run keeps the base's: the frozen base is the base on disk.
+        if (_lora is not null) _balancer.FreezeBiases(_model.NamedBuffers().Select(b => b.Buffer).ToHashSet<Tensors.Tensor>(ReferenceEqualityComparer.Instance));
         DeepSeekSharp.Fp8.Fp8Training.Apply(_model, cfg.Precision, cfg.Fp8SwigluCache, cfg.Fp8E5M6OProj);
         _model.RecomputeNorms(cfg.RecomputeNorms);
         _model.RecomputeMlaUpProjections(cfg.RecomputeMlaUp);
@@ -129,6 +137,14 @@ public sealed class Trainer
 
     private (DeepSeekModel, string) LoadForResume(string checkpoint)
     {
+        if (_cfg.Lora is not null)
+        {
+            // A LoRA checkpoint is an adapter folder: the base comes from base_model, the adapters from the checkpoint.
+            var (baseModel, json) = BuildModel();
+            _lora = FineTuning.Lora.LoraAdapters.Load(baseModel, checkpoint);
+            _log($"lora: {_lora.Summary}");
+            return (baseModel, json);
+        }
         var model = ModelCheckpoint.Load(checkpoint);
         return (model, File.ReadAllText(Path.Combine(checkpoint, "config.json")));
     }
@@ -421,7 +437,8 @@ public sealed class Trainer
     private string SaveCheckpoint()
     {
         var state = new TrainerState(_step, _optimizer.Step, _tokensSeen, Math.Round(Elapsed, 2));
-        string dir = CheckpointStore.Save(_cfg.OutputDir, state, _model, _configJson, _optimizer, _tokenizerFile, _tokenizerConfigJson, _cfg.SaveTotalLimit);
+        string dir = CheckpointStore.Save(_cfg.OutputDir, state, _model, _configJson, _optimizer, _tokenizerFile, _tokenizerConfigJson, _cfg.SaveTotalLimit,
+            _cfg.Lora, _cfg.BaseModel);
         _savedStep = _step;
         _log($"saved {dir}");
         return dir;
