@@ -12,13 +12,7 @@ public class ChatAndGenerateCommandTests
     /// <summary>A random tiny model with the byte tokenizer (chat prompts need its BOS/EOS ids) and a short context.</summary>
     private static string TinyChatModel(string dir, int context)
     {
-        var node = System.Text.Json.Nodes.JsonNode.Parse(Presets.TinyV3)!;
-        node["vocab_size"] = 264;
-        node["hidden_size"] = 64;
-        node["intermediate_size"] = 128;
-        node["max_position_embeddings"] = context;
-        var model = new DeepSeekModel(DeepSeekConfig.Parse(node.ToJsonString()), materialize: true);
-        ModelInit.InitializeRandom(model, 2);
+        var model = TinyModels.ByteVocabulary(context, 2);
         string modelDir = Path.Combine(dir, "model");
         ModelCheckpoint.Save(model, modelDir);
         ByteTokenizer.SaveAsHfJson(Path.Combine(modelDir, "tokenizer.json"));

@@ -12,17 +12,7 @@ namespace DeepSeekSharp.Tests.Evaluation;
 public class Gsm8kEvaluatorTests
 {
     /// <summary>A random tiny model over the byte tokenizer's ids (BOS/EOS 256/257) with a short context.</summary>
-    internal static DeepSeekModel TinyModel(int context = 256, int seed = 3)
-    {
-        var node = System.Text.Json.Nodes.JsonNode.Parse(Presets.TinyV3)!;
-        node["vocab_size"] = 264;
-        node["hidden_size"] = 64;
-        node["intermediate_size"] = 128;
-        node["max_position_embeddings"] = context;
-        var model = new DeepSeekModel(DeepSeekConfig.Parse(node.ToJsonString()), materialize: true);
-        ModelInit.InitializeRandom(model, seed);
-        return model;
-    }
+    internal static DeepSeekModel TinyModel(int context = 256, int seed = 3) => TinyModels.ByteVocabulary(context, seed);
 
     internal static readonly (string Question, string Answer)[] Problems =
     [
