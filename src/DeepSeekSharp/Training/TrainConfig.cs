@@ -128,6 +128,9 @@ public sealed class TrainConfig
     [Key("logging_steps")] public int LoggingSteps { get; set; } = 10;
     [Key("eval_steps")] public int EvalSteps { get; set; } = 100;
     [Key("eval_batches")] public int EvalBatches { get; set; } = 8;
+    /// <summary>Fine-tuning: how many problems of the <c>test_datasets</c> entry of type gsm8k to answer greedily at every
+    /// evaluation (exact-match accuracy, as <c>dss eval --metric gsm8k</c>); 0 = none.</summary>
+    [Key("eval_gsm8k_problems")] public int EvalGsm8kProblems { get; set; }
     [Key("save_steps")] public int SaveSteps { get; set; } = 500;
     [Key("save_total_limit")] public int SaveTotalLimit { get; set; } = 2;
     [Key("sample_tokens")] public int SampleTokens { get; set; } = 64;
@@ -417,6 +420,7 @@ public sealed class TrainConfig
         AtLeast("logging_steps", LoggingSteps, 1);
         AtLeast("eval_steps", EvalSteps, 1);
         AtLeast("eval_batches", EvalBatches, 0);
+        AtLeast("eval_gsm8k_problems", EvalGsm8kProblems, 0);
         AtLeast("save_steps", SaveSteps, 1);
         AtLeast("save_total_limit", SaveTotalLimit, 0);
         AtLeast("sample_tokens", SampleTokens, 0);

@@ -54,6 +54,8 @@ public sealed class Trainer
     private long _savedStep;
     private long _tokensSeen;
     private readonly FineTuning.FreezeResult? _freezing;
+    // Fine-tuning runs with eval_gsm8k_problems: the problems, the tokenizer and the chat template to answer them with.
+    private (IReadOnlyList<Evaluation.Gsm8kItem> Items, ITextTokenizer Tokenizer, FineTuning.ChatTemplate Template)? _gsm8k;
     private FineTuning.Lora.LoraApplyResult? _lora;
 
     private Trainer(TrainConfig cfg, TrainOptions opts, bool resumeInPlace, Action<string> log, CancellationToken ct)
@@ -333,6 +335,13 @@ public sealed class Trainer
             config["chat_template"] = template;
             _tokenizerConfigJson = config.ToJsonString(new JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
         }
+        if (_cfg.EvalGsm8kProblems > 0)
+        {
+            var source = _cfg.TestDatasets.FirstOrDefault(d => d.Type == "gsm8k")
+                ?? throw new DeepSeekSharpException("eval_gsm8k_problems: give a test_datasets entry of type gsm8k to answer");
+            var chat = FineTuning.ChatTemplate.Resolve(source.ChatTemplate ?? _cfg.ChatTemplate, _cfg.ChatTemplateJinja, sft);
+            _gsm8k = (Evaluation.Gsm8kEvaluator.Read(source.Path, _cfg.EvalGsm8kProblems), sft.Tokenizer, chat);
+        }
         List<FineTuning.TokenizedExample> validation;
         if (_cfg.TestDatasets.Count > 0)
             validation = FineTuning.SftDatasets.Load(_cfg, sft, _log, ct, _cfg.TestDatasets).Examples.Select(e => e.Example).ToList();
@@ -384,18 +393,27 @@ public sealed class Trainer
         }
         if (count == 0) return float.NaN;
         float valLoss = (float)(lossSum / count);
+        Evaluation.Gsm8kResult? gsm8k = null;
+        if (_gsm8k is { } problems)
+        {
+            using (GradMode.NoGrad()) gsm8k = Evaluation.Gsm8kEvaluator.Evaluate(_model, problems.Tokenizer, problems.Template, problems.Items, ct: ct);
+            if (ct.IsCancellationRequested) return null;
+            _log($"step {step}: GSM8K exact match {gsm8k.Accuracy:P2} ({gsm8k.Correct} of {gsm8k.Examples})");
+        }
         float bpb = (float)(valLoss / Math.Log(2) / data.ValidationBytesPerToken);
         var layerVio = counts.Select(c => BiasBalancer.MaxVio(c)).ToArray();
         string sample = Sample(ct);
         if (ct.IsCancellationRequested) return null;
         _log($"step {step}: val_loss {valLoss:F4} ({bpb:F3} bits/byte), val MaxVio {(layerVio.Length > 0 ? layerVio.Average() : 0):F3}");
         _log($"sample: {PrintableText.Escape(sample).ReplaceLineEndings("⏎")}");
-        metrics.Write("eval", step, new Dictionary<string, object>
+        var record = new Dictionary<string, object>
         {
             ["val_loss"] = valLoss, ["val_bpb"] = bpb, ["val_max_vio"] = layerVio.Length > 0 ? layerVio.Average() : 0f,
             ["val_max_vio_per_layer"] = layerVio, ["expert_load_per_layer"] = counts, ["sample"] = sample,
             ["elapsed_s"] = Math.Round(elapsed, 2),
-        });
+        };
+        if (gsm8k is not null) record["gsm8k_accuracy"] = (float)gsm8k.Accuracy;
+        metrics.Write("eval", step, record);
         return valLoss;
     }
 

@@ -225,7 +225,10 @@ public sealed class SftTrainingTests : IDisposable
             datasets:
               - path: {data}
                 type: gsm8k
-            val_set_size: 0.25
+            test_datasets:
+              - path: {data}
+                type: gsm8k
+            eval_gsm8k_problems: 3
             sequence_len: 64
             micro_batch_size: 2
             max_steps: 2
@@ -244,7 +247,15 @@ public sealed class SftTrainingTests : IDisposable
         Assert.Equal(DeepSeekSharp.Tokenization.ByteTokenizer.Eos, modelConfig.RootElement.GetProperty("eos_token_id").GetInt32());
         Assert.Equal(DeepSeekSharp.Tokenization.ByteTokenizer.Eos, generation.RootElement.GetProperty("eos_token_id").GetInt32());
         Assert.Equal("float32", modelConfig.RootElement.GetProperty("torch_dtype").GetString());
-        // The held-out quarter of the examples was evaluated (masked loss per trained token).
-        Assert.Contains(File.ReadLines(Path.Combine(output, "metrics.jsonl")), l => l.Contains("\"kind\":\"eval\"", StringComparison.Ordinal) && l.Contains("val_loss", StringComparison.Ordinal));
+        // The test set was evaluated: masked loss per trained token, and the first 3 problems answered greedily with the
+        // weights of that step, the same answers `dss eval --metric gsm8k` gives from the saved checkpoint.
+        var eval = File.ReadLines(Path.Combine(output, "metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement)
+            .Single(r => r.GetProperty("kind").GetString() == "eval");
+        Assert.True(eval.GetProperty("val_loss").GetDouble() > 0);
+        var saved = ModelCheckpoint.Load(checkpoint);
+        var sft = SftTokenizer.Load(Path.Combine(checkpoint, "tokenizer.json"));
+        var items = DeepSeekSharp.Evaluation.Gsm8kEvaluator.Read(data, 3);
+        var again = DeepSeekSharp.Evaluation.Gsm8kEvaluator.Evaluate(saved, sft.Tokenizer, ChatTemplate.Resolve("tokenizer_default", null, sft), items);
+        Assert.Equal((float)again.Accuracy, eval.GetProperty("gsm8k_accuracy").GetSingle());
     }
 }
