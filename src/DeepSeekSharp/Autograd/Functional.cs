@@ -33,7 +33,8 @@ public static class Functional
 
     public static Tensor RmsNorm(Tensor x, Tensor weight, float eps) => RmsNormOp.Forward(x, weight, eps);
 
-    public static Tensor Add(Tensor a, Tensor b) => AddOp.Forward(a, b);
+    /// <summary>a + bScale·b (the residual sum; LoRA adds its scaled low-rank path with bScale = α/r).</summary>
+    public static Tensor Add(Tensor a, Tensor b, float bScale = 1f) => AddOp.Forward(a, b, bScale);
 
     /// <summary>silu(a) ⊙ b; with <paramref name="fp8InputCache"/> the backward keeps a and b as FP8 (E4M3, 1×128 scales)
     /// instead of fp32 (DeepSeek-V3's FP8 recipe).</summary>

@@ -286,8 +286,9 @@ public sealed class Trainer
         var terms = new List<Tensor> { total };
         foreach (var gate in _balancer.Gates)
         {
-            // A frozen gate (fine-tuning) kept no scores for a gradient: its balance is not trained.
-            if (gate.LastScores is not { IsMeta: false, RequiresGrad: true }) continue;
+            // Scores that need no gradient (a frozen gate over frozen layers) were not kept for a backward, and a balance
+            // loss on them would train nothing.
+            if (gate.LastScores is not { RequiresGrad: true }) continue;
             int rows = gate.LastScores.Shape[0];
             if (rows != geometry.Tokens) continue; // MTP gates see the same rows; anything else is skipped
             terms.Add(Functional.BalanceLoss(gate.LastScores, gate.LastIndices, gate.TopK, groupRows, alpha));

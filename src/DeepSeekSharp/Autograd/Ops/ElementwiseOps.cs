@@ -7,33 +7,41 @@ namespace DeepSeekSharp.Autograd.Ops;
 /// <summary>y = a + b (same shapes).</summary>
 internal sealed class AddOp : GradNode
 {
-    private AddOp(Tensor a, Tensor b) : base(false, a, b) { }
+    private readonly float _bScale;
+
+    private AddOp(Tensor a, Tensor b, float bScale) : base(false, a, b) { _bScale = bScale; }
 
     public override bool ReadsOutput => false;
 
-    public static Tensor Forward(Tensor a, Tensor b)
+    /// <summary>y = a + bScale·b (same lengths); bScale ≠ 1 is LoRA's scaled low-rank path added to the frozen product.</summary>
+    public static Tensor Forward(Tensor a, Tensor b, float bScale = 1f)
     {
         if (a.Length != b.Length) throw new ArgumentException($"add: {a} and {b} differ");
         var y = Tensor.Empty((int[])a.Shape.Clone());
-        TensorPrimitives.Add(a.Span, b.Span, y.Span);
-        return OpBase.Record(y, () => new AddOp(a, b), a, b);
+        if (bScale == 1f) TensorPrimitives.Add(a.Span, b.Span, y.Span);
+        else TensorPrimitives.MultiplyAdd(b.Span, bScale, a.Span, y.Span);
+        return OpBase.Record(y, () => new AddOp(a, b, bScale), a, b);
     }
 
     public override void Backward(Tensor output, float[] dy)
     {
         var g = dy.AsSpan(0, (int)output.Length);
         bool adopted = false;
-        foreach (var input in Inputs)
+        for (int i = 0; i < Inputs.Length; i++)
         {
+            var input = Inputs[i];
+            float scale = i == 1 ? _bScale : 1f;
             // The output's gradient buffer is dropped after this call, so the first input without a gradient yet
             // takes it over instead of a zeroed copy (the residual stream's gradient is handed down the blocks).
-            if (!adopted && input.RequiresGrad && input.Grad is null && input is not Parameter && dy.Length >= input.Length)
+            if (!adopted && scale == 1f && input.RequiresGrad && input.Grad is null && input is not Parameter && dy.Length >= input.Length)
             {
                 input.Grad = dy;
                 adopted = true;
                 continue;
             }
-            if (GradOf(input) is { IsEmpty: false } d) TensorPrimitives.Add(d, g, d);
+            if (GradOf(input) is not { IsEmpty: false } d) continue;
+            if (scale == 1f) TensorPrimitives.Add(d, g, d);
+            else TensorPrimitives.MultiplyAdd(g, scale, d, d);
         }
     }
 }

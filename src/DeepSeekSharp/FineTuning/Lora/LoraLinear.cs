@@ -45,6 +45,6 @@ public sealed class LoraLinear : ILinearAdapter
     public Tensor Forward(Linear layer, Tensor input, Tensor baseOutput)
     {
         var delta = Functional.Linear(Functional.Linear(input, A), B);
-        return LoraSumOp.Forward(baseOutput, delta, Scale);
+        return Functional.Add(baseOutput, delta, Scale);
     }
 }

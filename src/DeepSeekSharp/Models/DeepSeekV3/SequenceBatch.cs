@@ -7,7 +7,7 @@ namespace DeepSeekSharp.Models.DeepSeekV3;
 /// (V3 packs documents into a sequence without masking), fine-tuning with <c>sample_packing</c> several, each
 /// starting at position 0 (isolated packing).
 /// </summary>
-public sealed record SequenceBatch
+public sealed class SequenceBatch
 {
     /// <param name="documentOffsets">flash-attention's cu_seqlens: ascending row offsets from 0 to B·T, one more than
     /// there are documents; every sequence start b·T is one of them (a document never spans two sequences).
@@ -74,14 +74,18 @@ public sealed record SequenceBatch
         return new SequenceBatch(batch, seqLen, positions, [.. offsets]);
     }
 
-    /// <summary>For each row, the row offset one past the end of its document.</summary>
+    /// <summary>For each row, the row offset one past the end of its document (formed once: the loss asks for it per MTP
+    /// depth, for the targets and for the shifted tokens; read-only).</summary>
     public int[] DocumentEnds()
     {
+        if (_documentEnds is not null) return _documentEnds;
         var ends = new int[Tokens];
         for (int d = 0; d < Documents; d++)
             ends.AsSpan(DocumentOffsets[d], DocumentOffsets[d + 1] - DocumentOffsets[d]).Fill(DocumentOffsets[d + 1]);
-        return ends;
+        return _documentEnds = ends;
     }
+
+    private int[]? _documentEnds;
 
     private static int[] SequenceOffsets(int batch, int seqLen)
     {
