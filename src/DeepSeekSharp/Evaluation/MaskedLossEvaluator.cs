@@ -61,19 +61,21 @@ public static class MaskedLossEvaluator
                 ct.ThrowIfCancellationRequested();
                 int n = group.Count, t = examples[group[0]].InputIds.Length;
                 var ids = new int[n * t];     // [B·T]
-                var targets = new int[n * t]; // [B·T], −1 = no loss
-                int count = 0;
+                var labels = new int[n * t];  // [B·T]
                 for (int b = 0; b < n; b++)
                 {
                     var example = examples[group[b]];
                     example.InputIds.CopyTo(ids, b * t);
-                    count += Targets(example.Labels, targets.AsSpan(b * t, t));
+                    example.Labels.CopyTo(labels, b * t);
                     bytes += TargetBytes(tokenizer, example.Labels);
                 }
+                var geometry = SequenceBatch.Training(n, t);
+                var targets = DeepSeekModel.Targets(labels, geometry, 0); // [B·T], −1 = no loss
+                int count = targets.Count(x => x >= 0);
                 if (count > 0)
                 {
                     using var scope = TensorScope.Begin();
-                    var (hidden, _) = model.ForwardHidden(ids, SequenceBatch.Training(n, t)); // [B·T, H]
+                    var (hidden, _) = model.ForwardHidden(ids, geometry); // [B·T, H]
                     // HeadLoss is the mean over rows with a target; times their count gives this batch's sum.
                     nats += (double)LanguageModelLoss.HeadLoss(model.LmHead, hidden, targets).Data[0] * count;
                 }
@@ -83,24 +85,6 @@ public static class MaskedLossEvaluator
             }
         }
         return new MaskedLossResult(examples.Count, trained, nats, bytes, clock.Elapsed);
-    }
-
-    /// <summary>
-    /// Row i's target: <c>labels[i + 1]</c> where it carries loss, else −1 (what the cross-entropy ignores); the last row
-    /// predicts nothing. Returns how many rows have a target.
-    /// </summary>
-    /// <param name="labels">[T] labels aligned with the inputs</param>
-    /// <param name="targets">[T] written</param>
-    public static int Targets(ReadOnlySpan<int> labels, Span<int> targets)
-    {
-        int count = 0;
-        for (int i = 0; i < labels.Length; i++)
-        {
-            int next = i + 1 < labels.Length ? labels[i + 1] : TokenizedExample.IgnoreIndex;
-            targets[i] = next == TokenizedExample.IgnoreIndex ? -1 : next;
-            if (targets[i] >= 0) count++;
-        }
-        return count;
     }
 
     /// <summary>

@@ -1,4 +1,3 @@
-using System.Text;
 using DeepSeekSharp.Models.DeepSeekV3;
 using DeepSeekSharp.Training;
 
@@ -26,9 +25,9 @@ public sealed class SftBatches : ITrainingBatches
     /// <param name="train">training examples, each at most <paramref name="seqLen"/> tokens</param>
     /// <param name="validation">examples of the evaluation set, batched the same way in their order</param>
     /// <param name="padId">the id written into padding (any id: padding is its own document and carries no loss)</param>
-    /// <param name="decode">turns trained tokens back into text, for bits per byte</param>
+    /// <param name="tokenizer">turns trained tokens back into text, for bits per byte</param>
     public SftBatches(IReadOnlyList<TokenizedExample> train, IReadOnlyList<TokenizedExample> validation, int seqLen, int microBatch,
-        bool packing, int seed, int padId, Func<int[], string> decode)
+        bool packing, int seed, int padId, Tokenization.ITextTokenizer tokenizer)
     {
         if (train.Count == 0) throw new DeepSeekSharpException("no fine-tuning examples to train on");
         foreach (var e in train.Concat(validation))
@@ -42,7 +41,7 @@ public sealed class SftBatches : ITrainingBatches
             _validation.Add(Assemble(validationRows.Skip(r).Take(microBatch).ToList(), validation));
         TrainTokens = train.Sum(e => (long)e.InputIds.Length);
         TrainedTokens = train.Sum(e => (long)e.TrainedTokens);
-        ValidationBytesPerToken = BytesPerTrainedToken(validation, decode);
+        ValidationBytesPerToken = BytesPerTrainedToken(validation, tokenizer);
     }
 
     /// <summary>Rows (packed sequences or single examples) in one epoch.</summary>
@@ -156,16 +155,16 @@ public sealed class SftBatches : ITrainingBatches
         return new TrainingBatch(tokens, labels, SequenceBatch.Packed(t, documents));
     }
 
-    /// <summary>UTF-8 bytes of the trained tokens' text per trained token (1 when there is nothing to measure).</summary>
-    private static double BytesPerTrainedToken(IReadOnlyList<TokenizedExample> examples, Func<int[], string> decode)
+    /// <summary>UTF-8 bytes of the trained targets' text per trained target (as `dss eval` counts them: special tokens
+    /// count none), 1 when there is nothing to measure.</summary>
+    private static double BytesPerTrainedToken(IReadOnlyList<TokenizedExample> examples, Tokenization.ITextTokenizer tokenizer)
     {
         long bytes = 0, count = 0;
         foreach (var e in examples)
         {
-            var trained = e.Labels.Where(l => l >= 0).ToArray();
-            bytes += Encoding.UTF8.GetByteCount(decode(trained));
-            count += trained.Length;
+            bytes += Evaluation.MaskedLossEvaluator.TargetBytes(tokenizer, e.Labels);
+            count += e.Labels.Skip(1).Count(l => l != TokenizedExample.IgnoreIndex);
         }
-        return count == 0 ? 1 : (double)bytes / count;
+        return count == 0 || bytes == 0 ? 1 : (double)bytes / count;
     }
 }

@@ -357,7 +357,7 @@ public sealed class Trainer
             if (examples.Count == 0) throw new DeepSeekSharpException($"val_set_size {_cfg.ValSetSize} leaves no training example");
         }
         return new FineTuning.SftBatches(examples, validation, _cfg.SequenceLen, _cfg.MicroBatchSize, _cfg.SamplePacking, _cfg.Seed,
-            sft.Tokenizer.EosId ?? 0, ids => sft.Tokenizer.Decode(ids));
+            sft.Tokenizer.EosId ?? 0, sft.Tokenizer);
     }
 
     /// <summary>Validation and a sample; null (nothing recorded) when <paramref name="ct"/> stops it part-way.</summary>

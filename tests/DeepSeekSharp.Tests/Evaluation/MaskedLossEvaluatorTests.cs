@@ -109,8 +109,8 @@ public class MaskedLossEvaluatorTests
     public void TargetsAreTheNextLabelAndTheFirstLabelIsNeverATarget()
     {
         int[] labels = [7, I, 3, 4, I, 9];
-        var targets = new int[labels.Length];
-        Assert.Equal(3, MaskedLossEvaluator.Targets(labels, targets));
+        var targets = DeepSeekSharp.Models.DeepSeekV3.DeepSeekModel.Targets(labels, DeepSeekSharp.Models.DeepSeekV3.SequenceBatch.Training(1, labels.Length), 0);
+        Assert.Equal(3, targets.Count(t => t >= 0));
         Assert.Equal([-1, 3, 4, -1, 9, -1], targets);
     }
 
