@@ -20,38 +20,24 @@ namespace DeepSeekSharp.Tensors;
 /// </remarks>
 public static class StoragePool
 {
-    private const int ClassesPerOctave = 8;
-    private static readonly Lock Gate = new();
-    private static readonly ClassPool<float> Floats = new(sizeof(float));
-    private static readonly ClassPool<byte> Bytes = new(1);
-    private static long _heldBytes;
+    /// <summary>The process's pool, the one every tensor uses.</summary>
+    internal static SizeClassPool Shared { get; } = new(minLength: 16 * 1024, DefaultMaxBytes());
 
     /// <summary>Arrays shorter than this many floats are plain allocations (internal so tests can pool everything).</summary>
-    internal static int MinLength { get; set; } = 16 * 1024;
+    internal static int MinLength { get => Shared.MinLength; set => Shared.MinLength = value; }
 
     /// <summary>The most bytes the pool keeps (from <c>DSS_TENSOR_POOL_MB</c>; tests set it directly).</summary>
-    internal static long MaxBytes { get; set; } = DefaultMaxBytes();
+    internal static long MaxBytes { get => Shared.MaxBytes; set => Shared.MaxBytes = value; }
 
     /// <summary>Bytes held by the pool now (not lent out).</summary>
-    public static long HeldBytes { get { lock (Gate) return _heldBytes; } }
+    public static long HeldBytes => Shared.HeldBytes;
 
     private static long DefaultMaxBytes() =>
         long.TryParse(Environment.GetEnvironmentVariable("DSS_TENSOR_POOL_MB"), out long mb) && mb >= 0 ? mb << 20
         : GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 4;
 
     /// <summary>The length of the float array that serves a request of <paramref name="length"/> floats.</summary>
-    internal static int ClassLength(int length) => ClassLength(length, MinLength);
-
-    private static int ClassLength(int length, int minLength)
-    {
-        if (length < minLength) return length;
-        int step = Math.Max(1, (int)(BitOperations.RoundUpToPowerOf2((uint)length + 1) >> 4)); // 1/8 of the octave below
-        long rounded = ((long)length + step - 1) / step * step;
-        return (int)Math.Min(rounded, Array.MaxLength);
-    }
-
-    /// <summary>The next larger class length (0 past the largest array).</summary>
-    private static int NextClass(int size, int minLength) => size >= Array.MaxLength ? 0 : ClassLength(size + 1, minLength);
+    internal static int ClassLength(int length) => SizeClassPool.ClassLength(length, Shared.MinLength);
 
     /// <summary>
     /// Checking mode (tests): every float array rented is longer than asked and arrives filled with NaN, and every
@@ -64,7 +50,7 @@ public static class StoragePool
     /// <summary>An array of at least <paramref name="length"/> floats with undefined contents.</summary>
     public static float[] Rent(int length)
     {
-        if (!CheckingMode) return Floats.Rent(length, MinLength);
+        if (!CheckingMode) return Shared.Rent(length);
         ArgumentOutOfRangeException.ThrowIfNegative(length);
         var poisoned = GC.AllocateUninitializedArray<float>(length + 1 + length / 8);
         Array.Fill(poisoned, float.NaN);
@@ -83,50 +69,100 @@ public static class StoragePool
     public static void Return(float[] buffer)
     {
         if (CheckingMode) Array.Fill(buffer, float.NaN);
-        else Floats.Return(buffer, MinLength);
+        else Shared.Return(buffer);
     }
 
     /// <summary>A byte array of at least <paramref name="length"/> bytes with undefined contents (FP8 codes).</summary>
-    public static byte[] RentBytes(int length) => Bytes.Rent(length, 4 * MinLength);
+    public static byte[] RentBytes(int length) => Shared.RentBytes(length);
 
     /// <summary>Takes back a byte array its owner will never touch again.</summary>
-    public static void ReturnBytes(byte[] buffer) => Bytes.Return(buffer, 4 * MinLength);
+    public static void ReturnBytes(byte[] buffer) => Shared.ReturnBytes(buffer);
 
     /// <summary>
     /// Drops the arrays of every size class nobody asked for since the previous call. Called once per training step
     /// (by <c>Backprop.Backward</c> with <c>freeActivations</c>): MoE expert tensors change size class with the
     /// routing, and classes a step no longer uses would otherwise sit here until the cap.
     /// </summary>
-    public static void TrimUnused()
-    {
-        lock (Gate)
-        {
-            Floats.TrimUnused();
-            Bytes.TrimUnused();
-        }
-    }
+    public static void TrimUnused() => Shared.TrimUnused();
 
     /// <summary>Drops everything held (e.g. after training, before a differently shaped workload).</summary>
-    public static void Clear()
+    public static void Clear() => Shared.Clear();
+}
+
+/// <summary>
+/// The policy behind <see cref="StoragePool"/>: float and byte arrays in size classes (8 per octave), a request whose
+/// class is empty served by an idle array up to an octave larger, a byte cap, and trimming of classes nobody asked
+/// for. An instance of its own lets tests check the policy without the arrays the rest of the process lends and
+/// returns at the same time.
+/// </summary>
+internal sealed class SizeClassPool(int minLength, long maxBytes)
+{
+    private const int ClassesPerOctave = 8;
+    private readonly Lock _gate = new();
+    private readonly ClassPool<float> _floats = new(sizeof(float));
+    private readonly ClassPool<byte> _bytes = new(1);
+    private long _heldBytes;
+
+    /// <summary>Float arrays shorter than this (byte arrays shorter than 4 × this) are plain allocations.</summary>
+    public int MinLength { get; set; } = minLength;
+
+    /// <summary>The most bytes the pool keeps (0 turns it off).</summary>
+    public long MaxBytes { get; set; } = maxBytes;
+
+    /// <summary>Bytes held now (not lent out).</summary>
+    public long HeldBytes { get { lock (_gate) return _heldBytes; } }
+
+    /// <summary>The array length of the class that serves a request of <paramref name="length"/> elements.</summary>
+    public static int ClassLength(int length, int minLength)
     {
-        lock (Gate)
+        if (length < minLength) return length;
+        int step = Math.Max(1, (int)(BitOperations.RoundUpToPowerOf2((uint)length + 1) >> 4)); // 1/8 of the octave below
+        long rounded = ((long)length + step - 1) / step * step;
+        return (int)Math.Min(rounded, Array.MaxLength);
+    }
+
+    /// <summary>The next larger class length (0 past the largest array).</summary>
+    private static int NextClass(int size, int minLength) => size >= Array.MaxLength ? 0 : ClassLength(size + 1, minLength);
+
+    public float[] Rent(int length) => _floats.Rent(this, length, MinLength);
+
+    public void Return(float[] buffer) => _floats.Return(this, buffer, MinLength);
+
+    public byte[] RentBytes(int length) => _bytes.Rent(this, length, 4 * MinLength);
+
+    public void ReturnBytes(byte[] buffer) => _bytes.Return(this, buffer, 4 * MinLength);
+
+    /// <summary>Drops the arrays of every size class nobody asked for since the previous call.</summary>
+    public void TrimUnused()
+    {
+        lock (_gate)
         {
-            Floats.Clear();
-            Bytes.Clear();
+            _floats.TrimUnused(this);
+            _bytes.TrimUnused(this);
         }
     }
 
-    /// <summary>The buckets of one element type; every member runs under <see cref="Gate"/> except the allocation.</summary>
+    /// <summary>Drops everything held.</summary>
+    public void Clear()
+    {
+        lock (_gate)
+        {
+            _floats.Clear(this);
+            _bytes.Clear(this);
+        }
+    }
+
+    /// <summary>The buckets of one element type; every member runs under the owner's gate except the allocation.</summary>
     private sealed class ClassPool<T>(int elementBytes)
     {
         private readonly Dictionary<int, Bucket> _buckets = [];
 
-        public T[] Rent(int length, int minLength)
+        public T[] Rent(SizeClassPool owner, int length, int minLength)
         {
             ArgumentOutOfRangeException.ThrowIfNegative(length);
-            if (length < minLength || MaxBytes == 0) return GC.AllocateUninitializedArray<T>(length);
+            if (length < minLength || owner.MaxBytes == 0) return GC.AllocateUninitializedArray<T>(length);
             int size = ClassLength(length, minLength);
-            lock (Gate)
+            lock (owner._gate)
             {
                 // The request's own class first, then up to an octave above: MoE expert tensors change class with
                 // the routing every step, and an idle larger array serves better than a new one beside it.
@@ -137,7 +173,7 @@ public static class StoragePool
                     bucket.Requested = true;
                     if (bucket.Arrays.TryPop(out var buffer))
                     {
-                        _heldBytes -= (long)elementBytes * candidate;
+                        owner._heldBytes -= (long)elementBytes * candidate;
                         return buffer;
                     }
                 }
@@ -145,35 +181,35 @@ public static class StoragePool
             return GC.AllocateUninitializedArray<T>(size);
         }
 
-        public void Return(T[] buffer, int minLength)
+        public void Return(SizeClassPool owner, T[] buffer, int minLength)
         {
             int size = buffer.Length;
             if (size < minLength || ClassLength(size, minLength) != size) return;
-            lock (Gate)
+            lock (owner._gate)
             {
-                if (_heldBytes + (long)elementBytes * size > MaxBytes) return;
+                if (owner._heldBytes + (long)elementBytes * size > owner.MaxBytes) return;
                 if (!_buckets.TryGetValue(size, out var bucket)) _buckets[size] = bucket = new Bucket();
                 bucket.Arrays.Push(buffer);
-                _heldBytes += (long)elementBytes * size;
+                owner._heldBytes += (long)elementBytes * size;
             }
         }
 
-        public void TrimUnused()
+        public void TrimUnused(SizeClassPool owner)
         {
             foreach (var (size, bucket) in _buckets)
             {
                 if (!bucket.Requested)
                 {
-                    _heldBytes -= (long)elementBytes * size * bucket.Arrays.Count;
+                    owner._heldBytes -= (long)elementBytes * size * bucket.Arrays.Count;
                     bucket.Arrays.Clear();
                 }
                 bucket.Requested = false;
             }
         }
 
-        public void Clear()
+        public void Clear(SizeClassPool owner)
         {
-            foreach (var (size, bucket) in _buckets) _heldBytes -= (long)elementBytes * size * bucket.Arrays.Count;
+            foreach (var (size, bucket) in _buckets) owner._heldBytes -= (long)elementBytes * size * bucket.Arrays.Count;
             _buckets.Clear();
         }
 

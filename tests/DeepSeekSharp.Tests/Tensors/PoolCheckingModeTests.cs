@@ -8,8 +8,8 @@ using DeepSeekSharp.Training;
 namespace DeepSeekSharp.Tests.Tensors;
 
 /// <summary>
-/// Tests that switch <see cref="StoragePool.CheckingMode"/> on run alone: the mode is process-wide, and a test that
-/// passes beside it must not depend on what it lends.
+/// Tests that switch <see cref="StoragePool.CheckingMode"/> on, or read which arrays the process's pool holds, run
+/// alone: the mode and the pool are process-wide, and a test that passes beside them must not depend on what they lend.
 /// </summary>
 [CollectionDefinition(nameof(PoolCheckingCollection), DisableParallelization = true)]
 public sealed class PoolCheckingCollection;
