@@ -16,17 +16,8 @@ public static class Functional
     /// <summary>Linear with FP8 (E4M3, fine-grained scales) inputs to all three GEMMs; caches its input in FP8.</summary>
     public static Tensor LinearFp8(Tensor x, Tensor weight, bool e5m6InputCache = false) => Fp8LinearOp.Forward(x, weight, e5m6InputCache);
 
-    /// <summary>x · Wᵀ with an inference-only compressed weight (no gradient).</summary>
-    public static Tensor LinearCompressed(Tensor x, CompressedWeight w)
-    {
-        if (GradMode.IsEnabled && x.RequiresGrad) throw new InvalidOperationException("compressed (bf16/fp8) weights are for inference; run under GradMode.NoGrad()");
-        int n = checked((int)(x.Length / w.Cols));
-        var shape = (int[])x.Shape.Clone();
-        shape[^1] = w.Rows;
-        var y = Tensor.Empty(shape);
-        x.Backend.GemmCompressedWeight(n, x.Span, w, y.Span);
-        return y;
-    }
+    /// <summary>x · Wᵀ with a frozen weight kept compressed (BF16 or FP8 blocks): the input gets its gradient, the weight none.</summary>
+    public static Tensor LinearCompressed(Tensor x, CompressedWeight w) => CompressedLinearOp.Forward(x, w);
 
     /// <summary>BF16-rounded copy with a straight-through gradient (bf16 compute over fp32 master weights).</summary>
     public static Tensor RoundBf16(Tensor x) => RoundBf16Op.Forward(x);

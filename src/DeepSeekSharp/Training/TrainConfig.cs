@@ -118,6 +118,9 @@ public sealed class TrainConfig
     [Key("seq_aux_alpha")] public float SeqAuxAlpha { get; set; } = 0.0001f;
     [Key("aux_loss_alpha")] public float AuxLossAlpha { get; set; } = 0.01f;
     [Key("precision")] public string Precision { get; set; } = "fp32";
+    /// <summary>How an adapter run keeps its frozen base Linears in memory: auto (as stored: FP8 blocks from an FP8
+    /// checkpoint, BF16 from a BF16 one, else fp32), fp32, bf16 or fp8 (converted on load). Trained Linears stay fp32.</summary>
+    [Key("base_model_precision")] public string BaseModelPrecision { get; set; } = "auto";
     [Key("fp8_swiglu_cache")] public bool Fp8SwigluCache { get; set; } = true;
     [Key("fp8_e5m6_o_proj")] public bool Fp8E5M6OProj { get; set; } = true;
     [Key("recompute_norms")] public bool RecomputeNorms { get; set; }
@@ -429,6 +432,9 @@ public sealed class TrainConfig
         Require(Balancing is "bias" or "aux_loss" or "none", "balancing", "must be bias, aux_loss or none");
         Require(ExcessLengthStrategy is "drop" or "truncate" or "raise", "excess_length_strategy", "must be drop, truncate or raise");
         Require(Fp8.Fp8Training.Precisions.Contains(Precision), "precision", "must be fp32, bf16 (BF16 weights in every Linear, fp32 master copy) or fp8 (FP8 GEMMs in every attention/MLP Linear)");
+        Require(BaseModelPrecision is "auto" or "fp32" or "bf16" or "fp8", "base_model_precision", $"must be auto, fp32, bf16 or fp8 (got '{BaseModelPrecision}')");
+        Require(BaseModelPrecision is "auto" or "fp32" || Adapter is not null,
+            "base_model_precision", "applies to the frozen base of an adapter run (adapter: lora); full fine-tuning checkpoints hold every weight in fp32");
         Require(AdamMoments is "auto" or "fp32" or "bf16", "adam_moments", "must be auto (bf16 with precision fp8, else fp32), fp32 or bf16");
         Require(UnfrozenParameters.Count == 0 || FrozenParameters.Count == 0, "frozen_parameters", "conflicts with unfrozen_parameters: give one of them");
         Require(Adapter is null or "lora", "adapter", $"must be lora or unset (got '{Adapter}')");

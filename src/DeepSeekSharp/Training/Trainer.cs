@@ -78,6 +78,8 @@ public sealed class Trainer
             _freezing = FineTuning.ParameterFreezing.Apply(_model, cfg.UnfrozenParameters, cfg.FrozenParameters);
             log($"freezing: {_freezing.Summary}");
         }
+        // Linears an adapter run trains whole (lora_modules_to_save) need their fp32 weight back.
+        foreach (var name in FineTuning.FrozenBaseStorage.WidenTrainable(_model)) log($"base_model_precision: {name} is trained, so it is kept in fp32");
         // The checkpoints' config and generation_config carry the special ids of the tokenizer the run uses.
         _configJson = WithSpecialTokens(_configJson, _tokenizer);
         ct.ThrowIfCancellationRequested();
@@ -85,7 +87,8 @@ public sealed class Trainer
             throw new DeepSeekSharpException($"the model's vocab_size {_model.Config.VocabSize} is smaller than the tokenizer's {_tokenizer.VocabSize}");
         // Gradients and AdamW's two moments come on top of the weights: refuse now rather than at the first step.
         int momentBytes = cfg.MomentPrecision == MomentPrecision.Bf16 ? 2 : 4;
-        ModelFootprint.EnsureFits(_model.Config, ModelFootprint.Bytes(ModelFootprint.Of(_model.Config).Elements, 2 * sizeof(float) + 2 * momentBytes),
+        long trainable = _model.NamedParameters().Where(p => p.Parameter.RequiresGrad).Sum(p => p.Parameter.Length);
+        ModelFootprint.EnsureFits(_model.Config, FineTuning.FrozenBaseStorage.WeightBytes(_model) + ModelFootprint.Bytes(trainable, sizeof(float) + 2 * momentBytes),
             "training it (weights, gradients and AdamW moments)");
         _optimizer = new AdamW(_model.NamedParameters())
         {
@@ -155,8 +158,13 @@ public sealed class Trainer
     {
         if (_cfg.BaseModel is not null)
         {
-            _log($"loading base model {_cfg.BaseModel}");
-            return (ModelCheckpoint.Load(_cfg.BaseModel), File.ReadAllText(Path.Combine(_cfg.BaseModel, "config.json")));
+            string baseJson = File.ReadAllText(Path.Combine(_cfg.BaseModel, "config.json"));
+            // An adapter run saves only its adapters, so its frozen base may stay as stored; a full fine-tuning run
+            // saves every weight and keeps them in fp32.
+            var storage = _cfg.Adapter is not null ? FineTuning.FrozenBaseStorage.Resolve(_cfg.BaseModelPrecision, DeepSeekConfig.Load(Path.Combine(_cfg.BaseModel, "config.json")))
+                : Tensors.WeightStorage.Fp32;
+            _log($"loading base model {_cfg.BaseModel}{(storage == Tensors.WeightStorage.Fp32 ? "" : $" (frozen Linears kept as {(storage == Tensors.WeightStorage.Bf16 ? "BF16" : "FP8 blocks")})")}");
+            return (FineTuning.FrozenBaseStorage.Load(_cfg.BaseModel, storage), baseJson);
         }
         string json;
         if (_cfg.ModelConfig is not null) json = IO.InputFile.ReadAllText(ModelCheckpoint.ConfigPath(_cfg.ModelConfig), "config file");
@@ -303,11 +311,12 @@ public sealed class Trainer
     /// <summary>Training time of the whole run, across resumes.</summary>
     private double Elapsed => _elapsedBefore + _clock.Elapsed.TotalSeconds;
 
-    /// <summary>How many weights (parameters and buffers such as the routing biases) are NaN or infinite.</summary>
+    /// <summary>How many weights the run changes (trained parameters, and buffers such as the routing biases) are NaN or
+    /// infinite. Frozen weights are what was loaded, and a frozen base may hold no fp32 values at all.</summary>
     private long NonFiniteWeights()
     {
         long bad = 0;
-        foreach (var t in _model.NamedParameters().Select(p => (Tensor)p.Parameter).Concat(_model.NamedBuffers().Select(b => b.Buffer)))
+        foreach (var t in _model.NamedParameters().Where(p => p.Parameter.RequiresGrad).Select(p => (Tensor)p.Parameter).Concat(_model.NamedBuffers().Select(b => b.Buffer)))
             if (!System.Numerics.Tensors.TensorPrimitives.IsFiniteAll<float>(t.Span))
                 foreach (float v in t.Span) bad += float.IsFinite(v) ? 0 : 1;
         return bad;

@@ -41,6 +41,26 @@ public static class SafeTensorsWriter
             (fs, i, buffer) => WriteData(fs, tensors[i].Data.Span, dtype, buffer));
     }
 
+    /// <summary>
+    /// Writes a file whose tensors are produced one at a time, in order, by <paramref name="writeData"/> (given the
+    /// stream and the entry's index; it must write exactly the entry's bytes): a model larger than memory can be
+    /// written without ever holding more than one tensor.
+    /// </summary>
+    public static void WriteStreamed(string path, IReadOnlyList<(string Name, DType DType, int[] Shape)> entries,
+        IReadOnlyDictionary<string, string>? metadata, Action<Stream, int> writeData) =>
+        WriteCore(path, entries.Select(e => (e.Name, e.DType, e.Shape, ShapeUtil.Numel(e.Shape) * NumericFormats.SizeOf(e.DType))).ToList(), metadata,
+            (fs, i, _) =>
+            {
+                long before = fs.Position;
+                writeData(fs, i);
+                long expected = ShapeUtil.Numel(entries[i].Shape) * NumericFormats.SizeOf(entries[i].DType);
+                if (fs.Position - before != expected)
+                    throw new InvalidOperationException($"'{entries[i].Name}': {fs.Position - before} bytes written, the header says {expected}");
+            });
+
+    /// <summary>Writes fp32 values as <paramref name="dtype"/> (F32, BF16 or F16) through <paramref name="buffer"/>.</summary>
+    public static void WriteValues(Stream s, ReadOnlySpan<float> data, DType dtype, byte[] buffer) => WriteData(s, data, dtype, buffer);
+
     private static void WriteCore(string path, List<(string Name, DType DType, int[] Shape, long Bytes)> entries,
         IReadOnlyDictionary<string, string>? metadata, Action<FileStream, int, byte[]> writeData)
     {

@@ -1,0 +1,102 @@
+using DeepSeekSharp.Autograd;
+using DeepSeekSharp.Fp8;
+using DeepSeekSharp.IO.SafeTensors;
+using DeepSeekSharp.Models.DeepSeekV3;
+using DeepSeekSharp.Tensors;
+using DeepSeekSharp.Tests.Training;
+
+namespace DeepSeekSharp.Tests.FineTuning;
+
+/// <summary>
+/// <c>base_model_precision</c>: a LoRA run over a base kept as FP8 codes or BF16 bits trains as the same run over the
+/// same values widened to fp32 (only the GEMMs' summation order differs), without fp32 copies of the frozen Linears.
+/// </summary>
+public sealed class FrozenBaseStorageTests : IDisposable
+{
+    private readonly string _dir = TestPaths.TempDir();
+
+    public void Dispose() { if (Directory.Exists(_dir)) Directory.Delete(_dir, true); }
+
+    private string BaseModel()
+    {
+        string corpus = TinyRun.Corpus(_dir), baseRun = Path.Combine(_dir, "base");
+        TinyRun.Train(TinyRun.Settings(corpus, baseRun, "max_steps=2", "save_steps=2"));
+        return Path.Combine(baseRun, "checkpoint-2");
+    }
+
+    private string[] Lora(string baseModel, string output, params string[] extra) =>
+        TinyRun.Settings(TinyRun.Corpus(_dir), output, ["model_preset=null", $"base_model={baseModel}", "adapter=lora", "lora_r=4", "lora_alpha=8",
+            "lora_target_linear=true", "learning_rate=1e-2", "max_steps=3", "save_steps=3", .. extra]);
+
+    private static double[] Losses(string output) =>
+        File.ReadLines(Path.Combine(output, "metrics.jsonl")).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement)
+            .Where(r => r.GetProperty("kind").GetString() == "train").Select(r => r.GetProperty("loss").GetDouble()).ToArray();
+
+    private static void AssertSameRun(string a, string b)
+    {
+        double[] la = Losses(a), lb = Losses(b);
+        Assert.Equal(3, la.Length);
+        for (int i = 0; i < la.Length; i++) Assert.True(Math.Abs(la[i] - lb[i]) < 1e-4 * Math.Abs(la[i]), $"step {i + 1}: loss {la[i]} vs {lb[i]}");
+        using var ra = SafeTensorsReader.Open(Path.Combine(a, "checkpoint-3", "adapter_model.safetensors"));
+        using var rb = SafeTensorsReader.Open(Path.Combine(b, "checkpoint-3", "adapter_model.safetensors"));
+        foreach (var t in ra.Tensors)
+        {
+            float[] x = ra.ReadFloat32(t.Name), y = rb.ReadFloat32(t.Name);
+            double scale = x.Max(v => Math.Abs(v)) + 1e-6;
+            for (int i = 0; i < x.Length; i++) Assert.True(Math.Abs(x[i] - y[i]) <= 2e-3 * scale, $"{t.Name}[{i}]: {x[i]} vs {y[i]}");
+        }
+    }
+
+    [Fact]
+    public void LoraOverAnFp8BaseKeptAsCodesTrainsAsOverItsDequantisedValues()
+    {
+        string fp32 = BaseModel(), fp8 = Path.Combine(_dir, "fp8"), widened = Path.Combine(_dir, "widened");
+        Fp8Checkpoint.Quantize(fp32, fp8);
+        Fp8Checkpoint.Dequantize(fp8, widened, DType.F32);
+        string onCodes = Path.Combine(_dir, "on-codes"), onFp32 = Path.Combine(_dir, "on-fp32");
+        var logs = new List<string>();
+        TinyRun.Train(Lora(fp8, onCodes), log: logs.Add);   // auto: an FP8 checkpoint stays FP8
+        TinyRun.Train(Lora(widened, onFp32));
+        Assert.Contains(logs, l => l.Contains("frozen Linears kept as FP8 blocks"));
+        AssertSameRun(onCodes, onFp32);
+    }
+
+    [Fact]
+    public void LoraOverABf16BaseKeptAsBitsTrainsAsOverItsWidenedValues()
+    {
+        string fp32 = BaseModel(), bf16 = Path.Combine(_dir, "bf16");
+        ModelCheckpoint.Save(ModelCheckpoint.Load(fp32), bf16, DType.BF16);
+        foreach (var file in new[] { "tokenizer.json", "tokenizer_config.json" })
+            if (File.Exists(Path.Combine(fp32, file))) File.Copy(Path.Combine(fp32, file), Path.Combine(bf16, file));
+        string onBits = Path.Combine(_dir, "on-bits"), onFp32 = Path.Combine(_dir, "on-fp32");
+        TinyRun.Train(Lora(bf16, onBits));                                  // auto: a BF16 checkpoint stays BF16
+        TinyRun.Train(Lora(bf16, onFp32, "base_model_precision=fp32"));
+        AssertSameRun(onBits, onFp32);
+    }
+
+    [Fact]
+    public void FrozenLinearsHoldNoFp32CopyAndTrainedOnesAreWidened()
+    {
+        string fp8 = Path.Combine(_dir, "fp8");
+        Fp8Checkpoint.Quantize(BaseModel(), fp8);
+        var model = DeepSeekSharp.FineTuning.FrozenBaseStorage.Load(fp8, WeightStorage.Fp8Block);
+        var linears = Fp8Checkpoint.Fp8Linears(model).Where(l => !l.Path.EndsWith(".kv_b_proj", StringComparison.Ordinal)).ToList();
+        Assert.All(linears, l => Assert.True(l.Linear.Weight.IsMeta && l.Linear.InferenceWeight is { Storage: WeightStorage.Fp8Block }, l.Path));
+        var (path, trained) = linears[0];
+        foreach (var (_, p) in model.NamedParameters()) p.RequiresGrad = false;
+        trained.Weight.RequiresGrad = true;
+        float[] expected = trained.InferenceWeight!.Decompress();
+        Assert.Equal([path + ".weight"], DeepSeekSharp.FineTuning.FrozenBaseStorage.WidenTrainable(model));
+        Assert.Null(trained.InferenceWeight);
+        Assert.Equal(expected, trained.Weight.Span.ToArray());
+    }
+
+    [Fact]
+    public void BaseModelPrecisionWithoutAnAdapterIsOneClearLine()
+    {
+        var e = Assert.ThrowsAny<DeepSeekSharpException>(() => DeepSeekSharp.Training.TrainConfig.Load(null, ["datasets=x.txt", "base_model=b", "base_model_precision=fp8"]));
+        Assert.Contains("base_model_precision", e.Message);
+        e = Assert.ThrowsAny<DeepSeekSharpException>(() => DeepSeekSharp.Training.TrainConfig.Load(null, ["datasets=x.txt", "base_model_precision=fp4"]));
+        Assert.Contains("fp4", e.Message);
+    }
+}
