@@ -133,7 +133,7 @@ class LoraModel:
 
 
 def peft_config(base, r, alpha, targets, use_rslora=False, rank_pattern=None, alpha_pattern=None):
-    """adapter_config.json as PEFT (0.13) writes it for a LoRA CAUSAL_LM adapter."""
+    """adapter_config.json with the fields PEFT writes for a plain LoRA CAUSAL_LM adapter (json, indent 2, sorted keys)."""
     return {
         "alpha_pattern": alpha_pattern or {},
         "auto_mapping": None,
@@ -388,10 +388,10 @@ def check(args):
         base = ref.model_forward(cfg, W, tokens)[0][0]
     theirs = torch.from_numpy(np.array(got["logits"][1], dtype=np.float64)).reshape(logits.shape)
     diff = float((theirs - logits).abs().max())
-    effect = float((logits - base).abs().max())
+    effect = float((logits - base).abs().max())     # with vs without the LoRA layers (modules_to_save kept)
     scales = sorted({round(layer.scale, 6) for layer in lm.layers.values()})
     print(json.dumps({"adapter": args.check, "lora_layers": len(lm.layers), "scales": scales, "tokens": len(ids),
-                      "max_abs_logit_diff": diff, "max_abs_adapter_effect": effect,
+                      "max_abs_logit_diff": diff, "max_abs_lora_effect": effect,
                       "max_abs_logit": float(logits.abs().max())}))
     if diff > args.tol:
         print(f"FAIL: max |logit difference| {diff:.3g} > {args.tol:g}", file=sys.stderr)
