@@ -17,7 +17,7 @@ internal static class MergeCommand
         var output = CliCommon.OutOption("output folder for the merged model (written beside it, then renamed into place)");
         var dtype = new Option<string?>("--dtype") { Description = "storage of the merged weights: f32, bf16 or fp8 (E4M3, 128x128 blocks); default: the base's (an FP8 base stays FP8)" };
         dtype.AcceptOnlyFromAmong("f32", "bf16", "fp8");
-        var probe = new Option<int>("--probe-tokens") { Description = "length of the fixed probe sequence that compares the merged model's logits with the adapter-on model's (0 = skip)", DefaultValueFactory = _ => LoraMerge.DefaultProbeTokens };
+        var probe = new Option<int>("--probe-tokens") { Description = "tokens of the fixed probe text (through the base's tokenizer.json; fixed ids without one) on which the merged model's logits are compared with the adapter-on model's (0 = skip)", DefaultValueFactory = _ => LoraMerge.DefaultProbeTokens };
         var overwrite = CliCommon.OverwriteOption();
         var json = new Option<bool>("--json") { Description = "print the result as one JSON object" };
         var cmd = new Command("merge", "Merge a LoRA adapter into its base model (W' = W + scale·B·A, modules_to_save replaced) and write a complete HF model folder")
@@ -34,7 +34,7 @@ internal static class MergeCommand
                 {
                     output = report.OutputDir, dtype = Name(report.Weights), merged_linears = report.MergedLinears, replaced_tensors = report.ReplacedTensors,
                     max_stored_weight_error = report.MaxStoredError, max_abs_weight = report.MaxWeight, probe_tokens = report.ProbeTokens,
-                    max_logit_difference = report.MaxLogitDifference, logit_scale = report.LogitScale,
+                    max_logit_difference = report.MaxLogitDifference, mean_logit_difference = report.MeanLogitDifference, logit_scale = report.LogitScale,
                 }));
                 return 0;
             }
@@ -43,7 +43,7 @@ internal static class MergeCommand
                 $"  weight error   max |stored W' - (W + scale·B·A)| = {report.MaxStoredError:G3} (largest |W'| {report.MaxWeight:G3}; {StorageNote(report.Weights)})"));
             if (report.ProbeTokens > 0)
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"  logit error    max |merged - adapter on (fp32)| = {report.MaxLogitDifference:G3} over {report.ProbeTokens} probe tokens (largest |logit| {report.LogitScale:G3}, relative {report.MaxLogitDifference / Math.Max(report.LogitScale, 1e-30):G3})"));
+                    $"  logit error    max |merged - adapter on (fp32)| = {report.MaxLogitDifference:G3}, mean {report.MeanLogitDifference:G3}, over {report.ProbeTokens} probe tokens (largest |logit| {report.LogitScale:G3})"));
             return 0;
         }));
         return cmd;
@@ -55,7 +55,7 @@ internal static class MergeCommand
     {
         MergedWeights.F32 => "f32 stores the merged weights exactly",
         MergedWeights.Bf16 => "BF16 rounding",
-        _ => "FP8 requantisation of the merged blocks, at most 1/28 of a block's amax",
+        _ => "FP8 rounding of the blocks the merge changed (an FP8 base's other blocks are copied as stored), at most 1/28 of a block's amax",
     };
 
     /// <summary>Per-tensor progress on stderr for merges long enough to need it: a line every 10 s.</summary>

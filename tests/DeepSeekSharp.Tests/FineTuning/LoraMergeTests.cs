@@ -122,7 +122,7 @@ public sealed class LoraMergeTests
         Assert.True(MaxDifference(expected, actual) <= 1e-5 * scale, $"merged vs adapter on: {MaxDifference(expected, actual)} (scale {scale})");
         Assert.True(MaxDifference(expected, plain) > 1e-2 * scale, $"the adapter hardly changes the logits: {MaxDifference(expected, plain)}");
         Assert.True(report.MaxLogitDifference <= 1e-5 * report.LogitScale, $"reported {report.MaxLogitDifference} (scale {report.LogitScale})");
-        Assert.Equal(MaxMagnitude(Logits(adapted, LoraMerge.ProbeIds(adapted.Config, 64))), report.LogitScale, 5);
+        Assert.Equal(MaxMagnitude(Logits(adapted, LoraMerge.ProbeIds(baseDir, adapted.Config, 64))), report.LogitScale, 5);
     }
 
     [Fact]
@@ -172,7 +172,7 @@ public sealed class LoraMergeTests
         }
 
         // The logit difference is reported, is what requantisation costs on the probe, and is small against the logits.
-        var probe = LoraMerge.ProbeIds(adapted.Config, 64);
+        var probe = LoraMerge.ProbeIds(fp8Base, adapted.Config, 64);
         double difference = MaxDifference(Logits(adapted, probe), Logits(merged, probe));
         Assert.Equal(difference, report.MaxLogitDifference, difference * 1e-4);
         // Requantising the adapted blocks costs less than quantising the whole fp32 base did (measured: 1.22 against 2.40, logits up to 6.0).
@@ -195,10 +195,25 @@ public sealed class LoraMergeTests
         // MoE it is large: BF16 rounding flips some top-k expert choices, as it does for the base alone.)
         var adapted = ModelCheckpoint.Load(TestPaths.Fixture("v3-tiny"));
         LoraAdapters.Load(adapted, adapterDir);
-        var probe = LoraMerge.ProbeIds(adapted.Config, 16);
+        var probe = LoraMerge.ProbeIds(TestPaths.Fixture("v3-tiny"), adapted.Config, 16);
         double difference = MaxDifference(Logits(adapted, probe), Logits(ModelCheckpoint.Load(outDir), probe));
         Assert.True(difference > 0);
         Assert.Equal(difference, report.MaxLogitDifference, difference * 1e-4);
+    }
+
+    [Fact]
+    public void TheProbeIsTextThroughTheBasesTokenizerOrFixedIdsWithoutOne()
+    {
+        var config = DeepSeekConfig.Parse(Presets.TinyV3);
+        string withTokenizer = Path.Combine(_dir, "with-tokenizer");
+        Directory.CreateDirectory(withTokenizer);
+        ByteTokenizer.SaveAsHfJson(Path.Combine(withTokenizer, "tokenizer.json"));
+        var probe = LoraMerge.ProbeIds(withTokenizer, config, 64);
+        Assert.Equal(64, probe.Length);
+        Assert.StartsWith("The river rose in the spring", new ByteTokenizer().Decode(probe));
+        // No tokenizer (or ids the vocabulary lacks: v3-tiny has 128): fixed ids, the same every run; never past the context.
+        Assert.Equal(Enumerable.Range(0, 64).Select(i => (i * 7919 + 13) % 128), LoraMerge.ProbeIds(TestPaths.Fixture("v3-tiny"), DeepSeekConfig.Load(Path.Combine(TestPaths.Fixture("v3-tiny"), "config.json")), 100));
+        Assert.Empty(LoraMerge.ProbeIds(withTokenizer, config, 0));
     }
 
     [Fact]

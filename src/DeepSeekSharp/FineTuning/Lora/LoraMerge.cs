@@ -8,6 +8,7 @@ using DeepSeekSharp.IO.SafeTensors;
 using DeepSeekSharp.Models.DeepSeekV3;
 using DeepSeekSharp.Nn;
 using DeepSeekSharp.Tensors;
+using DeepSeekSharp.Tokenization;
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 
 namespace DeepSeekSharp.FineTuning.Lora;
@@ -37,9 +38,10 @@ public sealed record MergeProgress(int Done, int Total, string Tensor);
 /// <param name="ProbeTokens">length of the probe sequence</param>
 /// <param name="MaxLogitDifference">max |logit| difference between the base with the adapter on (unmerged, fp32) and
 /// the merged folder loaded back, over the probe sequence</param>
+/// <param name="MeanLogitDifference">mean |logit| difference over the same logits</param>
 /// <param name="LogitScale">largest |logit| of the adapter-on model on the probe</param>
 public sealed record MergeReport(string OutputDir, MergedWeights Weights, int MergedLinears, int ReplacedTensors, double MaxStoredError, double MaxWeight,
-    int ProbeTokens, double MaxLogitDifference, double LogitScale);
+    int ProbeTokens, double MaxLogitDifference, double MeanLogitDifference, double LogitScale);
 
 /// <summary>
 /// Merges a LoRA adapter into its base (training.md, LoRA): every adapted Linear's weight becomes
@@ -109,7 +111,12 @@ public static class LoraMerge
         var (written, probe, adapterLogits) = Write(baseDir, adapterDir, outputDir, weights, overwrite, probeTokens, progress);
         if (probe.Length == 0) return written;
         float[] mergedLogits = Logits(ModelCheckpoint.Load(outputDir), probe);
-        return written with { MaxLogitDifference = MaxDifference(mergedLogits, adapterLogits), LogitScale = Math.Abs(TensorPrimitives.MaxMagnitude(adapterLogits)) };
+        return written with
+        {
+            MaxLogitDifference = MaxDifference(mergedLogits, adapterLogits),
+            MeanLogitDifference = mergedLogits.Zip(adapterLogits, (a, b) => Math.Abs((double)a - b)).Average(),
+            LogitScale = Math.Abs(TensorPrimitives.MaxMagnitude(adapterLogits)),
+        };
     }
 
     private static (MergeReport Report, int[] Probe, float[] AdapterLogits) Write(string baseDir, string adapterDir, string outputDir, MergedWeights? weights,
@@ -123,7 +130,7 @@ public static class LoraMerge
         // Load leaves the adapters and the modules_to_save tensors trainable: those are what the adapter changes.
         var replaced = model.NamedParameters().Where(p => p.Parameter.RequiresGrad && !IsLoraTensor(p.Name)).Select(p => p.Name).ToHashSet(StringComparer.Ordinal);
         foreach (var (_, p) in model.NamedParameters()) p.RequiresGrad = false;
-        int[] probe = ProbeIds(model.Config, probeTokens);
+        int[] probe = ProbeIds(baseDir, model.Config, probeTokens);
         float[] adapterLogits = probe.Length > 0 ? Logits(model, probe) : [];
 
         var quantized = target == MergedWeights.Fp8 ? Fp8Checkpoint.QuantizedWeightNames(model) : [];
@@ -178,7 +185,7 @@ public static class LoraMerge
             else HfCheckpointWriter.Save(tmp, floats, config.ToJsonString(), target == MergedWeights.Bf16 ? DType.BF16 : DType.F32, 2L << 30);
             Fp8Checkpoint.CopyTokenizer(baseDir, tmp);
         }, overwrite, baseDir, adapterDir);
-        return (new MergeReport(outputDir, target, adapters.Adapters.Count, replaced.Count, maxError, maxWeight, probe.Length, 0, 0), probe, adapterLogits);
+        return (new MergeReport(outputDir, target, adapters.Adapters.Count, replaced.Count, maxError, maxWeight, probe.Length, 0, 0, 0), probe, adapterLogits);
     }
 
     private static void AddStoredFp8(List<RawTensor> raws, HfCheckpointReader reader, string name)
@@ -191,11 +198,29 @@ public static class LoraMerge
     }
 
     /// <summary>
-    /// The probe sequence: fixed ids (i·7919 + 13) mod vocab for i &lt; min(<paramref name="tokens"/>, context), the same
-    /// for every run so merges can be compared.
+    /// The probe sequence: the first <paramref name="tokens"/> (at most the context) of a fixed English text through the
+    /// model folder's tokenizer.json, or, without one (or with ids beyond the model's vocabulary), fixed ids
+    /// (i·7919 + 13) mod vocab. Text keeps the probe in distribution: random ids route tokens to experts near ties, where
+    /// rounding flips choices a real input would not meet.
     /// </summary>
-    public static int[] ProbeIds(DeepSeekConfig c, int tokens) =>
-        Enumerable.Range(0, Math.Min(tokens, c.MaxPositionEmbeddings)).Select(i => (int)((i * 7919L + 13) % c.VocabSize)).ToArray();
+    public static int[] ProbeIds(string modelDir, DeepSeekConfig c, int tokens)
+    {
+        int n = Math.Min(tokens, c.MaxPositionEmbeddings);
+        if (n <= 0) return [];
+        if (ModelTokenizer.TryLoad(modelDir) is { } tokenizer)
+        {
+            var text = tokenizer.Encode(ProbeText);
+            if (text.Length > 0 && text.All(id => (uint)id < (uint)c.VocabSize))
+                return Enumerable.Range(0, n).Select(i => text[i % text.Length]).ToArray();
+        }
+        return Enumerable.Range(0, n).Select(i => (int)((i * 7919L + 13) % c.VocabSize)).ToArray();
+    }
+
+    private const string ProbeText =
+        "The river rose in the spring, and the farmers moved their animals to the hills before the bridge was closed. "
+        + "A language model reads text one token at a time and predicts the next one; the better it predicts, the lower its loss. "
+        + "Reports are full of numbers such as 12, 345 and 6789, and of questions: what is 7 times 8? It is 56. "
+        + "def add(a, b):\n    return a + b\n";
 
     /// <summary>The storage of a model folder's weights: FP8 when its config has quantization_config, else its embedding's type; and the type of its high-precision tensors.</summary>
     public static (MergedWeights Weights, DType HighPrecision) StoredPrecision(string dir, DeepSeekConfig c)
