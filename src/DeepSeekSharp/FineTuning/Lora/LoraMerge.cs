@@ -104,7 +104,7 @@ public static class LoraMerge
     public static MergeReport Merge(string baseDir, string adapterDir, string outputDir, MergedWeights? weights = null, bool overwrite = false,
         int probeTokens = DefaultProbeTokens, IProgress<MergeProgress>? progress = null)
     {
-        if (probeTokens < 0) throw new DeepSeekSharpException($"probe tokens must be ≥ 0 (got {probeTokens})");
+        if (probeTokens < 0) throw new DeepSeekSharpException($"--probe-tokens must be ≥ 0 (got {probeTokens})");
         LoraInference.RequireAdapterFolder(adapterDir);
         ModelFolder.CheckOutput(outputDir, overwrite, baseDir, adapterDir);
         // The base with its adapter lives only inside Write: it is gone before the merged model is loaded back.
