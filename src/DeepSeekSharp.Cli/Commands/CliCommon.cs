@@ -25,12 +25,32 @@ internal static class CliCommon
         return o;
     }
 
-    public static DeepSeekSharp.Models.DeepSeekV3.DeepSeekModel LoadForInference(string dir, string weights) => weights switch
+    public static Option<string?> AdapterOption() => new("--adapter")
     {
-        "bf16" => DeepSeekSharp.Inference.InferenceWeights.Load(dir, DeepSeekSharp.Tensors.WeightStorage.Bf16),
-        "fp8" => DeepSeekSharp.Inference.InferenceWeights.Load(dir, DeepSeekSharp.Tensors.WeightStorage.Fp8Block),
-        _ => DeepSeekSharp.Models.DeepSeekV3.ModelCheckpoint.Load(dir),
+        Description = "PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors, e.g. a LoRA run's checkpoint-<step>) applied unmerged on the base",
     };
+
+    /// <summary>Loads a model for inference with <paramref name="weights"/> storage and, when given, a LoRA adapter on top (unmerged).</summary>
+    public static DeepSeekSharp.Models.DeepSeekV3.DeepSeekModel LoadForInference(string dir, string weights, string? adapter = null)
+    {
+        // The adapter folder is checked before the (possibly long) load of the base.
+        if (adapter is not null) DeepSeekSharp.FineTuning.Lora.LoraInference.RequireAdapterFolder(adapter);
+        var model = weights switch
+        {
+            "bf16" => DeepSeekSharp.Inference.InferenceWeights.Load(dir, DeepSeekSharp.Tensors.WeightStorage.Bf16),
+            "fp8" => DeepSeekSharp.Inference.InferenceWeights.Load(dir, DeepSeekSharp.Tensors.WeightStorage.Fp8Block),
+            _ => DeepSeekSharp.Models.DeepSeekV3.ModelCheckpoint.Load(dir),
+        };
+        if (adapter is not null) ApplyAdapter(model, adapter);
+        return model;
+    }
+
+    /// <summary>Puts a LoRA adapter on a loaded model and says so on stderr.</summary>
+    public static void ApplyAdapter(DeepSeekSharp.Models.DeepSeekV3.DeepSeekModel model, string adapter)
+    {
+        var result = DeepSeekSharp.FineTuning.Lora.LoraInference.Attach(model, adapter);
+        Console.Error.WriteLine($"adapter: {adapter}: LoRA on {result.Adapters.Count} Linear(s), unmerged");
+    }
 
     public static Option<string> OutOption(string what) => new("--out") { Description = what, Required = true };
 

@@ -33,9 +33,10 @@ internal static class EvalCommand
         var maxNew = new Option<int>("--max-new-tokens") { Description = "gsm8k: tokens generated per problem at most (it stops earlier at EOS)", DefaultValueFactory = _ => 256 };
         var batchSize = new Option<int>("--batch-size") { Description = "gsm8k: problems decoded together, one forward per step for all", DefaultValueFactory = _ => 16 };
         var json = new Option<bool>("--json") { Description = "print one JSON object with the metrics (and gsm8k's right and wrong samples) on stdout" };
+        var adapter = CliCommon.AdapterOption();
         var cmd = new Command("eval", "Evaluate a model on a dataset: masked loss per trained token (with perplexity and bits per byte), or GSM8K accuracy by greedy generation")
         {
-            model, data, type, metric, limit, tokenizer, chatTemplate, sequenceLen, threads, maxNew, batchSize, json,
+            model, adapter, data, type, metric, limit, tokenizer, chatTemplate, sequenceLen, threads, maxNew, batchSize, json,
         };
         cmd.SetAction((r, ct) => Task.FromResult(CliCommon.Run(() =>
         {
@@ -48,10 +49,12 @@ internal static class EvalCommand
             if (!Directory.Exists(dir)) throw new DeepSeekSharpException($"{dir}: model folder not found");
             var config = DeepSeekConfig.Load(ModelCheckpoint.ConfigPath(dir));
             if (!ModelCheckpoint.HasWeights(dir)) throw new DeepSeekSharpException($"{dir}: no *.safetensors weights in the model folder");
+            string? adapterDir = r.GetValue(adapter);
+            if (adapterDir is not null) DeepSeekSharp.FineTuning.Lora.LoraInference.RequireAdapterFolder(adapterDir);
             var sft = LoadTokenizer(dir, r.GetValue(tokenizer));
             if (!File.Exists(dataPath)) throw new DeepSeekSharpException($"{dataPath}: dataset file not found");
             var (templateName, templateJinja) = TemplateChoice(r.GetValue(chatTemplate)!, sft, datasetType);
-            var run = new EvalRun(dir, dataPath, datasetType, r.GetValue(json));
+            var run = new EvalRun(dir, adapterDir, dataPath, datasetType, r.GetValue(json));
             if (metricName == "gsm8k")
             {
                 int newTokens = r.GetValue(maxNew), batch = r.GetValue(batchSize);
@@ -60,7 +63,7 @@ internal static class EvalCommand
                 var items = Gsm8kEvaluator.Read(dataPath, r.GetValue(limit));
                 if (items.Count == 0) throw new DeepSeekSharpException($"{dataPath}: the dataset has no examples");
                 var template = ChatTemplate.Resolve(templateName, templateJinja, sft);
-                var m = ModelCheckpoint.Load(dir);
+                var m = CliCommon.LoadForInference(dir, "fp32", adapterDir);
                 var result = Gsm8kEvaluator.Evaluate(m, sft.Tokenizer, template, items, new Gsm8kOptions { MaxNewTokens = newTokens, BatchSize = batch },
                     new ProgressLines("problems"), ct);
                 EvalOutput.WriteGsm8k(run, result);
@@ -78,7 +81,7 @@ internal static class EvalCommand
                 };
                 var loaded = SftDatasets.Load(cfg, sft, null, ct);
                 var examples = loaded.Examples.Take(r.GetValue(limit) ?? int.MaxValue).Select(e => e.Example).ToList();
-                var m = ModelCheckpoint.Load(dir);
+                var m = CliCommon.LoadForInference(dir, "fp32", adapterDir);
                 var result = MaskedLossEvaluator.Evaluate(m, sft.Tokenizer, examples, MaskedLossEvaluator.DefaultBatchTokens, new ProgressLines("examples"), ct);
                 EvalOutput.WriteLoss(run, result, loaded.Datasets[0], seqLen);
             }
@@ -134,7 +137,11 @@ internal static class EvalCommand
 }
 
 /// <summary>What an evaluation ran on, for its output.</summary>
-internal sealed record EvalRun(string Model, string Data, string Type, bool Json);
+internal sealed record EvalRun(string Model, string? Adapter, string Data, string Type, bool Json)
+{
+    /// <summary>The model as the output names it: its folder, and the adapter on it if any.</summary>
+    public string Evaluated => Adapter is null ? Model : $"{Model} + adapter {Adapter}";
+}
 
 /// <summary>The results of <c>dss eval</c> as plain lines or one JSON object.</summary>
 internal static class EvalOutput
@@ -147,7 +154,7 @@ internal static class EvalOutput
         {
             Console.WriteLine(JsonSerializer.Serialize(new
             {
-                metric = "loss", model = run.Model, data = run.Data, type = run.Type, examples = result.Examples, trained_tokens = result.TrainedTokens,
+                metric = "loss", model = run.Model, adapter = run.Adapter, data = run.Data, type = run.Type, examples = result.Examples, trained_tokens = result.TrainedTokens,
                 loss = Round(result.Loss, 6), perplexity = Round(result.Perplexity, 4), bits_per_byte = Round(result.BitsPerByte, 6),
                 target_bytes = result.TargetBytes, total_nats = Round(result.TotalNats, 4), sequence_len = sequenceLen,
                 dropped_too_long = stats.DroppedTooLong, dropped_untrained = stats.DroppedUntrained,
@@ -155,7 +162,7 @@ internal static class EvalOutput
             }, JsonOptions));
             return;
         }
-        Console.WriteLine($"eval loss: {run.Data} ({run.Type}) on {run.Model}");
+        Console.WriteLine($"eval loss: {run.Data} ({run.Type}) on {run.Evaluated}");
         Line("examples", $"{result.Examples:N0}");
         Line("trained tokens", $"{result.TrainedTokens:N0} ({result.TargetBytes:N0} bytes of text)");
         Line("loss", $"{result.Loss:F4} nats per trained token");
@@ -172,14 +179,14 @@ internal static class EvalOutput
         {
             Console.WriteLine(JsonSerializer.Serialize(new
             {
-                metric = "gsm8k", model = run.Model, data = run.Data, examples = result.Examples, correct = result.Correct,
+                metric = "gsm8k", model = run.Model, adapter = run.Adapter, data = run.Data, examples = result.Examples, correct = result.Correct,
                 accuracy = Round(result.Accuracy, 6), no_answer = result.NoAnswer, hit_token_limit = result.HitTokenLimit,
                 generated_tokens = result.GeneratedTokens, seconds = Math.Round(result.Elapsed.TotalSeconds, 2),
                 samples = new { right = result.Right.Select(Sample), wrong = result.Wrong.Select(Sample) },
             }, JsonOptions));
             return;
         }
-        Console.WriteLine($"eval gsm8k: {run.Data} on {run.Model}");
+        Console.WriteLine($"eval gsm8k: {run.Data} on {run.Evaluated}");
         Line("accuracy", $"{result.Accuracy:P2} ({result.Correct:N0} of {result.Examples:N0} exact)");
         Line("no answer", $"{result.NoAnswer:N0} generations without a number");
         Line("cut at limit", $"{result.HitTokenLimit:N0} generations ended by --max-new-tokens, not EOS");

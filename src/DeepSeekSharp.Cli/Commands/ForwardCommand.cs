@@ -15,14 +15,15 @@ internal static class ForwardCommand
         var mtp = new Option<bool>("--mtp") { Description = "also write mtp_logits [T-1, vocab] of MTP depth 1" };
         var output = CliCommon.OutOption("output .safetensors file (F32 'logits' [T, vocab], optional 'mtp_logits')");
         var weights = CliCommon.WeightsOption();
+        var adapter = CliCommon.AdapterOption();
         var device = CudaCommand.DeviceOption();
-        var cmd = new Command("forward", "Run the model on one sequence and write its logits") { model, tokens, mtp, weights, device, output };
+        var cmd = new Command("forward", "Run the model on one sequence and write its logits") { model, tokens, mtp, weights, adapter, device, output };
         cmd.SetAction(r => CliCommon.Run(() =>
         {
             int[] ids = CliCommon.ParseTokens(r.GetValue(tokens)!);
             string dir = r.GetValue(model)!;
             using var onDevice = CudaCommand.UseDevice(r.GetValue(device)!);
-            var m = CliCommon.LoadForInference(dir, r.GetValue(weights)!);
+            var m = CliCommon.LoadForInference(dir, r.GetValue(weights)!, r.GetValue(adapter));
             CliCommon.CheckTokens(ids, m.Config.VocabSize);
             bool withMtp = r.GetValue(mtp);
             if (withMtp && m.MtpModules.Count == 0) throw new DeepSeekSharpException($"{dir}: --mtp given but the model has no MTP layers (num_nextn_predict_layers = 0)");

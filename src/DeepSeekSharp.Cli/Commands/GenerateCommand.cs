@@ -26,10 +26,11 @@ internal static class GenerateCommand
         speculative.AcceptOnlyFromAmong("mtp");
         var json = new Option<bool>("--json") { Description = "print {tokens, text, accepted_draft_tokens, tokens_per_s, ...} instead of streaming text" };
         var weights = CliCommon.WeightsOption();
+        var adapter = CliCommon.AdapterOption();
         var device = CudaCommand.DeviceOption();
         var cmd = new Command("generate", "Generate text from a prompt (MLA latent cache; --speculative mtp for MTP speculative decoding)")
         {
-            model, prompt, tokens, maxNew, temperature, topP, topK, penalty, seed, stop, speculative, weights, device, json,
+            model, prompt, tokens, maxNew, temperature, topP, topK, penalty, seed, stop, speculative, weights, adapter, device, json,
         };
         cmd.SetAction((r, ct) => Task.FromResult(CliCommon.Run(() =>
         {
@@ -37,7 +38,7 @@ internal static class GenerateCommand
             string? text = r.GetValue(prompt), ids = r.GetValue(tokens);
             if ((text is null) == (ids is null)) throw new DeepSeekSharpException("give exactly one of --prompt TEXT or --tokens IDS");
             using var onDevice = CudaCommand.UseDevice(r.GetValue(device)!);
-            var m = CliCommon.LoadForInference(dir, r.GetValue(weights)!);
+            var m = CliCommon.LoadForInference(dir, r.GetValue(weights)!, r.GetValue(adapter));
             var tokenizer = ModelTokenizer.TryLoad(dir);
             if (text is not null && tokenizer is null) throw new DeepSeekSharpException($"{dir}: no tokenizer.json for --prompt (use --tokens)");
             int[] promptIds = text is not null ? ModelTokenizer.EncodePrompt(tokenizer!, dir, text) : CliCommon.ParseTokens(ids!);

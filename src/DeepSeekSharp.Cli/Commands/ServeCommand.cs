@@ -11,9 +11,10 @@ namespace DeepSeekSharp.Cli.Commands;
 /// <summary><c>dss serve</c> (OpenAI-compatible HTTP API) and <c>dss chat</c> (interactive terminal chat).</summary>
 internal static class ServeCommand
 {
-    private static (DeepSeekChatClient Client, HfTokenizer Tokenizer) Load(string dir, bool speculative, string weights = "fp32")
+    /// <summary>The model (with its adapter, if any) and tokenizer; the model's name is the base folder's, adapter or not.</summary>
+    private static (DeepSeekChatClient Client, HfTokenizer Tokenizer) Load(string dir, bool speculative, string weights, string? adapter)
     {
-        var model = CliCommon.LoadForInference(dir, weights);
+        var model = CliCommon.LoadForInference(dir, weights, adapter);
         var tokenizer = ModelTokenizer.TryLoad(dir) ?? throw new DeepSeekSharpException($"{dir}: no tokenizer.json (the server and chat need one)");
         return (new DeepSeekChatClient(new CachedDecoder(model), tokenizer, Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/')), speculative), tokenizer);
     }
@@ -27,16 +28,17 @@ internal static class ServeCommand
         var concurrency = new Option<int>("--max-concurrent") { Description = "generations at once (more wait, up to 16, then 429)", DefaultValueFactory = _ => 2 };
         var speculative = new Option<bool>("--speculative-mtp") { Description = "use MTP speculative decoding when the model has an MTP module" };
         var weights = CliCommon.WeightsOption();
+        var adapter = CliCommon.AdapterOption();
         var cmd = new Command("serve", "Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models)")
         {
-            model, host, port, apiKey, concurrency, speculative, weights,
+            model, host, port, apiKey, concurrency, speculative, weights, adapter,
         };
         cmd.SetAction(async (r, ct) =>
         {
             WebApplication? app = null;
             int code = CliCommon.Run(() =>
             {
-                var (client, tokenizer) = Load(r.GetValue(model)!, r.GetValue(speculative), r.GetValue(weights)!);
+                var (client, tokenizer) = Load(r.GetValue(model)!, r.GetValue(speculative), r.GetValue(weights)!, r.GetValue(adapter));
                 if (r.GetValue(port) is < 1 or > 65535) throw new DeepSeekSharpException("--port must be in 1..65535");
                 app = OpenAiServer.Build(client, tokenizer, new ServerOptions
                 {
@@ -54,7 +56,8 @@ internal static class ServeCommand
                 Console.Error.WriteLine($"error: cannot listen on {r.GetValue(host)}:{r.GetValue(port)} ({e.Message.ReplaceLineEndings(" ")})");
                 return 1;
             }
-            Console.WriteLine($"serving {r.GetValue(model)} on http://{r.GetValue(host)}:{r.GetValue(port)}/v1 (Ctrl+C to stop)");
+            string withAdapter = r.GetValue(adapter) is string a ? $" with LoRA adapter {a}" : "";
+            Console.WriteLine($"serving {r.GetValue(model)}{withAdapter} on http://{r.GetValue(host)}:{r.GetValue(port)}/v1 (Ctrl+C to stop)");
             try { await Task.Delay(Timeout.Infinite, ct); } catch (OperationCanceledException) { }
             await app.StopAsync(CancellationToken.None);
             return 0;
@@ -68,9 +71,11 @@ internal static class ServeCommand
         var system = new Option<string?>("--system") { Description = "system prompt" };
         var temperature = new Option<float>("--temperature") { Description = "0 = greedy", DefaultValueFactory = _ => 0.7f };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "reply length limit", DefaultValueFactory = _ => 256 };
+        var weights = CliCommon.WeightsOption();
+        var adapter = CliCommon.AdapterOption();
         var cmd = new Command("chat", "Chat with the model in the terminal (DeepSeek chat template, history, streaming; /reset, /exit)")
         {
-            model, system, temperature, maxNew,
+            model, system, temperature, maxNew, weights, adapter,
         };
         cmd.SetAction(async (r, ct) =>
         {
@@ -78,7 +83,7 @@ internal static class ServeCommand
             int code = CliCommon.Run(() =>
             {
                 if (r.GetValue(maxNew) < 1) throw new DeepSeekSharpException("--max-new-tokens must be ≥ 1");
-                client = Load(r.GetValue(model)!, false).Client;
+                client = Load(r.GetValue(model)!, false, r.GetValue(weights)!, r.GetValue(adapter)).Client;
                 return 0;
             });
             if (code != 0 || client is null) return code;

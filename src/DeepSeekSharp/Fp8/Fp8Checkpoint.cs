@@ -48,30 +48,56 @@ public static class Fp8Checkpoint
         var tensors = new List<RawTensor>();
         foreach (var (name, t) in ModelCheckpoint.StateDict(model))
         {
-            if (quantized.Contains(name))
-            {
-                var q = Fp8Quantizer.QuantizeBlocks(t.Span, t.Shape[0], t.Shape[1], $"{sourceDir}: {name}");
-                tensors.Add(new RawTensor(name, DType.F8E4M3, t.Shape, q.Codes));
-                tensors.Add(new RawTensor(name + "_scale_inv", DType.F32, [(t.Shape[0] + 127) / 128, (t.Shape[1] + 127) / 128], MemoryMarshal.AsBytes(q.Scales.AsSpan()).ToArray()));
-            }
-            else
-            {
-                foreach (float v in t.Span)
-                    if (!float.IsFinite(v)) throw new DeepSeekSharpException($"{sourceDir}: {name} contains NaN/Inf");
-                tensors.Add(highPrecision == DType.BF16 ? ToBf16(name, t) : new RawTensor(name, DType.F32, t.Shape, MemoryMarshal.AsBytes(t.Span).ToArray()));
-            }
+            if (quantized.Contains(name)) AddQuantized(tensors, name, t.Span, t.Shape, $"{sourceDir}: {name}");
+            else tensors.Add(HighPrecisionTensor(name, t.Shape, t.Span, highPrecision, $"{sourceDir}: {name}"));
         }
-        config["quantization_config"] = new JsonObject
-        {
-            ["activation_scheme"] = "dynamic", ["fmt"] = "e4m3", ["quant_method"] = "fp8", ["weight_block_size"] = new JsonArray(128, 128),
-        };
+        config["quantization_config"] = QuantizationConfig();
         ModelFolder.Write(outputDir, tmp =>
         {
-            SafeTensorsWriter.WriteRaw(Path.Combine(tmp, "model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
-            // torch_dtype names the unquantised weights' type, as in DeepSeek-V3's own FP8 release.
-            HfCheckpointWriter.WriteConfigs(tmp, config, highPrecision);
+            WriteFiles(tmp, tensors, config, highPrecision);
             CopyTokenizer(sourceDir, tmp);
         }, overwrite, sourceDir);
+    }
+
+    /// <summary>The <c>quantization_config</c> of DeepSeek-V3's FP8 release (dynamic activation scales, E4M3, 128×128 weight blocks).</summary>
+    public static JsonObject QuantizationConfig() => new()
+    {
+        ["activation_scheme"] = "dynamic", ["fmt"] = "e4m3", ["quant_method"] = "fp8", ["weight_block_size"] = new JsonArray(128, 128),
+    };
+
+    /// <summary>
+    /// Quantises a weight [rows, cols] per 128×128 block and adds its E4M3 codes and <c>&lt;name&gt;_scale_inv</c> to
+    /// <paramref name="tensors"/>; returns the quantised blocks (for measuring what the rounding lost).
+    /// </summary>
+    /// <param name="where">names the tensor in an error (NaN/Inf in the weight)</param>
+    public static Fp8Tensor AddQuantized(List<RawTensor> tensors, string name, ReadOnlySpan<float> weight, int[] shape, string where)
+    {
+        var q = Fp8Quantizer.QuantizeBlocks(weight, shape[0], shape[1], where);
+        tensors.Add(new RawTensor(name, DType.F8E4M3, shape, q.Codes));
+        tensors.Add(new RawTensor(name + "_scale_inv", DType.F32, [(shape[0] + 127) / 128, q.ScaleCols], MemoryMarshal.AsBytes(q.Scales.AsSpan()).ToArray()));
+        return q;
+    }
+
+    /// <summary>A tensor kept in high precision (F32 or BF16, rounded to nearest even); NaN/Inf is an error naming <paramref name="where"/>.</summary>
+    public static RawTensor HighPrecisionTensor(string name, int[] shape, ReadOnlySpan<float> values, DType dtype, string where)
+    {
+        foreach (float v in values)
+            if (!float.IsFinite(v)) throw new DeepSeekSharpException($"{where} contains NaN/Inf");
+        if (dtype == DType.F32) return new RawTensor(name, DType.F32, shape, MemoryMarshal.AsBytes(values).ToArray());
+        if (dtype != DType.BF16) throw new ArgumentException($"high-precision tensors are F32 or BF16, not {dtype}", nameof(dtype));
+        var bits = new ushort[values.Length];
+        NumericFormats.FloatToBf16(values, bits);
+        return new RawTensor(name, DType.BF16, shape, MemoryMarshal.AsBytes(bits.AsSpan()).ToArray());
+    }
+
+    /// <summary>
+    /// Writes an FP8 checkpoint's files into <paramref name="dir"/>, a folder being assembled: <c>model.safetensors</c>
+    /// and config.json (with <c>torch_dtype</c> naming the high-precision weights' type, as DeepSeek-V3's FP8 release does).
+    /// </summary>
+    public static void WriteFiles(string dir, IReadOnlyList<RawTensor> tensors, JsonObject config, DType highPrecision)
+    {
+        SafeTensorsWriter.WriteRaw(Path.Combine(dir, "model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+        HfCheckpointWriter.WriteConfigs(dir, config, highPrecision);
     }
 
     /// <summary>Writes a plain (F32 or BF16) checkpoint from an FP8 one, dropping quantization_config, as a new model folder.</summary>
@@ -87,15 +113,8 @@ public static class Fp8Checkpoint
         }, overwrite, sourceDir);
     }
 
-    private static RawTensor ToBf16(string name, Tensor t)
-    {
-        var bits = new ushort[t.Length];
-        var s = t.Span;
-        for (int i = 0; i < bits.Length; i++) bits[i] = NumericFormats.FloatToBf16(s[i]);
-        return new RawTensor(name, DType.BF16, t.Shape, MemoryMarshal.AsBytes(bits.AsSpan()).ToArray());
-    }
-
-    private static void CopyTokenizer(string from, string to)
+    /// <summary>Copies the tokenizer files and generation_config.json of a model folder into a new one.</summary>
+    public static void CopyTokenizer(string from, string to)
     {
         foreach (var f in new[] { "tokenizer.json", "tokenizer_config.json", "generation_config.json" })
             if (File.Exists(Path.Combine(from, f))) File.Copy(Path.Combine(from, f), Path.Combine(to, f), overwrite: true);

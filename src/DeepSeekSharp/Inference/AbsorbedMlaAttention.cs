@@ -18,9 +18,11 @@ public static class AbsorbedMlaAttention
     /// contiguous and their c_kv/k_pe are appended to that sequence's cache first (at their positions).
     /// </summary>
     /// <param name="x">[rows, H] the normalised input of the layer</param>
+    /// <param name="kvBWeight">[n·(dn+dv), dc] the weight kv_b_proj computes with (its own, or with an adapter folded in);
+    /// null = <c>mla.KvBProj.Weight</c></param>
     /// <returns>[rows, H]</returns>
     public static Tensor Forward(Mla mla, DeepSeekConfig c, YarnRope rope, Tensor x, int layer,
-        IReadOnlyList<LatentKvCache> caches, int[] rowSequence, int[] rowPosition)
+        IReadOnlyList<LatentKvCache> caches, int[] rowSequence, int[] rowPosition, float[]? kvBWeight = null)
     {
         // The heads' small products run on the model's backend, one (sequence, head) piece per worker.
         var backend = mla.KvBProj.Weight.Backend;
@@ -41,7 +43,7 @@ public static class AbsorbedMlaAttention
         }
 
         var o = new float[rows * n * dv];
-        float[] wkvb = mla.KvBProj.Weight.Data;                                              // [n·(dn+dv), dc]
+        float[] wkvb = kvBWeight ?? mla.KvBProj.Weight.Data;                                 // [n·(dn+dv), dc]
         float scale = rope.SoftmaxScale;
         // Sequences' row ranges.
         var ranges = new List<(int Seq, int Start, int Count)>();

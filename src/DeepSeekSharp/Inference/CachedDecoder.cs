@@ -13,9 +13,18 @@ namespace DeepSeekSharp.Inference;
 /// </summary>
 public sealed class CachedDecoder
 {
+    /// <summary>kv_b_proj weights [n·(dn+dv), dc] with their adapter folded in, by attention module.</summary>
+    private readonly Dictionary<Mla, float[]> _foldedKvB = [];
+
+    /// <summary>Decodes with <paramref name="model"/>; a LoRA adapter on kv_b_proj is read as it is now (build a new decoder after training it).</summary>
     public CachedDecoder(DeepSeekModel model)
     {
         Model = model;
+        // Absorbed attention reads kv_b_proj's weight (W_UK, W_UV) itself instead of calling the Linear, so an adapter
+        // there (LoRA) is folded into a copy once, here: W + scale·B·A. Without an adapter the weight is read as it is.
+        foreach (var block in model.Layers.Concat(model.MtpModules.Select(m => m.Block)))
+            if (block.SelfAttn.KvBProj.Adapter is not null)
+                _foldedKvB[block.SelfAttn] = FineTuning.Lora.LoraMerge.EffectiveWeight(block.SelfAttn.KvBProj);
     }
 
     public DeepSeekModel Model { get; }
@@ -116,7 +125,8 @@ public sealed class CachedDecoder
 
     private Tensor Block(DecoderBlock block, Tensor h, int layer, List<LatentKvCache> caches, int[] seqOf, int[] pos)
     {
-        Tensor attn = AbsorbedMlaAttention.Forward(block.SelfAttn, C, Model.Rope, block.InputLayerNorm.Forward(h), layer, caches, seqOf, pos);
+        Tensor attn = AbsorbedMlaAttention.Forward(block.SelfAttn, C, Model.Rope, block.InputLayerNorm.Forward(h), layer, caches, seqOf, pos,
+            _foldedKvB.GetValueOrDefault(block.SelfAttn));
         Tensor a = Functional.Add(h, attn);
         Tensor f = block.PostAttentionLayerNorm.Forward(a);
         return Functional.Add(a, block.Moe is not null ? block.Moe.Forward(f) : block.DenseMlp!.Forward(f));

@@ -18,6 +18,16 @@ public static class ModelFolder
     /// <param name="inputs">files or folders the command reads (null entries are ignored)</param>
     public static void Write(string outputDir, Action<string> fill, bool overwrite, params string?[] inputs)
     {
+        CheckOutput(outputDir, overwrite, inputs);
+        AtomicFolder.Write(outputDir, fill, replace: overwrite);
+    }
+
+    /// <summary>
+    /// The checks of <see cref="Write"/> alone, for commands that work long before they write: the output is no input
+    /// and, if it exists non-empty, may be replaced.
+    /// </summary>
+    public static void CheckOutput(string outputDir, bool overwrite, params string?[] inputs)
+    {
         foreach (var input in inputs)
             if (input is not null && (File.Exists(input) || Directory.Exists(input)) && AtomicFolder.IsSameOrInside(input, outputDir))
                 throw new DeepSeekSharpException($"{outputDir}: is (or holds) the input {input}; write the new model to another folder");
@@ -26,6 +36,5 @@ public static class ModelFolder
             if (!overwrite) throw new DeepSeekSharpException($"{outputDir}: folder exists and is not empty; pass --overwrite to replace the model folder there");
             if (!IsModelFolder(outputDir)) throw new DeepSeekSharpException($"{outputDir}: not a model folder (no config.json with safetensors); refusing to replace it");
         }
-        AtomicFolder.Write(outputDir, fill, replace: overwrite);
     }
 }

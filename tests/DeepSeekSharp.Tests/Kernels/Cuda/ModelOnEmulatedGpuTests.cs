@@ -62,6 +62,30 @@ public class ModelOnEmulatedGpuTests
         Assert.Equal(onCpu.Tokens, onGpu.Tokens);
         Assert.True(gpu.Launches.GetValueOrDefault("gemm") > 0 && gpu.Launches.GetValueOrDefault("rmsnorm_forward") > 0);
     }
+
+    [Fact]
+    public void CachedDecodingWithALoraAdapterGivesTheCpuTokens()
+    {
+        // Adapters on every kind of Linear, kv_b_proj included (folded into W_UK/W_UV by the decoder), and a saved head.
+        string dir = TestPaths.Fixture("v3-tiny"), adapter = Path.Combine(TestPaths.TempDir(), "adapter");
+        DeepSeekSharp.Tests.FineTuning.LoraMergeTests.WriteAdapter(dir, adapter, bScale: 0.2f);
+        DeepSeekModel Load()
+        {
+            var model = ModelCheckpoint.Load(dir);
+            DeepSeekSharp.FineTuning.Lora.LoraInference.Attach(model, adapter);
+            return model;
+        }
+        int[] prompt = [5, 17, 3, 99, 42];
+        var onCpu = new TextGenerator(new CachedDecoder(Load()), null).Generate(prompt, new GenerationOptions { MaxNewTokens = 6 });
+        var gpu = new EmulatedGpuRuntime();
+        using var backend = new CudaBackend(gpu);
+        GenerationResult onGpu;
+        using (ComputeDevice.Use(backend))
+            onGpu = new TextGenerator(new CachedDecoder(Load()), null).Generate(prompt, new GenerationOptions { MaxNewTokens = 6 });
+        Assert.Equal(onCpu.Tokens, onGpu.Tokens);
+        Assert.NotEqual(new TextGenerator(new CachedDecoder(ModelCheckpoint.Load(dir)), null).Generate(prompt, new GenerationOptions { MaxNewTokens = 6 }).Tokens, onCpu.Tokens);
+        Assert.True(gpu.Launches.GetValueOrDefault("gemm") > 0);
+    }
 }
 
 /// <summary>Tests that change <see cref="ComputeDevice"/> (process-wide) run alone.</summary>
