@@ -92,6 +92,19 @@ public sealed class FrozenBaseStorageTests : IDisposable
     }
 
     [Fact]
+    public void AnFp8CheckpointsBf16HeadStaysBf16()
+    {
+        string fp8 = TestPaths.TempDir();
+        DeepSeekSharp.IO.HfCheckpoint.RandomCheckpointWriter.Write(fp8, Presets.TinyV3, DeepSeekSharp.IO.HfCheckpoint.CheckpointDType.Fp8, seed: 3);
+        var model = DeepSeekSharp.FineTuning.FrozenBaseStorage.Load(fp8, WeightStorage.Fp8Block);
+        Assert.True(model.LmHead.Weight.IsMeta);
+        Assert.Equal(WeightStorage.Bf16, model.LmHead.InferenceWeight!.Storage);
+        // Exactly the stored values: the widened head equals the checkpoint's head read as fp32.
+        var widened = ModelCheckpoint.Load(fp8);
+        Assert.Equal(widened.LmHead.Weight.Span.ToArray(), model.LmHead.InferenceWeight.Decompress());
+    }
+
+    [Fact]
     public void BaseModelPrecisionWithoutAnAdapterIsOneClearLine()
     {
         var e = Assert.ThrowsAny<DeepSeekSharpException>(() => DeepSeekSharp.Training.TrainConfig.Load(null, ["datasets=x.txt", "base_model=b", "base_model_precision=fp8"]));
