@@ -1,4 +1,5 @@
 using System.CommandLine;
+using DeepSeekSharp.IO.HfCheckpoint;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
@@ -26,7 +27,7 @@ internal static class MergeCommand
         };
         cmd.SetAction(r => CliCommon.Run(() =>
         {
-            MergedWeights? weights = r.GetValue(dtype) switch { "f32" => MergedWeights.F32, "bf16" => MergedWeights.Bf16, "fp8" => MergedWeights.Fp8, _ => null };
+            CheckpointDType? weights = r.GetValue(dtype) switch { "f32" => CheckpointDType.F32, "bf16" => CheckpointDType.Bf16, "fp8" => CheckpointDType.Fp8, _ => null };
             var report = LoraMerge.Merge(r.GetValue(model)!, r.GetValue(adapter)!, r.GetValue(output)!, weights, r.GetValue(overwrite), r.GetValue(probe), new ProgressLines());
             if (r.GetValue(json))
             {
@@ -49,12 +50,12 @@ internal static class MergeCommand
         return cmd;
     }
 
-    private static string Name(MergedWeights w) => w switch { MergedWeights.F32 => "f32", MergedWeights.Bf16 => "bf16", _ => "fp8" };
+    private static string Name(CheckpointDType w) => w switch { CheckpointDType.F32 => "f32", CheckpointDType.Bf16 => "bf16", _ => "fp8" };
 
-    private static string StorageNote(MergedWeights w) => w switch
+    private static string StorageNote(CheckpointDType w) => w switch
     {
-        MergedWeights.F32 => "f32 stores the merged weights exactly",
-        MergedWeights.Bf16 => "BF16 rounding",
+        CheckpointDType.F32 => "f32 stores the merged weights exactly",
+        CheckpointDType.Bf16 => "BF16 rounding",
         _ => "FP8 rounding of the blocks the merge changed (an FP8 base's other blocks are copied as stored), at most 1/28 of a block's amax",
     };
 

@@ -24,7 +24,7 @@ public sealed class CachedDecoder
         // there (LoRA) is folded into a copy once, here: W + scale·B·A. Without an adapter the weight is read as it is.
         foreach (var block in model.Layers.Concat(model.MtpModules.Select(m => m.Block)))
             if (block.SelfAttn.KvBProj.Adapter is not null)
-                _foldedKvB[block.SelfAttn] = FineTuning.Lora.LoraMerge.EffectiveWeight(block.SelfAttn.KvBProj);
+                _foldedKvB[block.SelfAttn] = block.SelfAttn.KvBProj.EffectiveWeight();
     }
 
     public DeepSeekModel Model { get; }

@@ -52,6 +52,17 @@ public sealed class Linear : Layer
         foreach (var (name, p) in parameters) Param(name, p);
     }
 
+    /// <summary>
+    /// The weight this layer computes with, [out, in] in a new array: W (widened when stored compressed) with the
+    /// adapter folded in. For code that reads the weight instead of calling the layer (absorbed MLA decoding).
+    /// </summary>
+    public float[] EffectiveWeight()
+    {
+        var w = InferenceWeight?.Decompress() ?? Weight.Span.ToArray();
+        Adapter?.FoldInto(w);
+        return w;
+    }
+
     /// <param name="x">[.., in]</param>
     /// <returns>[.., out]</returns>
     protected override Tensor Compute(Tensor x)
@@ -68,4 +79,7 @@ public interface ILinearAdapter
 {
     /// <summary>Given the layer, its input and its base output, returns the final output.</summary>
     Tensor Forward(Linear layer, Tensor input, Tensor baseOutput);
+
+    /// <summary>Adds the adapter's contribution to the layer's weight [out, in] (LoRA: scale·B·A), so that x·W'ᵀ equals <see cref="Forward"/>.</summary>
+    void FoldInto(Span<float> weight);
 }

@@ -91,7 +91,7 @@ public sealed class LoraMergeTests
         Assert.Contains(adapters.Adapters.Keys, k => k.Contains("mlp.experts.", StringComparison.Ordinal));
         Assert.Contains(adapters.Adapters.Keys, k => k.EndsWith("shared_experts.up_proj", StringComparison.Ordinal));
         Assert.Contains("model.layers.0.mlp.gate_proj", adapters.Adapters.Keys);
-        Assert.Equal(MergedWeights.F32, report.Weights);
+        Assert.Equal(CheckpointDType.F32, report.Weights);
         Assert.Equal(adapters.Adapters.Count, report.MergedLinears);
         Assert.Equal(1, report.ReplacedTensors);
         Assert.Equal(0, report.MaxStoredError);
@@ -132,7 +132,7 @@ public sealed class LoraMergeTests
         Fp8Checkpoint.Quantize(TestPaths.Fixture("v3-tiny"), fp8Base);
         WriteAdapter(fp8Base, adapterDir, bScale: 0.2f);
         var report = LoraMerge.Merge(fp8Base, adapterDir, outDir);
-        Assert.Equal(MergedWeights.Fp8, report.Weights);
+        Assert.Equal(CheckpointDType.Fp8, report.Weights);
         Assert.NotNull(JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, "config.json")))!["quantization_config"]);
 
         var adapted = ModelCheckpoint.Load(fp8Base);
@@ -185,8 +185,8 @@ public sealed class LoraMergeTests
     {
         string adapterDir = Path.Combine(_dir, "adapter"), outDir = Path.Combine(_dir, "merged-bf16");
         WriteAdapter(TestPaths.Fixture("v3-tiny"), adapterDir);
-        var report = LoraMerge.Merge(TestPaths.Fixture("v3-tiny"), adapterDir, outDir, MergedWeights.Bf16, probeTokens: 16);
-        Assert.Equal(MergedWeights.Bf16, report.Weights);
+        var report = LoraMerge.Merge(TestPaths.Fixture("v3-tiny"), adapterDir, outDir, CheckpointDType.Bf16, probeTokens: 16);
+        Assert.Equal(CheckpointDType.Bf16, report.Weights);
         Assert.Equal(16, report.ProbeTokens);
         Assert.Equal("bfloat16", JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, "config.json")))!["torch_dtype"]!.GetValue<string>());
         // BF16 keeps 8 significant bits: rounding to nearest loses at most half a step, 2^-8 of a value.

@@ -42,6 +42,27 @@ public sealed class LoraLinear : ILinearAdapter
         B.Span.Clear();
     }
 
+    /// <summary>Adds ΔW = scale·B·A [out, in] to <paramref name="weight"/> [out, in], each row's ΔW summed over r in fp32 first.</summary>
+    public void FoldInto(Span<float> weight)
+    {
+        int r = Rank, inFeatures = A.Shape[1], outFeatures = B.Shape[0];
+        if (weight.Length != (long)outFeatures * inFeatures)
+            throw new ArgumentException($"weight has {weight.Length} elements, the adapter is [{outFeatures}, {inFeatures}]", nameof(weight));
+        float[] a = A.Data, b = B.Data;
+        var delta = new float[inFeatures];                                 // [in] one row of B·A
+        for (int o = 0; o < outFeatures; o++)
+        {
+            Array.Clear(delta);
+            for (int k = 0; k < r; k++)
+            {
+                float bk = b[o * r + k];
+                if (bk != 0) System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(a.AsSpan(k * inFeatures, inFeatures), bk, delta, delta);
+            }
+            var row = weight.Slice(o * inFeatures, inFeatures);
+            System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(delta, Scale, row, row);
+        }
+    }
+
     public Tensor Forward(Linear layer, Tensor input, Tensor baseOutput)
     {
         var delta = Functional.Linear(Functional.Linear(input, A), B);

@@ -13,19 +13,6 @@ using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 
 namespace DeepSeekSharp.FineTuning.Lora;
 
-/// <summary>How a merged checkpoint stores its weights.</summary>
-public enum MergedWeights
-{
-    /// <summary>Every tensor F32.</summary>
-    F32,
-
-    /// <summary>Every tensor BF16 (round to nearest even).</summary>
-    Bf16,
-
-    /// <summary>DeepSeek-V3's FP8 layout: attention and MLP/expert Linears as E4M3 with 128×128 <c>weight_scale_inv</c>, the rest high precision.</summary>
-    Fp8,
-}
-
 /// <summary>One tensor of a merge written (for progress lines).</summary>
 public sealed record MergeProgress(int Done, int Total, string Tensor);
 
@@ -40,7 +27,7 @@ public sealed record MergeProgress(int Done, int Total, string Tensor);
 /// the merged folder loaded back, over the probe sequence</param>
 /// <param name="MeanLogitDifference">mean |logit| difference over the same logits</param>
 /// <param name="LogitScale">largest |logit| of the adapter-on model on the probe</param>
-public sealed record MergeReport(string OutputDir, MergedWeights Weights, int MergedLinears, int ReplacedTensors, double MaxStoredError, double MaxWeight,
+public sealed record MergeReport(string OutputDir, CheckpointDType Weights, int MergedLinears, int ReplacedTensors, double MaxStoredError, double MaxWeight,
     int ProbeTokens, double MaxLogitDifference, double MeanLogitDifference, double LogitScale);
 
 /// <summary>
@@ -53,46 +40,6 @@ public static class LoraMerge
     /// <summary>Tokens of the probe sequence that measures the merge (or fewer, for a shorter context).</summary>
     public const int DefaultProbeTokens = 64;
 
-    /// <summary>Adds ΔW = scale·B·A [out, in] to <paramref name="weight"/> [out, in], each row's ΔW summed over r in fp32 first.</summary>
-    public static void AddDelta(LoraLinear lora, Span<float> weight)
-    {
-        int r = lora.Rank, inFeatures = lora.A.Shape[1], outFeatures = lora.B.Shape[0];
-        if (weight.Length != (long)outFeatures * inFeatures)
-            throw new ArgumentException($"weight has {weight.Length} elements, the adapter is [{outFeatures}, {inFeatures}]", nameof(weight));
-        float[] a = lora.A.Data, b = lora.B.Data;
-        float scale = lora.Scale;
-        var delta = new float[inFeatures];                                 // [in] one row of B·A
-        for (int o = 0; o < outFeatures; o++)
-        {
-            Array.Clear(delta);
-            for (int k = 0; k < r; k++)
-            {
-                float bk = b[o * r + k];
-                if (bk != 0) TensorPrimitives.MultiplyAdd(a.AsSpan(k * inFeatures, inFeatures), bk, delta, delta);
-            }
-            var row = weight.Slice(o * inFeatures, inFeatures);
-            TensorPrimitives.MultiplyAdd(delta, scale, row, row);
-        }
-    }
-
-    /// <summary>
-    /// The weight a Linear computes with, adapter included: W (widened when stored compressed) plus scale·B·A under a
-    /// LoRA adapter. Absorbed MLA attention reads kv_b_proj's weight itself instead of calling the Linear, so it takes this.
-    /// </summary>
-    /// <returns>[out, in], a new array</returns>
-    public static float[] EffectiveWeight(Linear linear)
-    {
-        var w = linear.InferenceWeight?.Decompress() ?? linear.Weight.Span.ToArray();
-        switch (linear.Adapter)
-        {
-            case null: return w;
-            case LoraLinear lora:
-                AddDelta(lora, w);
-                return w;
-            default: throw new DeepSeekSharpException($"a {linear.Adapter.GetType().Name} adapter cannot be folded into its Linear's weight (only LoRA can)");
-        }
-    }
-
     /// <summary>
     /// Loads <paramref name="baseDir"/>, puts the PEFT adapter of <paramref name="adapterDir"/> on it, writes the merged
     /// model to <paramref name="outputDir"/> and measures the merge: what storage lost against the exact fp32 W + ΔW,
@@ -101,7 +48,7 @@ public static class LoraMerge
     /// <param name="weights">storage of the merged folder; null = the base's (FP8 when its config has quantization_config)</param>
     /// <param name="overwrite">replace a model folder at <paramref name="outputDir"/> (never an input)</param>
     /// <param name="probeTokens">probe length (capped at the model's context); 0 skips the logit comparison</param>
-    public static MergeReport Merge(string baseDir, string adapterDir, string outputDir, MergedWeights? weights = null, bool overwrite = false,
+    public static MergeReport Merge(string baseDir, string adapterDir, string outputDir, CheckpointDType? weights = null, bool overwrite = false,
         int probeTokens = DefaultProbeTokens, IProgress<MergeProgress>? progress = null)
     {
         if (probeTokens < 0) throw new DeepSeekSharpException($"--probe-tokens must be ≥ 0 (got {probeTokens})");
@@ -119,7 +66,7 @@ public static class LoraMerge
         };
     }
 
-    private static (MergeReport Report, int[] Probe, float[] AdapterLogits) Write(string baseDir, string adapterDir, string outputDir, MergedWeights? weights,
+    private static (MergeReport Report, int[] Probe, float[] AdapterLogits) Write(string baseDir, string adapterDir, string outputDir, CheckpointDType? weights,
         bool overwrite, int probeTokens, IProgress<MergeProgress>? progress)
     {
         var model = ModelCheckpoint.Load(baseDir);
@@ -133,9 +80,9 @@ public static class LoraMerge
         int[] probe = ProbeIds(baseDir, model.Config, probeTokens);
         float[] adapterLogits = probe.Length > 0 ? Logits(model, probe) : [];
 
-        var quantized = target == MergedWeights.Fp8 ? Fp8Checkpoint.QuantizedWeightNames(model) : [];
+        var quantized = target == CheckpointDType.Fp8 ? Fp8Checkpoint.QuantizedWeightNames(model) : [];
         // An FP8 base's untouched weights are copied as stored: re-quantising dequantised blocks could move a scale by an ulp.
-        using var baseReader = target == MergedWeights.Fp8 && baseWeights == MergedWeights.Fp8 ? HfCheckpointReader.Open(baseDir, ModelCheckpoint.BlockSize(model.Config)) : null;
+        using var baseReader = target == CheckpointDType.Fp8 && baseWeights == CheckpointDType.Fp8 ? HfCheckpointReader.Open(baseDir, ModelCheckpoint.BlockSize(model.Config)) : null;
         var entries = ModelCheckpoint.StateDict(model).Where(e => !IsLoraTensor(e.Name)).ToList();
         var floats = new List<NamedTensor>(entries.Count);
         var raws = new List<RawTensor>(entries.Count + quantized.Count);
@@ -146,15 +93,15 @@ public static class LoraMerge
             bool merged = adapters.Adapters.TryGetValue(name.EndsWith(".weight", StringComparison.Ordinal) ? name[..^".weight".Length] : "", out var lora);
             // The base model is not run again, so an unmerged tensor is written from its own storage.
             float[] exact = merged || t.Data.Length != t.Length ? t.Span.ToArray() : t.Data;
-            if (merged) AddDelta(lora!, exact);
+            if (merged) lora!.FoldInto(exact);
             maxWeight = Math.Max(maxWeight, exact.Length == 0 ? 0 : Math.Abs(TensorPrimitives.MaxMagnitude(exact)));
             string where = $"{outputDir}: {name}";
             switch (target)
             {
-                case MergedWeights.F32:
+                case CheckpointDType.F32:
                     floats.Add(new NamedTensor(name, t.Shape, exact));
                     break;
-                case MergedWeights.Bf16:
+                case CheckpointDType.Bf16:
                     floats.Add(new NamedTensor(name, t.Shape, exact));
                     maxError = Math.Max(maxError, Bf16Error(exact));
                     break;
@@ -178,11 +125,11 @@ public static class LoraMerge
 
         // The base's own config (keys this code does not model survive); the storage decides quantization_config.
         config.Remove("quantization_config");
-        if (target == MergedWeights.Fp8) config["quantization_config"] = Fp8Checkpoint.QuantizationConfig();
+        if (target == CheckpointDType.Fp8) config["quantization_config"] = Fp8Checkpoint.QuantizationConfig();
         ModelFolder.Write(outputDir, tmp =>
         {
-            if (target == MergedWeights.Fp8) Fp8Checkpoint.WriteFiles(tmp, raws, config, highPrecision);
-            else HfCheckpointWriter.Save(tmp, floats, config.ToJsonString(), target == MergedWeights.Bf16 ? DType.BF16 : DType.F32, 2L << 30);
+            if (target == CheckpointDType.Fp8) Fp8Checkpoint.WriteFiles(tmp, raws, config, highPrecision);
+            else HfCheckpointWriter.Save(tmp, floats, config.ToJsonString(), target == CheckpointDType.Bf16 ? DType.BF16 : DType.F32, 2L << 30);
             Fp8Checkpoint.CopyTokenizer(baseDir, tmp);
         }, overwrite, baseDir, adapterDir);
         return (new MergeReport(outputDir, target, adapters.Adapters.Count, replaced.Count, maxError, maxWeight, probe.Length, 0, 0, 0), probe, adapterLogits);
@@ -223,12 +170,12 @@ public static class LoraMerge
         + "def add(a, b):\n    return a + b\n";
 
     /// <summary>The storage of a model folder's weights: FP8 when its config has quantization_config, else its embedding's type; and the type of its high-precision tensors.</summary>
-    public static (MergedWeights Weights, DType HighPrecision) StoredPrecision(string dir, DeepSeekConfig c)
+    public static (CheckpointDType Weights, DType HighPrecision) StoredPrecision(string dir, DeepSeekConfig c)
     {
         using var reader = HfCheckpointReader.Open(dir, ModelCheckpoint.BlockSize(c));
         // F16 widens to F32 (BF16 would round it).
         var highPrecision = reader.GetEntry("model.embed_tokens.weight").DType == DType.BF16 ? DType.BF16 : DType.F32;
-        return (c.QuantizationConfig is not null ? MergedWeights.Fp8 : highPrecision == DType.BF16 ? MergedWeights.Bf16 : MergedWeights.F32, highPrecision);
+        return (c.QuantizationConfig is not null ? CheckpointDType.Fp8 : highPrecision == DType.BF16 ? CheckpointDType.Bf16 : CheckpointDType.F32, highPrecision);
     }
 
     private static bool IsLoraTensor(string name) =>

@@ -7,7 +7,11 @@ using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.IO.HfCheckpoint;
 
-/// <summary>The weight type of a written checkpoint: F32, BF16, or FP8 (E4M3 blocks for the Linears DeepSeek quantises, BF16 for the rest).</summary>
+/// <summary>
+/// How a written checkpoint stores its weights (<c>dss init</c>, <c>dss merge</c>): every tensor F32, every tensor BF16,
+/// or DeepSeek-V3's FP8 layout (attention and MLP/expert Linears as E4M3 with 128×128 <c>weight_scale_inv</c>, the rest
+/// in high precision).
+/// </summary>
 public enum CheckpointDType { F32, Bf16, Fp8 }
 
 /// <summary>
@@ -94,11 +98,7 @@ public static class RandomCheckpointWriter
             written += ShapeUtil.Numel(entries[i].Shape) * NumericFormats.SizeOf(entries[i].DType);
             progress?.Invoke(new Progress(written, total, clock.Elapsed));
         });
-        if (dtype == CheckpointDType.Fp8)
-            config["quantization_config"] = new JsonObject
-            {
-                ["activation_scheme"] = "dynamic", ["fmt"] = "e4m3", ["quant_method"] = "fp8", ["weight_block_size"] = new JsonArray(128, 128),
-            };
+        if (dtype == CheckpointDType.Fp8) config["quantization_config"] = Fp8.Fp8Checkpoint.QuantizationConfig();
         // torch_dtype names the unquantised weights' type, as in DeepSeek-V3's own FP8 release.
         HfCheckpointWriter.WriteConfigs(dir, config, high);
     }
