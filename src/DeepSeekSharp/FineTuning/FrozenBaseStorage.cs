@@ -27,23 +27,9 @@ public static class FrozenBaseStorage
     };
 
     /// <summary>Loads the base at <paramref name="dir"/> with its compressible Linears in <paramref name="storage"/>
-    /// (an FP8 checkpoint's codes are taken as stored, never widened in memory).</summary>
-    public static DeepSeekModel Load(string dir, WeightStorage storage)
-    {
-        if (storage == WeightStorage.Fp32) return ModelCheckpoint.Load(dir);
-        var model = InferenceWeights.Load(dir, storage);
-        // An FP8 checkpoint stores the Linears it does not quantise (the head, the MTP eh_proj) in BF16, as DeepSeek's
-        // release does: keep those as stored too (their fp32 copy would be 4 bytes per weight for nothing).
-        if (storage == WeightStorage.Fp8Block && model.Config.TorchDtype is "bfloat16")
-            foreach (var (_, linear) in InferenceWeights.CompressibleLinears(model))
-                if (linear.InferenceWeight is null && !linear.Weight.IsMeta)
-                {
-                    var w = linear.Weight;
-                    linear.InferenceWeight = CompressedWeight.Compress(w.Span, w.Shape[0], w.Shape[1], WeightStorage.Bf16);
-                    w.Release();
-                }
-        return model;
-    }
+    /// (an FP8 checkpoint's codes are taken as stored, never widened in memory; its BF16 head stays BF16).</summary>
+    public static DeepSeekModel Load(string dir, WeightStorage storage) =>
+        storage == WeightStorage.Fp32 ? ModelCheckpoint.Load(dir) : InferenceWeights.Load(dir, storage);
 
     /// <summary>
     /// Gives every Linear whose weight is to be trained (lora_modules_to_save, unfrozen_parameters) its fp32 weight

@@ -43,7 +43,8 @@ public static class InferenceWeights
 
     /// <summary>
     /// Loads a model for inference with <paramref name="storage"/> weights. FP8-block weights of an FP8 checkpoint
-    /// are kept as stored when <paramref name="storage"/> is FP8 (a quarter of the fp32 bytes, no fp32 detour).
+    /// are kept as stored when <paramref name="storage"/> is FP8 (a quarter of the fp32 bytes, no fp32 detour), and so are
+    /// its BF16-stored Linears (the head).
     /// </summary>
     public static DeepSeekModel Load(string dir, WeightStorage storage)
     {
@@ -84,6 +85,16 @@ public static class InferenceWeights
                 w.Release();
             }
         }
+        // An FP8 checkpoint stores the Linears it does not quantise (the head, the MTP eh_proj) in BF16, as DeepSeek's
+        // release does: keep those as stored too (BF16 widens exactly, and an fp32 copy would be 4 bytes per weight).
+        if (config.TorchDtype is "bfloat16")
+            foreach (var (_, linear) in CompressibleLinears(model))
+                if (linear.InferenceWeight is null && !linear.Weight.IsMeta)
+                {
+                    var w = linear.Weight;
+                    linear.InferenceWeight = CompressedWeight.Compress(w.Span, w.Shape[0], w.Shape[1], WeightStorage.Bf16);
+                    w.Release();
+                }
         return model;
     }
 }

@@ -17,12 +17,7 @@ public sealed class FrozenBaseStorageTests : IDisposable
 
     public void Dispose() { if (Directory.Exists(_dir)) Directory.Delete(_dir, true); }
 
-    private string BaseModel()
-    {
-        string corpus = TinyRun.Corpus(_dir), baseRun = Path.Combine(_dir, "base");
-        TinyRun.Train(TinyRun.Settings(corpus, baseRun, "max_steps=2", "save_steps=2"));
-        return Path.Combine(baseRun, "checkpoint-2");
-    }
+    private string BaseModel() => TinyRun.BaseCheckpoint(_dir);
 
     private string[] Lora(string baseModel, string output, params string[] extra) =>
         TinyRun.Settings(TinyRun.Corpus(_dir), output, ["model_preset=null", $"base_model={baseModel}", "adapter=lora", "lora_r=4", "lora_alpha=8",
@@ -89,6 +84,46 @@ public sealed class FrozenBaseStorageTests : IDisposable
         Assert.Equal([path + ".weight"], DeepSeekSharp.FineTuning.FrozenBaseStorage.WidenTrainable(model));
         Assert.Null(trained.InferenceWeight);
         Assert.Equal(expected, trained.Weight.Span.ToArray());
+    }
+
+    [Fact]
+    public void ResumingALoraRunThatTrainsAWholeLinearOverAnFp8BaseIsExact()
+    {
+        // lora_modules_to_save=[o_proj]: o_proj is stored as FP8 codes in the base and trained in fp32. Resuming reads it
+        // from the adapter file, so it must come back in fp32 with the saved values (not the base's codes).
+        string fp8 = Path.Combine(_dir, "fp8");
+        Fp8Checkpoint.Quantize(BaseModel(), fp8);
+        string straight = Path.Combine(_dir, "straight"), split = Path.Combine(_dir, "split");
+        string[] settings(string output) => Lora(fp8, output, "lora_target_linear=false", "lora_target_modules=[q_a_proj, kv_b_proj]",
+            "lora_modules_to_save=[o_proj]", "max_steps=4", "save_steps=4");
+        TinyRun.Train(settings(straight));
+        TinyRun.Train(settings(split), new DeepSeekSharp.Training.TrainOptions(StopAtStep: 2));
+        TinyRun.Train(settings(split), new DeepSeekSharp.Training.TrainOptions(ResumeDir: split));
+        using (var adapter = SafeTensorsReader.Open(Path.Combine(straight, "checkpoint-4", "adapter_model.safetensors")))
+            Assert.Contains(adapter.Tensors, t => t.Name.EndsWith(".self_attn.o_proj.weight", StringComparison.Ordinal));
+        foreach (var file in new[] { "adapter_model.safetensors", "optimizer.safetensors" })
+            Assert.Equal(File.ReadAllBytes(Path.Combine(straight, "checkpoint-4", file)), File.ReadAllBytes(Path.Combine(split, "checkpoint-4", file)));
+    }
+
+    [Fact]
+    public void AnAdapterThatReplacesACompressedLinearKeepsItCompressedForInference()
+    {
+        // The same adapter on an FP8 base for inference: o_proj is read from the adapter and compressed again as FP8.
+        string fp8 = Path.Combine(_dir, "fp8"), run = Path.Combine(_dir, "run");
+        Fp8Checkpoint.Quantize(BaseModel(), fp8);
+        TinyRun.Train(Lora(fp8, run, "lora_target_linear=false", "lora_target_modules=[q_a_proj]", "lora_modules_to_save=[o_proj]"));
+        var model = DeepSeekSharp.FineTuning.FrozenBaseStorage.Load(fp8, WeightStorage.Fp8Block);
+        var result = DeepSeekSharp.FineTuning.Lora.LoraInference.Attach(model, Path.Combine(run, "checkpoint-3"));
+        Assert.Equal(model.Config.NumHiddenLayers + model.Config.NumNextnPredictLayers, result.WidenedFromCompressed.Count);   // every o_proj, the MTP modules' too
+        using var adapter = SafeTensorsReader.Open(Path.Combine(run, "checkpoint-3", "adapter_model.safetensors"));
+        var oProj = model.Layers[0].SelfAttn.OProj;
+        Assert.True(oProj.Weight.IsMeta);
+        Assert.Equal(WeightStorage.Fp8Block, oProj.InferenceWeight!.Storage);
+        float[] saved = adapter.ReadFloat32("base_model.model.model.layers.0.self_attn.o_proj.weight");
+        var requantised = CompressedWeight.Compress(saved, oProj.OutFeatures, oProj.InFeatures, WeightStorage.Fp8Block);
+        Assert.NotEqual(Fp8Checkpoint.Fp8Linears(DeepSeekSharp.FineTuning.FrozenBaseStorage.Load(fp8, WeightStorage.Fp8Block)).First(l => l.Path == "model.layers.0.self_attn.o_proj").Linear.InferenceWeight!.Decompress(),
+            oProj.InferenceWeight.Decompress());                                    // the trained weight, not the base's
+        Assert.Equal(requantised.Decompress(), oProj.InferenceWeight.Decompress());
     }
 
     [Fact]

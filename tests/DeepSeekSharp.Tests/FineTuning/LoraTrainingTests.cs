@@ -16,12 +16,7 @@ public sealed class LoraTrainingTests : IDisposable
 
     public void Dispose() { if (Directory.Exists(_dir)) Directory.Delete(_dir, true); }
 
-    private string BaseModel()
-    {
-        string corpus = TinyRun.Corpus(_dir), baseRun = Path.Combine(_dir, "base");
-        TinyRun.Train(TinyRun.Settings(corpus, baseRun, "max_steps=2", "save_steps=2"));
-        return Path.Combine(baseRun, "checkpoint-2");
-    }
+    private string BaseModel() => TinyRun.BaseCheckpoint(_dir);
 
     private string[] Lora(string baseModel, string output, params string[] extra) =>
         TinyRun.Settings(TinyRun.Corpus(_dir), output, ["model_preset=null", $"base_model={baseModel}", "adapter=lora", "lora_r=4", "lora_alpha=8",

@@ -26,6 +26,14 @@ internal static class TinyRun
         Trainer.Run(TrainConfig.Load(null, settings), options ?? new TrainOptions(), null, log ?? (_ => { }),
             ct == default ? TestContext.Current.CancellationToken : ct);
 
+    /// <summary>A base model for fine-tuning tests: two steps of pre-training in <paramref name="dir"/>/base; its checkpoint folder.</summary>
+    public static string BaseCheckpoint(string dir)
+    {
+        string baseRun = Path.Combine(dir, "base");
+        Train(Settings(Corpus(dir), baseRun, "max_steps=2", "save_steps=2"));
+        return Path.Combine(baseRun, "checkpoint-2");
+    }
+
     /// <summary>The same run through the real <c>dss train</c>.</summary>
     public static string[] CliArgs(string[] settings, params string[] extra)
     {

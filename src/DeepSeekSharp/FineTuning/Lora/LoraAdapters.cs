@@ -25,6 +25,12 @@ public sealed record LoraApplyResult(IReadOnlyDictionary<string, LoraLinear> Ada
 {
     public string Summary => $"LoRA on {Adapters.Count} Linear(s): {TrainableElements:N0} trainable parameters of {TotalElements:N0} "
         + $"({(double)TrainableElements / Math.Max(1, TotalElements):P3})";
+
+    /// <summary>
+    /// Linears that were stored compressed (FP8 blocks, BF16) and whose whole weight the adapter file replaced
+    /// (modules_to_save): they now hold that weight in fp32, and Storage is how they were stored before.
+    /// </summary>
+    public IReadOnlyList<(Linear Linear, WeightStorage Storage)> WidenedFromCompressed { get; init; } = [];
 }
 
 /// <summary>
@@ -207,12 +213,23 @@ public static class LoraAdapters
             ReadInto(reader, weightsPath, aKey, lora.A);
             ReadInto(reader, weightsPath, bKey, lora.B);
         }
+        // A modules_to_save tensor replaces a whole weight. Over a compressed base that weight has no fp32 copy yet: it
+        // gets one (the saved tensor is trained in fp32), and the caller learns which Linears changed storage.
+        var compressedByWeight = model.NamedModules().Select(m => m.Module).OfType<Linear>().Where(l => l.InferenceWeight is not null)
+            .ToDictionary<Linear, Parameter, Linear>(l => l.Weight, l => l, ReferenceEqualityComparer.Instance);
+        var widened = new List<(Linear, WeightStorage)>();
         foreach (var (key, p) in fullTensors)
         {
+            if (compressedByWeight.TryGetValue(p, out var linear))
+            {
+                widened.Add((linear, linear.InferenceWeight!.Storage));
+                linear.InferenceWeight = null;
+                p.Materialize();
+            }
             ReadInto(reader, weightsPath, key, p);
             p.RequiresGrad = true;
         }
-        return result;
+        return result with { WidenedFromCompressed = widened };
     }
 
     private static string FindKey(SafeTensorsReader reader, string path, string which)

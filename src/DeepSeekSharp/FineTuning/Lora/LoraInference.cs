@@ -1,5 +1,4 @@
 using DeepSeekSharp.Autograd;
-using DeepSeekSharp.IO.SafeTensors;
 using DeepSeekSharp.Models.DeepSeekV3;
 using DeepSeekSharp.Nn;
 using DeepSeekSharp.Tensors;
@@ -30,36 +29,14 @@ public static class LoraInference
     public static LoraApplyResult Attach(DeepSeekModel model, string dir)
     {
         RequireAdapterFolder(dir);
-        var recompress = CompressedLinearsReplacedBy(model, dir);
-        foreach (var (linear, _) in recompress) linear.Weight.Materialize();
         LoraApplyResult result;
         using (GradMode.NoGrad()) result = LoraAdapters.Load(model, dir);
-        foreach (var (linear, storage) in recompress)
+        foreach (var (linear, storage) in result.WidenedFromCompressed)
         {
             linear.InferenceWeight = CompressedWeight.Compress(linear.Weight.Span, linear.OutFeatures, linear.InFeatures, storage);
             linear.Weight.Release();
         }
         foreach (var (_, p) in model.NamedParameters()) p.RequiresGrad = false;
         return result;
-    }
-
-    /// <summary>The compressed Linears whose weight the adapter file replaces whole (its non-LoRA tensors).</summary>
-    private static List<(Linear Linear, WeightStorage Storage)> CompressedLinearsReplacedBy(DeepSeekModel model, string dir)
-    {
-        string weights = Path.Combine(dir, LoraAdapters.WeightsFile);
-        var list = new List<(Linear, WeightStorage)>();
-        if (!File.Exists(weights)) return list; // LoraAdapters.Load reports it
-        var compressed = model.NamedModules().Where(m => m.Module is Linear { InferenceWeight: not null, Weight.IsMeta: true })
-            .ToDictionary(m => m.Name + ".weight", m => (Linear)m.Module, StringComparer.Ordinal);
-        if (compressed.Count == 0) return list;
-        using var reader = SafeTensorsReader.Open(weights);
-        foreach (var entry in reader.Tensors)
-        {
-            // PEFT's names: base_model.model.<parameter>, or <module>.modules_to_save[.default].weight.
-            string name = entry.Name.StartsWith("base_model.model.", StringComparison.Ordinal) ? entry.Name["base_model.model.".Length..] : entry.Name;
-            name = name.Replace(".default.weight", ".weight", StringComparison.Ordinal).Replace(".modules_to_save.weight", ".weight", StringComparison.Ordinal);
-            if (compressed.TryGetValue(name, out var linear)) list.Add((linear, linear.InferenceWeight!.Storage));
-        }
-        return list;
     }
 }
