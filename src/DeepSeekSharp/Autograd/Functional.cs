@@ -48,6 +48,9 @@ public static class Functional
 
     public static Tensor Embedding(Tensor weight, int[] ids) => EmbeddingOp.Forward(weight, ids);
 
+    /// <summary>Rows of a frozen, compressed table [vocab, hidden] widened to fp32 (no gradient).</summary>
+    public static Tensor EmbeddingFrozen(CompressedWeight weight, int[] ids) => EmbeddingOp.ForwardFrozen(weight, ids);
+
     public static Tensor Rope(Tensor x, int groups, int stride, int offset, int ropeDim, int[] positions, float[] cos, float[] sin) =>
         RopeOp.Forward(x, groups, stride, offset, ropeDim, positions, cos, sin);
 

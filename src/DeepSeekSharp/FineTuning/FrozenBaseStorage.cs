@@ -40,14 +40,27 @@ public static class FrozenBaseStorage
         var widened = new List<string>();
         foreach (var (path, module) in model.NamedModules())
         {
-            if (module is not Linear { InferenceWeight: { } stored } linear || !linear.Weight.RequiresGrad) continue;
-            linear.Weight.Materialize();
-            var w = linear.Weight.Span;
-            for (int r = 0; r < stored.Rows; r++) stored.DecodeRow(r, 0, w.Slice(r * stored.Cols, stored.Cols));
-            linear.InferenceWeight = null;
+            var (weight, stored) = module switch
+            {
+                Linear l => (l.Weight, l.InferenceWeight),
+                Embedding e => (e.Weight, e.InferenceWeight),
+                _ => (null, null),
+            };
+            if (weight is null || stored is null || !weight.RequiresGrad) continue;
+            Widen(weight, stored);
+            if (module is Linear linear) linear.InferenceWeight = null;
+            else ((Embedding)module).InferenceWeight = null;
             widened.Add(path + ".weight");
         }
         return widened;
+    }
+
+    /// <summary>Gives <paramref name="weight"/> its fp32 values back from <paramref name="stored"/>.</summary>
+    public static void Widen(Parameter weight, CompressedWeight stored)
+    {
+        weight.Materialize();
+        var w = weight.Span;
+        for (int r = 0; r < stored.Rows; r++) stored.DecodeRow(r, 0, w.Slice(r * stored.Cols, stored.Cols));
     }
 
     /// <summary>Bytes the model's weights take now: compressed copies plus every materialised fp32 parameter and buffer.</summary>

@@ -39,16 +39,41 @@ public static class InferenceWeights
     /// <summary>Bytes the weights take in memory: compressed copies plus every fp32 parameter still materialised.</summary>
     public static long WeightBytes(DeepSeekModel model) =>
         model.NamedModules().Select(m => m.Module).OfType<Linear>().Sum(l => l.InferenceWeight?.Bytes ?? 0)
+        + (model.Inner.EmbedTokens.InferenceWeight?.Bytes ?? 0)
         + model.NamedParameters().Where(p => !p.Parameter.IsMeta).Sum(p => p.Parameter.Length * 4L);
 
     /// <summary>
     /// Loads a model for inference with <paramref name="storage"/> weights. FP8-block weights of an FP8 checkpoint
-    /// are kept as stored when <paramref name="storage"/> is FP8 (a quarter of the fp32 bytes, no fp32 detour), and so are
-    /// its BF16-stored Linears (the head).
+    /// are kept as stored when <paramref name="storage"/> is FP8 (a quarter of the fp32 bytes, no fp32 detour). With FP8
+    /// or BF16 storage, a BF16 checkpoint's other weights (embedding, head) stay BF16 as well.
     /// </summary>
     public static DeepSeekModel Load(string dir, WeightStorage storage)
     {
-        if (storage != WeightStorage.Fp8Block) { var m = ModelCheckpoint.Load(dir); Compress(m, storage); return m; }
+        if (storage == WeightStorage.Fp32) return ModelCheckpoint.Load(dir);
+        DeepSeekModel model;
+        if (storage == WeightStorage.Fp8Block) model = LoadFp8Codes(dir);
+        else Compress(model = ModelCheckpoint.Load(dir), storage);
+        // DeepSeek's checkpoints store what they do not quantise (the embedding, the head, the MTP eh_proj) in BF16:
+        // keep those as stored too (BF16 widens exactly, and an fp32 copy would be 4 bytes per weight for nothing).
+        if (model.Config.TorchDtype is "bfloat16")
+        {
+            foreach (var (_, linear) in CompressibleLinears(model))
+                if (linear.InferenceWeight is null && !linear.Weight.IsMeta) KeepAsBf16(linear.Weight, w => linear.InferenceWeight = w);
+            var embedding = model.Inner.EmbedTokens;
+            KeepAsBf16(embedding.Weight, w => embedding.InferenceWeight = w);
+        }
+        return model;
+    }
+
+    private static void KeepAsBf16(Parameter weight, Action<CompressedWeight> store)
+    {
+        store(CompressedWeight.Compress(weight.Span, weight.Shape[0], weight.Shape[1], WeightStorage.Bf16));
+        weight.Release();
+    }
+
+    /// <summary>An FP8 checkpoint's FP8-block Linears read as codes (never widened); the other weights as fp32.</summary>
+    private static DeepSeekModel LoadFp8Codes(string dir)
+    {
         var config = DeepSeekConfig.Load(Path.Combine(dir, "config.json"));
         // Weights stored as FP8 blocks are read as codes below, so the fp32 load skips them.
         var fp8Names = config.QuantizationConfig is null ? [] : Fp8.Fp8Checkpoint.QuantizedWeightNames(new DeepSeekModel(config, materialize: false));
@@ -85,16 +110,6 @@ public static class InferenceWeights
                 w.Release();
             }
         }
-        // An FP8 checkpoint stores the Linears it does not quantise (the head, the MTP eh_proj) in BF16, as DeepSeek's
-        // release does: keep those as stored too (BF16 widens exactly, and an fp32 copy would be 4 bytes per weight).
-        if (config.TorchDtype is "bfloat16")
-            foreach (var (_, linear) in CompressibleLinears(model))
-                if (linear.InferenceWeight is null && !linear.Weight.IsMeta)
-                {
-                    var w = linear.Weight;
-                    linear.InferenceWeight = CompressedWeight.Compress(w.Span, w.Shape[0], w.Shape[1], WeightStorage.Bf16);
-                    w.Release();
-                }
         return model;
     }
 }

@@ -87,6 +87,21 @@ public sealed class FrozenBaseStorageTests : IDisposable
     }
 
     [Fact]
+    public void ATrainedEmbeddingIsWidenedFromItsBf16Copy()
+    {
+        string fp8 = TestPaths.TempDir();
+        DeepSeekSharp.IO.HfCheckpoint.RandomCheckpointWriter.Write(fp8, Presets.TinyV3, DeepSeekSharp.IO.HfCheckpoint.CheckpointDType.Fp8, seed: 3);
+        var model = DeepSeekSharp.FineTuning.FrozenBaseStorage.Load(fp8, WeightStorage.Fp8Block);
+        foreach (var (_, p) in model.NamedParameters()) p.RequiresGrad = false;
+        var embedding = model.Inner.EmbedTokens;
+        embedding.Weight.RequiresGrad = true;
+        float[] stored = embedding.InferenceWeight!.Decompress();
+        Assert.Contains("model.embed_tokens.weight", DeepSeekSharp.FineTuning.FrozenBaseStorage.WidenTrainable(model));
+        Assert.Null(embedding.InferenceWeight);
+        Assert.Equal(stored, embedding.Weight.Span.ToArray());
+    }
+
+    [Fact]
     public void ResumingALoraRunThatTrainsAWholeLinearOverAnFp8BaseIsExact()
     {
         // lora_modules_to_save=[o_proj]: o_proj is stored as FP8 codes in the base and trained in fp32. Resuming reads it
@@ -127,7 +142,7 @@ public sealed class FrozenBaseStorageTests : IDisposable
     }
 
     [Fact]
-    public void AnFp8CheckpointsBf16HeadStaysBf16()
+    public void AnFp8CheckpointsBf16HeadAndEmbeddingStayBf16()
     {
         string fp8 = TestPaths.TempDir();
         DeepSeekSharp.IO.HfCheckpoint.RandomCheckpointWriter.Write(fp8, Presets.TinyV3, DeepSeekSharp.IO.HfCheckpoint.CheckpointDType.Fp8, seed: 3);
@@ -137,6 +152,13 @@ public sealed class FrozenBaseStorageTests : IDisposable
         // Exactly the stored values: the widened head equals the checkpoint's head read as fp32.
         var widened = ModelCheckpoint.Load(fp8);
         Assert.Equal(widened.LmHead.Weight.Span.ToArray(), model.LmHead.InferenceWeight.Decompress());
+        // The embedding too: no fp32 table, and a lookup gives the stored rows exactly.
+        var embedding = model.Inner.EmbedTokens;
+        Assert.True(embedding.Weight.IsMeta);
+        Assert.Equal(WeightStorage.Bf16, embedding.InferenceWeight!.Storage);
+        int[] ids = [0, 5, model.Config.VocabSize - 1, 5];
+        Assert.Equal(widened.Inner.EmbedTokens.Forward(ids).Span.ToArray(), embedding.Forward(ids).Span.ToArray());
+        Assert.Throws<DeepSeekSharpException>(() => embedding.Forward([model.Config.VocabSize]));
     }
 
     [Fact]

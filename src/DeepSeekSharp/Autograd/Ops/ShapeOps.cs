@@ -146,6 +146,20 @@ internal sealed class EmbeddingOp : GradNode
         return OpBase.Record(y, () => new EmbeddingOp(w, ids), w);
     }
 
+    /// <summary>y[i] = widen(W[ids[i]]) for a frozen table kept compressed; records nothing.</summary>
+    public static Tensor ForwardFrozen(CompressedWeight w, int[] ids)
+    {
+        int v = w.Rows, d = w.Cols;
+        var y = Tensor.Empty(ids.Length, d);
+        var ys = y.Span;
+        for (int i = 0; i < ids.Length; i++)
+        {
+            if ((uint)ids[i] >= (uint)v) throw new DeepSeekSharpException($"token id {ids[i]} is outside the vocabulary [0, {v})");
+            w.DecodeRow(ids[i], 0, ys.Slice(i * d, d));
+        }
+        return y;
+    }
+
     public override void Backward(Tensor output, float[] dy)
     {
         if (GradOf(Inputs[0]) is not { IsEmpty: false } dw) return;

@@ -218,12 +218,18 @@ public static class LoraAdapters
         var compressedByWeight = model.NamedModules().Select(m => m.Module).OfType<Linear>().Where(l => l.InferenceWeight is not null)
             .ToDictionary<Linear, Parameter, Linear>(l => l.Weight, l => l, ReferenceEqualityComparer.Instance);
         var widened = new List<(Linear, WeightStorage)>();
+        var embedding = model.Inner.EmbedTokens;
         foreach (var (key, p) in fullTensors)
         {
             if (compressedByWeight.TryGetValue(p, out var linear))
             {
                 widened.Add((linear, linear.InferenceWeight!.Storage));
                 linear.InferenceWeight = null;
+                p.Materialize();
+            }
+            else if (ReferenceEquals(p, embedding.Weight) && embedding.InferenceWeight is not null)
+            {
+                embedding.InferenceWeight = null;                 // a trained embedding: kept in fp32 from here on
                 p.Materialize();
             }
             ReadInto(reader, weightsPath, key, p);
