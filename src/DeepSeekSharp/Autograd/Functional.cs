@@ -62,6 +62,12 @@ public static class Functional
     /// <summary>CrossEntropy(Linear(h, weight), targets) without materialising the logits (output heads over large vocabularies).</summary>
     public static Tensor LinearCrossEntropy(Tensor h, Tensor weight, int[] targets, long? divisor = null) => LinearCrossEntropyOp.Forward(h, weight, targets, divisor);
 
+    /// <summary>Σ_i c_i · x_i as a scalar [1] (gradient c).</summary>
+    public static Tensor Dot(Tensor x, float[] coefficients) => DotOp.Forward(x, coefficients);
+
+    /// <summary>Per-row log-probability of the target under softmax(h·Wᵀ/τ), [rows]; 0 where the target is −1 (see <see cref="TokenLogProbOp"/>).</summary>
+    public static Tensor TokenLogProbs(Tensor h, Tensor weight, int[] targets, float temperature = 1f) => TokenLogProbOp.Forward(h, weight, targets, temperature);
+
     public static Tensor WeightedSum(Tensor[] scalars, float[] weights) => WeightedSumOp.Forward(scalars, weights);
 
     /// <summary>α·Σ_e f_e·P_e per group of <paramref name="groupRows"/> rows, averaged over groups (a scalar [1]).</summary>

@@ -141,6 +141,29 @@ internal sealed class WeightedSumOp : GradNode
 }
 
 /// <summary>
+/// y = Σ_i c_i · x_i for a tensor x and constant coefficients c (a scalar [1]); dx = dy · c. A policy-gradient
+/// surrogate: with c = dL/dx computed outside the graph, its gradient is that of L.
+/// </summary>
+internal sealed class DotOp : GradNode
+{
+    private readonly float[] _coefficients;
+
+    private DotOp(Tensor x, float[] coefficients) : base(x) { _coefficients = coefficients; }
+
+    public static Tensor Forward(Tensor x, float[] coefficients)
+    {
+        if (coefficients.Length != x.Length) throw new ArgumentException($"dot: {coefficients.Length} coefficients for {x.Length} elements");
+        var y = Tensor.FromArray([System.Numerics.Tensors.TensorPrimitives.Dot(x.Span, coefficients)], 1);
+        return OpBase.Record(y, () => new DotOp(x, coefficients), x);
+    }
+
+    public override void Backward(Tensor output, float[] dy)
+    {
+        if (GradOf(Inputs[0]) is { IsEmpty: false } d) System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(_coefficients, dy[0], d, d);
+    }
+}
+
+/// <summary>
 /// y = x rounded to BF16 (round to nearest even), with a straight-through gradient: bf16 mixed precision keeps fp32
 /// master weights and computes with their BF16 copies.
 /// </summary>
