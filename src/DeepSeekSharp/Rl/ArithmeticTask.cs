@@ -59,7 +59,8 @@ public static class ArithmeticTask
     private static string ToJsonl(List<Problem> problems)
     {
         var sb = new StringBuilder();
-        foreach (var p in problems) sb.Append(JsonSerializer.Serialize(new Dictionary<string, string> { ["question"] = p.Question, ["answer"] = p.Answer })).Append('\n');
+        var options = new JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };   // "+" as itself
+        foreach (var p in problems) sb.Append(JsonSerializer.Serialize(new Dictionary<string, string> { ["question"] = p.Question, ["answer"] = p.Answer }, options)).Append('\n');
         return sb.ToString();
     }
 }
