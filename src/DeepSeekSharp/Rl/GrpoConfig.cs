@@ -101,7 +101,8 @@ public sealed class GrpoConfig
                 int eq = o.IndexOf('=');
                 if (eq <= 0) throw new DeepSeekSharpException($"--set '{o}': expected key=value");
                 var value = new YamlStream();
-                value.Load(new StringReader(o[(eq + 1)..]));
+                try { value.Load(new StringReader(o[(eq + 1)..])); }
+                catch (YamlException e) { throw new DeepSeekSharpException($"--set '{o}': {e.Message.Split('\n')[0]}"); }
                 root.Children[new YamlScalarNode(o[..eq].Trim())] = value.Documents.Count > 0 ? value.Documents[0].RootNode : new YamlScalarNode("");
             }
             var text = new StringWriter();

@@ -90,7 +90,7 @@ public sealed class GrpoTrainer
             Rollout[] rollouts;
             using (GradMode.NoGrad())
                 rollouts = RolloutSampler.Generate(new CachedDecoder(_policy), prompts, _cfg.NumGenerations, _cfg.MaxCompletionLength, _stops,
-                    new SamplingOptions { Temperature = _cfg.Temperature, TopP = _cfg.TopP, TopK = _cfg.TopK }, HashCode.Combine(_cfg.Seed, step),
+                    new SamplingOptions { Temperature = _cfg.Temperature, TopP = _cfg.TopP, TopK = _cfg.TopK }, RolloutSampler.StreamSeed(_cfg.Seed, step),
                     _tokenizer.Tokenizer.VocabSize, ct);
             double rolloutSeconds = clock.Elapsed.TotalSeconds;
             long completionTokens = rollouts.Sum(r => (long)r.Completion.Length);
@@ -165,19 +165,21 @@ public sealed class GrpoTrainer
                 var terms = GrpoObjective.Evaluate(logp.Span, new GrpoTokens(packed.CompletionOfRow, packed.Advantages, iteration == 0 ? null : behaviour[mb], reference),
                     _cfg.Settings, size);
                 Backprop.Backward(Functional.Dot(logp, terms.LogProbGradient), freeActivations: true);
-                if (iteration == 0) (loss, klSum, low, high, tokens) = (loss + terms.Loss, klSum + terms.KlSum, low + terms.LowClipped, high + terms.HighClipped, tokens + terms.Tokens);
+                // Loss and KL as the rollouts were scored (the first pass); clipping over every pass (only later ones can clip).
+                if (iteration == 0) (loss, klSum, tokens) = (loss + terms.Loss, klSum + terms.KlSum, tokens + terms.Tokens);
+                (low, high) = (low + terms.LowClipped, high + terms.HighClipped);
             }
             gradNorm = GradClip.ClipGlobalNorm(_trained, _cfg.MaxGradNorm);
             _optimizer.Update(lr);
         }
-        double n = Math.Max(1, tokens);
-        return new StepStats(loss, klSum / n, low / n, high / n, gradNorm, tokens * _cfg.NumIterations);
+        double n = Math.Max(1, tokens), passes = n * _cfg.NumIterations;
+        return new StepStats(loss, klSum / n, low / passes, high / passes, gradNorm, tokens * _cfg.NumIterations);
     }
 
     /// <summary>Micro-batch rows: each completion with its prompt as one isolated document, packed into one sequence.</summary>
-    private sealed record PackedRollouts(int[] Tokens, SequenceBatch Batch, int[] Targets, int[] CompletionOfRow, float[] Advantages);
+    internal sealed record PackedRollouts(int[] Tokens, SequenceBatch Batch, int[] Targets, int[] CompletionOfRow, float[] Advantages);
 
-    private static PackedRollouts Pack(List<int[]> prompts, Rollout[] rollouts, int[] members, float[] advantages)
+    internal static PackedRollouts Pack(List<int[]> prompts, Rollout[] rollouts, int[] members, float[] advantages)
     {
         var tokens = new List<int>();
         var targets = new List<int>();

@@ -47,7 +47,7 @@ public static class RolloutSampler
             if (prompt.Length >= context) throw new DeepSeekSharpException($"prompt {i / generations + 1} ({prompt.Length} tokens) leaves no room in the model's context of {context}");
             (outputs[i], logProbs[i], feed[i], caches[i]) = ([], [], prompt, decoder.NewCache());
             limits[i] = Math.Min(maxCompletionLength, context - prompt.Length + 1);
-            samplers[i] = new Sampler(sampling with { Seed = HashCode.Combine(seed, i) });
+            samplers[i] = new Sampler(sampling with { Seed = StreamSeed(seed, i) });
             active.Add(i);
         }
         float[] scaled = new float[vocab];
@@ -82,5 +82,17 @@ public static class RolloutSampler
         return results;
 
         void Finish(int i, string reason) => results[i] = new Rollout(i / generations, [.. outputs[i]], [.. logProbs[i]], reason);
+    }
+
+    /// <summary>
+    /// A seed for stream <paramref name="index"/> of run seed <paramref name="seed"/>: SplitMix64's finaliser of the
+    /// pair, the same in every process (unlike <see cref="HashCode"/>, which is randomised per process).
+    /// </summary>
+    public static int StreamSeed(int seed, int index)
+    {
+        ulong z = ((ulong)(uint)seed << 32 | (uint)index) + 0x9E3779B97F4A7C15UL;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+        return (int)((z ^ (z >> 31)) & 0x7FFFFFFF);
     }
 }
