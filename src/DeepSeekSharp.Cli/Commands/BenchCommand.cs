@@ -20,6 +20,7 @@ internal static class BenchCommand
         cmd.Subcommands.Add(Gemm());
         cmd.Subcommands.Add(Train());
         cmd.Subcommands.Add(Decode());
+        cmd.Subcommands.Add(BenchRolloutCommand.Create());
         return cmd;
     }
 

@@ -50,7 +50,8 @@ public static class RolloutSampler
             samplers[i] = new Sampler(sampling with { Seed = StreamSeed(seed, i) });
             active.Add(i);
         }
-        float[] scaled = new float[vocab];
+        float[] scaled = new float[vocab], weights = new float[vocab];
+        bool plain = sampling.TopP >= 1f && sampling.TopK == 0 && sampling.RepetitionPenalty == 1f;
         while (active.Count > 0)
         {
             ct.ThrowIfCancellationRequested();
@@ -62,13 +63,14 @@ public static class RolloutSampler
                 {
                     int i = active[a];
                     var row = logits.Span.Slice(a * vocab, vocab);
-                    int token = samplers[i].Sample(samplers[i].Distribution(row, outputs[i], usable));
-                    // log softmax(z/τ)[token] over the whole vocabulary.
+                    // exp(z/τ − max) over the whole vocabulary: the token's log-probability, and with plain temperature
+                    // sampling (no top-p/top-k) the sampling weights too, in one vectorised pass without allocation.
                     System.Numerics.Tensors.TensorPrimitives.Multiply(row, 1f / sampling.Temperature, scaled);
                     float max = System.Numerics.Tensors.TensorPrimitives.Max(scaled);
-                    double sum = 0;
-                    foreach (float z in scaled) sum += Math.Exp(z - max);
-                    float logp = (float)(scaled[token] - max - Math.Log(sum));
+                    System.Numerics.Tensors.TensorPrimitives.Subtract(scaled, max, scaled);
+                    float logSum = (float)Math.Log(SumExp(scaled, weights));
+                    int token = plain ? Draw(weights.AsSpan(0, usable), samplers[i].NextUniform()) : samplers[i].Sample(samplers[i].Distribution(row, outputs[i], usable));
+                    float logp = scaled[token] - logSum;
                     outputs[i].Add(token);
                     logProbs[i].Add(logp);
                     if (stopTokens.Contains(token)) { Finish(i, "stop"); continue; }
@@ -94,5 +96,27 @@ public static class RolloutSampler
         z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
         z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
         return (int)((z ^ (z >> 31)) & 0x7FFFFFFF);
+    }
+
+    /// <summary>weights = exp(x); returns their sum (in double: 129K terms).</summary>
+    private static double SumExp(ReadOnlySpan<float> x, Span<float> weights)
+    {
+        var w = weights[..x.Length];
+        System.Numerics.Tensors.TensorPrimitives.Exp(x, w);
+        double sum = 0;
+        foreach (float v in w) sum += v;
+        return sum;
+    }
+
+    /// <summary>The index where the running sum of <paramref name="weights"/> passes u·Σ weights (inverse-CDF sampling).</summary>
+    private static int Draw(ReadOnlySpan<float> weights, double u)
+    {
+        double total = 0;
+        foreach (float v in weights) total += v;
+        double target = u * total, run = 0;
+        for (int i = 0; i < weights.Length; i++)
+            if ((run += weights[i]) > target) return i;
+        for (int i = weights.Length - 1; i >= 0; i--) if (weights[i] > 0) return i;
+        return 0;
     }
 }
