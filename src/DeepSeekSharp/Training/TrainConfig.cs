@@ -102,7 +102,7 @@ public sealed class TrainConfig
     /// first and select with <c>esft_p</c> (instead of <c>esft</c>).</summary>
     [Key("esft_method")] public string? EsftMethod { get; set; }
     /// <summary><c>esft_p</c>: the cumulative-score threshold; 0 = the paper's (0.2 for token, 0.1 for gate).</summary>
-    [Key("esft_p")] public float EsftP { get; set; }
+    [Key("esft_p")] public double EsftP { get; set; }
     /// <summary><c>esft_samples</c>: sequences scored with <c>esft_method</c> (ESFT used 32 of 4096 tokens).</summary>
     [Key("esft_samples")] public int EsftSamples { get; set; } = 32;
 

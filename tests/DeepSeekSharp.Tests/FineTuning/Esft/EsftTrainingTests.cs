@@ -94,6 +94,26 @@ public sealed class EsftTrainingTests
     }
 
     [Fact]
+    public void SoftmaxRoutingWithSharedExpertsTrainsTheSelectionAndTheSharedExperts()
+    {
+        // v2-lite-tiny: V2-Lite's softmax routing without normalisation; MoE layers 1 and 2 with 2 shared experts.
+        var model = ModelCheckpoint.Load(TestPaths.Fixture("v2-lite-tiny"));
+        var experts = ExpertConfig.Read(ExpertConfigFile("{\"experts\": {\"1\": [4], \"2\": [0, 6]}, \"shared_experts\": true, \"non_expert_modules\": false}"));
+        experts.Validate(model.Config, "test");
+        EsftTraining.Freeze(model, experts);
+        var tokens = Enumerable.Range(0, 24).Select(i => (i * 29 + 5) % 128).ToArray();
+        using (TensorScope.Begin())
+            Backprop.Backward(LanguageModelLoss.Compute(model, tokens, SequenceBatch.Training(1, 24), 0f, 0).Total);
+        foreach (var (name, p) in model.NamedParameters())
+        {
+            bool trained = name.Contains(".mlp.shared_experts.", StringComparison.Ordinal) || name.StartsWith("model.layers.1.mlp.experts.4.", StringComparison.Ordinal)
+                || name.StartsWith("model.layers.2.mlp.experts.0.", StringComparison.Ordinal) || name.StartsWith("model.layers.2.mlp.experts.6.", StringComparison.Ordinal);
+            Assert.True(trained == p.RequiresGrad, name);
+            Assert.True(trained == p.Grad is not null, $"{name}: gradient buffer {(p.Grad is null ? "missing" : "present")}");
+        }
+    }
+
+    [Fact]
     public void AdapterCheckpointHoldsExactlyTheTrainedExperts()
     {
         string baseModel = BaseModel(), full = Path.Combine(_dir, "full"), adapter = Path.Combine(_dir, "adapter");
