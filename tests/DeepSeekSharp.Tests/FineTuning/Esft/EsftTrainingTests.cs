@@ -143,6 +143,22 @@ public sealed class EsftTrainingTests
             Assert.True(p.Span.SequenceEqual(parameters[name].Span), $"{name} differs");
     }
 
+    [Theory]
+    [InlineData("adapter=esft", EsftAdapter.WeightsFile)]
+    [InlineData("adapter=null", "model.safetensors")]
+    public void ResumedRunKeepsItsSelectionAndEqualsAnUninterruptedOne(string adapter, string weights)
+    {
+        string baseModel = BaseModel(), straight = Path.Combine(_dir, "straight"), split = Path.Combine(_dir, "split");
+        string config = ExpertConfigFile(), other = ExpertConfigFile("{\"experts\": {\"3\": [1]}}");
+        TinyRun.Train(Esft(baseModel, straight, $"esft={config}", adapter, "max_steps=4", "save_steps=4"));
+        TinyRun.Train(Esft(baseModel, split, $"esft={config}", adapter, "max_steps=4", "save_steps=4"), new TrainOptions(StopAtStep: 2));
+        // The resumed run is handed another config: the checkpoint's recorded selection wins.
+        TinyRun.Train(Esft(baseModel, split, $"esft={other}", adapter, "max_steps=4", "save_steps=4"), new TrainOptions(ResumeDir: split));
+        foreach (var file in new[] { weights, CheckpointStore.OptimizerFile })
+            Assert.Equal(File.ReadAllBytes(Path.Combine(straight, "checkpoint-4", file)), File.ReadAllBytes(Path.Combine(split, "checkpoint-4", file)));
+        Assert.Equal(Selection, File.ReadAllText(Path.Combine(split, EsftTraining.SelectionFile)));
+    }
+
     [Fact]
     public void MethodScoresTheTrainingDataAndSelects()
     {
