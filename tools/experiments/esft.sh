@@ -60,11 +60,11 @@ measure() {
   local dir=$1; shift
   local adapter=("$@")
   "${DSS[@]}" eval --model "${model:-$base}" "${adapter[@]}" --data ../shared/data/gsm8k/test.jsonl --type gsm8k --metric loss \
-    --chat-template deepseek_v3 --sequence-len 512 --threads "$THREADS" "${loss_limit[@]}" --json > "$dir/eval-gsm8k-loss.json"
+    --chat-template deepseek_v3 --sequence-len 512 --threads "$THREADS" "${loss_limit[@]}" --json > "$dir/eval-gsm8k-loss.json" 2>> "$dir/eval.log"
   "${DSS[@]}" eval --model "${model:-$base}" "${adapter[@]}" --data "$OUT/general-val.jsonl" --type completion --metric loss \
-    --sequence-len 512 --threads "$THREADS" "${loss_limit[@]}" --json > "$dir/eval-general-loss.json"
+    --sequence-len 512 --threads "$THREADS" "${loss_limit[@]}" --json > "$dir/eval-general-loss.json" 2>> "$dir/eval.log"
   "${DSS[@]}" eval --model "${model:-$base}" "${adapter[@]}" --data ../shared/data/gsm8k/test.jsonl --metric gsm8k \
-    --chat-template deepseek_v3 --max-new-tokens "$MAX_NEW" --threads "$THREADS" "${limit[@]}" --json > "$dir/eval-gsm8k-accuracy.json"
+    --chat-template deepseek_v3 --max-new-tokens "$MAX_NEW" --threads "$THREADS" "${limit[@]}" --json > "$dir/eval-gsm8k-accuracy.json" 2>> "$dir/eval.log"
 }
 
 mkdir -p "$OUT/vanilla"

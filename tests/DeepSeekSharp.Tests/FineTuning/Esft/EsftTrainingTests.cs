@@ -143,6 +143,20 @@ public sealed class EsftTrainingTests
             Assert.True(p.Span.SequenceEqual(parameters[name].Span), $"{name} differs");
     }
 
+    [Fact]
+    public void AdapterRunKeepsTheFrozenBaseInBf16AndOnlyTheSelectedExpertsInFp32()
+    {
+        string baseModel = BaseModel(), output = Path.Combine(_dir, "bf16");
+        var logs = new List<string>();
+        TinyRun.Train(Esft(baseModel, output, $"esft={ExpertConfigFile()}", "adapter=esft", "base_model_precision=bf16", "max_steps=2", "save_steps=2"), log: logs.Add);
+        var widened = logs.Where(l => l.StartsWith("base_model_precision: ", StringComparison.Ordinal)).Select(l => l.Split(' ')[1]).Order().ToList();
+        var expected = new[] { "1.mlp.experts.0", "1.mlp.experts.3", "2.mlp.experts.5" }
+            .SelectMany(e => new[] { "gate_proj", "up_proj", "down_proj" }.Select(p => $"model.layers.{e}.{p}.weight")).Order().ToList();
+        Assert.Equal(expected, widened);
+        using var adapter = SafeTensorsReader.Open(Path.Combine(output, "checkpoint-2", EsftAdapter.WeightsFile));
+        Assert.Equal(expected, adapter.Tensors.Select(t => t.Name).Order());
+    }
+
     [Theory]
     [InlineData("adapter=esft", EsftAdapter.WeightsFile)]
     [InlineData("adapter=null", "model.safetensors")]
