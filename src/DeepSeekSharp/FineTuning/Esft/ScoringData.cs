@@ -23,16 +23,19 @@ public static class ScoringData
         if (samples < 1) throw new DeepSeekSharpException($"samples: must be ≥ 1 (got {samples})");
         if (cfg.Datasets.Count == 0) throw new DeepSeekSharpException("datasets: no dataset to score experts on");
         var sequences = new List<ScoringSequence>();
-        var fineTuning = cfg.Datasets.Where(d => !IsTokenFile(d)).ToList();
-        foreach (var spec in cfg.Datasets.Where(IsTokenFile))
-            sequences.AddRange(Windows(spec.Path, spec.Type == "bin16" ? 2 : 4, samples - sequences.Count, cfg.SequenceLen, vocabSize));
-        if (fineTuning.Count > 0 && sequences.Count < samples)
+        SftTokenizer? tokenizer = null;
+        foreach (var spec in cfg.Datasets)
         {
-            foreach (var d in fineTuning)
-                if (d.Type is null || !SftDatasets.Types.Contains(d.Type))
-                    throw new DeepSeekSharpException($"{d.Path}: experts are scored on fine-tuning data ({string.Join(", ", SftDatasets.Types)}) or token files (bin16, bin32); give the dataset's type");
-            var examples = SftDatasets.Load(cfg, SftTokenizer.FromConfig(cfg), log, ct, fineTuning).Examples;
-            foreach (var e in examples.Take(samples - sequences.Count))
+            if (sequences.Count >= samples) break;
+            if (IsTokenFile(spec))
+            {
+                sequences.AddRange(Windows(spec.Path, spec.Type == "bin16" ? 2 : 4, samples - sequences.Count, cfg.SequenceLen, vocabSize));
+                continue;
+            }
+            if (spec.Type is null || !SftDatasets.Types.Contains(spec.Type))
+                throw new DeepSeekSharpException($"{spec.Path}: experts are scored on fine-tuning data ({string.Join(", ", SftDatasets.Types)}) or token files (bin16, bin32); give the dataset's type");
+            tokenizer ??= SftTokenizer.FromConfig(cfg);
+            foreach (var e in SftDatasets.Load(cfg, tokenizer, log, ct, [spec]).Examples.Take(samples - sequences.Count))
             {
                 CheckVocab(e.Example.InputIds, vocabSize, e.Source);
                 sequences.Add(new ScoringSequence(e.Example.InputIds, [.. e.Example.Labels.Select(l => l != TokenizedExample.IgnoreIndex)]));
