@@ -18,6 +18,7 @@ public static class DssApp
         root.Subcommands.Add(DataCommand.Create());
         root.Subcommands.Add(EvalCommand.Create());
         root.Subcommands.Add(MergeCommand.Create());
+        root.Subcommands.Add(EsftCommand.Create());
         root.Subcommands.Add(RlCommand.Create());
         root.Subcommands.Add(ReportCommand.Create());
         root.Subcommands.Add(TokenizeCommand.Create());

@@ -27,14 +27,14 @@ internal static class CliCommon
 
     public static Option<string?> AdapterOption() => new("--adapter")
     {
-        Description = "PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors, e.g. a LoRA run's checkpoint-<step>) applied unmerged on the base",
+        Description = "adapter folder applied on the base: PEFT LoRA (adapter_config.json + adapter_model.safetensors, unmerged) or ESFT (expert_cfg.json + the trained experts' safetensors), e.g. a LoRA or ESFT run's checkpoint-<step>",
     };
 
     /// <summary>Loads a model for inference with <paramref name="weights"/> storage and, when given, a LoRA adapter on top (unmerged).</summary>
     public static DeepSeekSharp.Models.DeepSeekV3.DeepSeekModel LoadForInference(string dir, string weights, string? adapter = null)
     {
         // The adapter folder is checked before the (possibly long) load of the base.
-        if (adapter is not null) DeepSeekSharp.FineTuning.Lora.LoraInference.RequireAdapterFolder(adapter);
+        if (adapter is not null) DeepSeekSharp.FineTuning.AdapterFolders.Require(adapter);
         var model = weights switch
         {
             "bf16" => DeepSeekSharp.Inference.InferenceWeights.Load(dir, DeepSeekSharp.Tensors.WeightStorage.Bf16),
@@ -45,12 +45,9 @@ internal static class CliCommon
         return model;
     }
 
-    /// <summary>Puts a LoRA adapter on a loaded model and says so on stderr.</summary>
-    public static void ApplyAdapter(DeepSeekSharp.Models.DeepSeekV3.DeepSeekModel model, string adapter)
-    {
-        var result = DeepSeekSharp.FineTuning.Lora.LoraInference.Attach(model, adapter);
-        Console.Error.WriteLine($"adapter: {adapter}: LoRA on {result.Adapters.Count} Linear(s), unmerged");
-    }
+    /// <summary>Puts an adapter (LoRA or ESFT) on a loaded model and says so on stderr.</summary>
+    public static void ApplyAdapter(DeepSeekSharp.Models.DeepSeekV3.DeepSeekModel model, string adapter) =>
+        Console.Error.WriteLine($"adapter: {adapter}: {DeepSeekSharp.FineTuning.AdapterFolders.Attach(model, adapter)}");
 
     public static Option<string> OutOption(string what) => new("--out") { Description = what, Required = true };
 

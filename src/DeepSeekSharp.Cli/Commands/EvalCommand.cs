@@ -50,7 +50,7 @@ internal static class EvalCommand
             var config = DeepSeekConfig.Load(ModelCheckpoint.ConfigPath(dir));
             if (!ModelCheckpoint.HasWeights(dir)) throw new DeepSeekSharpException($"{dir}: no *.safetensors weights in the model folder");
             string? adapterDir = r.GetValue(adapter);
-            if (adapterDir is not null) DeepSeekSharp.FineTuning.Lora.LoraInference.RequireAdapterFolder(adapterDir);
+            if (adapterDir is not null) AdapterFolders.Require(adapterDir);
             var sft = LoadTokenizer(dir, r.GetValue(tokenizer));
             if (!File.Exists(dataPath)) throw new DeepSeekSharpException($"{dataPath}: dataset file not found");
             var (templateName, templateJinja) = TemplateChoice(r.GetValue(chatTemplate)!, sft, datasetType);

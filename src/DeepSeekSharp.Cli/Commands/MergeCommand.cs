@@ -7,21 +7,21 @@ using DeepSeekSharp.FineTuning.Lora;
 
 namespace DeepSeekSharp.Cli.Commands;
 
-/// <summary><c>dss merge</c>: a LoRA adapter merged into its base, written as a complete model folder, with the error the merge introduced.</summary>
+/// <summary><c>dss merge</c>: a LoRA or ESFT adapter merged into its base, written as a complete model folder, with the error the merge introduced.</summary>
 internal static class MergeCommand
 {
     public static Command Create()
     {
         var model = CliCommon.ModelOption();
         model.Description = "base model folder the adapter was trained on (config.json + safetensors, F32/BF16 or FP8)";
-        var adapter = new Option<string>("--adapter") { Description = "PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors, e.g. a LoRA run's checkpoint-<step>)", Required = true };
+        var adapter = new Option<string>("--adapter") { Description = "adapter folder: PEFT LoRA (adapter_config.json + adapter_model.safetensors) or ESFT (expert_cfg.json + the trained experts' safetensors), e.g. a LoRA or ESFT run's checkpoint-<step>", Required = true };
         var output = CliCommon.OutOption("output folder for the merged model (written beside it, then renamed into place)");
         var dtype = new Option<string?>("--dtype") { Description = "storage of the merged weights: f32, bf16 or fp8 (E4M3, 128x128 blocks); default: the base's (an FP8 base stays FP8)" };
         dtype.AcceptOnlyFromAmong("f32", "bf16", "fp8");
         var probe = new Option<int>("--probe-tokens") { Description = "tokens of the fixed probe text (through the base's tokenizer.json; fixed ids without one) on which the merged model's logits are compared with the adapter-on model's (0 = skip)", DefaultValueFactory = _ => LoraMerge.DefaultProbeTokens };
         var overwrite = CliCommon.OverwriteOption();
         var json = new Option<bool>("--json") { Description = "print the result as one JSON object" };
-        var cmd = new Command("merge", "Merge a LoRA adapter into its base model (W' = W + scale·B·A, modules_to_save replaced) and write a complete HF model folder")
+        var cmd = new Command("merge", "Merge a LoRA adapter (W' = W + scale·B·A, modules_to_save replaced) or an ESFT adapter (its trained experts replaced) into its base model and write a complete HF model folder")
         {
             model, adapter, output, dtype, probe, overwrite, json,
         };
@@ -39,7 +39,7 @@ internal static class MergeCommand
                 }));
                 return 0;
             }
-            Console.WriteLine($"wrote {report.OutputDir} ({Name(report.Weights)}): {report.MergedLinears} Linear(s) merged, {report.ReplacedTensors} tensor(s) replaced (modules_to_save)");
+            Console.WriteLine($"wrote {report.OutputDir} ({Name(report.Weights)}): {report.MergedLinears} Linear(s) merged, {report.ReplacedTensors} tensor(s) replaced (modules_to_save, ESFT experts)");
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"  weight error   max |stored W' - (W + scale·B·A)| = {report.MaxStoredError:G3} (largest |W'| {report.MaxWeight:G3}; {StorageNote(report.Weights)})"));
             if (report.ProbeTokens > 0)

@@ -56,7 +56,7 @@ internal static class ServeCommand
                 Console.Error.WriteLine($"error: cannot listen on {r.GetValue(host)}:{r.GetValue(port)} ({e.Message.ReplaceLineEndings(" ")})");
                 return 1;
             }
-            string withAdapter = r.GetValue(adapter) is string a ? $" with LoRA adapter {a}" : "";
+            string withAdapter = r.GetValue(adapter) is string a ? $" with adapter {a}" : "";
             Console.WriteLine($"serving {r.GetValue(model)}{withAdapter} on http://{r.GetValue(host)}:{r.GetValue(port)}/v1 (Ctrl+C to stop)");
             try { await Task.Delay(Timeout.Infinite, ct); } catch (OperationCanceledException) { }
             await app.StopAsync(CancellationToken.None);

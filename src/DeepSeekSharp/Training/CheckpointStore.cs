@@ -28,11 +28,14 @@ public static class CheckpointStore
     public const string StateFile = "trainer_state.json";
     public const string OptimizerFile = "optimizer.safetensors";
 
+    /// <param name="esft">for an ESFT run: its expert config, recorded in the checkpoint; as an adapter, the weights are an
+    /// ESFT adapter folder (expert_cfg.json + the trained tensors, see <see cref="FineTuning.Esft.EsftAdapter"/>)</param>
     /// <param name="lora">for a LoRA run: the weights are a PEFT adapter folder (adapter_config.json +
     /// adapter_model.safetensors, see <see cref="FineTuning.Lora.LoraAdapters"/>) instead of the full model, whose base
     /// stays at <paramref name="baseModel"/></param>
     public static string Save(string outputDir, TrainerState state, DeepSeekModel model, string configJson, AdamW optimizer,
-        string? tokenizerFile, string? tokenizerConfigJson, int keep, FineTuning.Lora.LoraSettings? lora = null, string? baseModel = null)
+        string? tokenizerFile, string? tokenizerConfigJson, int keep, FineTuning.Lora.LoraSettings? lora = null, string? baseModel = null,
+        FineTuning.Esft.EsftCheckpoint? esft = null)
     {
         long step = state.GlobalStep;
         string final = Path.Combine(outputDir, $"checkpoint-{step}");
@@ -46,8 +49,10 @@ public static class CheckpointStore
         // Only this run writes here (RunFolder), so an existing folder of the same step is this run's own to replace.
         AtomicFolder.Write(final, tmp =>
         {
-            if (lora is null) ModelCheckpoint.WriteFiles(model, tmp, configJson: configJson);
-            else FineTuning.Lora.LoraAdapters.WriteFiles(model, tmp, lora, baseModel is null ? null : Path.GetFullPath(baseModel));
+            if (lora is not null) FineTuning.Lora.LoraAdapters.WriteFiles(model, tmp, lora, baseModel is null ? null : Path.GetFullPath(baseModel));
+            else if (esft is { AsAdapter: true }) FineTuning.Esft.EsftAdapter.WriteFiles(model, tmp, esft.Experts);
+            else ModelCheckpoint.WriteFiles(model, tmp, configJson: configJson);
+            if (esft is { AsAdapter: false }) esft.Experts.Write(Path.Combine(tmp, FineTuning.Esft.EsftTraining.SelectionFile));
             InjectedCrash(step, "model");
             SafeTensorsWriter.WriteFloat32(Path.Combine(tmp, OptimizerFile), moments);
             InjectedCrash(step, "optimizer");
@@ -57,8 +62,9 @@ public static class CheckpointStore
                 if (tokenizerConfigJson is not null) AtomicFile.WriteAllText(Path.Combine(tmp, "tokenizer_config.json"), tokenizerConfigJson);
             }
             AtomicFile.WriteAllText(Path.Combine(tmp, StateFile), JsonSerializer.Serialize(state));
-            var weightNames = lora is null ? ModelCheckpoint.StateDict(model).Select(e => e.Name)
-                : FineTuning.Lora.LoraAdapters.AdapterTensors(model).Select(t => t.Name);
+            var weightNames = lora is not null ? FineTuning.Lora.LoraAdapters.AdapterTensors(model).Select(t => t.Name)
+                : esft is { AsAdapter: true } ? FineTuning.Esft.EsftAdapter.AdapterTensors(model, esft.Experts).Select(t => t.Name)
+                : ModelCheckpoint.StateDict(model).Select(e => e.Name);
             Verify(tmp, weightNames.Concat(moments.Select(m => m.Item1)));
             InjectedCrash(step, "complete");
         }, replace: true);

@@ -75,7 +75,8 @@ public sealed class TrainConfig
     public List<string> FrozenParameters { get; set; } = [];
 
     // LoRA (Axolotl's keys; docs/fine-tuning.md, LoRA)
-    /// <summary><c>adapter</c>: <c>lora</c> trains low-rank adapters on a frozen base; unset trains the model itself.</summary>
+    /// <summary><c>adapter</c>: <c>lora</c> trains low-rank adapters on a frozen base; <c>esft</c> saves an ESFT run's
+    /// checkpoints as adapters (its trained experts) on a frozen base; unset trains and saves the model itself.</summary>
     [Key("adapter")] public string? Adapter { get; set; }
     [Key("lora_r")] public int LoraR { get; set; } = 8;
     [Key("lora_alpha")] public float LoraAlpha { get; set; } = 16;
@@ -92,6 +93,18 @@ public sealed class TrainConfig
     /// <summary>The LoRA settings when <c>adapter: lora</c>, else null.</summary>
     public FineTuning.Lora.LoraSettings? Lora => Adapter == "lora"
         ? new(LoraR, LoraAlpha, LoraTargetModules, LoraTargetLinear, PeftUseRslora, LoraModulesToSave, LoraDropout) : null;
+
+    // ESFT (docs/fine-tuning.md, ESFT)
+    /// <summary><c>esft</c>: an ESFT expert config (the ESFT release's format, e.g. from <c>dss esft select</c>): only its
+    /// routed experts train (and the shared experts / non-expert modules when it says so); everything else is frozen.</summary>
+    [Key("esft")] public string? Esft { get; set; }
+    /// <summary><c>esft_method</c>: token or gate: score the experts on <c>esft_samples</c> sequences of the training data
+    /// first and select with <c>esft_p</c> (instead of <c>esft</c>).</summary>
+    [Key("esft_method")] public string? EsftMethod { get; set; }
+    /// <summary><c>esft_p</c>: the cumulative-score threshold; 0 = the paper's (0.2 for token, 0.1 for gate).</summary>
+    [Key("esft_p")] public double EsftP { get; set; }
+    /// <summary><c>esft_samples</c>: sequences scored with <c>esft_method</c> (ESFT used 32 of 4096 tokens).</summary>
+    [Key("esft_samples")] public int EsftSamples { get; set; } = 32;
 
     // Optimiser and schedule
     [Key("max_steps")] public int MaxSteps { get; set; } = 1000;
@@ -374,7 +387,7 @@ public sealed class TrainConfig
         }
         catch (FormatException) { throw new DeepSeekSharpException($"{source}: '{key}' = '{raw}' is not a valid {prop.PropertyType.Name}"); }
         catch (OverflowException) { throw new DeepSeekSharpException($"{source}: '{key}' = '{raw}' is out of range"); }
-        if (raw is "null" or "~" && prop.PropertyType == typeof(string) && Nullable.GetUnderlyingType(prop.PropertyType) is null && prop.Name is "BaseModel" or "ModelConfig" or "ModelPreset" or "ChatTemplateJinja" or "Adapter")
+        if (raw is "null" or "~" && prop.PropertyType == typeof(string) && Nullable.GetUnderlyingType(prop.PropertyType) is null && prop.Name is "BaseModel" or "ModelConfig" or "ModelPreset" or "ChatTemplateJinja" or "Adapter" or "Esft" or "EsftMethod")
             value = null;
         prop.SetValue(this, value);
         _sources[key] = source;
@@ -437,7 +450,17 @@ public sealed class TrainConfig
             "base_model_precision", "applies to the frozen base of an adapter run (adapter: lora); full fine-tuning checkpoints hold every weight in fp32");
         Require(AdamMoments is "auto" or "fp32" or "bf16", "adam_moments", "must be auto (bf16 with precision fp8, else fp32), fp32 or bf16");
         Require(UnfrozenParameters.Count == 0 || FrozenParameters.Count == 0, "frozen_parameters", "conflicts with unfrozen_parameters: give one of them");
-        Require(Adapter is null or "lora", "adapter", $"must be lora or unset (got '{Adapter}')");
+        Require(Adapter is null or "lora" or "esft", "adapter", $"must be lora, esft or unset (got '{Adapter}')");
+        Require(Esft is null || EsftMethod is null, "esft_method", "conflicts with esft: give an expert config or a method to select one, not both");
+        Require(EsftMethod is null or "token" or "gate", "esft_method", $"must be token or gate (got '{EsftMethod}')");
+        Finite("esft_p", EsftP, 0, 1);
+        AtLeast("esft_samples", EsftSamples, 1);
+        bool esft = Esft is not null || EsftMethod is not null;
+        Require(!esft || Adapter is null or "esft", "adapter", "lora conflicts with esft: an ESFT run trains experts, not LoRA adapters");
+        Require(!esft || (UnfrozenParameters.Count == 0 && FrozenParameters.Count == 0), esft && Esft is not null ? "esft" : "esft_method",
+            "decides what is frozen; give it without unfrozen_parameters/frozen_parameters");
+        Require(Adapter != "esft" || esft, "adapter", "esft needs esft (an expert config) or esft_method");
+        Require(Adapter != "esft" || BaseModel is not null, "base_model", "adapter: esft needs base_model (the adapter's experts replace the base's)");
         if (Adapter == "lora")
         {
             Require(LoraR >= 1, "lora_r", $"must be a positive integer (got {LoraR})");

@@ -57,6 +57,7 @@ public sealed class Trainer
     // Fine-tuning runs with eval_gsm8k_problems: the problems, the tokenizer and the chat template to answer them with.
     private (IReadOnlyList<Evaluation.Gsm8kItem> Items, ITextTokenizer Tokenizer, FineTuning.ChatTemplate Template)? _gsm8k;
     private FineTuning.Lora.LoraApplyResult? _lora;
+    private FineTuning.Esft.ExpertConfig? _esft;
 
     private Trainer(TrainConfig cfg, TrainOptions opts, bool resumeInPlace, Action<string> log, CancellationToken ct)
     {
@@ -72,6 +73,12 @@ public sealed class Trainer
         {
             _lora = FineTuning.Lora.LoraAdapters.Apply(_model, lora, cfg.Seed);
             log($"lora: {_lora.Summary}");
+        }
+        else if (FineTuning.Esft.EsftTraining.Experts(cfg, _model, resumeFrom, log, ct) is { } experts)
+        {
+            _esft = experts;
+            _freezing = FineTuning.Esft.EsftTraining.Freeze(_model, experts);
+            log($"esft: {experts.SelectedCount} routed expert(s) train in {experts.Experts.Count} layer(s); {_freezing.Summary}");
         }
         else if (cfg.UnfrozenParameters.Count > 0 || cfg.FrozenParameters.Count > 0)
         {
@@ -148,6 +155,13 @@ public sealed class Trainer
             var (baseModel, json) = BuildModel();
             _lora = FineTuning.Lora.LoraAdapters.Load(baseModel, checkpoint);
             _log($"lora: {_lora.Summary}");
+            return (baseModel, json);
+        }
+        if (_cfg.Adapter == "esft")
+        {
+            // An ESFT adapter checkpoint holds the trained experts; the rest is the base's.
+            var (baseModel, json) = BuildModel();
+            _log($"esft: {FineTuning.Esft.EsftAdapter.Load(baseModel, checkpoint).Summary}");
             return (baseModel, json);
         }
         var model = ModelCheckpoint.Load(checkpoint);
@@ -466,7 +480,7 @@ public sealed class Trainer
     {
         var state = new TrainerState(_step, _optimizer.Step, _tokensSeen, Math.Round(Elapsed, 2));
         string dir = CheckpointStore.Save(_cfg.OutputDir, state, _model, _configJson, _optimizer, _tokenizerFile, _tokenizerConfigJson, _cfg.SaveTotalLimit,
-            _cfg.Lora, _cfg.BaseModel);
+            _cfg.Lora, _cfg.BaseModel, _esft is null ? null : new(_esft, AsAdapter: _cfg.Adapter == "esft"));
         _savedStep = _step;
         _log($"saved {dir}");
         return dir;

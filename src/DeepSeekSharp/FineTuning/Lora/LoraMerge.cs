@@ -32,7 +32,8 @@ public sealed record MergeReport(string OutputDir, CheckpointDType Weights, int 
 
 /// <summary>
 /// Merges a LoRA adapter into its base (training.md, LoRA): every adapted Linear's weight becomes
-/// W' = W + scale·B·A and <c>modules_to_save</c> tensors replace the base's, written as a complete HF model folder
+/// W' = W + scale·B·A and <c>modules_to_save</c> tensors replace the base's; an ESFT adapter's tensors (its trained
+/// experts) replace the base's likewise (<see cref="AdapterFolders"/> tells the two apart). Written as a complete HF model folder
 /// (config.json, safetensors, the base's tokenizer files) that appears whole or not at all (<see cref="ModelFolder"/>).
 /// </summary>
 public static class LoraMerge
@@ -52,7 +53,7 @@ public static class LoraMerge
         int probeTokens = DefaultProbeTokens, IProgress<MergeProgress>? progress = null)
     {
         if (probeTokens < 0) throw new DeepSeekSharpException($"--probe-tokens must be ≥ 0 (got {probeTokens})");
-        LoraInference.RequireAdapterFolder(adapterDir);
+        AdapterFolders.Require(adapterDir);
         ModelFolder.CheckOutput(outputDir, overwrite, baseDir, adapterDir);
         // The base with its adapter lives only inside Write: it is gone before the merged model is loaded back.
         var (written, probe, adapterLogits) = Write(baseDir, adapterDir, outputDir, weights, overwrite, probeTokens, progress);
@@ -73,8 +74,11 @@ public static class LoraMerge
         var config = JsonNode.Parse(InputFile.ReadAllText(ModelCheckpoint.ConfigPath(baseDir), "config file"))!.AsObject();
         var (baseWeights, highPrecision) = StoredPrecision(baseDir, model.Config);
         var target = weights ?? baseWeights;
-        var adapters = LoraAdapters.Load(model, adapterDir);
-        // Load leaves the adapters and the modules_to_save tensors trainable: those are what the adapter changes.
+        // An ESFT adapter adapts no Linear: it replaces whole tensors (its trained experts), as modules_to_save does.
+        IReadOnlyDictionary<string, LoraLinear> adapters = new Dictionary<string, LoraLinear>();
+        if (Esft.EsftAdapter.IsAdapterFolder(adapterDir)) Esft.EsftAdapter.Load(model, adapterDir);
+        else adapters = LoraAdapters.Load(model, adapterDir).Adapters;
+        // Load leaves the adapters and the modules_to_save (ESFT: adapter) tensors trainable: those are what the adapter changes.
         var replaced = model.NamedParameters().Where(p => p.Parameter.RequiresGrad && !IsLoraTensor(p.Name)).Select(p => p.Name).ToHashSet(StringComparer.Ordinal);
         foreach (var (_, p) in model.NamedParameters()) p.RequiresGrad = false;
         int[] probe = ProbeIds(baseDir, model.Config, probeTokens);
@@ -90,7 +94,7 @@ public static class LoraMerge
         for (int i = 0; i < entries.Count; i++)
         {
             var (name, t) = entries[i];
-            bool merged = adapters.Adapters.TryGetValue(name.EndsWith(".weight", StringComparison.Ordinal) ? name[..^".weight".Length] : "", out var lora);
+            bool merged = adapters.TryGetValue(name.EndsWith(".weight", StringComparison.Ordinal) ? name[..^".weight".Length] : "", out var lora);
             // The base model is not run again, so an unmerged tensor is written from its own storage.
             float[] exact = merged || t.Data.Length != t.Length ? t.Span.ToArray() : t.Data;
             if (merged) lora!.FoldInto(exact);
@@ -132,7 +136,7 @@ public static class LoraMerge
             else HfCheckpointWriter.Save(tmp, floats, config.ToJsonString(), target == CheckpointDType.Bf16 ? DType.BF16 : DType.F32, 2L << 30);
             Fp8Checkpoint.CopyTokenizer(baseDir, tmp);
         }, overwrite, baseDir, adapterDir);
-        return (new MergeReport(outputDir, target, adapters.Adapters.Count, replaced.Count, maxError, maxWeight, probe.Length, 0, 0, 0), probe, adapterLogits);
+        return (new MergeReport(outputDir, target, adapters.Count, replaced.Count, maxError, maxWeight, probe.Length, 0, 0, 0), probe, adapterLogits);
     }
 
     private static void AddStoredFp8(List<RawTensor> raws, HfCheckpointReader reader, string name)

@@ -5,6 +5,11 @@ using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Models.DeepSeekV3;
 
+/// <summary>What a <see cref="Gate"/> hands its observer after a forward.</summary>
+/// <param name="scores">[N, E] affinity scores s (sigmoid or softmax, without the balancing bias)</param>
+/// <param name="indices">[N·k] the chosen experts, best first</param>
+public delegate void RoutingObserver(ReadOnlySpan<float> scores, int[] indices);
+
 /// <summary>
 /// The MoE router (model.md, DeepSeekMoE): affinity scores s = sigmoid or softmax of gate·x (fp32, never
 /// quantised), selection by s + e_score_correction_bias (noaux_tc: the bias steers selection only), optional
@@ -42,6 +47,13 @@ public sealed class Gate : Module
     /// <summary>The scores [N, E] of the last forward, still linked to the graph (for balance losses).</summary>
     public Tensor? LastScores { get; private set; }
 
+    /// <summary>
+    /// Called after every forward with the scores [N, E] (without the balancing bias) and the chosen experts [N·k], while
+    /// the scores are still alive: a no-grad pass hands them back to the pool when its layer ends (ESFT's expert scoring
+    /// reads them here). Null, the default, costs nothing.
+    /// </summary>
+    public RoutingObserver? Observer { get; set; }
+
     /// <summary>Scores [N, E] (differentiable), chosen experts [N·k] and their weights [N, k] (differentiable).</summary>
     public (Tensor Scores, int[] Indices, Tensor Weights) Forward(Tensor x)
     {
@@ -54,6 +66,7 @@ public sealed class Gate : Module
         LastExpertCounts = counts;
         LastIndices = idx;
         LastScores = scores;
+        Observer?.Invoke(scores.Span, idx);
         return (scores, idx, w);
     }
 
