@@ -41,9 +41,11 @@ internal static class TrainCommand
             var opts = new TrainOptions(r.GetValue(stopAt), r.GetValue(resume), r.GetValue(weightsOnly), r.GetValue(overwrite));
             TrainResult result;
             try { result = RunWithProgress(cfg, opts, world, ct); }
-            catch (OperationCanceledException) when (ct.IsCancellationRequested && world.Size == 1)
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
             {
-                // Stopped while tokenising or loading: nothing was trained, so there is nothing to save.
+                // Stopped while tokenising or loading: nothing was trained, so there is nothing to save. Ranks that were
+                // not signalled may wait in a collective for this one, so a parallel job ends through the error path.
+                if (world.Size > 1) throw new DeepSeekSharpException("stopped before the first step; nothing to save");
                 Console.WriteLine("stopped before the first step; nothing to save");
                 return 0;
             }
