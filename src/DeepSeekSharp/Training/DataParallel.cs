@@ -66,6 +66,20 @@ public sealed class DataParallel : IDisposable
             : adamW;
     }
 
+    /// <summary>
+    /// Bytes per rank for <paramref name="trainable"/> trained elements beyond the weights: the gradients, AdamW's
+    /// moments (1/N of them under ZeRO-1), the pairwise tree's at most ⌈log₂ A⌉ + 1 partial sums and the bucket's
+    /// send, receive and gather buffers (each about one gradient).
+    /// </summary>
+    public static long TrainingStateBytes(long trainable, MomentPrecision moments, int microBatchesPerRank, int ranks, int zeroStage)
+    {
+        long momentBytes = 2L * (moments == MomentPrecision.Bf16 ? 2 : 4);
+        long momentElements = zeroStage == 1 ? (trainable + ranks - 1) / ranks : trainable;
+        int treeBuffers = (int)Math.Ceiling(Math.Log2(Math.Max(1, microBatchesPerRank))) + 1;
+        long gradientCopies = 1 + treeBuffers + 3;
+        return Math.Min(long.MaxValue / 2, trainable * sizeof(float) * gradientCopies) + Math.Min(long.MaxValue / 2, momentElements * momentBytes);
+    }
+
     public int Rank => _world.Rank;
 
     public int Ranks => _world.Size;

@@ -86,11 +86,12 @@ public sealed class Trainer
         ct.ThrowIfCancellationRequested();
         if (_model.Config.VocabSize < _tokenizer.VocabSize)
             throw new DeepSeekSharpException($"the model's vocab_size {_model.Config.VocabSize} is smaller than the tokenizer's {_tokenizer.VocabSize}");
-        // Gradients and AdamW's two moments come on top of the weights: refuse now rather than at the first step.
-        int momentBytes = cfg.MomentPrecision == MomentPrecision.Bf16 ? 2 : 4;
+        // Gradients, AdamW's two moments and the reduction's buffers come on top of the weights: refuse now rather than
+        // at the first step.
         long trainable = _model.NamedParameters().Where(p => p.Parameter.RequiresGrad).Sum(p => p.Parameter.Length);
-        ModelFootprint.EnsureFits(_model.Config, FineTuning.FrozenBaseStorage.WeightBytes(_model) + ModelFootprint.Bytes(trainable, sizeof(float) + 2 * momentBytes),
-            "training it (weights, gradients and AdamW moments)");
+        ModelFootprint.EnsureFits(_model.Config, FineTuning.FrozenBaseStorage.WeightBytes(_model)
+            + DataParallel.TrainingStateBytes(trainable, cfg.MomentPrecision, cfg.GradientAccumulationSteps, world.Size, cfg.ZeroStage),
+            "training it (weights, gradients, AdamW moments and the gradient reduction's buffers)");
         var adamW = new AdamW(_model.NamedParameters())
         {
             Beta1 = cfg.AdamBeta1, Beta2 = cfg.AdamBeta2, Eps = cfg.AdamEpsilon, WeightDecay = cfg.WeightDecay,
