@@ -165,16 +165,23 @@ public sealed class DataParallel : IDisposable
     }
 
     /// <summary>
-    /// Every rank's per-micro-batch values in global micro-batch order: <paramref name="local"/> holds
-    /// <paramref name="width"/> values for each of this rank's micro-batches, the result the same for all M.
+    /// Sums per-micro-batch values over every rank's micro-batches in global micro-batch order (each column left to
+    /// right, as one process adds them as they come): <paramref name="local"/> holds <paramref name="width"/> values for
+    /// each of this rank's micro-batches; the result, one sum per column, is the same on every rank and for any N.
     /// </summary>
-    public double[] InGlobalOrder(double[] local, int width)
+    public double[] SumInGlobalOrder(double[] local, int width)
     {
         if (local.Length != MicroBatchesPerRank * width) throw new ArgumentException($"{local.Length} values, expected {MicroBatchesPerRank} × {width}");
-        if (_world.Size == 1) return local;
-        var all = new double[local.Length * _world.Size];
-        _world.AllGather<double>(local, all);
-        return all;
+        var all = local;
+        if (_world.Size > 1)
+        {
+            all = new double[local.Length * _world.Size];
+            _world.AllGather<double>(local, all);
+        }
+        var sums = new double[width];
+        for (int g = 0; g < all.Length; g += width)
+            for (int k = 0; k < width; k++) sums[k] += all[g + k];
+        return sums;
     }
 
     /// <summary>True on every rank when any rank passes true (a stop request seen by one rank stops all at the same step).</summary>

@@ -282,14 +282,8 @@ public sealed class Trainer
                 perMicro[4 * micro + 2] = loss.MtpLosses.Length > 0 ? loss.MtpLosses.Average() : 0;
                 perMicro[4 * micro + 3] = aux;
             }
-            var global = _parallel.InGlobalOrder(perMicro, 4);
-            for (int g = 0; g < global.Length; g += 4)
-            {
-                lossSum += global[g];
-                mainSum += global[g + 1];
-                mtpSum += global[g + 2];
-                auxSum += global[g + 3];
-            }
+            var sums = _parallel.SumInGlobalOrder(perMicro, 4);
+            (lossSum, mainSum, mtpSum, auxSum) = (sums[0], sums[1], sums[2], sums[3]);
             float gradNorm = _parallel.ReduceAndClip(cfg.MaxGradNorm);
             float lr = schedule.At(step);
             _parallel.Update(lr);
