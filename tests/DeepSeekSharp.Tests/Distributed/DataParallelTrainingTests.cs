@@ -193,6 +193,18 @@ public sealed class DataParallelTrainingTests : IDisposable
         Assert.Equal(Records(one, "train", StepKeys), Records(two, "train", StepKeys));
     }
 
+    [Fact]
+    public void ABadConfigEndsEveryRankWithOneErrorLineInsteadOfHanging()
+    {
+        string missing = Path.Combine(_dir, "missing.txt");
+        var job = MpiJob.Launch(2, "train", "--set", "model_preset=tiny-v3", "--set", $"datasets={missing}", "--output-dir", Path.Combine(_dir, "bad"));
+        Assert.NotEqual(0, job.ExitCode);
+        var errors = job.Stderr.Split('\n').Where(l => l.StartsWith("error:", StringComparison.Ordinal)).ToList();
+        Assert.NotEmpty(errors);
+        Assert.All(errors, line => Assert.Matches(@"^error: rank [01] of 2: .*missing\.txt", line));
+        Assert.DoesNotContain("finished at step", job.Stdout);
+    }
+
     private static void CopyDirectory(string from, string to)
     {
         Directory.CreateDirectory(to);
