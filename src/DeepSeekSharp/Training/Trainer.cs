@@ -508,10 +508,14 @@ public sealed class Trainer
     {
         var state = new TrainerState(_step, _optimizer.Step, _tokensSeen, Math.Round(Elapsed, 2));
         var moments = _optimizer.State().ToList();
-        _savedStep = _step;
-        if (!_parallel.IsRoot) return null;
+        if (!_parallel.IsRoot)
+        {
+            _savedStep = _step;
+            return null;
+        }
         string dir = CheckpointStore.Save(_cfg.OutputDir, state, _model, _configJson, moments, _tokenizerFile, _tokenizerConfigJson, _cfg.SaveTotalLimit,
             _cfg.Lora, _cfg.BaseModel);
+        _savedStep = _step;
         _log($"saved {dir}");
         return dir;
     }
