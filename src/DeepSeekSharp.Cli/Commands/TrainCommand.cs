@@ -27,7 +27,8 @@ internal static class TrainCommand
         {
             config, set, maxSteps, stopAt, outputDir, resume, weightsOnly, overwrite, precision,
         };
-        cmd.SetAction((r, ct) => Task.FromResult(CliCommon.Run(() =>
+        // Under mpirun/srun every rank runs this with the same arguments (data parallel); alone it is a world of one.
+        cmd.SetAction((r, ct) => Task.FromResult(CliCommon.RunDistributed(world =>
         {
             var overrides = (r.GetValue(set) ?? []).ToList();
             if (r.GetValue(maxSteps) is int ms) overrides.Add($"max_steps={ms}");
@@ -39,13 +40,16 @@ internal static class TrainCommand
             if (r.GetValue(weightsOnly) && r.GetValue(resume) is null) throw new DeepSeekSharpException("--resume-weights-only: give --resume DIR too");
             var opts = new TrainOptions(r.GetValue(stopAt), r.GetValue(resume), r.GetValue(weightsOnly), r.GetValue(overwrite));
             TrainResult result;
-            try { result = RunWithProgress(cfg, opts, ct); }
+            try { result = RunWithProgress(cfg, opts, world, ct); }
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
             {
-                // Stopped while tokenising or loading: nothing was trained, so there is nothing to save.
+                // Stopped while tokenising or loading: nothing was trained, so there is nothing to save. Ranks that were
+                // not signalled may wait in a collective for this one, so a parallel job ends through the error path.
+                if (world.Size > 1) throw new DeepSeekSharpException("stopped before the first step; nothing to save");
                 Console.WriteLine("stopped before the first step; nothing to save");
                 return 0;
             }
+            if (world.Rank != 0) return 0;
             Console.WriteLine(result switch
             {
                 { Interrupted: true, LastCheckpoint: null } => $"stopped at step {result.FinalStep}; nothing saved",
@@ -58,9 +62,16 @@ internal static class TrainCommand
         return cmd;
     }
 
-    private static TrainResult RunWithProgress(TrainConfig cfg, TrainOptions opts, CancellationToken ct)
+    private static TrainResult RunWithProgress(TrainConfig cfg, TrainOptions opts, DeepSeekSharp.Distributed.ICommunicator world, CancellationToken ct)
     {
         void Log(string line) => Console.WriteLine($"[{DateTime.Now:HH:mm:ss}] {line}");
+        if (world.Size > 1)
+            // Ranks print through the launcher's pipe; rank 0 alone prints (Trainer.Run silences the others).
+            return Trainer.Run(cfg, opts, world, new SyncProgress(p =>
+            {
+                if (p.Step % cfg.LoggingSteps != 0 && p.Step != p.TotalSteps) return;
+                Log(string.Create(CultureInfo.InvariantCulture, $"step {p.Step}/{p.TotalSteps} loss {p.Loss:F4} lr {p.LearningRate:E2} {p.TokensPerSecond:F0} tok/s"));
+            }), Log, ct);
         bool interactive = !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive;
         if (!interactive)
         {

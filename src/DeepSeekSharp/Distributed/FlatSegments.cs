@@ -89,17 +89,21 @@ public sealed class FlatSegments
 /// <summary>
 /// Padded equal shards of a flat vector over the ranks of a group (ZeRO-1): rank r owns [r·S, min((r+1)·S, Length))
 /// with S = ⌈Length / Ranks⌉, and every shard travels and is stored S long (the last ones padded with zeros, a rank past
-/// the end owning none), so collectives move equal blocks and no rank falls back to a different layout.
+/// the end owning none), so collectives move equal blocks and no rank falls back to a different layout. With an
+/// alignment a, S is rounded up to a multiple of a, so every shard starts on a multiple of a: fixed blocks of a
+/// elements never straddle two ranks, whatever the rank count (the trainer's gradient norm sums such blocks).
 /// </summary>
 public readonly record struct ShardLayout
 {
-    public ShardLayout(int length, int ranks)
+    public ShardLayout(int length, int ranks, int alignment = 1)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(length);
         ArgumentOutOfRangeException.ThrowIfLessThan(ranks, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(alignment, 1);
         Length = length;
         Ranks = ranks;
-        ShardLength = (int)(((long)length + ranks - 1) / ranks);
+        long perRank = ((long)length + ranks - 1) / ranks;
+        ShardLength = checked((int)((perRank + alignment - 1) / alignment * alignment));
     }
 
     public int Length { get; }

@@ -29,7 +29,8 @@ public sealed class GradientBucket : IDisposable
     /// <param name="group">the data-parallel group the bucket is summed over</param>
     /// <param name="gradients">the parameter gradients of the bucket (the reduced sum is written back into them)</param>
     /// <param name="microBatches">M, the micro-batches of one optimizer step over the whole group (a multiple of its size)</param>
-    public GradientBucket(ICommunicator group, IReadOnlyList<Memory<float>> gradients, int microBatches)
+    /// <param name="shardAlignment">shards start on multiples of this many elements (<see cref="ShardLayout"/>)</param>
+    public GradientBucket(ICommunicator group, IReadOnlyList<Memory<float>> gradients, int microBatches, int shardAlignment = 1)
     {
         int n = group.Size;
         if (microBatches < n || microBatches % n != 0)
@@ -37,7 +38,7 @@ public sealed class GradientBucket : IDisposable
         _group = group;
         _tree = new PairwiseSumTree(microBatches);
         Gradients = new FlatSegments(gradients);
-        Shards = new ShardLayout(Gradients.Length, n);
+        Shards = new ShardLayout(Gradients.Length, n, shardAlignment);
         int perRank = microBatches / n;
         MicroBatches = (group.Rank * perRank, perRank);
         _accumulator = new TreeAccumulator(_tree, MicroBatches.First, perRank, Gradients.Length);
@@ -115,9 +116,9 @@ public sealed class GradientBucket : IDisposable
     /// <summary>
     /// Waits for the partial sums and finishes the tree for this rank's shard: returns the summed gradient of
     /// [Shards.Start(rank), +Shards.Count(rank)), padded to Shards.ShardLength with zeros. Valid until the next step's
-    /// first <see cref="AddMicroBatch"/>.
+    /// first <see cref="AddMicroBatch"/>; the caller may scale it in place (gradient clipping) before the optimizer reads it.
     /// </summary>
-    public ReadOnlySpan<float> WaitShard()
+    public Span<float> WaitShard()
     {
         if (!_shardReady)
         {
@@ -134,7 +135,7 @@ public sealed class GradientBucket : IDisposable
     public void WaitAll()
     {
         ReadOnlySpan<float> shard = WaitShard();
-        _group.AllGather(shard, _gathered);
+        _group.AllGather(shard, _gathered.AsSpan());
         Gradients.CopyFrom(_gathered.AsSpan(0, Gradients.Length), 0);
     }
 

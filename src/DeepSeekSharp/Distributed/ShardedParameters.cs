@@ -13,11 +13,12 @@ public sealed class ShardedParameters
 
     /// <param name="group">the data-parallel group</param>
     /// <param name="parameters">the parameters' values, in the same order as the gradients of the matching <see cref="GradientBucket"/></param>
-    public ShardedParameters(ICommunicator group, IReadOnlyList<Memory<float>> parameters)
+    /// <param name="shardAlignment">as the matching bucket's, so both cut the same shards</param>
+    public ShardedParameters(ICommunicator group, IReadOnlyList<Memory<float>> parameters, int shardAlignment = 1)
     {
         _group = group;
         Parameters = new FlatSegments(parameters);
-        Shards = new ShardLayout(Parameters.Length, group.Size);
+        Shards = new ShardLayout(Parameters.Length, group.Size, shardAlignment);
         _own = new float[Shards.ShardLength];
         _gathered = new float[checked((int)Shards.PaddedLength)];
     }

@@ -20,7 +20,7 @@ public enum MomentPrecision
 /// (RequiresGrad false) are skipped; a parameter without a gradient this step is updated with zeros. The master
 /// weights are always fp32; the moments fp32 or BF16 (<see cref="Moments"/>).
 /// </summary>
-public sealed class AdamW
+public sealed class AdamW : IOptimizer
 {
     private const int Chunk = 4096;
 
@@ -84,7 +84,7 @@ public sealed class AdamW
                 NumericFormats.Bf16ToFloat(st.V16!.AsSpan(c0, len), v);
             }
             bool decayed = p.WeightDecay && opt.WeightDecay > 0;
-            opt.StepChunk(p.Grad.AsSpan(c0, len), m, v, p.Span.Slice(c0, len), lr, bc1, bc2, decayed ? decay : 1f);
+            StepChunk(opt.Beta1, opt.Beta2, opt.Eps, p.Grad.AsSpan(c0, len), m, v, p.Span.Slice(c0, len), lr, bc1, bc2, decayed ? decay : 1f);
             if (st.M16 is not null)
             {
                 NumericFormats.FloatToBf16(m, st.M16.AsSpan(c0, len));
@@ -95,13 +95,16 @@ public sealed class AdamW
 
     /// <summary>
     /// One fused pass over a chunk (each element read and written once instead of eleven library passes); the
-    /// arithmetic is the same sequence of separately rounded operations as the reference formula.
+    /// arithmetic is the same sequence of separately rounded operations as the reference formula. Every element's
+    /// result depends only on its own inputs (the vector and scalar paths round alike), so a ZeRO-1 shard updated
+    /// alone (<see cref="Distributed.ShardedAdamW"/>) gets the bits a whole-parameter update gives it.
     /// </summary>
-    private unsafe void StepChunk(Span<float> g, Span<float> m, Span<float> v, Span<float> w, float lr, float bc1, float bc2, float decay)
+    internal static unsafe void StepChunk(float beta1, float beta2, float eps, Span<float> g, Span<float> m, Span<float> v, Span<float> w,
+        float lr, float bc1, float bc2, float decay)
     {
         // m = β1·m + (1−β1)·g ; v = β2·v + (1−β2)·g² ; w −= lr·(m̂ / (sqrt(v̂) + ε) + λ·w) with w·decay = w − lr·λ·w
         int n = g.Length, i = 0;
-        float b1 = Beta1, b2 = Beta2, c1 = 1f - Beta1, c2 = 1f - Beta2, invBc2 = 1f / bc2, step = -lr / bc1, eps = Eps;
+        float b1 = beta1, b2 = beta2, c1 = 1f - beta1, c2 = 1f - beta2, invBc2 = 1f / bc2, step = -lr / bc1;
         fixed (float* pg = g) fixed (float* pm = m) fixed (float* pv = v) fixed (float* pw = w)
         {
             for (; i + 16 <= n; i += 16)

@@ -35,13 +35,20 @@ public static class CheckpointStore
     /// stays at <paramref name="baseModel"/></param>
     public static string Save(string outputDir, TrainerState state, DeepSeekModel model, string configJson, AdamW optimizer,
         string? tokenizerFile, string? tokenizerConfigJson, int keep, FineTuning.Lora.LoraSettings? lora = null, string? baseModel = null,
+        FineTuning.Esft.EsftCheckpoint? esft = null) =>
+        Save(outputDir, state, model, configJson, optimizer.State(), tokenizerFile, tokenizerConfigJson, keep, lora, baseModel, esft);
+
+    /// <param name="optimizerState">whole-parameter AdamW moments by name (<see cref="IOptimizer.State"/>; a ZeRO-1 run
+    /// gathers them on every rank before rank 0 writes, so the file is the one a single process writes)</param>
+    public static string Save(string outputDir, TrainerState state, DeepSeekModel model, string configJson, IEnumerable<(string Name, float[] M, float[] V)> optimizerState,
+        string? tokenizerFile, string? tokenizerConfigJson, int keep, FineTuning.Lora.LoraSettings? lora = null, string? baseModel = null,
         FineTuning.Esft.EsftCheckpoint? esft = null)
     {
         long step = state.GlobalStep;
         string final = Path.Combine(outputDir, $"checkpoint-{step}");
         var moments = new List<(string, int[], float[])>();
         var shapes = model.NamedParameters().ToDictionary(p => p.Name, p => p.Parameter.Shape);
-        foreach (var (name, m, v) in optimizer.State())
+        foreach (var (name, m, v) in optimizerState)
         {
             moments.Add(("m." + name, shapes[name], m));
             moments.Add(("v." + name, shapes[name], v));
@@ -84,7 +91,7 @@ public static class CheckpointStore
     /// unless <paramref name="weightsOnly"/>, which keeps only the weights: AdamW starts again from zero moments
     /// (step 0) and the step is the recorded one, or the folder's when trainer_state.json is gone.
     /// </summary>
-    public static TrainerState LoadTrainingState(string checkpoint, AdamW optimizer, bool weightsOnly = false)
+    public static TrainerState LoadTrainingState(string checkpoint, IOptimizer optimizer, bool weightsOnly = false)
     {
         string statePath = Path.Combine(checkpoint, StateFile), optPath = Path.Combine(checkpoint, OptimizerFile);
         const string Hint = "pass --resume-weights-only to continue from its weights with fresh AdamW moments (not an exact resume)";

@@ -54,6 +54,9 @@ public sealed class TrainConfig
     [Key("sequence_len")] public int SequenceLen { get; set; } = 256;
     [Key("micro_batch_size")] public int MicroBatchSize { get; set; } = 8;
     [Key("gradient_accumulation_steps")] public int GradientAccumulationSteps { get; set; } = 1;
+    /// <summary>DeepSpeed's ZeRO stage for a data-parallel run: 0 keeps AdamW's moments on every rank, 1 shards them over
+    /// the ranks (each updates its shard, then the parameters are allgathered). Same bits either way.</summary>
+    [Key("zero_stage")] public int ZeroStage { get; set; }
     [Key("seed")] public int Seed { get; set; } = 42;
 
     // Fine-tuning data (docs/fine-tuning.md)
@@ -415,6 +418,7 @@ public sealed class TrainConfig
         AtLeast("micro_batch_size", MicroBatchSize, 1);
         Require((long)MicroBatchSize * SequenceLen <= Array.MaxLength, "sequence_len", $"× micro_batch_size = {(long)MicroBatchSize * SequenceLen} tokens exceeds one batch array ({Array.MaxLength})");
         AtLeast("gradient_accumulation_steps", GradientAccumulationSteps, 1);
+        Require(ZeroStage is 0 or 1, "zero_stage", $"must be 0 or 1 (got {ZeroStage}; stages 2 and 3 are not implemented)");
         AtLeast("max_steps", MaxSteps, 1);
         FinitePositive("learning_rate", LearningRate);
         AtLeast("warmup_steps", WarmupSteps, 0);

@@ -41,7 +41,8 @@ public sealed class Trainer
     private readonly Action<string> _log;
     private readonly ITextTokenizer _tokenizer;
     private readonly DeepSeekModel _model;
-    private readonly AdamW _optimizer;
+    private readonly DataParallel _parallel;
+    private readonly IOptimizer _optimizer;
     private readonly BiasBalancer _balancer;
     private readonly string _configJson;
     private readonly string? _tokenizerFile;
@@ -59,7 +60,7 @@ public sealed class Trainer
     private FineTuning.Lora.LoraApplyResult? _lora;
     private FineTuning.Esft.ExpertConfig? _esft;
 
-    private Trainer(TrainConfig cfg, TrainOptions opts, bool resumeInPlace, Action<string> log, CancellationToken ct)
+    private Trainer(TrainConfig cfg, TrainOptions opts, bool resumeInPlace, Distributed.ICommunicator world, Action<string> log, CancellationToken ct)
     {
         _cfg = cfg;
         _opts = opts;
@@ -92,12 +93,13 @@ public sealed class Trainer
         ct.ThrowIfCancellationRequested();
         if (_model.Config.VocabSize < _tokenizer.VocabSize)
             throw new DeepSeekSharpException($"the model's vocab_size {_model.Config.VocabSize} is smaller than the tokenizer's {_tokenizer.VocabSize}");
-        // Gradients and AdamW's two moments come on top of the weights: refuse now rather than at the first step.
-        int momentBytes = cfg.MomentPrecision == MomentPrecision.Bf16 ? 2 : 4;
+        // Gradients, AdamW's two moments and the reduction's buffers come on top of the weights: refuse now rather than
+        // at the first step.
         long trainable = _model.NamedParameters().Where(p => p.Parameter.RequiresGrad).Sum(p => p.Parameter.Length);
-        ModelFootprint.EnsureFits(_model.Config, FineTuning.FrozenBaseStorage.WeightBytes(_model) + ModelFootprint.Bytes(trainable, sizeof(float) + 2 * momentBytes),
-            "training it (weights, gradients and AdamW moments)");
-        _optimizer = new AdamW(_model.NamedParameters())
+        ModelFootprint.EnsureFits(_model.Config, FineTuning.FrozenBaseStorage.WeightBytes(_model)
+            + DataParallel.TrainingStateBytes(trainable, cfg.MomentPrecision, cfg.GradientAccumulationSteps, world.Size, cfg.ZeroStage),
+            "training it (weights, gradients, AdamW moments and the gradient reduction's buffers)");
+        var adamW = new AdamW(_model.NamedParameters())
         {
             Beta1 = cfg.AdamBeta1, Beta2 = cfg.AdamBeta2, Eps = cfg.AdamEpsilon, WeightDecay = cfg.WeightDecay,
             Moments = cfg.MomentPrecision,
@@ -109,6 +111,9 @@ public sealed class Trainer
         DeepSeekSharp.Fp8.Fp8Training.Apply(_model, cfg.Precision, cfg.Fp8SwigluCache, cfg.Fp8E5M6OProj);
         _model.RecomputeNorms(cfg.RecomputeNorms);
         _model.RecomputeMlaUpProjections(cfg.RecomputeMlaUp);
+        // After every change to the parameters (adapters, freezing, FP8 copies): the buckets hold their arrays.
+        _parallel = new DataParallel(world, _model.NamedParameters().ToList(), cfg.GradientAccumulationSteps, cfg.ZeroStage, adamW);
+        _optimizer = _parallel.Optimizer;
         if (resumeFrom is not null)
         {
             var state = CheckpointStore.LoadTrainingState(resumeFrom, _optimizer, opts.ResumeWeightsOnly);
@@ -127,16 +132,36 @@ public sealed class Trainer
     /// </summary>
     public static TrainResult Run(TrainConfig cfg, TrainOptions opts, IProgress<TrainProgress>? progress, Action<string> log, CancellationToken ct)
     {
+        using var world = new Distributed.SingleProcessCommunicator();
+        return Run(cfg, opts, world, progress, log, ct);
+    }
+
+    /// <summary>
+    /// Runs training as one rank of <paramref name="world"/> (data parallel: every rank calls this with the same
+    /// config). Rank 0 owns the output folder, logs, reports progress and writes metrics and checkpoints; the other
+    /// ranks write nothing there and report nothing.
+    /// </summary>
+    public static TrainResult Run(TrainConfig cfg, TrainOptions opts, Distributed.ICommunicator world, IProgress<TrainProgress>? progress, Action<string> log, CancellationToken ct)
+    {
         opts.Validate();
-        using var folder = RunFolder.Acquire(cfg.OutputDir);
+        bool root = world.Rank == 0;
+        if (!root) (progress, log) = (null, _ => { });
+        using var folder = root ? RunFolder.Acquire(cfg.OutputDir) : null;
         bool resumeInPlace = opts.ResumeDir is not null && IO.AtomicFolder.Canonical(opts.ResumeDir) == IO.AtomicFolder.Canonical(cfg.OutputDir);
         if (resumeInPlace && opts.Overwrite)
             throw new DeepSeekSharpException($"{cfg.OutputDir}: --overwrite starts a new run and --resume continues this one; give one of them");
         if (!resumeInPlace)
-            folder.StartFresh(opts.Overwrite, cfg.Datasets.Select(d => d.Path).Concat([cfg.BaseModel, cfg.ModelConfig, cfg.Tokenizer, opts.ResumeDir]));
-        var trainer = new Trainer(cfg, opts, resumeInPlace, log, ct);
+            folder?.StartFresh(opts.Overwrite, cfg.Datasets.Select(d => d.Path).Concat([cfg.BaseModel, cfg.ModelConfig, cfg.Tokenizer, opts.ResumeDir]));
+        // Rank 0 writes the tokenizer file and the token cache first (Loop's barrier); the others then find them ready
+        // and only read, instead of racing to write the same files.
+        if (!root) world.Barrier();
+        var trainer = new Trainer(cfg, opts, resumeInPlace, world, log, ct);
         try { return trainer.Loop(progress, ct); }
-        finally { Reporting.RunReport.WriteAfterTraining(cfg.OutputDir, log); }
+        finally
+        {
+            trainer._parallel.Dispose();
+            if (root) Reporting.RunReport.WriteAfterTraining(cfg.OutputDir, log);
+        }
     }
 
     private static string WithSpecialTokens(string configJson, ITextTokenizer tokenizer)
@@ -207,22 +232,25 @@ public sealed class Trainer
         bool fineTuning = FineTuning.SftDatasets.IsFineTuning(cfg);
         using var pretraining = fineTuning ? null : TrainingData.Prepare(cfg, _tokenizer, _tokenizer is ByteTokenizer ? "byte" : _tokenizerFile ?? "byte", _log, ct);
         ITrainingBatches data = pretraining is not null ? pretraining : PrepareFineTuning(ct);
+        if (_parallel.IsRoot) _parallel.Barrier(); // the files the other ranks wait for (Run) are written
         _log(data.Summary);
-        using var metrics = new MetricsLog(cfg.OutputDir, _resumedInPlace ? _step : null);
-        IO.AtomicFile.WriteAllText(Path.Combine(cfg.OutputDir, TrainConfig.RunFileName), cfg.ToJson());
+        using var metrics = _parallel.IsRoot ? new MetricsLog(cfg.OutputDir, _resumedInPlace ? _step : null) : null;
+        if (_parallel.IsRoot) IO.AtomicFile.WriteAllText(Path.Combine(cfg.OutputDir, TrainConfig.RunFileName), cfg.ToJson());
         var schedule = new LrSchedule(cfg.LrScheduler, cfg.LearningRate, cfg.WarmupSteps, cfg.MaxSteps, cfg.MinLrRatio);
-        int accum = cfg.GradientAccumulationSteps;
+        // This rank's micro-batches per step; the global batch is accum × ranks micro-batches.
+        int accum = _parallel.MicroBatchesPerRank;
         long stopAt = Math.Min(cfg.MaxSteps, _opts.StopAtStep ?? long.MaxValue);
         var microBatches = new TrainingBatch[accum];
-        var parameters = _model.NamedParameters().Select(p => p.Parameter).ToList();
         string? lastCheckpoint = _resumedFrom;
         float? lastVal = null;
         _clock.Start();
         _log($"training {SummaryLine()} for steps {_step + 1}..{stopAt} of {cfg.MaxSteps}");
+        if (_parallel.Ranks > 1 || cfg.ZeroStage > 0) _log(_parallel.Summary);
 
         while (_step < stopAt)
         {
-            if (ct.IsCancellationRequested)
+            // Every rank stops at the same step, whichever saw the signal.
+            if (_parallel.Any(ct.IsCancellationRequested))
             {
                 // A step is saved once: a stop right after a periodic save keeps that checkpoint as it is.
                 if (_savedStep < _step) lastCheckpoint = SaveCheckpoint();
@@ -240,29 +268,41 @@ public sealed class Trainer
             long computedTokens = 0, trainedTokens = 0;
             for (int micro = 0; micro < accum; micro++)
             {
-                var mb = microBatches[micro] = data.Train(_step * accum + micro);
+                var mb = microBatches[micro] = data.Train(_parallel.GlobalMicroBatch(_step, micro));
                 var counts = LanguageModelLoss.CountTargets(mb.Labels, mb.Geometry, depth);
                 for (int k = 0; k <= depth; k++) divisors[k] += counts[k];
                 computedTokens += mb.Tokens.Length;
                 trainedTokens += counts[0];
             }
+            // The divisors and token counts are the global batch's (integer sums: exact on any number of ranks).
+            var tokenCounts = new[] { computedTokens, trainedTokens };
+            _parallel.SumCounts(divisors);
+            _parallel.SumCounts(tokenCounts);
+            (computedTokens, trainedTokens) = (tokenCounts[0], tokenCounts[1]);
+            // Per micro-batch: total, main, MTP and balance loss, summed below in global micro-batch order.
+            var perMicro = new double[accum * 4];
             for (int micro = 0; micro < accum; micro++)
             {
                 var mb = microBatches[micro];
                 // The micro-batch's tensors live until its backward ran; whatever is left then goes back to the pool.
                 using var microBatchTensors = TensorScope.Begin();
                 var loss = LanguageModelLoss.Compute(_model, mb.Tokens, mb.Geometry, lambda, depth, mb.Labels, divisors);
-                var (total, aux) = AddBalanceLoss(loss.Total, mb.Geometry, 1f / accum);
+                var (total, aux) = AddBalanceLoss(loss.Total, mb.Geometry, 1f / _parallel.MicroBatchesPerStep);
                 Backprop.Backward(total, freeActivations: true);
+                _parallel.AddMicroBatch();
                 _balancer.Accumulate();
-                lossSum += total.Data[0];
-                mainSum += loss.MainLoss;
-                mtpSum += loss.MtpLosses.Length > 0 ? loss.MtpLosses.Average() : 0;
-                auxSum += aux;
+                perMicro[4 * micro] = total.Data[0];
+                perMicro[4 * micro + 1] = loss.MainLoss;
+                perMicro[4 * micro + 2] = loss.MtpLosses.Length > 0 ? loss.MtpLosses.Average() : 0;
+                perMicro[4 * micro + 3] = aux;
             }
-            float gradNorm = GradClip.ClipGlobalNorm(parameters, cfg.MaxGradNorm);
+            var sums = _parallel.SumInGlobalOrder(perMicro, 4);
+            (lossSum, mainSum, mtpSum, auxSum) = (sums[0], sums[1], sums[2], sums[3]);
+            float gradNorm = _parallel.ReduceAndClip(cfg.MaxGradNorm);
             float lr = schedule.At(step);
-            _optimizer.Update(lr);
+            _parallel.Update(lr);
+            // Bias balancing follows the expert loads of the whole global batch.
+            foreach (var gateCounts in _balancer.Counts) _parallel.SumCounts(gateCounts);
             var balance = _balancer.Update(cfg.Balancing == "bias" ? cfg.BiasUpdateSpeed : 0f);
             _step = step;
             _tokensSeen += computedTokens;
@@ -273,7 +313,7 @@ public sealed class Trainer
             bool diverged = !float.IsFinite(mainLoss) || badWeights > 0;
             progress?.Report(new TrainProgress(step, stopAt, mainLoss, lr, tps));
 
-            if (diverged || step % cfg.LoggingSteps == 0 || step == stopAt)
+            if (metrics is not null && (diverged || step % cfg.LoggingSteps == 0 || step == stopAt))
                 metrics.Write("train", step, new Dictionary<string, object>
                 {
                     ["tokens"] = _tokensSeen, ["trained_tokens"] = trainedTokens, ["loss"] = mainLoss, ["total_loss"] = (float)lossSum,
@@ -286,7 +326,8 @@ public sealed class Trainer
                 throw new DeepSeekSharpException($"{cfg.OutputDir}: step {step} diverged ("
                     + (badWeights > 0 ? $"{badWeights:N0} weights are NaN/Inf after its update" : $"loss is {mainLoss}")
                     + $"); nothing of it was saved, the last good checkpoint is {lastCheckpoint ?? "none (no save yet)"}; lower learning_rate");
-            if (step % cfg.EvalSteps == 0 || step == cfg.MaxSteps)
+            // Validation and samples run on rank 0 only (the others wait for it at the next step's first collective).
+            if (metrics is not null && (step % cfg.EvalSteps == 0 || step == cfg.MaxSteps))
             {
                 lastVal = Evaluate(data, metrics, step, Elapsed, ct) ?? lastVal;
             }
@@ -476,10 +517,17 @@ public sealed class Trainer
         return usable - 1;
     }
 
-    private string SaveCheckpoint()
+    /// <summary>Every rank calls it (ZeRO-1 gathers the moments); rank 0 writes the folder, the others return null.</summary>
+    private string? SaveCheckpoint()
     {
         var state = new TrainerState(_step, _optimizer.Step, _tokensSeen, Math.Round(Elapsed, 2));
-        string dir = CheckpointStore.Save(_cfg.OutputDir, state, _model, _configJson, _optimizer, _tokenizerFile, _tokenizerConfigJson, _cfg.SaveTotalLimit,
+        var moments = _optimizer.State().ToList();
+        if (!_parallel.IsRoot)
+        {
+            _savedStep = _step;
+            return null;
+        }
+        string dir = CheckpointStore.Save(_cfg.OutputDir, state, _model, _configJson, moments, _tokenizerFile, _tokenizerConfigJson, _cfg.SaveTotalLimit,
             _cfg.Lora, _cfg.BaseModel, _esft is null ? null : new(_esft, AsAdapter: _cfg.Adapter == "esft"));
         _savedStep = _step;
         _log($"saved {dir}");

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using DeepSeekSharp.Tests.Cli;
 
 namespace DeepSeekSharp.Tests.Distributed;
@@ -9,38 +8,7 @@ namespace DeepSeekSharp.Tests.Distributed;
 /// </summary>
 public class MpiLaunchTests
 {
-    private sealed record Job(int ExitCode, string Stdout, string Stderr);
-
-    private static string Mpirun()
-    {
-        foreach (string dir in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries))
-            if (File.Exists(Path.Combine(dir, "mpirun"))) return Path.Combine(dir, "mpirun");
-        Assert.Fail("mpirun not found on PATH: the MPI tests launch real ranks; install Open MPI (apt-get install -y openmpi-bin), as .ci/run does");
-        return "";
-    }
-
-    /// <summary>mpirun -np <paramref name="ranks"/> dss ARGS, killed (and failed) if it has not ended after 3 minutes.</summary>
-    private static Job Launch(int ranks, params string[] args)
-    {
-        var psi = new ProcessStartInfo(Mpirun()) { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false };
-        foreach (string a in (string[])["--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-np", ranks.ToString(System.Globalization.CultureInfo.InvariantCulture),
-            "dotnet", Path.Combine(AppContext.BaseDirectory, "dss.dll"), .. args])
-            psi.ArgumentList.Add(a);
-        psi.Environment["DSS_THREADS"] = "1";
-        // Containers often forbid the cross-memory attach Open MPI uses for large shared-memory messages.
-        psi.Environment["OMPI_MCA_btl_vader_single_copy_mechanism"] = "none";
-        using var p = Process.Start(psi)!;
-        p.StandardInput.Close();
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(TimeSpan.FromMinutes(3)))
-        {
-            p.Kill(entireProcessTree: true);
-            Assert.Fail($"mpirun -np {ranks} dss {string.Join(' ', args)} hung for 3 minutes; output so far: {(stdout.IsCompleted ? stdout.Result : "")}");
-        }
-        p.WaitForExit();
-        return new Job(p.ExitCode, stdout.Result, stderr.Result);
-    }
+    private static MpiJob.Result Launch(int ranks, params string[] args) => MpiJob.Launch(ranks, args);
 
     [Theory]
     [InlineData(2)]
