@@ -33,27 +33,15 @@ DSS=(dotnet src/DeepSeekSharp.Cli/bin/Release/net10.0/dss.dll)
 limit=(); [[ "$GSM8K_LIMIT" != 0 ]] && limit=(--limit "$GSM8K_LIMIT")
 loss_limit=(); [[ "$EVAL_LIMIT" != 0 ]] && loss_limit=(--limit "$EVAL_LIMIT")
 
-# The base model: $BASE, or configs/base-small-moe.yaml trained here (a finished one is kept).
+# The base model: $BASE, or configs/base-small-moe.yaml trained here (a finished one is kept); the general-domain
+# held-out set, as tools/experiments/sft_gsm8k.sh builds it.
+source tools/experiments/common.sh
 base="${BASE:-$OUT/base/checkpoint-$BASE_STEPS}"
 if [[ ! -d "$base" ]]; then
   [[ -n "${BASE:-}" ]] && { echo "BASE=$BASE does not exist" >&2; exit 1; }
-  echo "$(date -u +%H:%M:%S) pre-training the base model ($BASE_STEPS steps)"
-  resume=(--overwrite); compgen -G "$OUT/base/checkpoint-*" >/dev/null && resume=(--resume "$OUT/base")
-  "${DSS[@]}" train --config configs/base-small-moe.yaml --max-steps "$BASE_STEPS" --output-dir "$OUT/base" "${resume[@]}" \
-    --set threads="$THREADS" --set save_steps="$BASE_STEPS" > "$OUT/base.log" 2>&1
+  pretrain_base "$BASE_STEPS"
 fi
-
-# The general-domain held-out set, as tools/experiments/sft_gsm8k.sh builds it.
-python3 - "$OUT/general-val.jsonl" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open("../shared/data/python-stdlib/stdlib.jsonl")]
-held = rows[int(len(rows) * 0.95):]
-with open(sys.argv[1], "w") as f:
-    for r in held:
-        t = r["text"]
-        for i in range(0, len(t), 1500):
-            if t[i:i + 1500].strip(): f.write(json.dumps({"text": t[i:i + 1500]}) + "\n")
-PY
+general_val "$OUT/general-val.jsonl"
 
 # Measurements of the base, with an adapter folder when given, into $dir/eval-*.json.
 measure() {

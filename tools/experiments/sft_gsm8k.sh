@@ -23,27 +23,11 @@ dotnet build -c Release src/DeepSeekSharp.Cli >/dev/null
 DSS=(dotnet src/DeepSeekSharp.Cli/bin/Release/net10.0/dss.dll)
 limit=(); [[ "$GSM8K_LIMIT" != 0 ]] && limit=(--limit "$GSM8K_LIMIT")
 
-# 1. Base model (a finished one is kept).
+# 1. Base model (a finished one is kept), and the general-domain held-out set.
+source tools/experiments/common.sh
 base="$OUT/base/checkpoint-$BASE_STEPS"
-if [[ ! -d "$base" ]]; then
-  echo "$(date -u +%H:%M:%S) pre-training the base model ($BASE_STEPS steps)"
-  resume=(--overwrite); compgen -G "$OUT/base/checkpoint-*" >/dev/null && resume=(--resume "$OUT/base")
-  "${DSS[@]}" train --config configs/base-small-moe.yaml --max-steps "$BASE_STEPS" --output-dir "$OUT/base" "${resume[@]}" \
-    --set threads="$THREADS" --set save_steps="$BASE_STEPS" > "$OUT/base.log" 2>&1
-fi
-
-# The general-domain held-out set: the last 5 % of the Python standard library's files (the tail of the pre-training
-# stream is its validation split), in chunks of at most 1,500 characters, as completion examples.
-python3 - "$OUT/general-val.jsonl" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open("../shared/data/python-stdlib/stdlib.jsonl")]
-held = rows[int(len(rows) * 0.95):]
-with open(sys.argv[1], "w") as f:
-    for r in held:
-        t = r["text"]
-        for i in range(0, len(t), 1500):
-            if t[i:i + 1500].strip(): f.write(json.dumps({"text": t[i:i + 1500]}) + "\n")
-PY
+pretrain_base "$BASE_STEPS"
+general_val "$OUT/general-val.jsonl"
 
 # 2–3. Measurements of one model into $dir/eval-*.json.
 measure() {
