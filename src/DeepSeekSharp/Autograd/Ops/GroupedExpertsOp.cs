@@ -27,9 +27,10 @@ namespace DeepSeekSharp.Autograd.Ops;
 /// </summary>
 internal sealed class GroupedExpertsOp : GradNode
 {
-    // fp32 elements of widened (stored) weights the forward holds at once (64 MiB): with a V2-Lite-sized expert
-    // (1408 × 2048) that is five experts' gate and up per grouped call, against 64 experts' 1.4 GiB all at once.
-    private const long WidenBudget = 16L << 20;
+    /// <summary>fp32 elements of widened (stored) weights the forward holds at once (64 MiB): with a V2-Lite-sized
+    /// expert (1408 × 2048) that is five experts' gate and up per grouped call, against 64 experts' 1.4 GiB all at once.
+    /// Settable for tests (the chunking changes no result: each expert's product is the same group either way).</summary>
+    internal static long WidenBudget { get; set; } = 16L << 20;
 
     private readonly int[] _rows;
     private readonly int[] _offsets;
