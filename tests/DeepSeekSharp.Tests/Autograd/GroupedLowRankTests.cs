@@ -11,11 +11,13 @@ namespace DeepSeekSharp.Tests.Autograd;
 /// </summary>
 public class GroupedLowRankTests
 {
-    // Stacked rows grouped by expert: expert 0 gets tokens 0, 2, 4; expert 1 none; expert 2 tokens 1, 2, 3, 0; expert 3 token 4.
-    private static readonly int[] Rows = [0, 2, 4, 1, 2, 3, 0, 4];
-    private static readonly int[] Offsets = [0, 3, 3, 7, 8];
-    private const int Hidden = 6, Inter = 5, Experts = 4;
-    private static readonly int[] Targets = [0, 1, 2, 3, 4, 5, 0, 1];
+    // Stacked rows grouped by expert: expert 0 gets all 20 tokens, expert 1 none, expert 2 the first 17, expert 3 three.
+    // Experts 0 and 2 have enough rows for a stored weight to be widened into scratch, expert 3 few enough for its
+    // stored weight to be read in place (as in decoding): both ways run in each call.
+    private const int Tokens = 20, Hidden = 6, Inter = 5, Experts = 4;
+    private static readonly int[] Rows = [.. Enumerable.Range(0, Tokens), .. Enumerable.Range(0, 17), 5, 9, 13];
+    private static readonly int[] Offsets = [0, Tokens, Tokens, Tokens + 17, Tokens + 20];
+    private static readonly int[] Targets = [.. Enumerable.Range(0, Rows.Length).Select(i => i % Hidden)];
 
     private sealed record Case(Tensor X, ExpertLinear[] Gate, ExpertLinear[] Up, ExpertLinear[] Down)
     {
@@ -30,7 +32,7 @@ public class GroupedLowRankTests
     private static Case Make(int seed, float dropout = 0, WeightStorage storage = WeightStorage.Fp32)
     {
         var rng = new Random(seed);
-        var x = GradCheck.Random(rng, 1, 5, Hidden);
+        var x = GradCheck.Random(rng, 1, Tokens, Hidden);
         ExpertLinear[] gate = new ExpertLinear[Experts], up = new ExpertLinear[Experts], down = new ExpertLinear[Experts];
         for (int e = 0; e < Experts; e++)
         {

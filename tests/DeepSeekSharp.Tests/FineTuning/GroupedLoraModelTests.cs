@@ -16,11 +16,13 @@ namespace DeepSeekSharp.Tests.FineTuning;
 /// </summary>
 public class GroupedLoraModelTests
 {
-    private static readonly int[] Tokens = [5, 8, 13, 21, 34, 55, 1, 2, 89, 144, 233, 7, 3, 17, 40, 99];
+    // 64 tokens × top-4 over 16 experts: about 16 rows per expert, so with a stored base some experts' weights are
+    // widened into scratch and others (under 16 rows) read in place.
+    private static readonly int[] Tokens = [.. Enumerable.Range(0, 64).Select(i => (i * 37 + 11) % 256)];
 
     private static (DeepSeekModel Model, LoraApplyResult Lora) Build(float dropout = 0, WeightStorage storage = WeightStorage.Fp32)
     {
-        var model = TinyModels.ByteVocabulary(context: 32, seed: 3);
+        var model = TinyModels.ByteVocabulary(context: 64, seed: 3);
         var lora = LoraAdapters.Apply(model, new LoraSettings(4, 8, ["q_a_proj", "o_proj", "mlp.experts"], Dropout: dropout), seed: 1);
         // Trained-looking adapters: B random, so the low-rank paths change the outputs.
         var rng = new Random(11);

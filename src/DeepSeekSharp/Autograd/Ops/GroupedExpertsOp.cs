@@ -32,6 +32,10 @@ internal sealed class GroupedExpertsOp : GradNode
     /// Settable for tests (the chunking changes no result: each expert's product is the same group either way).</summary>
     internal static long WidenBudget { get; set; } = 16L << 20;
 
+    // Below this many rows an expert's stored weight is read in place rather than widened: widening costs a pass over
+    // the weight that a GEMM of a few rows cannot amortise (decoding routes one token to each expert it picks).
+    private const int StreamRows = 16;
+
     private readonly int[] _rows;
     private readonly int[] _offsets;
     private readonly int[] _active;
@@ -124,21 +128,30 @@ internal sealed class GroupedExpertsOp : GradNode
 
     /// <summary>
     /// Y_p[rows_e] = X[rows_e]·W_p,eᵀ for every projection p and active expert e: grouped calls over chunks of experts
-    /// whose widened weights fit <see cref="WidenBudget"/> (a single call when every weight is fp32).
+    /// whose widened weights fit <see cref="WidenBudget"/> (a single call when every weight is fp32). A stored weight
+    /// whose expert has fewer than <see cref="StreamRows"/> rows (decoding) is not widened: its GEMM reads the stored
+    /// form directly (<see cref="IBackend.GemmCompressedWeight"/>), streaming the weight once as the module path would.
     /// </summary>
     private static void Project(IBackend be, int[] active, int[] offsets, (IReadOnlyList<ExpertLinear> W, float[] Y)[] projections,
         float[] input, int inDim, int outDim)
     {
         var groups = new List<GemmGroup>(active.Length * projections.Length);
         var widened = new List<(ExpertLinear Linear, float[] Weight)>();
+        var streamed = new List<(int Expert, ExpertLinear Linear, float[] Y)>();
         long held = 0;
         foreach (int e in active)
         {
-            long need = projections.Sum(p => p.W[e].WidenedElements);
-            if (groups.Count > 0 && held + need > WidenBudget) Flush();
             int off = offsets[e], count = offsets[e + 1] - off;
+            bool stream = count < StreamRows;
+            long need = stream ? 0 : projections.Sum(p => p.W[e].WidenedElements);
+            if (groups.Count > 0 && held + need > WidenBudget) Flush();
             foreach (var (w, y) in projections)
             {
+                if (stream && w[e].Stored is not null)
+                {
+                    streamed.Add((e, w[e], y));
+                    continue;
+                }
                 float[] weight = w[e].AcquireWeight();
                 if (w[e].Stored is not null) widened.Add((w[e], weight));
                 groups.Add(new GemmGroup(count, outDim, inDim, input, off * inDim, weight, 0, y, off * outDim));
@@ -146,6 +159,12 @@ internal sealed class GroupedExpertsOp : GradNode
             held += need;
         }
         Flush();
+        be.RunConcurrently(streamed.Count, i =>
+        {
+            var (e, linear, y) = streamed[i];
+            int off = offsets[e], count = offsets[e + 1] - off;
+            be.GemmCompressedWeight(count, input.AsSpan(off * inDim, count * inDim), linear.Stored!, y.AsSpan(off * outDim, count * outDim));
+        });
 
         void Flush()
         {
