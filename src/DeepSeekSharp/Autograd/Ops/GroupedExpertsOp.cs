@@ -213,7 +213,7 @@ internal sealed class GroupedExpertsOp : GradNode
                 grads[w.Weight] = w.TrainsWeight ? GradArrayOf(w.Weight) : null;
         foreach (var lowRank in (ReadOnlySpan<GroupedLowRank?>)[_gateLowRank, _upLowRank, _downLowRank])
             if (lowRank is not null)
-                foreach (var (t, g) in lowRank.GradientArrays(GradArrayOf)) grads[t] = g;
+                foreach (var (t, g) in lowRank.GradientArrays(_active, GradArrayOf)) grads[t] = g;
         int[] order = (int[])_active.Clone();
         Array.Sort(order, (a, b) => (_offsets[b + 1] - _offsets[b]).CompareTo(_offsets[a + 1] - _offsets[a]));
         try

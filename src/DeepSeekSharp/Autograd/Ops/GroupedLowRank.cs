@@ -47,8 +47,8 @@ internal sealed class GroupedLowRank
     /// </summary>
     public static GroupedLowRank? Forward(IBackend be, IReadOnlyList<ExpertLinear> experts, int[] active, int[] offsets, float[] x, float[] y)
     {
-        var adapted = active.Where(e => experts[e].Adapter is not null).ToArray();
         if (!experts.Any(e => e.Adapter is not null)) return null;
+        var adapted = active.Where(e => experts[e].Adapter is not null).ToArray();
         int rank = experts.First(e => e.Adapter is not null).Adapter!.Rank, inDim = experts[0].InFeatures, outDim = experts[0].OutFeatures;
         int s = offsets[^1];
         float[] u = StoragePool.Rent(Math.Max(1, s * rank));
@@ -80,13 +80,19 @@ internal sealed class GroupedLowRank
         return new GroupedLowRank(experts, offsets, rank, u);
     }
 
-    /// <summary>The gradient arrays of every adapter's A and B (made here, on one thread, before the experts' backward runs concurrently).</summary>
-    public Dictionary<Tensor, float[]?> GradientArrays(Func<Tensor, float[]?> gradArrayOf)
+    /// <summary>
+    /// The gradient arrays of the A and B of every adapted expert among <paramref name="active"/> (made here, on one
+    /// thread, before the experts' backward runs concurrently). Experts that received no token get none: their
+    /// gradient stays unset (zero), as on the module path, which never runs them.
+    /// </summary>
+    public IEnumerable<(Tensor Parameter, float[]? Grad)> GradientArrays(int[] active, Func<Tensor, float[]?> gradArrayOf)
     {
-        var grads = new Dictionary<Tensor, float[]?>(ReferenceEqualityComparer.Instance);
-        foreach (var e in _experts)
-            if (e.Adapter is { } a) (grads[a.A], grads[a.B]) = (gradArrayOf(a.A), gradArrayOf(a.B));
-        return grads;
+        foreach (int e in active)
+            if (_experts[e].Adapter is { } a)
+            {
+                yield return (a.A, gradArrayOf(a.A));
+                yield return (a.B, gradArrayOf(a.B));
+            }
     }
 
     /// <summary>
