@@ -34,9 +34,6 @@ public sealed record ExpertLinear(Tensor Weight, CompressedWeight? Stored = null
     {
         if (Stored is not null) StoragePool.Return(weight);
     }
-
-    /// <summary>fp32 elements <see cref="AcquireWeight"/> widens (0 for an fp32 weight).</summary>
-    internal long WidenedElements => Stored is null ? 0 : (long)OutFeatures * InFeatures;
 }
 
 /// <summary>
