@@ -163,8 +163,17 @@ internal static class BenchCommand
         precision.AcceptOnlyFromAmong(DeepSeekSharp.Fp8.Fp8Training.Precisions);
         var recompute = new Option<bool>("--recompute-norms") { Description = "Recompute RMSNorm outputs in the backward instead of keeping them (config key recompute_norms)" };
         var recomputeUp = new Option<bool>("--recompute-mla-up") { Description = "Recompute MLA's up-projections (q_b with RoPE, kv_b) in the backward (config key recompute_mla_up)" };
+        var loraR = new Option<int>("--lora-r") { Description = "train LoRA adapters of this rank on a frozen base instead of every weight (0: full training)", DefaultValueFactory = _ => 0 };
+        var loraTargets = new Option<string>("--lora-targets") { Description = "with --lora-r: comma-separated lora_target_modules entries",
+            DefaultValueFactory = _ => "q_a_proj,q_b_proj,q_proj,kv_a_proj_with_mqa,kv_b_proj,o_proj,mlp.experts" };
+        var basePrecision = new Option<string>("--base-precision") { Description = "with --lora-r: keep the frozen base as fp32, bf16 or fp8 (config key base_model_precision)", DefaultValueFactory = _ => "fp32" };
+        basePrecision.AcceptOnlyFromAmong("fp32", "bf16", "fp8");
+        var perExpert = new Option<bool>("--per-expert-modules") { Description = "run the routed experts one module each instead of as grouped GEMMs (for comparison)" };
         var device = CudaCommand.DeviceOption();
-        var cmd = new Command("train", "Time training steps (or forward passes) on random tokens") { model, batch, seq, steps, warmup, threads, mode, precision, recompute, recomputeUp, device, json };
+        var cmd = new Command("train", "Time training steps (or forward passes) on random tokens")
+        {
+            model, batch, seq, steps, warmup, threads, mode, precision, recompute, recomputeUp, loraR, loraTargets, basePrecision, perExpert, device, json,
+        };
         cmd.SetAction(r => CliCommon.Run(() =>
         {
             string dir = r.GetValue(model)!;
@@ -180,6 +189,8 @@ internal static class BenchCommand
                 ModelInit.InitializeRandom(m, 0);
             }
             bool train = r.GetValue(mode) == "train";
+            ApplyLora(m, r.GetValue(loraR), r.GetValue(loraTargets)!, r.GetValue(basePrecision)!);
+            foreach (var moe in m.NamedModules().Select(x => x.Module).OfType<Moe>()) moe.GroupedExperts = !r.GetValue(perExpert);
             DeepSeekSharp.Fp8.Fp8Training.Apply(m, r.GetValue(precision)!);
             m.RecomputeNorms(r.GetValue(recompute));
             m.RecomputeMlaUpProjections(r.GetValue(recomputeUp));
@@ -243,5 +254,27 @@ internal static class BenchCommand
             return 0;
         }));
         return cmd;
+    }
+
+    /// <summary>
+    /// LoRA on <paramref name="targets"/> (entries matching nothing in this model are left out, so one default serves
+    /// V3-style and V2-Lite-style attention), with the frozen base kept as <paramref name="basePrecision"/>, as a
+    /// <c>dss train</c> run with <c>adapter: lora</c> and <c>base_model_precision</c> would hold it.
+    /// </summary>
+    private static void ApplyLora(DeepSeekModel m, int rank, string targets, string basePrecision)
+    {
+        if (rank < 0) throw new DeepSeekSharpException("--lora-r must be ≥ 0");
+        if (rank == 0)
+        {
+            if (basePrecision != "fp32") throw new DeepSeekSharpException("--base-precision applies to a LoRA run (give --lora-r)");
+            return;
+        }
+        var paths = DeepSeekSharp.FineTuning.Lora.LoraAdapters.CandidateLinears(m).Select(c => c.Path).ToList();
+        var entries = targets.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Where(e => paths.Any(p => DeepSeekSharp.FineTuning.Lora.LoraAdapters.Selects(e, p))).ToList();
+        if (entries.Count == 0) throw new DeepSeekSharpException($"--lora-targets: '{targets}' matches no Linear of the model");
+        var storage = DeepSeekSharp.FineTuning.FrozenBaseStorage.Resolve(basePrecision, m.Config);
+        if (storage != WeightStorage.Fp32) DeepSeekSharp.Inference.InferenceWeights.Compress(m, storage);
+        DeepSeekSharp.FineTuning.Lora.LoraAdapters.Apply(m, new DeepSeekSharp.FineTuning.Lora.LoraSettings(rank, 2 * rank, entries), seed: 0);
     }
 }

@@ -93,5 +93,22 @@ public static class Functional
     /// </summary>
     public static Tensor GroupedSwiGluExperts(Tensor x, int[] rows, int[] offsets, IReadOnlyList<Tensor> gateWeights,
         IReadOnlyList<Tensor> upWeights, IReadOnlyList<Tensor> downWeights) =>
-        GroupedExpertsOp.Forward(x, rows, offsets, gateWeights, upWeights, downWeights);
+        GroupedExpertsOp.Forward(x, rows, offsets, [.. gateWeights.Select(w => new ExpertLinear(w))], [.. upWeights.Select(w => new ExpertLinear(w))],
+            [.. downWeights.Select(w => new ExpertLinear(w))]);
+
+    /// <summary>
+    /// <see cref="GroupedSwiGluExperts(Tensor, int[], int[], IReadOnlyList{Tensor}, IReadOnlyList{Tensor}, IReadOnlyList{Tensor})"/>
+    /// with each projection's weight fp32 or stored compressed, and an optional low-rank (LoRA) path per projection.
+    /// </summary>
+    public static Tensor GroupedSwiGluExperts(Tensor x, int[] rows, int[] offsets, IReadOnlyList<ExpertLinear> gate,
+        IReadOnlyList<ExpertLinear> up, IReadOnlyList<ExpertLinear> down) =>
+        GroupedExpertsOp.Forward(x, rows, offsets, gate, up, down);
+
+    /// <summary>Whether <see cref="GroupedSwiGluExperts(Tensor, int[], int[], IReadOnlyList{ExpertLinear}, IReadOnlyList{ExpertLinear}, IReadOnlyList{ExpertLinear})"/>
+    /// can run these experts (the adapters of each projection share a rank).</summary>
+    public static bool CanGroupSwiGluExperts(IReadOnlyList<ExpertLinear> gate, IReadOnlyList<ExpertLinear> up, IReadOnlyList<ExpertLinear> down) =>
+        GroupedExpertsOp.Supports(gate, up, down);
+
+    /// <summary>Inverted dropout x ⊙ mask/(1 − p) with a mask regenerated from its key in the backward.</summary>
+    public static Tensor Dropout(Tensor x, DropoutMask mask) => DropoutOp.Forward(x, mask);
 }

@@ -63,6 +63,19 @@ public sealed class Linear : Layer
         return w;
     }
 
+    /// <summary>
+    /// This layer as one routed expert's projection for the grouped expert GEMMs (fp32 or stored weight, optional
+    /// low-rank adapter), or null when it computes another way (FP8 or BF16 compute, an adapter that is not low-rank,
+    /// no weight at all).
+    /// </summary>
+    public ExpertLinear? AsExpertLinear()
+    {
+        if (Fp8Compute || Bf16Compute || (InferenceWeight is null && Weight.IsMeta)) return null;
+        LowRankAdapter? lowRank = null;
+        if (Adapter is not null && (lowRank = Adapter.AsLowRank()) is null) return null;
+        return new ExpertLinear(Weight, InferenceWeight, lowRank);
+    }
+
     /// <param name="x">[.., in]</param>
     /// <returns>[.., out]</returns>
     protected override Tensor Compute(Tensor x)
@@ -82,4 +95,7 @@ public interface ILinearAdapter
 
     /// <summary>Adds the adapter's contribution to the layer's weight [out, in] (LoRA: scale·B·A), so that x·W'ᵀ equals <see cref="Forward"/>.</summary>
     void FoldInto(Span<float> weight);
+
+    /// <summary>The adapter as y += scale·B·A·drop(x) for the current step (LoRA), or null when it is not of that form.</summary>
+    LowRankAdapter? AsLowRank() => null;
 }

@@ -469,7 +469,7 @@ public sealed class TrainConfig
         {
             Require(LoraR >= 1, "lora_r", $"must be a positive integer (got {LoraR})");
             Require(float.IsFinite(LoraAlpha) && LoraAlpha > 0, "lora_alpha", "must be a positive number");
-            Require(LoraDropout == 0, "lora_dropout", "must be 0: LoRA dropout is not implemented yet");
+            Require(LoraDropout >= 0 && LoraDropout < 1, "lora_dropout", $"must lie in [0, 1) (got {LoraDropout})");
             Require(LoraTargetLinear || LoraTargetModules.Count > 0, "lora_target_modules", "adapter: lora needs lora_target_modules or lora_target_linear: true");
             Require(UnfrozenParameters.Count == 0 && FrozenParameters.Count == 0, "adapter", "lora freezes the whole base; use lora_modules_to_save instead of unfrozen_parameters/frozen_parameters");
             Require(BaseModel is not null, "base_model", "adapter: lora needs base_model (the adapters train on a frozen base)");

@@ -286,6 +286,7 @@ public sealed class Trainer
                 var mb = microBatches[micro];
                 // The micro-batch's tensors live until its backward ran; whatever is left then goes back to the pool.
                 using var microBatchTensors = TensorScope.Begin();
+                using var loraDropout = _lora?.Dropout.Begin(cfg.Seed, step, micro);
                 var loss = LanguageModelLoss.Compute(_model, mb.Tokens, mb.Geometry, lambda, depth, mb.Labels, divisors);
                 var (total, aux) = AddBalanceLoss(loss.Total, mb.Geometry, 1f / _parallel.MicroBatchesPerStep);
                 Backprop.Backward(total, freeActivations: true);

@@ -4,7 +4,7 @@ using DeepSeekSharp.Tensors;
 namespace DeepSeekSharp.Tests.Autograd;
 
 /// <summary>
-/// <see cref="Functional.GroupedSwiGluExperts"/>: every routed SwiGLU expert of a layer as grouped GEMMs. Checked against
+/// <c>Functional.GroupedSwiGluExperts</c>: every routed SwiGLU expert of a layer as grouped GEMMs. Checked against
 /// finite differences and against the per-expert module path (<see cref="Functional.RoutedExperts"/> over
 /// Linear / SiluMul, itself checked against PyTorch through the model parity tests).
 /// </summary>

@@ -148,4 +148,16 @@ public class CliCommandTests
         Assert.True(doc.RootElement.GetProperty("gflops").GetDouble() > 0);
         Assert.Equal(50, doc.RootElement.GetProperty("k").GetInt32());
     }
+
+    [Fact]
+    public void BenchTrainTimesALoraStepOverAStoredBase()
+    {
+        var args = new[] { "bench", "train", "--model", TestPaths.Fixture("v3-tiny"), "--batch", "1", "--seq", "16", "--steps", "1", "--warmup", "0", "--threads", "1", "--json" };
+        var r = DssProcess.Run([.. args, "--lora-r", "4", "--base-precision", "fp8"]);
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        using var doc = System.Text.Json.JsonDocument.Parse(r.Stdout.Trim().Split('\n')[^1]);
+        Assert.True(doc.RootElement.GetProperty("tokens_per_s").GetDouble() > 0);
+        DssProcess.AssertCleanError(DssProcess.Run([.. args, "--lora-r", "4", "--lora-targets", "nothing_like_this"]), "--lora-targets");
+        DssProcess.AssertCleanError(DssProcess.Run([.. args, "--base-precision", "bf16"]), "--base-precision");
+    }
 }

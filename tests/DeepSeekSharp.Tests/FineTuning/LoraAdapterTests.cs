@@ -112,15 +112,15 @@ public sealed class LoraAdapterTests : IDisposable
         int[] tokens = [5, 8, 13, 21, 34, 55, 1, 2];
         var batch = SequenceBatch.Training(1, tokens.Length);
         var plain = ModelCheckpoint.Load(fixture);
-        // Adapted experts take the per-expert module path (Moe.GroupedExperts falls back), whose sums are ordered
-        // differently from the grouped GEMMs; the base runs that path too so the comparison is of LoRA alone.
-        foreach (var moe in plain.NamedModules().Select(m => m.Module).OfType<Moe>()) moe.GroupedExperts = false;
+        // Adapted experts take the grouped path as plain ones do (the zero low-rank product adds exact zeros).
+        long groupedBefore = DeepSeekSharp.Autograd.Ops.GroupedExpertsOp.Calls;
         var adapted = ModelCheckpoint.Load(fixture);
         var result = LoraAdapters.Apply(adapted, new LoraSettings(4, 8, [], TargetLinear: true), seed: 1);
         Assert.DoesNotContain(result.Adapters.Keys, k => k.Contains("lm_head", StringComparison.Ordinal) || k.EndsWith(".gate", StringComparison.Ordinal));
         Assert.Contains(result.Adapters.Keys, k => k.Contains("mlp.experts.", StringComparison.Ordinal));
         using (GradMode.NoGrad())
             Assert.Equal(plain.Forward(tokens, batch).Logits.Span.ToArray(), adapted.Forward(tokens, batch).Logits.Span.ToArray());
+        Assert.True(DeepSeekSharp.Autograd.Ops.GroupedExpertsOp.Calls >= groupedBefore + 2 * plain.Config.MoeLayerCount);
         Assert.All(adapted.NamedParameters(), p => Assert.Equal(p.Name.Contains(".lora_", StringComparison.Ordinal), p.Parameter.RequiresGrad));
         Assert.Equal(result.Adapters.Values.Sum(a => a.A.Length + a.B.Length), result.TrainableElements);
     }
@@ -209,7 +209,7 @@ public sealed class LoraAdapterTests : IDisposable
     [Theory]
     [InlineData(0, new[] { "o_proj" }, 0f, "lora_r must be a positive integer")]
     [InlineData(4, new[] { "nothing_like_this" }, 0f, "'nothing_like_this' matches no Linear")]
-    [InlineData(4, new[] { "o_proj" }, 0.1f, "lora_dropout")]
+    [InlineData(4, new[] { "o_proj" }, 1f, "lora_dropout must lie in [0, 1)")]
     public void BadSettingsAreOneClearLine(int r, string[] targets, float dropout, string message)
     {
         var model = ModelCheckpoint.Load(TestPaths.Fixture("v3-tiny"));

@@ -50,21 +50,34 @@ public sealed class LoraTrainingTests : IDisposable
             if (parameters.TryGetValue(entry.Name, out var p)) Assert.Equal(before.ReadFloat32(entry.Name), p.Span.ToArray());
     }
 
-    [Fact]
-    public void ResumedLoraRunEqualsAnUninterruptedOne()
+    [Theory]
+    [InlineData("lora_dropout=0")]
+    [InlineData("lora_dropout=0.3", "gradient_accumulation_steps=2")]
+    public void ResumedLoraRunEqualsAnUninterruptedOne(params string[] settings)
     {
         string baseModel = BaseModel(), straight = Path.Combine(_dir, "straight"), split = Path.Combine(_dir, "split");
-        TinyRun.Train(Lora(baseModel, straight, "max_steps=4", "save_steps=4"));
-        TinyRun.Train(Lora(baseModel, split, "max_steps=4", "save_steps=4"), new TrainOptions(StopAtStep: 2));
-        TinyRun.Train(Lora(baseModel, split, "max_steps=4", "save_steps=4"), new TrainOptions(ResumeDir: split));
+        TinyRun.Train(Lora(baseModel, straight, ["max_steps=4", "save_steps=4", .. settings]));
+        TinyRun.Train(Lora(baseModel, split, ["max_steps=4", "save_steps=4", .. settings]), new TrainOptions(StopAtStep: 2));
+        TinyRun.Train(Lora(baseModel, split, ["max_steps=4", "save_steps=4", .. settings]), new TrainOptions(ResumeDir: split));
         foreach (var file in new[] { LoraAdapters.WeightsFile, CheckpointStore.OptimizerFile })
             Assert.Equal(File.ReadAllBytes(Path.Combine(straight, "checkpoint-4", file)), File.ReadAllBytes(Path.Combine(split, "checkpoint-4", file)));
+    }
+
+    [Fact]
+    public void DropoutActsOnTrainingAndIsRecordedInTheAdapterConfig()
+    {
+        string baseModel = BaseModel(), plain = Path.Combine(_dir, "plain"), dropped = Path.Combine(_dir, "dropped");
+        TinyRun.Train(Lora(baseModel, plain, "max_steps=2", "save_steps=2"));
+        TinyRun.Train(Lora(baseModel, dropped, "max_steps=2", "save_steps=2", "lora_dropout=0.5"));
+        Assert.NotEqual(File.ReadAllBytes(Path.Combine(plain, "checkpoint-2", LoraAdapters.WeightsFile)),
+            File.ReadAllBytes(Path.Combine(dropped, "checkpoint-2", LoraAdapters.WeightsFile)));
+        Assert.Equal(0.5f, LoraAdapters.Load(ModelCheckpoint.Load(baseModel), Path.Combine(dropped, "checkpoint-2")).Dropout.P);
     }
 
     [Theory]
     [InlineData("lora_r=0", "lora_r")]
     [InlineData("lora_target_modules=[nothing_like_this]", "matches no Linear")]
-    [InlineData("lora_dropout=0.05", "lora_dropout")]
+    [InlineData("lora_dropout=1.5", "lora_dropout")]
     public void BadLoraConfigIsOneClearLine(string setting, string message)
     {
         string baseModel = BaseModel(), output = Path.Combine(_dir, "bad");

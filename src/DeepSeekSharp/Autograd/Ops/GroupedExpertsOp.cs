@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using DeepSeekSharp.Kernels;
 using DeepSeekSharp.Tensors;
 
@@ -9,11 +10,18 @@ namespace DeepSeekSharp.Autograd.Ops;
 /// are expert e's); every projection of every expert is one <see cref="IBackend.GroupedGemm"/> call, gate and up
 /// together, so the backend spreads all experts' tiles over its cores at once. Outputs come back stacked [S, H] in the
 /// grouped order, like <see cref="RoutedExpertsOp"/>, whose per-module path remains for experts this op cannot run
-/// (FP8, BF16 or adapted Linears, FP8 SwiGLU caches).
+/// (FP8 or BF16 compute, adapters that are not low-rank, FP8 SwiGLU caches).
+/// <para>
+/// Each projection of an expert is an <see cref="ExpertLinear"/>: an fp32 weight, or a frozen weight kept as stored
+/// (BF16, FP8 blocks), which the forward GEMMs read in place and the backward widens into pooled scratch one weight at a
+/// time per worker for the input gradient (no fp32 copy outlives its GEMM), and optionally a LoRA path (<see cref="GroupedLowRank"/>: two more grouped
+/// calls per adapted projection).
+/// </para>
 /// <para>
 /// For the backward it keeps only the SwiGLU inputs (gate and up projections, [S, I] each) and recomputes the SwiGLU
 /// output, as DeepSeek-V3 does; the gathered expert inputs are not kept either: the weight gradients read the layer
-/// input's rows in place through the grouped GEMM's row gather. Frozen expert weights (ESFT) get no gradient work.
+/// input's rows in place through the grouped GEMM's row gather. Frozen expert weights (ESFT, LoRA, a stored base) get
+/// no gradient work.
 /// </para>
 /// </summary>
 internal sealed class GroupedExpertsOp : GradNode
@@ -21,91 +29,119 @@ internal sealed class GroupedExpertsOp : GradNode
     private readonly int[] _rows;
     private readonly int[] _offsets;
     private readonly int[] _active;
-    private readonly int _experts, _hidden, _inter;
-    private float[]? _gate, _up;
+    private readonly ExpertLinear[] _gate, _up, _down;
+    private readonly GroupedLowRank? _gateLowRank, _upLowRank, _downLowRank;
+    private readonly int _hidden, _inter;
+    private float[]? _gateOut, _upOut;
     private static long s_calls;
 
     /// <summary>How many layers ran through this op so far (tests check which expert path a model takes).</summary>
     internal static long Calls => Interlocked.Read(ref s_calls);
 
-    private GroupedExpertsOp(Tensor[] inputs, int[] rows, int[] offsets, int[] active, int experts, int hidden, int inter,
-        float[] gate, float[] up) : base(inputs)
+    private GroupedExpertsOp(Tensor[] inputs, int[] rows, int[] offsets, int[] active, ExpertLinear[][] projections,
+        GroupedLowRank?[] lowRank, float[] gateOut, float[] upOut) : base(inputs)
     {
-        (_rows, _offsets, _active, _experts, _hidden, _inter, _gate, _up) = (rows, offsets, active, experts, hidden, inter, gate, up);
+        (_rows, _offsets, _active) = (rows, offsets, active);
+        (_gate, _up, _down) = (projections[0], projections[1], projections[2]);
+        (_gateLowRank, _upLowRank, _downLowRank) = (lowRank[0], lowRank[1], lowRank[2]);
+        (_hidden, _inter) = (_gate[0].InFeatures, _gate[0].OutFeatures);
+        (_gateOut, _upOut) = (gateOut, upOut);
     }
 
     public override bool ReadsOutput => false;
 
+    /// <summary>Whether this op can run these experts: every projection's adapters share a rank.</summary>
+    public static bool Supports(IReadOnlyList<ExpertLinear> gate, IReadOnlyList<ExpertLinear> up, IReadOnlyList<ExpertLinear> down) =>
+        GroupedLowRank.Supports(gate) && GroupedLowRank.Supports(up) && GroupedLowRank.Supports(down);
+
     /// <param name="x">[N, H]</param>
     /// <param name="rows">token index of every stacked row, grouped by expert</param>
     /// <param name="offsets">[E + 1]: expert e owns stacked rows offsets[e]..offsets[e+1]</param>
-    /// <param name="gateWeights">E weights [I, H]</param>
-    /// <param name="upWeights">E weights [I, H]</param>
-    /// <param name="downWeights">E weights [H, I]</param>
+    /// <param name="gate">E projections [I, H]</param>
+    /// <param name="up">E projections [I, H]</param>
+    /// <param name="down">E projections [H, I]</param>
     /// <returns>[S, H] with S = rows.Length</returns>
-    public static Tensor Forward(Tensor x, int[] rows, int[] offsets, IReadOnlyList<Tensor> gateWeights, IReadOnlyList<Tensor> upWeights,
-        IReadOnlyList<Tensor> downWeights)
+    public static Tensor Forward(Tensor x, int[] rows, int[] offsets, IReadOnlyList<ExpertLinear> gate, IReadOnlyList<ExpertLinear> up,
+        IReadOnlyList<ExpertLinear> down)
     {
-        int hidden = x.Shape[^1], n = OpBase.Rows(x), experts = gateWeights.Count, s = rows.Length;
-        if (upWeights.Count != experts || downWeights.Count != experts || offsets.Length != experts + 1)
-            throw new ArgumentException($"grouped experts: {experts} gate, {upWeights.Count} up, {downWeights.Count} down weights, {offsets.Length} offsets");
-        int inter = gateWeights[0].Shape[0];
+        int hidden = x.Shape[^1], n = OpBase.Rows(x), experts = gate.Count, s = rows.Length;
+        if (up.Count != experts || down.Count != experts || offsets.Length != experts + 1)
+            throw new ArgumentException($"grouped experts: {experts} gate, {up.Count} up, {down.Count} down weights, {offsets.Length} offsets");
+        int inter = gate[0].OutFeatures;
         for (int e = 0; e < experts; e++)
         {
-            CheckShape(gateWeights[e], inter, hidden, "gate_proj", e);
-            CheckShape(upWeights[e], inter, hidden, "up_proj", e);
-            CheckShape(downWeights[e], hidden, inter, "down_proj", e);
+            CheckShape(gate[e], inter, hidden, "gate_proj", e);
+            CheckShape(up[e], inter, hidden, "up_proj", e);
+            CheckShape(down[e], hidden, inter, "down_proj", e);
         }
+        if (!Supports(gate, up, down)) throw new ArgumentException("grouped experts: the adapters of a projection must share one rank");
         int[] active = ExpertRows.ActiveExperts(rows, offsets, n, "grouped experts");
         Interlocked.Increment(ref s_calls);
 
         var be = x.Backend;
-        float[] xData = x.Data;
-        float[] gathered = StoragePool.Rent(s * hidden);
-        Gather(be, xData, rows, hidden, gathered);
-        float[] gate = StoragePool.Rent(s * inter), up = StoragePool.Rent(s * inter);
-        var groups = new GemmGroup[2 * active.Length];
-        for (int i = 0; i < active.Length; i++)
-        {
-            int e = active[i], off = offsets[e], count = offsets[e + 1] - off;
-            groups[2 * i] = new GemmGroup(count, inter, hidden, gathered, off * hidden, gateWeights[e].Data, 0, gate, off * inter);
-            groups[2 * i + 1] = new GemmGroup(count, inter, hidden, gathered, off * hidden, upWeights[e].Data, 0, up, off * inter);
-        }
-        be.GroupedGemm(false, true, 1f, 0f, hidden, hidden, inter, groups, []);
+        float[] gathered = StoragePool.Rent(s * hidden);                                     // x[rows] [S, H]
+        Gather(be, x.Data, rows, hidden, gathered);
+        float[] gateOut = StoragePool.Rent(s * inter), upOut = StoragePool.Rent(s * inter); // [S, I] each
+        Project(be, active, offsets, [(gate, gateOut), (up, upOut)], gathered, hidden, inter);
+        var gateLowRank = GroupedLowRank.Forward(be, gate, active, offsets, gathered, gateOut);
+        var upLowRank = GroupedLowRank.Forward(be, up, active, offsets, gathered, upOut);
         StoragePool.Return(gathered);
 
-        float[] h = StoragePool.Rent(s * inter);
-        be.SiluMulForward(gate.AsSpan(0, s * inter), up.AsSpan(0, s * inter), h.AsSpan(0, s * inter));
+        float[] h = StoragePool.Rent(s * inter);                                              // silu(gate) ⊙ up [S, I]
+        be.SiluMulForward(gateOut.AsSpan(0, s * inter), upOut.AsSpan(0, s * inter), h.AsSpan(0, s * inter));
         var y = Tensor.Empty(s, hidden);
-        float[] yData = y.Data;
-        groups = new GemmGroup[active.Length];
-        for (int i = 0; i < active.Length; i++)
-        {
-            int e = active[i], off = offsets[e], count = offsets[e + 1] - off;
-            groups[i] = new GemmGroup(count, hidden, inter, h, off * inter, downWeights[e].Data, 0, yData, off * hidden);
-        }
-        be.GroupedGemm(false, true, 1f, 0f, inter, inter, hidden, groups, []);
+        Project(be, active, offsets, [(down, y.Data)], h, inter, hidden);
+        var downLowRank = GroupedLowRank.Forward(be, down, active, offsets, h, y.Data);
         StoragePool.Return(h);
 
-        var inputs = new Tensor[1 + 3 * experts];
-        inputs[0] = x;
-        for (int e = 0; e < experts; e++)
-            (inputs[1 + e], inputs[1 + experts + e], inputs[1 + 2 * experts + e]) = (gateWeights[e], upWeights[e], downWeights[e]);
-        if (!OpBase.WillRecord(inputs))
+        var inputs = new List<Tensor> { x };
+        foreach (var projection in (IReadOnlyList<ExpertLinear>[])[gate, up, down]) inputs.AddRange(projection.Select(p => p.Weight));
+        foreach (var projection in (IReadOnlyList<ExpertLinear>[])[gate, up, down]) inputs.AddRange(GroupedLowRank.Parameters(projection));
+        GroupedLowRank?[] lowRank = [gateLowRank, upLowRank, downLowRank];
+        if (!OpBase.WillRecord([.. inputs]))
         {
-            StoragePool.Return(gate);
-            StoragePool.Return(up);
+            StoragePool.Return(gateOut);
+            StoragePool.Return(upOut);
+            foreach (var l in lowRank) l?.Release();
             return y;
         }
-        y.GradFn = new GroupedExpertsOp(inputs, rows, offsets, active, experts, hidden, inter, gate, up);
+        y.GradFn = new GroupedExpertsOp([.. inputs], rows, offsets, active, [[.. gate], [.. up], [.. down]], lowRank, gateOut, upOut);
         y.RequiresGrad = true;
         return y;
     }
 
-    private static void CheckShape(Tensor w, int rows, int cols, string what, int e)
+    private static void CheckShape(ExpertLinear w, int rows, int cols, string what, int e)
     {
-        if (w.Rank != 2 || w.Shape[0] != rows || w.Shape[1] != cols)
-            throw new ArgumentException($"grouped experts: expert {e} {what} is [{string.Join(", ", w.Shape)}], expected [{rows}, {cols}]");
+        if (w.Weight.Rank != 2 || w.OutFeatures != rows || w.InFeatures != cols)
+            throw new ArgumentException($"grouped experts: expert {e} {what} is [{string.Join(", ", w.Weight.Shape)}], expected [{rows}, {cols}]");
+    }
+
+    /// <summary>
+    /// Y_p[rows_e] = X[rows_e]·W_p,eᵀ for every projection p and active expert e: the fp32 weights in one grouped call,
+    /// then the stored ones (frozen BF16/FP8), the experts concurrently, each GEMM reading its weight in place
+    /// (<see cref="IBackend.GemmCompressedWeight"/> widens inside its packing). Measured against widening each stored
+    /// weight into pooled scratch and joining the grouped call (LoRA r 16 over an FP8 bench-medium, 2 threads): 4–6 %
+    /// slower and 40 MB more peak RSS, since widening adds a write and a read of the fp32 copy per weight.
+    /// </summary>
+    private static void Project(IBackend be, int[] active, int[] offsets, (IReadOnlyList<ExpertLinear> W, float[] Y)[] projections,
+        float[] input, int inDim, int outDim)
+    {
+        var groups = new List<GemmGroup>(active.Length * projections.Length);
+        var stored = new List<(int Expert, CompressedWeight Weight, float[] Y)>();
+        foreach (int e in active)
+        {
+            int off = offsets[e], count = offsets[e + 1] - off;
+            foreach (var (w, y) in projections)
+                if (w[e].Stored is { } compressed) stored.Add((e, compressed, y));
+                else groups.Add(new GemmGroup(count, outDim, inDim, input, off * inDim, w[e].Weight.Data, 0, y, off * outDim));
+        }
+        be.GroupedGemm(false, true, 1f, 0f, inDim, inDim, outDim, CollectionsMarshal.AsSpan(groups), []);
+        be.RunConcurrently(stored.Count, i =>
+        {
+            var (e, weight, y) = stored[i];
+            int off = offsets[e], count = offsets[e + 1] - off;
+            be.GemmCompressedWeight(count, input.AsSpan(off * inDim, count * inDim), weight, y.AsSpan(off * outDim, count * outDim));
+        });
     }
 
     /// <summary>dst[r] = x[rows[r]] for every stacked row, in parallel blocks of rows.</summary>
@@ -130,24 +166,28 @@ internal sealed class GroupedExpertsOp : GradNode
     /// </summary>
     public override void Backward(Tensor output, float[] dy)
     {
-        float[] gate = _gate ?? throw new InvalidOperationException("grouped experts: backward ran twice");
-        float[] up = _up!;
-        _gate = _up = null;
-        int s = _rows.Length, hidden = _hidden, experts = _experts;
+        float[] gate = _gateOut ?? throw new InvalidOperationException("grouped experts: backward ran twice");
+        float[] up = _upOut!;
+        _gateOut = _upOut = null;
+        int s = _rows.Length, hidden = _hidden;
         Tensor x = Inputs[0];
         var be = x.Backend;
         float[]? dx = GradArrayOf(x);
         float[]? dxs = dx is null ? null : StoragePool.Rent(s * hidden);
         // Gradient buffers are created here, on one thread; the pieces only fill them.
-        var dWeights = new float[]?[3 * experts];
+        var grads = new Dictionary<Tensor, float[]?>(ReferenceEqualityComparer.Instance);
         foreach (int e in _active)
-            for (int j = 0; j < 3; j++) dWeights[j * experts + e] = GradArrayOf(Inputs[1 + j * experts + e]);
+            foreach (var w in (ReadOnlySpan<ExpertLinear>)[_gate[e], _up[e], _down[e]])
+                grads[w.Weight] = w.TrainsWeight ? GradArrayOf(w.Weight) : null;
+        foreach (var lowRank in (ReadOnlySpan<GroupedLowRank?>)[_gateLowRank, _upLowRank, _downLowRank])
+            if (lowRank is not null)
+                foreach (var (t, g) in lowRank.GradientArrays(_active, GradArrayOf)) grads[t] = g;
         int[] order = (int[])_active.Clone();
         Array.Sort(order, (a, b) => (_offsets[b + 1] - _offsets[b]).CompareTo(_offsets[a + 1] - _offsets[a]));
         try
         {
             float[] xData = x.Data;
-            be.RunConcurrently(order.Length, i => BackwardExpert(order[i], be, dy, gate, up, xData, dWeights, dxs));
+            be.RunConcurrently(order.Length, i => BackwardExpert(order[i], be, dy, gate, up, xData, grads, dxs));
             if (dx is not null) ExpertRows.ScatterAdd(dx, dxs!, _rows, 0, s, hidden);
         }
         finally
@@ -155,28 +195,34 @@ internal sealed class GroupedExpertsOp : GradNode
             if (dxs is not null) StoragePool.Return(dxs);
             StoragePool.Return(gate);
             StoragePool.Return(up);
+            _gateLowRank?.Release();
+            _upLowRank?.Release();
+            _downLowRank?.Release();
         }
     }
 
-    private void BackwardExpert(int e, IBackend be, float[] dy, float[] gate, float[] up, float[] x, float[]?[] dWeights, float[]? dxs)
+    private void BackwardExpert(int e, IBackend be, float[] dy, float[] gate, float[] up, float[] x,
+        IReadOnlyDictionary<Tensor, float[]?> grads, float[]? dxs)
     {
-        int hidden = _hidden, inter = _inter, experts = _experts;
+        int hidden = _hidden, inter = _inter;
         int off = _offsets[e], count = _offsets[e + 1] - off, ci = count * inter;
-        float[] wGate = Inputs[1 + e].Data, wUp = Inputs[1 + experts + e].Data, wDown = Inputs[1 + 2 * experts + e].Data;
-        float[]? dwGate = dWeights[e], dwUp = dWeights[experts + e], dwDown = dWeights[2 * experts + e];
+        float[]? dwGate = grads[_gate[e].Weight], dwUp = grads[_up[e].Weight], dwDown = grads[_down[e].Weight];
         var dyE = dy.AsSpan(off * hidden, count * hidden);
         var gateE = gate.AsSpan(off * inter, ci);
         var upE = up.AsSpan(off * inter, ci);
+        bool downAdapted = _down[e].Adapter is not null, inputAdapted = _gate[e].Adapter is not null || _up[e].Adapter is not null;
         float[] dh = StoragePool.Rent(ci), dgate = StoragePool.Rent(ci), dup = StoragePool.Rent(ci);
+        float[]? xE = null;
         try
         {
-            // dh = dy_e · W_down; dW_down += dy_eᵀ · h_e with h_e = silu(gate_e) ⊙ up_e recomputed.
-            be.Gemm(false, false, count, inter, hidden, 1f, dyE, hidden, wDown, inter, 0f, dh, inter);
-            if (dwDown is not null)
+            // dh = dy_e · W_down (+ the low-rank path's input gradient); dW_down += dy_eᵀ · h_e with h_e = silu(gate_e) ⊙ up_e recomputed.
+            Multiply(be, _down[e], count, dyE, dh, beta: 0f);
+            if (dwDown is not null || downAdapted)
             {
                 float[] h = StoragePool.Rent(ci);
                 be.SiluMulForward(gateE, upE, h.AsSpan(0, ci));
-                be.Gemm(true, false, hidden, inter, count, 1f, dyE, hidden, h, inter, 1f, dwDown, inter);
+                if (dwDown is not null) be.Gemm(true, false, hidden, inter, count, 1f, dyE, hidden, h, inter, 1f, dwDown, inter);
+                _downLowRank?.BackwardExpert(be, e, dyE, h.AsSpan(0, ci), dh.AsSpan(0, ci), grads);
                 StoragePool.Return(h);
             }
             be.SiluMulBackward(gateE, upE, dh.AsSpan(0, ci), dgate.AsSpan(0, ci), dup.AsSpan(0, ci), accumulate: false);
@@ -189,12 +235,19 @@ internal sealed class GroupedExpertsOp : GradNode
                 if (dwUp is not null) groups[n++] = new GemmGroup(inter, hidden, count, dup, 0, x, 0, dwUp, 0, BRowsOffset: off);
                 be.GroupedGemm(true, false, 1f, 1f, inter, hidden, hidden, groups[..n], _rows);
             }
-            // dx_e = dgate_e · W_gate + dup_e · W_up, stacked; summed per token afterwards (a token has k experts).
-            if (dxs is not null)
+            // dx_e = dgate_e · W_gate + dup_e · W_up (+ the low-rank paths), stacked; summed per token afterwards (a token has k experts).
+            var dxE = dxs is null ? default : dxs.AsSpan(off * hidden, count * hidden);
+            if (!dxE.IsEmpty)
             {
-                var dxE = dxs.AsSpan(off * hidden, count * hidden);
-                be.Gemm(false, false, count, hidden, inter, 1f, dgate, inter, wGate, hidden, 0f, dxE, hidden);
-                be.Gemm(false, false, count, hidden, inter, 1f, dup, inter, wUp, hidden, 1f, dxE, hidden);
+                Multiply(be, _gate[e], count, dgate, dxE, beta: 0f);
+                Multiply(be, _up[e], count, dup, dxE, beta: 1f);
+            }
+            if (inputAdapted)
+            {
+                xE = StoragePool.Rent(count * hidden);                                       // x[rows_e] [c, H]
+                for (int r = 0; r < count; r++) x.AsSpan(_rows[off + r] * hidden, hidden).CopyTo(xE.AsSpan(r * hidden, hidden));
+                _gateLowRank?.BackwardExpert(be, e, dgate.AsSpan(0, ci), xE.AsSpan(0, count * hidden), dxE, grads);
+                _upLowRank?.BackwardExpert(be, e, dup.AsSpan(0, ci), xE.AsSpan(0, count * hidden), dxE, grads);
             }
         }
         finally
@@ -202,6 +255,16 @@ internal sealed class GroupedExpertsOp : GradNode
             StoragePool.Return(dh);
             StoragePool.Return(dgate);
             StoragePool.Return(dup);
+            if (xE is not null) StoragePool.Return(xE);
         }
+    }
+
+    /// <summary>dIn [c, in] = dOut [c, out] · W + beta·dIn, W widened for the call when stored compressed.</summary>
+    private static void Multiply(IBackend be, ExpertLinear w, int count, ReadOnlySpan<float> dOut, Span<float> dIn, float beta)
+    {
+        int inDim = w.InFeatures, outDim = w.OutFeatures;
+        float[] weight = w.AcquireWeight();
+        try { be.Gemm(false, false, count, inDim, outDim, 1f, dOut, outDim, weight, inDim, beta, dIn, inDim); }
+        finally { w.ReleaseWeight(weight); }
     }
 }

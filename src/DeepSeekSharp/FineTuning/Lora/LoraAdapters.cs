@@ -21,7 +21,8 @@ public sealed record LoraSettings(int R, float Alpha, IReadOnlyList<string> Targ
 }
 
 /// <summary>What applying LoRA did: the adapted Linears by HF module path and the parameter counts.</summary>
-public sealed record LoraApplyResult(IReadOnlyDictionary<string, LoraLinear> Adapters, long TrainableElements, long TotalElements)
+/// <param name="Dropout">the adapters' shared lora_dropout, which the training loop turns on per micro-batch</param>
+public sealed record LoraApplyResult(IReadOnlyDictionary<string, LoraLinear> Adapters, long TrainableElements, long TotalElements, LoraDropout Dropout)
 {
     public string Summary => $"LoRA on {Adapters.Count} Linear(s): {TrainableElements:N0} trainable parameters of {TotalElements:N0} "
         + $"({(double)TrainableElements / Math.Max(1, TotalElements):P3})";
@@ -60,14 +61,14 @@ public static class LoraAdapters
 
     /// <summary>
     /// Freezes every base parameter, attaches A/B to the selected Linears (A Kaiming-uniform from <paramref name="seed"/>,
-    /// B zero) and keeps the parameters of <c>lora_modules_to_save</c> trainable. Bad settings (r ≤ 0, dropout, a target
-    /// or saved module that matches nothing) are one-line errors.
+    /// B zero) and keeps the parameters of <c>lora_modules_to_save</c> trainable. Bad settings (r ≤ 0, dropout outside
+    /// [0, 1), a target or saved module that matches nothing) are one-line errors.
     /// </summary>
     public static LoraApplyResult Apply(DeepSeekModel model, LoraSettings settings, int seed)
     {
         if (settings.R <= 0) throw new DeepSeekSharpException($"lora_r must be a positive integer (got {settings.R})");
-        if (settings.Dropout != 0)
-            throw new DeepSeekSharpException($"lora_dropout: {settings.Dropout.ToString(CultureInfo.InvariantCulture)} is not supported yet (only 0: LoRA dropout is not implemented)");
+        if (!(settings.Dropout >= 0 && settings.Dropout < 1))
+            throw new DeepSeekSharpException($"lora_dropout must lie in [0, 1) (got {settings.Dropout.ToString(CultureInfo.InvariantCulture)})");
         if (!settings.TargetLinear && settings.TargetModules.Count == 0)
             throw new DeepSeekSharpException("adapter: lora needs lora_target_modules or lora_target_linear: true");
         var candidates = CandidateLinears(model).ToList();
@@ -75,11 +76,12 @@ public static class LoraAdapters
             if (!candidates.Any(c => Selects(entry, c.Path)))
                 throw new DeepSeekSharpException($"lora_target_modules: '{entry}' matches no Linear of the model (paths look like {candidates[0].Path})");
         var targets = candidates.Where(c => settings.TargetLinear || settings.TargetModules.Any(e => Selects(e, c.Path))).ToList();
-        return Attach(model, targets.Select(t => (t.Path, t.Linear, settings.R, settings.Alpha)).ToList(), settings.UseRslora, settings.SavedModules, new Random(seed));
+        return Attach(model, targets.Select(t => (t.Path, t.Linear, settings.R, settings.Alpha)).ToList(), settings.UseRslora, settings.SavedModules, new Random(seed),
+            new LoraDropout(settings.Dropout));
     }
 
     private static LoraApplyResult Attach(DeepSeekModel model, List<(string Path, Linear Linear, int R, float Alpha)> targets, bool useRslora,
-        IReadOnlyList<string> modulesToSave, Random rng)
+        IReadOnlyList<string> modulesToSave, Random rng, LoraDropout dropout)
     {
         foreach (var (_, p) in model.NamedParameters())
         {
@@ -99,6 +101,7 @@ public static class LoraAdapters
         {
             var lora = new LoraLinear(linear.InFeatures, linear.OutFeatures, r, alpha, useRslora);
             lora.Initialize(rng);
+            lora.Dropout = (dropout, path);
             linear.AttachAdapter(lora, [("lora_A.weight", lora.A), ("lora_B.weight", lora.B)]);
             adapters[path] = lora;
         }
@@ -108,7 +111,7 @@ public static class LoraAdapters
             total += p.Length;
             if (p.RequiresGrad) trainable += p.Length;
         }
-        return new LoraApplyResult(adapters, trainable, total);
+        return new LoraApplyResult(adapters, trainable, total, dropout);
     }
 
     /// <summary>The tensors of a PEFT adapter file: every LoRA A/B and every trainable non-LoRA parameter (modules_to_save).</summary>
@@ -169,6 +172,8 @@ public static class LoraAdapters
         if (config["bias"]?.GetValue<string>() is { } bias && bias != "none") throw new DeepSeekSharpException($"{configPath}: bias '{bias}' is not supported (only none)");
         float alpha = config["lora_alpha"]?.GetValue<float>() ?? 8;
         bool rslora = config["use_rslora"]?.GetValue<bool>() ?? false;
+        float dropout = config["lora_dropout"]?.GetValue<float>() ?? 0;
+        if (!(dropout >= 0 && dropout < 1)) throw new DeepSeekSharpException($"{configPath}: lora_dropout {dropout.ToString(CultureInfo.InvariantCulture)} is outside [0, 1)");
         var alphaPattern = (config["alpha_pattern"] as JsonObject)?.Select(kv => (Key: kv.Key, Value: kv.Value!.GetValue<float>())).ToList() ?? [];
         if (!File.Exists(weightsPath)) throw new DeepSeekSharpException($"{weightsPath}: missing");
         using var reader = SafeTensorsReader.Open(weightsPath);
@@ -206,7 +211,7 @@ public static class LoraAdapters
             targets.Add((path, linears[path], r, a));
             readers.Add((path, aKey, bKey));
         }
-        var result = Attach(model, targets, rslora, [], new Random(0));
+        var result = Attach(model, targets, rslora, [], new Random(0), new LoraDropout(dropout));
         foreach (var (path, aKey, bKey) in readers)
         {
             var lora = result.Adapters[path];

@@ -8,6 +8,7 @@ namespace DeepSeekSharp.FineTuning.Lora;
 /// LoRA on one <see cref="Linear"/> (training.md, LoRA): y = x·Wᵀ + scale·(x·Aᵀ)·Bᵀ with A [r, in], B [out, r] and
 /// scale = α/r (α/√r with rsLoRA). W is left as it is (frozen by <see cref="LoraAdapters.Apply"/>); A and B are the
 /// trained parameters, registered on the Linear as <c>lora_A.weight</c> and <c>lora_B.weight</c> (PEFT's names).
+/// With <see cref="Dropout"/> the adapter's input is drop(x) during training (lora_dropout).
 /// </summary>
 public sealed class LoraLinear : ILinearAdapter
 {
@@ -22,6 +23,9 @@ public sealed class LoraLinear : ILinearAdapter
     }
 
     public int Rank { get; }
+
+    /// <summary>The model's shared lora_dropout and this Linear's path (the mask's identity); null: no dropout.</summary>
+    public (LoraDropout Dropout, string Path)? Dropout { get; set; }
 
     public float Alpha { get; }
 
@@ -65,7 +69,12 @@ public sealed class LoraLinear : ILinearAdapter
 
     public Tensor Forward(Linear layer, Tensor input, Tensor baseOutput)
     {
-        var delta = Functional.Linear(Functional.Linear(input, A), B);
+        var adapterInput = CurrentMask() is { } mask ? Functional.Dropout(input, mask) : input;
+        var delta = Functional.Linear(Functional.Linear(adapterInput, A), B);
         return Functional.Add(baseOutput, delta, Scale);
     }
+
+    public LowRankAdapter AsLowRank() => new(A, B, Scale, CurrentMask());
+
+    private DropoutMask? CurrentMask() => Dropout is { } d ? d.Dropout.MaskFor(d.Path) : null;
 }

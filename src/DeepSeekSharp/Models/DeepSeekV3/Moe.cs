@@ -27,34 +27,30 @@ public sealed class Moe : Layer
 
     /// <summary>
     /// Run the routed experts as grouped GEMMs, all experts in one call per projection (default), whenever every
-    /// expert is a plain fp32 SwiGLU; FP8, BF16, adapted (LoRA) or compressed experts always take the per-expert module
-    /// path. Off forces the module path (tests compare the two). Decoding-sized experts (a few rows each) stream their
-    /// weights inside the grouped call (<see cref="Kernels.Cpu.Sgemm.MultiplyGrouped"/>) as the module path would.
+    /// expert's Linears allow it: fp32 weights or a frozen base kept as stored (BF16, FP8 blocks), each optionally with
+    /// a LoRA adapter (the adapters of one projection sharing a rank; experts without one add nothing). FP8 or BF16
+    /// compute and FP8 SwiGLU caches take the per-expert module path. Off forces the module path (tests compare the
+    /// two). Decoding-sized experts (a few rows each) stream their weights inside the grouped call
+    /// (<see cref="Kernels.Cpu.Sgemm.MultiplyGrouped"/>) as the module path would.
     /// </summary>
     public bool GroupedExperts { get; set; } = true;
 
-    private bool CanGroupExperts()
+    /// <summary>The routed experts as grouped GEMMs, or null when they must run as modules (see <see cref="GroupedExperts"/>).</summary>
+    private Tensor? GroupedExpertsForward(Tensor x, int[] rowToken, int[] offsets)
     {
-        if (!GroupedExperts) return false;
+        if (!GroupedExperts) return null;
+        var gate = new ExpertLinear[Experts.Count];
+        var up = new ExpertLinear[Experts.Count];
+        var down = new ExpertLinear[Experts.Count];
         for (int e = 0; e < Experts.Count; e++)
         {
             var expert = Experts[e];
-            if (expert.Fp8SwigluCache) return false;
-            foreach (var linear in (ReadOnlySpan<Linear>)[expert.GateProj, expert.UpProj, expert.DownProj])
-                if (linear.InferenceWeight is not null || linear.Fp8Compute || linear.Bf16Compute || linear.Adapter is not null || linear.Weight.IsMeta)
-                    return false;
+            if (expert.Fp8SwigluCache
+                || expert.GateProj.AsExpertLinear() is not { } g || expert.UpProj.AsExpertLinear() is not { } u || expert.DownProj.AsExpertLinear() is not { } d)
+                return null;
+            (gate[e], up[e], down[e]) = (g, u, d);
         }
-        return true;
-    }
-
-    private Tensor GroupedExpertsForward(Tensor x, int[] rowToken, int[] offsets)
-    {
-        var gate = new Tensor[Experts.Count];
-        var up = new Tensor[Experts.Count];
-        var down = new Tensor[Experts.Count];
-        for (int e = 0; e < Experts.Count; e++)
-            (gate[e], up[e], down[e]) = (Experts[e].GateProj.Weight, Experts[e].UpProj.Weight, Experts[e].DownProj.Weight);
-        return Functional.GroupedSwiGluExperts(x, rowToken, offsets, gate, up, down);
+        return Functional.CanGroupSwiGluExperts(gate, up, down) ? Functional.GroupedSwiGluExperts(x, rowToken, offsets, gate, up, down) : null;
     }
 
     /// <param name="x">[N, H]</param>
@@ -64,9 +60,8 @@ public sealed class Moe : Layer
         Tensor? shared = SharedExperts?.Forward(x);                                       // Σ FFN^(s)(x) [N, H]
         var (_, idx, weights) = Gate.Forward(x);                                          // top-k experts and g [N, k]
         var rows = RoutedRows.Group(idx, Gate.TopK, Experts.Count);                     // token slots grouped by expert
-        Tensor stacked = CanGroupExperts()                                                // Expert_e(x_t) [N·k, H]
-            ? GroupedExpertsForward(x, rows.Token, rows.Offsets)
-            : Functional.RoutedExperts(x, rows.Token, rows.Offsets, (e, expertRows) => Experts[e].Forward(expertRows));
+        Tensor stacked = GroupedExpertsForward(x, rows.Token, rows.Offsets)               // Expert_e(x_t) [N·k, H]
+            ?? Functional.RoutedExperts(x, rows.Token, rows.Offsets, (e, expertRows) => Experts[e].Forward(expertRows));
         Tensor y = Functional.MoeCombine(weights, stacked, rows.Token, rows.Slot);       // Σ_j g_j · Expert_j(x)
         return shared is null ? y : Functional.Add(shared, y);
     }
