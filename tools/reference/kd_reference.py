@@ -149,6 +149,9 @@ def build_model(fixtures):
             total, _, _ = kd_loss(zs, y, klw, cew, tau, dense=zt)
         else:
             ids, lp = teacher_topk(zt, k)
+            # a float32 engine must pick the same k ids: the k-th and (k+1)-th teacher logits are well apart
+            srt = torch.sort(zt, dim=-1, descending=True).values
+            assert float((srt[:, k - 1] - srt[:, k]).min()) > 1e-4
             total, _, _ = kd_loss(zs, y, klw, cew, tau, topk=(ids, lp), tail=tail)
             out["teacher.ids"] = ("I32", ids.numpy())
             out["teacher.logprobs"] = ("F32", lp.numpy())

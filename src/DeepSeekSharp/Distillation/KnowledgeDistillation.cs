@@ -22,6 +22,25 @@ public static class KnowledgeDistillation
     }
 
     /// <summary>
+    /// The distillation loss of <paramref name="student"/> on one batch (main head only, no MTP): the student's final hidden
+    /// states through <see cref="HeadLoss"/> against <paramref name="teacher"/>'s rows, which align with the batch's.
+    /// </summary>
+    /// <param name="labels">[B·T] labels aligned with the inputs (−100 where no loss); null: the tokens themselves</param>
+    public static DistillationResult Compute(DeepSeekModel student, int[] tokens, SequenceBatch batch, TeacherTargets teacher,
+        DistillationLoss loss, int[]? labels = null, long? divisor = null)
+    {
+        var (hidden, _) = student.ForwardHidden(tokens, batch, 0);
+        return HeadLoss(student.LmHead, hidden, DeepSeekModel.Targets(labels ?? tokens, batch, 0), teacher, loss, divisor);
+    }
+
+    /// <summary>Refuses a teacher that cannot teach <paramref name="student"/>: another vocabulary size (no shared tokenizer).</summary>
+    public static void CheckPair(DeepSeekModel student, DeepSeekModel teacher, string teacherSource)
+    {
+        if (teacher.Config.VocabSize != student.Config.VocabSize)
+            throw new DeepSeekSharpException($"{teacherSource}: the teacher's vocabulary ({teacher.Config.VocabSize}) is not the student's ({student.Config.VocabSize}); distillation needs a shared tokenizer");
+    }
+
+    /// <summary>
     /// The teacher's final hidden states of <paramref name="tokens"/> (no gradients) as dense targets: its logits are formed
     /// one block at a time inside the loss.
     /// </summary>

@@ -36,6 +36,31 @@ public sealed class DenseTeacher : TeacherTargets
         return new(hidden, head, null, checked((int)(hidden.Length / hidden.Shape[^1])), head.Shape[0]);
     }
 
+    /// <summary>The k most likely ids of every row and their log-probabilities (τ = 1), one block of rows at a time.</summary>
+    public TopKTeacher TopK(int k)
+    {
+        int block = Math.Max(1, Math.Min(Rows, (1 << 21) / Vocab));
+        var ids = new int[Rows * k];
+        var lp = new float[Rows * k];
+        float[] buffer = StoragePool.Rent(block * Vocab);
+        try
+        {
+            for (int r0 = 0; r0 < Rows; r0 += block)
+            {
+                int n = Math.Min(block, Rows - r0);
+                FillBlock(r0, n, buffer.AsSpan(0, n * Vocab));
+                var part = TopKTeacher.FromLogits(buffer.AsSpan(0, n * Vocab), Vocab, k);
+                part.Ids.CopyTo(ids, r0 * k);
+                part.LogProbs.CopyTo(lp, r0 * k);
+            }
+        }
+        finally
+        {
+            StoragePool.Return(buffer);
+        }
+        return new TopKTeacher(ids, lp, k);
+    }
+
     /// <summary>Writes the logits of rows [r0, r0 + n) into <paramref name="dest"/> [n, V].</summary>
     internal void FillBlock(int r0, int n, Span<float> dest)
     {
