@@ -194,6 +194,7 @@ public sealed class Trainer
         using var pretraining = fineTuning ? null : TrainingData.Prepare(cfg, _tokenizer, _tokenizer is ByteTokenizer ? "byte" : _tokenizerFile ?? "byte", _log, ct);
         ITrainingBatches data = pretraining is not null ? pretraining : PrepareFineTuning(ct);
         _log(data.Summary);
+        using var distillation = Distillation.DistillationTrainerLoss.Create(cfg, _model, _log);
         using var metrics = new MetricsLog(cfg.OutputDir, _resumedInPlace ? _step : null);
         IO.AtomicFile.WriteAllText(Path.Combine(cfg.OutputDir, TrainConfig.RunFileName), cfg.ToJson());
         var schedule = new LrSchedule(cfg.LrScheduler, cfg.LearningRate, cfg.WarmupSteps, cfg.MaxSteps, cfg.MinLrRatio);
@@ -237,7 +238,8 @@ public sealed class Trainer
                 var mb = microBatches[micro];
                 // The micro-batch's tensors live until its backward ran; whatever is left then goes back to the pool.
                 using var microBatchTensors = TensorScope.Begin();
-                var loss = LanguageModelLoss.Compute(_model, mb.Tokens, mb.Geometry, lambda, depth, mb.Labels, divisors);
+                var loss = distillation?.Compute(_model, mb, lambda, depth, divisors)
+                    ?? LanguageModelLoss.Compute(_model, mb.Tokens, mb.Geometry, lambda, depth, mb.Labels, divisors);
                 var (total, aux) = AddBalanceLoss(loss.Total, mb.Geometry, 1f / accum);
                 Backprop.Backward(total, freeActivations: true);
                 _balancer.Accumulate();
