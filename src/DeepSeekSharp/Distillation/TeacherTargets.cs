@@ -99,34 +99,61 @@ public sealed class TopKTeacher : TeacherTargets
         int rows = logits.Length / vocab;
         var ids = new int[rows * k];
         var lp = new float[rows * k];
-        var order = new int[vocab];
-        var keys = new float[vocab];
+        var best = new float[k];
+        bool sort = k > SelectionLimit;
+        var keys = sort ? new float[vocab] : [];
+        var order = sort ? new int[vocab] : [];
         for (int r = 0; r < rows; r++)
         {
             var row = logits.Slice(r * vocab, vocab);
+            var rowIds = ids.AsSpan(r * k, k);
+            if (sort) SortLargest(row, rowIds, keys, order);
+            else SelectLargest(row, rowIds, best);
             double lse = LogSumExp(row);
-            for (int j = 0; j < vocab; j++) (order[j], keys[j]) = (j, -row[j]);
-            // A stable sort on −logit: equal logits keep ascending ids.
-            Array.Sort(keys, order);
-            StableTies(keys, order);
-            for (int i = 0; i < k; i++)
-            {
-                ids[r * k + i] = order[i];
-                lp[r * k + i] = (float)(row[order[i]] - lse);
-            }
+            for (int i = 0; i < k; i++) lp[r * k + i] = (float)(row[rowIds[i]] - lse);
         }
         return new TopKTeacher(ids, lp, k);
     }
 
-    /// <summary>Array.Sort is not stable: within runs of equal keys, put the ids back in ascending order.</summary>
-    private static void StableTies(float[] keys, int[] order)
+    /// <summary>Up to this k the ids are selected in one pass; beyond it (insertion costs O(k) each) the row is sorted.</summary>
+    private const int SelectionLimit = 64;
+
+    /// <summary>The ids of the k largest values by sorting the whole row (large k), ties to the lower id.</summary>
+    private static void SortLargest(ReadOnlySpan<float> row, Span<int> ids, float[] keys, int[] order)
     {
+        for (int j = 0; j < row.Length; j++) (order[j], keys[j]) = (j, -row[j]);
+        Array.Sort(keys, order);
+        // Array.Sort is not stable: within runs of equal keys, put the ids back in ascending order.
         for (int i = 0; i < keys.Length;)
         {
             int j = i + 1;
             while (j < keys.Length && keys[j] == keys[i]) j++;
             if (j - i > 1) Array.Sort(order, i, j - i);
             i = j;
+        }
+        order.AsSpan(0, ids.Length).CopyTo(ids);
+    }
+
+    /// <summary>
+    /// The ids of the k largest values, descending, ties to the lower id: one pass keeping the best k sorted, a value entering
+    /// only when it beats the k-th (most of a vocabulary is rejected by that one comparison, O(V) rather than a sort's O(V log V)).
+    /// </summary>
+    private static void SelectLargest(ReadOnlySpan<float> row, Span<int> ids, Span<float> best)
+    {
+        int k = ids.Length, filled = 0;
+        for (int j = 0; j < row.Length; j++)
+        {
+            float x = row[j];
+            if (filled == k && !(x > best[k - 1])) continue;   // equal values keep the earlier (lower) id
+            int at = filled < k ? filled++ : k - 1;
+            while (at > 0 && x > best[at - 1])
+            {
+                best[at] = best[at - 1];
+                ids[at] = ids[at - 1];
+                at--;
+            }
+            best[at] = x;
+            ids[at] = j;
         }
     }
 
