@@ -25,6 +25,14 @@ internal sealed class DistillOptions
         foreach (var o in new Option[] { Teacher, Alpha, CeAlpha, Temperature, TopK, Tail }) cmd.Options.Add(o);
     }
 
+    /// <summary>Refuses --kd-* options given without --teacher (they would be ignored).</summary>
+    public void RequireTeacherFor(ParseResult r)
+    {
+        if (r.GetValue(Teacher) is not null) return;
+        foreach (var o in new Option[] { Alpha, CeAlpha, Temperature, TopK, Tail })
+            if (r.GetResult(o) is { Implicit: false }) throw new DeepSeekSharpException($"{o.Name}: needs --teacher");
+    }
+
     public DistillationLoss Loss(ParseResult r)
     {
         float alpha = r.GetValue(Alpha);

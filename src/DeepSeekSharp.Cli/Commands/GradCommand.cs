@@ -28,6 +28,7 @@ internal static class GradCommand
             float w = r.GetValue(mtpWeight);
             if (!float.IsFinite(w) || w < 0) throw new DeepSeekSharpException("--mtp-weight must be a finite number ≥ 0");
             if (w > 0 && m.MtpModules.Count == 0) throw new DeepSeekSharpException($"{dir}: --mtp-weight given but the model has no MTP layers");
+            kd.RequireTeacherFor(r);
             var batch = SequenceBatch.Training(1, ids.Length);
             var total = r.GetValue(kd.Teacher) is { } teacherDir
                 ? DistillGrad.Loss(m, teacherDir, ids, batch, w, kd.Loss(r), r.GetValue(kd.TopK))

@@ -26,6 +26,8 @@ public sealed class DistillationTrainerLoss : IDisposable
     {
         if (cfg.Distillation is not { } d) return null;
         var loss = d.Loss;
+        if (d.KdTopK > student.Config.VocabSize)
+            throw new DeepSeekSharpException($"distillation.kd_top_k {d.KdTopK} exceeds the vocabulary ({student.Config.VocabSize})");
         if (d.Teacher is { } dir)
         {
             var teacher = ModelCheckpoint.Load(dir);

@@ -58,4 +58,12 @@ public class DistillGradReferenceTests
         Assert.StartsWith("error: ", r.Stderr.Trim());
         Assert.Single(r.Stderr.Trim().Split('\n'));
     }
+
+    [Fact]
+    public void KdOptionsWithoutATeacherAreOneLineError()
+    {
+        var r = DssProcess.Run("grad", "--model", TestPaths.Fixture("v2-lite-tiny"), "--tokens", "1,2,3", "--kd-top-k", "8", "--out", Path.Combine(TestPaths.TempDir(), "o.safetensors"));
+        Assert.Equal(1, r.ExitCode);
+        Assert.Equal("error: --kd-top-k: needs --teacher", r.Stderr.Trim());
+    }
 }
