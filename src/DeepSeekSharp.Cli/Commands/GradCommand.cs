@@ -1,11 +1,12 @@
 using System.CommandLine;
 using DeepSeekSharp.Autograd;
+using DeepSeekSharp.Distillation;
 using DeepSeekSharp.Models.DeepSeekV3;
 using DeepSeekSharp.Training;
 
 namespace DeepSeekSharp.Cli.Commands;
 
-/// <summary><c>dss grad</c>: the training loss of one sequence and the gradient of every trainable weight.</summary>
+/// <summary><c>dss grad</c>: the training loss of one sequence (or, with --teacher, its distillation loss) and the gradient of every trainable weight.</summary>
 internal static class GradCommand
 {
     public static Command Create()
@@ -14,7 +15,9 @@ internal static class GradCommand
         var tokens = CliCommon.TokensOption();
         var mtpWeight = new Option<float>("--mtp-weight") { Description = "weight W of the depth-1 MTP loss (0 = main loss only)", DefaultValueFactory = _ => 0f };
         var output = CliCommon.OutOption("output .safetensors file ('loss' and 'grad.<HF weight name>')");
-        var cmd = new Command("grad", "Compute the next-token loss (+ W·MTP loss) and write it with all weight gradients") { model, tokens, mtpWeight, output };
+        var kd = new DistillOptions();
+        var cmd = new Command("grad", "Compute the next-token loss (+ W·MTP loss; or the distillation loss towards --teacher) and write it with all weight gradients") { model, tokens, mtpWeight, output };
+        kd.AddTo(cmd);
         cmd.SetAction(r => CliCommon.Run(() =>
         {
             int[] ids = CliCommon.ParseTokens(r.GetValue(tokens)!);
@@ -25,9 +28,13 @@ internal static class GradCommand
             float w = r.GetValue(mtpWeight);
             if (!float.IsFinite(w) || w < 0) throw new DeepSeekSharpException("--mtp-weight must be a finite number ≥ 0");
             if (w > 0 && m.MtpModules.Count == 0) throw new DeepSeekSharpException($"{dir}: --mtp-weight given but the model has no MTP layers");
-            var loss = LanguageModelLoss.Compute(m, ids, SequenceBatch.Training(1, ids.Length), w, w > 0 ? 1 : 0);
-            Backprop.Backward(loss.Total);
-            var outputs = new List<(string, int[], float[])> { ("loss", [1], [loss.Total.Data[0]]) };
+            kd.RequireTeacherFor(r);
+            var batch = SequenceBatch.Training(1, ids.Length);
+            var total = r.GetValue(kd.Teacher) is { } teacherDir
+                ? DistillGrad.Loss(m, teacherDir, ids, batch, w, kd.Loss(r), r.GetValue(kd.TopK))
+                : LanguageModelLoss.Compute(m, ids, batch, w, w > 0 ? 1 : 0).Total;
+            Backprop.Backward(total);
+            var outputs = new List<(string, int[], float[])> { ("loss", [1], [total.Data[0]]) };
             foreach (var (name, p) in m.NamedParameters())
             {
                 if (!p.RequiresGrad) continue;

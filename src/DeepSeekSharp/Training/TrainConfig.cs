@@ -50,6 +50,9 @@ public sealed class TrainConfig
 
     // Data
     public List<DatasetSpec> Datasets { get; set; } = [];
+
+    /// <summary><c>distillation</c>: the student learns from a teacher (docs/distillation.md); null: plain training.</summary>
+    public Distillation.DistillationConfig? Distillation { get; set; }
     [Key("val_set_size")] public double ValSetSize { get; set; } = 0.05;
     [Key("sequence_len")] public int SequenceLen { get; set; } = 256;
     [Key("micro_batch_size")] public int MicroBatchSize { get; set; } = 8;
@@ -169,7 +172,7 @@ public sealed class TrainConfig
     /// <summary>The keys whose value is a list.</summary>
     private static readonly string[] ListKeys = ["datasets", "test_datasets", "unfrozen_parameters", "frozen_parameters", "lora_target_modules", "lora_modules_to_save"];
 
-    public static IEnumerable<string> Keys => ScalarKeys.Keys.Concat(ListKeys);
+    public static IEnumerable<string> Keys => ScalarKeys.Keys.Concat(ListKeys).Append("distillation");
 
     /// <summary>The file in <c>output_dir</c> recording the settings a run resolved (what <c>dss report</c> shows).</summary>
     public const string RunFileName = "train_config.json";
@@ -243,6 +246,8 @@ public sealed class TrainConfig
             }
             w.WriteEndArray();
             }
+            if (Distillation is not null) Distillation.WriteJson(w);
+            else w.WriteNull("distillation");
             w.WriteEndObject();
         }
         return System.Text.Encoding.UTF8.GetString(buffer.ToArray());
@@ -290,6 +295,12 @@ public sealed class TrainConfig
 
     private void Apply(string key, YamlNode value, string source)
     {
+        if (key == "distillation")
+        {
+            Distillation = DeepSeekSharp.Distillation.DistillationConfig.Parse(value, source);
+            _sources[key] = source;
+            return;
+        }
         if (key is "datasets" or "test_datasets")
         {
             if (value is not YamlSequenceNode seq) throw new DeepSeekSharpException($"{source}: '{key}' must be a list");

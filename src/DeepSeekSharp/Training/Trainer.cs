@@ -234,6 +234,7 @@ public sealed class Trainer
         ITrainingBatches data = pretraining is not null ? pretraining : PrepareFineTuning(ct);
         if (_parallel.IsRoot) _parallel.Barrier(); // the files the other ranks wait for (Run) are written
         _log(data.Summary);
+        using var distillation = Distillation.DistillationTrainerLoss.Create(cfg, _model, _log);
         using var metrics = _parallel.IsRoot ? new MetricsLog(cfg.OutputDir, _resumedInPlace ? _step : null) : null;
         if (_parallel.IsRoot) IO.AtomicFile.WriteAllText(Path.Combine(cfg.OutputDir, TrainConfig.RunFileName), cfg.ToJson());
         var schedule = new LrSchedule(cfg.LrScheduler, cfg.LearningRate, cfg.WarmupSteps, cfg.MaxSteps, cfg.MinLrRatio);
@@ -287,7 +288,8 @@ public sealed class Trainer
                 // The micro-batch's tensors live until its backward ran; whatever is left then goes back to the pool.
                 using var microBatchTensors = TensorScope.Begin();
                 using var loraDropout = _lora?.Dropout.Begin(cfg.Seed, step, micro);
-                var loss = LanguageModelLoss.Compute(_model, mb.Tokens, mb.Geometry, lambda, depth, mb.Labels, divisors);
+                var loss = distillation?.Compute(_model, mb, lambda, depth, divisors)
+                    ?? LanguageModelLoss.Compute(_model, mb.Tokens, mb.Geometry, lambda, depth, mb.Labels, divisors);
                 var (total, aux) = AddBalanceLoss(loss.Total, mb.Geometry, 1f / _parallel.MicroBatchesPerStep);
                 Backprop.Backward(total, freeActivations: true);
                 _parallel.AddMicroBatch();
