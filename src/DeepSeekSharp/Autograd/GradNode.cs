@@ -49,6 +49,18 @@ public abstract class GradNode
         GradArrayOf(input) is { } g ? g.AsSpan(0, checked((int)input.Length)) : default;
 
     /// <summary>
+    /// For ops that form their input gradient during the forward (fused head losses): adds scale · precomputed to
+    /// <paramref name="input"/>'s gradient and hands the pooled buffer back (a node's backward runs once). The buffer
+    /// may be longer than the tensor: only the tensor's length is read.
+    /// </summary>
+    protected static void AddPrecomputedGradient(Tensor input, float[]? precomputed, float scale)
+    {
+        if (precomputed is null) return;
+        if (GradOf(input) is { IsEmpty: false } g) System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(precomputed.AsSpan(0, g.Length), scale, g, g);
+        StoragePool.Return(precomputed);
+    }
+
+    /// <summary>
     /// The array behind <see cref="GradOf"/>, for the few APIs that take arrays with offsets (grouped GEMM groups); null
     /// if the input needs none. It may be longer than the tensor (pooled): only the tensor's length may be touched.
     /// A parameter's is exact, as it outlives the step.

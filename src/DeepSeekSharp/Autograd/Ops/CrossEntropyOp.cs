@@ -151,13 +151,7 @@ internal sealed class LinearCrossEntropyOp : GradNode
             Blocks(h, w, _targets, _count, _lse, dy[0] / _count, GradArrayOf(h), GradArrayOf(w));
             return;
         }
-        // The precomputed buffers are pooled (longer than the tensors): only the tensor's length is read.
-        if (_dh is not null && GradOf(h) is { IsEmpty: false } gh)
-            System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(_dh.AsSpan(0, gh.Length), dy[0], gh, gh);
-        if (_dw is not null && GradOf(w) is { IsEmpty: false } gw)
-            System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(_dw.AsSpan(0, gw.Length), dy[0], gw, gw);
-        // A node's backward runs once: the precomputed gradients go back for the next step.
-        if (_dh is not null) StoragePool.Return(_dh);
-        if (_dw is not null) StoragePool.Return(_dw);
+        AddPrecomputedGradient(h, _dh, dy[0]);
+        AddPrecomputedGradient(w, _dw, dy[0]);
     }
 }
