@@ -8,11 +8,7 @@
 # Usage: ROUNDS=3 MODELS="bench-small bench-medium" THREADS="1 2" tools/bench/train_compare.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-dotnet build -c Release src/DeepSeekSharp.Cli >/dev/null
-# A private copy, so a rebuild during the (long) run cannot swap assemblies under it.
-BIN="runs/.bench-bin"
-rm -rf "$BIN" && mkdir -p "$BIN" && cp -r src/DeepSeekSharp.Cli/bin/Release/net10.0/. "$BIN/"
-DSS="dotnet $BIN/dss.dll"
+source tools/bench/private_build.sh && private_build train
 ROUNDS="${ROUNDS:-3}"
 MODELS="${MODELS:-bench-small}"
 THREADS="${THREADS:-2}"

@@ -49,8 +49,10 @@ public static class GroupAdvantages
         return new Result(advantages, tied);
     }
 
-    private static double UnbiasedStd(ReadOnlySpan<float> x)
+    /// <summary>The (n − 1) standard deviation, torch.std's default; 0 for fewer than two values.</summary>
+    internal static double UnbiasedStd(ReadOnlySpan<float> x)
     {
+        if (x.Length < 2) return 0;
         double mean = 0;
         foreach (float v in x) mean += v;
         mean /= x.Length;

@@ -252,10 +252,5 @@ public sealed class GrpoTrainer
 
     private static double Mean(IReadOnlyList<float> x) => x.Count == 0 ? double.NaN : x.Average(v => (double)v);
 
-    private static double Std(IReadOnlyList<float> x)
-    {
-        if (x.Count < 2) return 0;
-        double m = Mean(x);
-        return Math.Sqrt(x.Sum(v => (v - m) * (v - m)) / (x.Count - 1));
-    }
+    private static double Std(float[] x) => GroupAdvantages.UnbiasedStd(x);
 }

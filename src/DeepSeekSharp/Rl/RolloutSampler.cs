@@ -68,8 +68,10 @@ public static class RolloutSampler
                     System.Numerics.Tensors.TensorPrimitives.Multiply(row, 1f / sampling.Temperature, scaled);
                     float max = System.Numerics.Tensors.TensorPrimitives.Max(scaled);
                     System.Numerics.Tensors.TensorPrimitives.Subtract(scaled, max, scaled);
-                    float logSum = (float)Math.Log(SumExp(scaled, weights));
-                    int token = plain ? Draw(weights.AsSpan(0, usable), samplers[i].NextUniform()) : samplers[i].Sample(samplers[i].Distribution(row, outputs[i], usable));
+                    double total = SumExp(scaled, weights);
+                    float logSum = (float)Math.Log(total);
+                    int token = !plain ? samplers[i].Sample(samplers[i].Distribution(row, outputs[i], usable))
+                        : Draw(weights.AsSpan(0, usable), usable == vocab ? total : Sum(weights.AsSpan(0, usable)), samplers[i].NextUniform());
                     float logp = scaled[token] - logSum;
                     outputs[i].Add(token);
                     logProbs[i].Add(logp);
@@ -103,16 +105,19 @@ public static class RolloutSampler
     {
         var w = weights[..x.Length];
         System.Numerics.Tensors.TensorPrimitives.Exp(x, w);
+        return Sum(w);
+    }
+
+    private static double Sum(ReadOnlySpan<float> x)
+    {
         double sum = 0;
-        foreach (float v in w) sum += v;
+        foreach (float v in x) sum += v;
         return sum;
     }
 
-    /// <summary>The index where the running sum of <paramref name="weights"/> passes u·Σ weights (inverse-CDF sampling).</summary>
-    private static int Draw(ReadOnlySpan<float> weights, double u)
+    /// <summary>The index where the running sum of <paramref name="weights"/> passes u·<paramref name="total"/> (inverse-CDF sampling).</summary>
+    private static int Draw(ReadOnlySpan<float> weights, double total, double u)
     {
-        double total = 0;
-        foreach (float v in weights) total += v;
         double target = u * total, run = 0;
         for (int i = 0; i < weights.Length; i++)
             if ((run += weights[i]) > target) return i;

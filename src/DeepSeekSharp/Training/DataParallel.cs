@@ -94,7 +94,10 @@ public sealed class DataParallel : IDisposable
 
     /// <summary>The global index of this rank's <paramref name="micro"/>-th micro-batch of <paramref name="step"/> (0-based):
     /// a single process with the whole accumulation takes the same index at the same place.</summary>
-    public long GlobalMicroBatch(long step, int micro) => step * MicroBatchesPerStep + (long)_world.Rank * MicroBatchesPerRank + micro;
+    public long GlobalMicroBatch(long step, int micro) => step * MicroBatchesPerStep + MicroBatchInStep(micro);
+
+    /// <summary>The index of this rank's <paramref name="micro"/>-th micro-batch within the step's global batch.</summary>
+    public int MicroBatchInStep(int micro) => _world.Rank * MicroBatchesPerRank + micro;
 
     public IOptimizer Optimizer { get; }
 

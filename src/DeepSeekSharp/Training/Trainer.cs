@@ -288,7 +288,7 @@ public sealed class Trainer
                 // The micro-batch's tensors live until its backward ran; whatever is left then goes back to the pool.
                 using var microBatchTensors = TensorScope.Begin();
                 // Masks keyed by the micro-batch's index in the global batch: the same draws on any number of ranks.
-                using var loraDropout = _lora?.Dropout.Begin(cfg.Seed, step, _parallel.Rank * _parallel.MicroBatchesPerRank + micro);
+                using var loraDropout = _lora?.Dropout.Begin(cfg.Seed, step, _parallel.MicroBatchInStep(micro));
                 var loss = distillation?.Compute(_model, mb, lambda, depth, divisors)
                     ?? LanguageModelLoss.Compute(_model, mb.Tokens, mb.Geometry, lambda, depth, mb.Labels, divisors);
                 var (total, aux) = AddBalanceLoss(loss.Total, mb.Geometry, 1f / _parallel.MicroBatchesPerStep);
