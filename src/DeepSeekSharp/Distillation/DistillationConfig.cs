@@ -12,13 +12,13 @@ namespace DeepSeekSharp.Distillation;
 /// <param name="KdTopK">with <c>teacher</c>: <c>kd_top_k</c> (null: the full vocabulary); with <c>teacher_url</c>: <c>kd_online_topk</c></param>
 /// <param name="KdOnlineTimeout">seconds a served teacher may take to answer one batch (Axolotl's <c>kd_online_timeout</c>)</param>
 public sealed record DistillationConfig(string? Teacher, string? Logits, float KdAlpha, float? KdCeAlpha, float KdTemperature, int? KdTopK, TopKTail KdTail,
-    string? TeacherUrl = null, int KdOnlineTimeout = 120)
+    string? TeacherUrl = null, int KdOnlineTimeout = 120, float KdBeta = 0f)
 {
     public static readonly string[] Keys =
-        ["teacher", "teacher_url", "logits", "kd_alpha", "kd_ce_alpha", "kd_temperature", "kd_top_k", "kd_online_topk", "kd_online_timeout", "kd_tail"];
+        ["teacher", "teacher_url", "logits", "kd_alpha", "kd_ce_alpha", "kd_temperature", "kd_top_k", "kd_online_topk", "kd_online_timeout", "kd_tail", "kd_beta"];
 
     /// <summary>The loss these settings describe (kd_ce_alpha defaults to 1 − kd_alpha).</summary>
-    public DistillationLoss Loss => new(KdAlpha, KdCeAlpha ?? 1f - KdAlpha, KdTemperature, KdTail);
+    public DistillationLoss Loss => new(KdAlpha, KdCeAlpha ?? 1f - KdAlpha, KdTemperature, KdTail, KdBeta);
 
     /// <summary>Reads the mapping; a null value means no distillation. Errors name <paramref name="source"/>.</summary>
     public static DistillationConfig? Parse(YamlNode node, string source)
@@ -54,12 +54,15 @@ public sealed record DistillationConfig(string? Teacher, string? Logits, float K
             var other => throw new DeepSeekSharpException($"{source}: distillation.kd_tail must be renormalize or bucket (got '{other}')"),
         };
         var cfg = new DistillationConfig(values.GetValueOrDefault("teacher"), values.GetValueOrDefault("logits"), Float("kd_alpha", 0.5f),
-            values.ContainsKey("kd_ce_alpha") ? Float("kd_ce_alpha", 0) : null, Float("kd_temperature", 1f), topK, tail, url, Positive("kd_online_timeout") ?? 120);
+            values.ContainsKey("kd_ce_alpha") ? Float("kd_ce_alpha", 0) : null, Float("kd_temperature", 1f), topK, tail, url, Positive("kd_online_timeout") ?? 120, Float("kd_beta", 0f));
         if ((cfg.Teacher is null ? 0 : 1) + (cfg.TeacherUrl is null ? 0 : 1) + (cfg.Logits is null ? 0 : 1) != 1)
             throw new DeepSeekSharpException($"{source}: distillation needs exactly one of teacher: DIR (online), teacher_url: URL (a served teacher) or logits: DIR (offline dump)");
         if (cfg.Logits is not null && topK is not null)
             throw new DeepSeekSharpException($"{source}: distillation.kd_top_k is for an online teacher; an offline dump has its own k");
         cfg.Loss.Validate($"{source}: distillation");
+        bool topKTeacher = cfg.Logits is not null || cfg.TeacherUrl is not null || cfg.KdTopK is not null;
+        if (cfg.KdBeta > 0 && topKTeacher && tail != TopKTail.Bucket)
+            throw new DeepSeekSharpException($"{source}: distillation.kd_beta > 0 with a top-k teacher needs kd_tail: bucket (with renormalize the student's top-k side is not a distribution)");
         return cfg;
     }
 
@@ -75,6 +78,7 @@ public sealed record DistillationConfig(string? Teacher, string? Logits, float K
         if (KdTopK is { } k) w.WriteNumber(TeacherUrl is null ? "kd_top_k" : "kd_online_topk", k);
         if (TeacherUrl is not null) w.WriteNumber("kd_online_timeout", KdOnlineTimeout);
         w.WriteString("kd_tail", KdTail == TopKTail.Bucket ? "bucket" : "renormalize");
+        if (KdBeta != 0) w.WriteNumber("kd_beta", KdBeta);
         w.WriteEndObject();
     }
 }
