@@ -10,6 +10,8 @@ softmax(z_t / tau)) or top-k (ids [N, K] and log-probabilities at tau = 1, [N, K
   bucket       a (k+1)-th category "every other id": teacher mass 1 - sum(exp(logp)) tempered the same way (softmax over the
                k+1 tempered log-masses), student mass = its softmax(z_s / tau) summed outside the ids; a left-over
                mass <= k * 2^-22 (the rounding of k float32 log-probs) is taken as 0.
+kd_beta (beta) replaces KL(P || Q) over those categories (the vocabulary, or bucket's k + 1) by the generalised
+Jensen-Shannon divergence: beta = 1 KL(Q || P); 0 < beta < 1 beta*KL(P || M) + (1 - beta)*KL(Q || M), M = beta*P + (1 - beta)*Q.
 
 Writes, under --out (tests/DeepSeekSharp.Tests/Fixtures):
   kd-op/cases.safetensors      the loss op alone: h [N, H], W [V, H] (student), th [N, Ht], tW [V, Ht] (teacher),
@@ -42,14 +44,29 @@ def teacher_topk(zt, k):
     return ids.to(torch.int32), vals.to(torch.float32)
 
 
-def kd_loss(zs, y, kl_w, ce_w, tau, dense=None, topk=None, tail="renormalize"):
+def divergence(logP, logQ, beta):
+    """Per row: KL(P || Q) at beta = 0, KL(Q || P) at 1, the generalised JSD between (categories on the last axis)."""
+    P, Q = logP.exp(), logQ.exp()
+
+    def kl(p, logp, logm):
+        return torch.where(p > 0, p * (logp - logm), torch.zeros_like(p)).sum(-1)
+
+    if beta == 0:
+        return kl(P, logP, logQ)
+    if beta == 1:
+        return kl(Q, logQ, logP)
+    logM = torch.logsumexp(torch.stack([logP + np.log(beta), logQ + np.log(1 - beta)]), dim=0)
+    return beta * kl(P, logP, logM) + (1 - beta) * kl(Q, logQ, logM)
+
+
+def kd_loss(zs, y, kl_w, ce_w, tau, dense=None, topk=None, tail="renormalize", beta=0.0):
     """zs [N, V] student logits; y [N] (-1 ignored); dense: teacher logits [N, V]; topk: (ids [N, K], logp [N, K])."""
     mask = y >= 0
     count = int(mask.sum())
     ls = torch.log_softmax(zs / tau, dim=-1)
     if dense is not None:
         lt = torch.log_softmax(dense / tau, dim=-1)
-        kl = (lt.exp() * (lt - ls)).sum(-1)
+        kl = divergence(lt, ls, beta)
     else:
         ids, logp = topk
         ids = ids.long()
@@ -63,8 +80,9 @@ def kd_loss(zs, y, kl_w, ce_w, tau, dense=None, topk=None, tail="renormalize"):
             outside = ls.scatter(1, ids, float("-inf"))
             lq = torch.cat([lq, torch.logsumexp(outside, dim=-1, keepdim=True)], dim=1)
         logP = a - torch.logsumexp(a, dim=-1, keepdim=True)
-        P = logP.exp()
-        kl = torch.where(P > 0, P * (logP - lq), torch.zeros_like(P)).sum(-1)
+        if beta != 0:
+            assert tail == "bucket", "kd_beta needs the student side to be a distribution"
+        kl = divergence(logP, lq, beta)
     ce = -torch.log_softmax(zs, dim=-1).gather(1, y.clamp(min=0).long()[:, None])[:, 0]
     kl_sum, ce_sum = kl[mask].sum(), ce[mask].sum()
     total = (kl_w * tau * tau * kl_sum + ce_w * ce_sum) / count
@@ -81,6 +99,13 @@ OP_CASES = [
     ("top6-bucket-t2", 2.0, 0.8, 0.25, 6, "bucket"),
     ("topV-renormalize-t2", 2.0, 0.7, 0.3, "V", "renormalize"),
     ("topV-bucket-t2", 2.0, 0.7, 0.3, "V", "bucket"),
+    # kd_beta: reverse KL and generalised JSD
+    ("dense-b1-t1", 1.0, 0.6, 0.4, "dense", None, 1.0),
+    ("dense-b0.5-t2", 2.0, 0.7, 0.3, "dense", None, 0.5),
+    ("dense-b0.1-t1", 1.0, 1.0, 0.0, "dense", None, 0.1),
+    ("top6-bucket-b1-t2", 2.0, 0.8, 0.2, 6, "bucket", 1.0),
+    ("top6-bucket-b0.5-t1", 1.0, 0.5, 0.5, 6, "bucket", 0.5),
+    ("topV-bucket-b0.5-t2", 2.0, 0.7, 0.3, "V", "bucket", 0.5),
 ]
 
 
@@ -100,13 +125,14 @@ def build_op(out_dir):
     for key, (ids, lp) in tops.items():
         out[f"top{key}.ids"] = ("I32", ids.numpy())
         out[f"top{key}.logprobs"] = ("F32", lp.numpy())
-    for name, tau, klw, cew, teacher, tail in OP_CASES:
+    for name, tau, klw, cew, teacher, tail, *rest in OP_CASES:
+        beta = rest[0] if rest else 0.0
         hh, WW = h.clone().requires_grad_(True), W.clone().requires_grad_(True)
         zs = hh @ WW.t()
         if teacher == "dense":
-            total, kl, ce = kd_loss(zs, y, klw, cew, tau, dense=zt)
+            total, kl, ce = kd_loss(zs, y, klw, cew, tau, dense=zt, beta=beta)
         else:
-            total, kl, ce = kd_loss(zs, y, klw, cew, tau, topk=tops[teacher], tail=tail)
+            total, kl, ce = kd_loss(zs, y, klw, cew, tau, topk=tops[teacher], tail=tail, beta=beta)
         total.backward()
         for part, val in (("loss", total), ("kl", kl), ("ce", ce)):
             out[f"{name}.{part}"] = ("F32", np.array([val.item()]))
@@ -115,6 +141,7 @@ def build_op(out_dir):
     # offline with k = V is online: the reference agrees with itself before the C# side is asked to
     for tail in ("renormalize", "bucket"):
         assert abs(out[f"topV-{tail}-t2.loss"][1][0] - out["dense-t2.loss"][1][0]) < 1e-6
+    assert abs(out["topV-bucket-b0.5-t2.loss"][1][0] - out["dense-b0.5-t2.loss"][1][0]) < 1e-6
     os.makedirs(os.path.join(out_dir, "kd-op"), exist_ok=True)
     mf.write_safetensors(os.path.join(out_dir, "kd-op", "cases.safetensors"), out)
 

@@ -12,6 +12,10 @@ internal sealed class DistillOptions
     public Option<float> Temperature { get; } = new("--kd-temperature") { Description = "temperature τ of both distributions in the KL", DefaultValueFactory = _ => 1f };
     public Option<int?> TopK { get; } = new("--kd-top-k") { Description = "distil from the teacher's k most likely ids per position only (as an offline dump would)" };
     public Option<string> Tail { get; } = CreateTail();
+    public Option<float> Beta { get; } = new("--kd-beta")
+    {
+        Description = "0 forward KL (default), 1 reverse KL, in between the generalised Jensen-Shannon divergence (Axolotl's and TRL's kd_beta)", DefaultValueFactory = _ => 0f,
+    };
 
     private static Option<string> CreateTail()
     {
@@ -22,14 +26,14 @@ internal sealed class DistillOptions
 
     public void AddTo(Command cmd)
     {
-        foreach (var o in new Option[] { Teacher, Alpha, CeAlpha, Temperature, TopK, Tail }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { Teacher, Alpha, CeAlpha, Temperature, TopK, Tail, Beta }) cmd.Options.Add(o);
     }
 
     /// <summary>Refuses --kd-* options given without --teacher (they would be ignored).</summary>
     public void RequireTeacherFor(ParseResult r)
     {
         if (r.GetValue(Teacher) is not null) return;
-        foreach (var o in new Option[] { Alpha, CeAlpha, Temperature, TopK, Tail })
+        foreach (var o in new Option[] { Alpha, CeAlpha, Temperature, TopK, Tail, Beta })
             if (r.GetResult(o) is { Implicit: false }) throw new DeepSeekSharpException($"{o.Name}: needs --teacher");
     }
 
@@ -37,8 +41,8 @@ internal sealed class DistillOptions
     {
         float alpha = r.GetValue(Alpha);
         var loss = new DistillationLoss(alpha, r.GetValue(CeAlpha) ?? 1f - alpha, r.GetValue(Temperature),
-            r.GetValue(Tail) == "bucket" ? TopKTail.Bucket : TopKTail.Renormalize);
-        loss.Validate("--kd-alpha/--kd-ce-alpha/--kd-temperature");
+            r.GetValue(Tail) == "bucket" ? TopKTail.Bucket : TopKTail.Renormalize, r.GetValue(Beta));
+        loss.Validate("--kd-alpha/--kd-ce-alpha/--kd-temperature/--kd-beta");
         return loss;
     }
 }

@@ -26,12 +26,16 @@ internal static class ServeCommand
         var port = new Option<int>("--port") { Description = "TCP port", DefaultValueFactory = _ => 8080 };
         var apiKey = new Option<string?>("--api-key") { Description = "require 'Authorization: Bearer KEY'" };
         var concurrency = new Option<int>("--max-concurrent") { Description = "generations at once (more wait, up to 16, then 429)", DefaultValueFactory = _ => 2 };
+        var maxLogprobs = new Option<int>("--max-logprobs")
+        {
+            Description = "most top ids a completions request may ask per position (logprobs, prompt_logprobs; vLLM's flag and default)", DefaultValueFactory = _ => 20,
+        };
         var speculative = new Option<bool>("--speculative-mtp") { Description = "use MTP speculative decoding when the model has an MTP module" };
         var weights = CliCommon.WeightsOption();
         var adapter = CliCommon.AdapterOption();
         var cmd = new Command("serve", "Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models)")
         {
-            model, host, port, apiKey, concurrency, speculative, weights, adapter,
+            model, host, port, apiKey, concurrency, maxLogprobs, speculative, weights, adapter,
         };
         cmd.SetAction(async (r, ct) =>
         {
@@ -40,9 +44,11 @@ internal static class ServeCommand
             {
                 var (client, tokenizer) = Load(r.GetValue(model)!, r.GetValue(speculative), r.GetValue(weights)!, r.GetValue(adapter));
                 if (r.GetValue(port) is < 1 or > 65535) throw new DeepSeekSharpException("--port must be in 1..65535");
+                if (r.GetValue(maxLogprobs) < 0) throw new DeepSeekSharpException("--max-logprobs must be ≥ 0");
                 app = OpenAiServer.Build(client, tokenizer, new ServerOptions
                 {
                     Host = r.GetValue(host)!, Port = r.GetValue(port), ApiKey = r.GetValue(apiKey), MaxConcurrent = Math.Max(1, r.GetValue(concurrency)),
+                    MaxLogprobs = r.GetValue(maxLogprobs),
                 });
                 return 0;
             });

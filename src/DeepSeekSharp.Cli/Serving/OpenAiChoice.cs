@@ -1,4 +1,6 @@
+using System.Globalization;
 using System.Text;
+using DeepSeekSharp.Distillation;
 using System.Text.Json.Nodes;
 using DeepSeekSharp.Inference;
 using DeepSeekSharp.Tokenization;
@@ -25,7 +27,7 @@ internal sealed class OpenAiChoice(bool chat, int index, HfTokenizer tokenizer, 
     private string? _finishReason;
 
     /// <summary>Completions with <c>echo</c>: the prompt, before anything generated.</summary>
-    /// <param name="promptLogprobs">entry i for prompt token i + 1 (see <see cref="TextGenerator.PromptLogprobs"/>), when log-probabilities are asked for</param>
+    /// <param name="promptLogprobs">entry i for prompt token i + 1 (see <see cref="EchoLogprobs"/>), when log-probabilities are asked for</param>
     public JsonObject Echo(OpenAiPrompt prompt, TokenLogprob[]? promptLogprobs)
     {
         int from = _entries.Count;
@@ -33,6 +35,46 @@ internal sealed class OpenAiChoice(bool chat, int index, HfTokenizer tokenizer, 
         if (withLogprobs)
             for (int i = 0; i < prompt.Ids.Length; i++) AddEntry(prompt.Ids[i], i == 0 ? null : promptLogprobs![i - 1]);
         return Chunk(prompt.Text, from);
+    }
+
+    /// <summary>An echoed prompt's log-probabilities from its scores: entry i for prompt token i + 1 with the <paramref name="top"/> most likely ids.</summary>
+    public static TokenLogprob[] EchoLogprobs(OpenAiPrompt prompt, TeacherScores scores, int top)
+    {
+        var result = new TokenLogprob[prompt.Ids.Length - 1];
+        for (int r = 0; r < result.Length; r++)
+        {
+            var listed = new (int, double)[top];
+            for (int i = 0; i < top; i++) listed[i] = (scores.Top!.Ids[r * scores.Top.K + i], scores.Top.LogProbs[r * scores.Top.K + i]);
+            result[r] = new TokenLogprob(prompt.Ids[r + 1], scores.ChosenLogprobs[r], listed);
+        }
+        return result;
+    }
+
+    /// <summary>
+    /// vLLM's <c>prompt_logprobs</c>: null for the first token, then per prompt token a dictionary from token id (a string, as
+    /// JSON keys are) to <c>{"logprob", "rank", "decoded_token"}</c>: the prompt token first, then the <paramref name="k"/> most
+    /// likely ids in order (ranks 1..k; a prompt token among them appears once, with its place there as its rank).
+    /// </summary>
+    public JsonArray PromptLogprobs(OpenAiPrompt prompt, TeacherScores scores, int k)
+    {
+        var rows = new JsonArray { null };
+        for (int r = 0; r + 1 < prompt.Ids.Length; r++)
+        {
+            int token = prompt.Ids[r + 1], rank = scores.ChosenRanks[r];
+            int stride = scores.Top?.K ?? 0;
+            for (int i = 0; i < k; i++)
+                if (scores.Top!.Ids[r * stride + i] == token) { rank = i + 1; break; }
+            var row = new JsonObject { [token.ToString(CultureInfo.InvariantCulture)] = Entry(token, scores.ChosenLogprobs[r], rank) };
+            for (int i = 0; i < k; i++)
+            {
+                int id = scores.Top!.Ids[r * stride + i];
+                if (id != token) row[id.ToString(CultureInfo.InvariantCulture)] = Entry(id, scores.Top.LogProbs[r * stride + i], i + 1);
+            }
+            rows.Add(row);
+        }
+        return rows;
+
+        JsonObject Entry(int id, float logprob, int rank) => new() { ["logprob"] = Number(logprob), ["rank"] = rank, ["decoded_token"] = Describe(id).Text };
     }
 
     /// <summary>Adds a piece of the generation; returns the choice of the chunk that streams it.</summary>
@@ -115,6 +157,8 @@ internal sealed class OpenAiChoice(bool chat, int index, HfTokenizer tokenizer, 
     /// <summary>A token as text, or as OpenAI shows a piece of a character ("bytes:\xe2\x80"), and its bytes.</summary>
     private (string Text, byte[] Bytes) Describe(int id)
     {
+        // An id the model has and the tokenizer lacks (a padded vocabulary) is shown as vLLM shows ids: "token_id:N".
+        if (tokenizer.IdToToken(id) is null) return ("token_id:" + id.ToString(CultureInfo.InvariantCulture), []);
         string text = tokenizer.Decode([id]);
         if (!text.Contains('\uFFFD')) return (text, Encoding.UTF8.GetBytes(text));
         var bytes = new List<byte>();

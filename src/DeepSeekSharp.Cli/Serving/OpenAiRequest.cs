@@ -32,8 +32,9 @@ public sealed record OpenAiPrompt(int[] Ids, string Text);
 /// <param name="N">choices per prompt</param>
 /// <param name="TopLogprobs">null: no log-probabilities; k: each token's with the k most likely beside it</param>
 /// <param name="Echo">completions: the prompt is returned before the completion</param>
+/// <param name="PromptLogprobs">completions, vLLM's <c>prompt_logprobs</c>: each choice carries the prompt's log-probabilities with this many top ids per position</param>
 public sealed record OpenAiRequest(bool Chat, IReadOnlyList<OpenAiPrompt> Prompts, ChatOptions Sampling, int N, bool Stream, bool IncludeUsage,
-    int? TopLogprobs, bool Echo)
+    int? TopLogprobs, bool Echo, int? PromptLogprobs = null)
 {
     private static readonly string[] Roles = ["system", "developer", "user", "assistant", "tool"];
 
@@ -66,7 +67,8 @@ public sealed record OpenAiRequest(bool Chat, IReadOnlyList<OpenAiPrompt> Prompt
         };
     }
 
-    public static OpenAiRequest Parse(JsonObject body, bool chat, DeepSeekChatClient client, HfTokenizer tokenizer)
+    /// <param name="maxLogprobs">the most top ids a completions request may ask for per position (vLLM's <c>--max-logprobs</c>)</param>
+    public static OpenAiRequest Parse(JsonObject body, bool chat, DeepSeekChatClient client, HfTokenizer tokenizer, int maxLogprobs = 20)
     {
         foreach (var (name, isDefault, why) in Unsupported)
             if (body[name] is JsonNode value && !isDefault(value))
@@ -105,8 +107,12 @@ public sealed record OpenAiRequest(bool Chat, IReadOnlyList<OpenAiPrompt> Prompt
             if (top is not null && !logprobs) throw Invalid("top_logprobs", "'top_logprobs' needs 'logprobs' to be true.");
             topLogprobs = logprobs ? top ?? 0 : null;
         }
-        else topLogprobs = IntField(body, "logprobs", 0, 5);
+        else topLogprobs = Logprobs(body, "logprobs", "sample", maxLogprobs);
         bool echo = !chat && (Bool(body, "echo") ?? false);
+        // vLLM's extension: the prompt's own log-probabilities beside the choice (what distillation clients read).
+        int? promptLogprobs = chat ? null : Logprobs(body, "prompt_logprobs", "prompt", maxLogprobs);
+        if (promptLogprobs is not null && stream)
+            throw Invalid("prompt_logprobs", "`prompt_logprobs` are not available when `stream=True`.");
 
         var sampling = new ChatOptions
         {
@@ -116,7 +122,15 @@ public sealed record OpenAiRequest(bool Chat, IReadOnlyList<OpenAiPrompt> Prompt
             Seed = seed,
             StopSequences = Stops(body["stop"]),
         };
-        return new OpenAiRequest(chat, prompts, sampling, n, stream, includeUsage, topLogprobs, echo);
+        return new OpenAiRequest(chat, prompts, sampling, n, stream, includeUsage, topLogprobs, echo, promptLogprobs);
+    }
+
+    /// <summary>A completions log-probability count, capped as vLLM caps it (and refused with vLLM's words, which clients quote).</summary>
+    private static int? Logprobs(JsonObject body, string name, string kind, int max)
+    {
+        int? value = IntField(body, name, 0, int.MaxValue);
+        if (value > max) throw Invalid(name, $"Requested {kind} logprobs of {value}, which is greater than max allowed: {max}");
+        return value;
     }
 
     private static OpenAiPrompt ChatPrompt(JsonObject body, DeepSeekChatClient client)

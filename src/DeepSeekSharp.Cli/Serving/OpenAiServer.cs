@@ -22,6 +22,8 @@ public sealed record ServerOptions
     /// <summary>Generations running at once (the CPU is the bottleneck); more wait in a bounded queue.</summary>
     public int MaxConcurrent { get; init; } = 2;
     public int MaxQueued { get; init; } = 16;
+    /// <summary>The most top ids a completions request may ask for per position (<c>logprobs</c>, <c>prompt_logprobs</c>); vLLM's <c>--max-logprobs</c>, same default.</summary>
+    public int MaxLogprobs { get; init; } = 20;
 }
 
 /// <summary>
@@ -89,7 +91,7 @@ public static class OpenAiServer
 
         async Task Handle(HttpContext ctx, bool chat)
         {
-            var request = OpenAiRequest.Parse(await ReadBody(ctx, options), chat, client, tokenizer);
+            var request = OpenAiRequest.Parse(await ReadBody(ctx, options), chat, client, tokenizer, options.MaxLogprobs);
             if (Interlocked.Increment(ref waiting) > options.MaxConcurrent + options.MaxQueued)
             {
                 Interlocked.Decrement(ref waiting);
@@ -135,13 +137,16 @@ public static class OpenAiServer
             for (int p = 0; p < request.Prompts.Count; p++)
             {
                 var prompt = request.Prompts[p];
+                // One scoring pass per prompt serves the echoed logprobs and prompt_logprobs of all its choices.
+                int? echoTop = request.Echo ? request.TopLogprobs : null;
+                var scores = echoTop is not null || request.PromptLogprobs is not null
+                    ? client.ScorePrompt(prompt.Ids, Math.Max(echoTop ?? 0, request.PromptLogprobs ?? 0)) : null;
                 for (int j = 0; j < request.N; j++)
                 {
                     var choice = new OpenAiChoice(request.Chat, p * request.N + j, tokenizer, request.TopLogprobs is not null);
                     if (request.Echo)
                     {
-                        var promptLogprobs = request.TopLogprobs is int top ? client.PromptLogprobs(prompt.Ids, top) : null;
-                        var echoed = choice.Echo(prompt, promptLogprobs);
+                        var echoed = choice.Echo(prompt, echoTop is int top ? OpenAiChoice.EchoLogprobs(prompt, scores!, top) : null);
                         if (request.Stream) await Send(Envelope(echoed));
                     }
                     await foreach (var update in client.StreamTextAsync(prompt.Ids, request.GenerationFor(client, prompt, j), ctx.RequestAborted))
@@ -150,7 +155,10 @@ public static class OpenAiServer
                         completionTokens += update.CompletionTokens ?? 0;
                         if (request.Stream) await Send(Envelope(piece));
                     }
-                    if (!request.Stream) choices.Add(choice.Whole());
+                    if (request.Stream) continue;
+                    var whole = choice.Whole();
+                    if (request.PromptLogprobs is int k) whole["prompt_logprobs"] = choice.PromptLogprobs(prompt, scores!, k);
+                    choices.Add(whole);
                 }
             }
             if (!request.Stream)

@@ -7,7 +7,7 @@ namespace DeepSeekSharp.Distillation;
 /// d(τ²·KL(P ‖ q))/dz = τ·(q − P) wherever P is known; CE's gradient is softmax(z) − onehot(y). Each row therefore costs
 /// two exp sweeps over the vocabulary (one when τ = 1) plus one for a dense teacher row, all through TensorPrimitives.
 /// </summary>
-internal static class DistillationRows
+internal static partial class DistillationRows
 {
     /// <summary>A top-k teacher's tail or a student's outside-the-ids mass is never taken below this (log of 0).</summary>
     internal const double MinMass = 1e-30;
@@ -15,12 +15,14 @@ internal static class DistillationRows
     /// <summary>2⁻²²: how much a float32 probability near 1 may be off after rounding its log; per listed id.</summary>
     internal const double TailNoisePerId = 1.0 / (1 << 22);
 
-    /// <summary>Scratch of one worker: three vocabulary-long rows and one (k+1)-long row.</summary>
-    internal sealed class Scratch(int vocab, int k)
+    /// <summary>Scratch of one worker: three vocabulary-long rows (five for kd_beta &gt; 0) and one (k+1)-long row.</summary>
+    internal sealed class Scratch(int vocab, int k, bool jsd = false)
     {
         public readonly float[] Exp = new float[vocab];
         public readonly float[] TemperedExp = new float[vocab];
         public readonly float[] Teacher = new float[vocab];
+        public readonly float[] LogQ = jsd ? new float[vocab] : [];
+        public readonly float[] LogM = jsd ? new float[vocab] : [];
         public readonly double[] Sparse = new double[k + 1];
         public readonly float[] Saved = new float[k];
     }

@@ -44,14 +44,26 @@ public static class KnowledgeDistillation
     /// The teacher's final hidden states of <paramref name="tokens"/> (no gradients) as dense targets: its logits are formed
     /// one block at a time inside the loss.
     /// </summary>
-    public static DenseTeacher RunTeacher(DeepSeekModel teacher, int[] tokens, SequenceBatch batch)
+    public static DenseTeacher RunTeacher(DeepSeekModel teacher, int[] tokens, SequenceBatch batch) =>
+        RunTeacher(teacher, tokens, batch, HeadWeight(teacher.LmHead));
+
+    /// <param name="headWeight">[V, H_t] the teacher's head as <see cref="HeadWeight"/> gives it (kept by a caller that runs the teacher often)</param>
+    public static DenseTeacher RunTeacher(DeepSeekModel teacher, int[] tokens, SequenceBatch batch, Tensor headWeight)
     {
         using var _ = GradMode.NoGrad();
         var (hidden, _) = teacher.ForwardHidden(tokens, batch, 0);
-        var head = teacher.LmHead;
+        return DenseTeacher.FromHidden(hidden, headWeight);
+    }
+
+    /// <summary>
+    /// The weight [V, H_t] a teacher's logits are formed with: the head's own (BF16-rounded for a BF16 head); a stored
+    /// (BF16/FP8) or adapted head widened to fp32 with its adapter folded in, in a new tensor.
+    /// </summary>
+    public static Tensor HeadWeight(Linear head)
+    {
         if (head.Adapter is not null || head.InferenceWeight is not null)
-            throw new DeepSeekSharpException("the teacher's output head must be a plain weight (merge adapters first)");
-        return DenseTeacher.FromHidden(hidden, head.Bf16Compute ? Functional.RoundBf16(head.Weight) : head.Weight);
+            return Tensor.FromArray(head.EffectiveWeight(), head.OutFeatures, head.InFeatures);
+        return head.Bf16Compute ? Functional.RoundBf16(head.Weight) : head.Weight;
     }
 }
 

@@ -29,6 +29,8 @@ internal sealed class LinearDistillationOp : GradNode
         if (teacher.Rows != rows) throw new ArgumentException($"distillation: {teacher.Rows} teacher rows for {rows} student rows");
         if (teacher is DenseTeacher d && d.Vocab != v) throw new DeepSeekSharpException($"teacher vocabulary {d.Vocab} != student vocabulary {v}: distillation needs a shared tokenizer");
         if (teacher is TopKTeacher t) CheckIds(t, v);
+        if (loss.Beta > 0 && teacher is TopKTeacher && loss.Tail != TopKTail.Bucket)
+            throw new DeepSeekSharpException($"kd_beta {loss.Beta} needs a full-vocabulary teacher or kd_tail: bucket (with renormalize the student's top-k side is not a distribution)");
         int count = OpBase.Divisor(OpBase.CountTargets(targets, rows, v), divisor);
         bool record = count > 0 && OpBase.WillRecord(h, w);
         float[]? dh = record && h.RequiresGrad ? StoragePool.RentZeroed(rows * hidden) : null;
@@ -62,7 +64,8 @@ internal sealed class LinearDistillationOp : GradNode
         var rowCe = new double[block];
         int workers = Math.Max(1, Math.Min(Environment.ProcessorCount, block));
         var scratch = new DistillationRows.Scratch[workers];
-        for (int i = 0; i < workers; i++) scratch[i] = new DistillationRows.Scratch(v, sparse?.K ?? 0);
+        bool jsd = loss.Beta > 0;
+        for (int i = 0; i < workers; i++) scratch[i] = new DistillationRows.Scratch(v, sparse?.K ?? 0, jsd);
         float invT = 1f / loss.Temperature;
         float ceScale = loss.CeWeight / count, klScale = loss.KlWeight * loss.Temperature / count;
         double klSum = 0, ceSum = 0;
@@ -88,11 +91,17 @@ internal sealed class LinearDistillationOp : GradNode
                         }
                         var z = logits.AsSpan(i * v, v);
                         var dz = grads ? dlogits.AsSpan(i * v, v) : [];
-                        var st = DistillationRows.StudentSide(z, y, invT, s, ceScale, klScale, dz, out rowCe[i]);
-                        rowKl[i] = dense is not null
-                            ? DistillationRows.DenseTeacher(z, teacherLogits.AsSpan(i * v, v), st, s, klScale, dz)
-                            : DistillationRows.SparseTeacher(z, sparse!.Ids.AsSpan(r * sparse.K, sparse.K),
-                                sparse.LogProbs.AsSpan(r * sparse.K, sparse.K), loss.Tail, st, s, klScale, dz);
+                        // The forward KL's gradient starts with klScale·q here; the divergences of kd_beta add their own whole.
+                        var st = DistillationRows.StudentSide(z, y, invT, s, ceScale, jsd ? 0f : klScale, dz, out rowCe[i]);
+                        rowKl[i] = (dense, jsd) switch
+                        {
+                            (not null, false) => DistillationRows.DenseTeacher(z, teacherLogits.AsSpan(i * v, v), st, s, klScale, dz),
+                            (not null, true) => DistillationRows.DenseTeacherJsd(z, teacherLogits.AsSpan(i * v, v), st, s, loss.Beta, klScale, dz),
+                            (null, false) => DistillationRows.SparseTeacher(z, sparse!.Ids.AsSpan(r * sparse.K, sparse.K),
+                                sparse.LogProbs.AsSpan(r * sparse.K, sparse.K), loss.Tail, st, s, klScale, dz),
+                            (null, true) => DistillationRows.BucketTeacherJsd(z, sparse!.Ids.AsSpan(r * sparse.K, sparse.K),
+                                sparse.LogProbs.AsSpan(r * sparse.K, sparse.K), st, s, loss.Beta, klScale, dz),
+                        };
                     }
                 });
                 for (int i = 0; i < n; i++) (klSum, ceSum) = (klSum + rowKl[i], ceSum + rowCe[i]);

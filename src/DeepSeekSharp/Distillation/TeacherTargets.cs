@@ -37,28 +37,64 @@ public sealed class DenseTeacher : TeacherTargets
     }
 
     /// <summary>The k most likely ids of every row and their log-probabilities (τ = 1), one block of rows at a time.</summary>
-    public TopKTeacher TopK(int k)
+    public TopKTeacher TopK(int k) =>
+        k > 0 ? Score(k, default).Top! : throw new ArgumentException($"top-k: k = {k} outside [1, {Vocab}]");
+
+    /// <summary>
+    /// One pass over the rows' logits (one block of rows at a time) giving what a scoring request asks: the k most likely ids
+    /// of every row (as <see cref="TopK"/>, which is this pass) and, where <paramref name="chosen"/>[r] ≥ 0, that id's
+    /// log-probability and its rank (how many ids are at least as likely, itself included: vLLM's count). A served teacher
+    /// and a dump therefore read the same floats.
+    /// </summary>
+    /// <param name="k">ids listed per row (0: none, Top is null)</param>
+    /// <param name="chosen">[rows] the id whose log-probability is wanted per row (−1: none), or null</param>
+    public TeacherScores Score(int k, ReadOnlySpan<int> chosen)
     {
+        if (!chosen.IsEmpty && chosen.Length != Rows) throw new ArgumentException($"{chosen.Length} chosen ids for {Rows} rows");
         int block = Math.Max(1, Math.Min(Rows, (1 << 21) / Vocab));
-        var ids = new int[Rows * k];
-        var lp = new float[Rows * k];
+        var ids = k > 0 ? new int[Rows * k] : null;
+        var lp = k > 0 ? new float[Rows * k] : null;
+        var chosenLogprobs = new float[chosen.Length];
+        var ranks = new int[chosen.Length];
         float[] buffer = StoragePool.Rent(block * Vocab);
         try
         {
             for (int r0 = 0; r0 < Rows; r0 += block)
             {
                 int n = Math.Min(block, Rows - r0);
-                FillBlock(r0, n, buffer.AsSpan(0, n * Vocab));
-                var part = TopKTeacher.FromLogits(buffer.AsSpan(0, n * Vocab), Vocab, k);
-                part.Ids.CopyTo(ids, r0 * k);
-                part.LogProbs.CopyTo(lp, r0 * k);
+                var logits = buffer.AsSpan(0, n * Vocab);
+                FillBlock(r0, n, logits);
+                if (k > 0)
+                {
+                    var part = TopKTeacher.FromLogits(logits, Vocab, k);
+                    part.Ids.CopyTo(ids!, r0 * k);
+                    part.LogProbs.CopyTo(lp!, r0 * k);
+                }
+                for (int i = 0; i < n && !chosen.IsEmpty; i++)
+                {
+                    int id = chosen[r0 + i];
+                    if (id < 0) continue;
+                    if (id >= Vocab) throw new ArgumentException($"id {id} outside the vocabulary [0, {Vocab})");
+                    var row = logits.Slice(i * Vocab, Vocab);
+                    // The same float expression as the top-k's, so an id listed there has the same value here.
+                    chosenLogprobs[r0 + i] = (float)(row[id] - TopKTeacher.LogSumExp(row));
+                    ranks[r0 + i] = AtLeast(row, row[id]);
+                }
             }
         }
         finally
         {
             StoragePool.Return(buffer);
         }
-        return new TopKTeacher(ids, lp, k);
+        return new TeacherScores(k > 0 ? new TopKTeacher(ids!, lp!, k) : null, chosenLogprobs, ranks);
+    }
+
+    /// <summary>How many entries of <paramref name="row"/> are ≥ <paramref name="value"/>.</summary>
+    private static int AtLeast(ReadOnlySpan<float> row, float value)
+    {
+        int count = 0;
+        foreach (float x in row) count += x >= value ? 1 : 0;
+        return count;
     }
 
     /// <summary>Writes the logits of rows [r0, r0 + n) into <paramref name="dest"/> [n, V].</summary>
@@ -73,6 +109,12 @@ public sealed class DenseTeacher : TeacherTargets
         _hidden!.Backend.Gemm(false, true, n, Vocab, h, 1f, _hidden.Span.Slice(r0 * h, n * h), h, _head.Span, h, 0f, dest, Vocab);
     }
 }
+
+/// <summary>What <see cref="DenseTeacher.Score"/> finds per row.</summary>
+/// <param name="Top">the k most likely ids and their log-probabilities, or null for k = 0</param>
+/// <param name="ChosenLogprobs">[rows] log p(chosen id) at τ = 1 (0 where none was chosen)</param>
+/// <param name="ChosenRanks">[rows] how many ids are at least as likely as the chosen one, itself included (1 = the most likely)</param>
+public sealed record TeacherScores(TopKTeacher? Top, float[] ChosenLogprobs, int[] ChosenRanks);
 
 /// <summary>
 /// The teacher's k most likely ids per row and their log-probabilities at τ = 1 (offline distillation, Axolotl's

@@ -23,10 +23,12 @@ public sealed class DeepSeekChatClient : IChatClient
     private readonly TextGenerator _generator;
     private readonly HfTokenizer _tokenizer;
     private readonly bool _speculative;
+    private readonly PromptScorer _scorer;
 
     public DeepSeekChatClient(CachedDecoder decoder, HfTokenizer tokenizer, string modelId, bool speculativeMtp = false)
     {
         _generator = new TextGenerator(decoder, tokenizer);
+        _scorer = new PromptScorer(decoder.Model);
         _tokenizer = tokenizer;
         ModelId = modelId;
         _speculative = speculativeMtp && decoder.Model.MtpModules.Count > 0;
@@ -60,8 +62,8 @@ public sealed class DeepSeekChatClient : IChatClient
         return new ChatTemplate.Message(m.Role.Value, text);
     }
 
-    /// <summary>The log-probability of each prompt token after the first (see <see cref="TextGenerator.PromptLogprobs"/>).</summary>
-    public TokenLogprob[] PromptLogprobs(int[] prompt, int top) => _generator.PromptLogprobs(prompt, top);
+    /// <summary>The model's log-probabilities of a prompt's tokens after the first and its top ids per position (see <see cref="PromptScorer"/>).</summary>
+    public Distillation.TeacherScores ScorePrompt(int[] prompt, int top) => _scorer.Score(prompt, top);
 
     public GenerationOptions Options(ChatOptions? o, int promptTokens)
     {

@@ -143,21 +143,6 @@ public sealed class TextGenerator
         };
     }
 
-    /// <summary>
-    /// The log-probability of each prompt token after the first given the tokens before it (one prefill), for
-    /// scoring text; entry i belongs to <c>prompt[i + 1]</c>.
-    /// </summary>
-    public TokenLogprob[] PromptLogprobs(int[] prompt, int top)
-    {
-        if (prompt.Length == 0) throw new DeepSeekSharpException("the prompt is empty");
-        if (prompt.Length > _decoder.Model.Config.MaxPositionEmbeddings)
-            throw new DeepSeekSharpException($"the prompt ({prompt.Length} tokens) exceeds the model's context of {_decoder.Model.Config.MaxPositionEmbeddings}");
-        var (logits, _) = _decoder.Forward([(prompt, _decoder.NewCache())]);
-        var result = new TokenLogprob[prompt.Length - 1];
-        for (int i = 1; i < prompt.Length; i++) result[i - 1] = TokenLogprob.FromLogits(logits.Span.Slice((i - 1) * Vocab, Usable), prompt[i], top);
-        return result;
-    }
-
     private TokenLogprob? Logprob(Tensor logits, int row, int token, GenerationOptions options) =>
         options.TopLogprobs is int top ? TokenLogprob.FromLogits(logits.Span.Slice(row * Vocab, Usable), token, top) : null;
 

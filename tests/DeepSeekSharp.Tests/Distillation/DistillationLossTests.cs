@@ -40,7 +40,26 @@ public class DistillationLossTests
 
     [Theory]
     [MemberData(nameof(ReferenceCases))]
-    public void LossAndGradientsMatchPyTorch(string name, float tau, float klWeight, float ceWeight, string teacherKind, string tail)
+    public void LossAndGradientsMatchPyTorch(string name, float tau, float klWeight, float ceWeight, string teacherKind, string tail) =>
+        CheckReferenceCase(name, tau, klWeight, ceWeight, teacherKind, tail, 0f);
+
+    public static TheoryData<string, float, float, float, string, string, float> BetaCases => new()
+    {
+        { "dense-b1-t1", 1f, 0.6f, 0.4f, "dense", "", 1f },
+        { "dense-b0.5-t2", 2f, 0.7f, 0.3f, "dense", "", 0.5f },
+        { "dense-b0.1-t1", 1f, 1f, 0f, "dense", "", 0.1f },
+        { "top6-bucket-b1-t2", 2f, 0.8f, 0.2f, "top6", "bucket", 1f },
+        { "top6-bucket-b0.5-t1", 1f, 0.5f, 0.5f, "top6", "bucket", 0.5f },
+        { "topV-bucket-b0.5-t2", 2f, 0.7f, 0.3f, "topV", "bucket", 0.5f },
+    };
+
+    /// <summary>kd_beta: reverse KL (β = 1) and the generalised JSD against the same reference.</summary>
+    [Theory]
+    [MemberData(nameof(BetaCases))]
+    public void KdBetaLossAndGradientsMatchPyTorch(string name, float tau, float klWeight, float ceWeight, string teacherKind, string tail, float beta) =>
+        CheckReferenceCase(name, tau, klWeight, ceWeight, teacherKind, tail, beta);
+
+    private static void CheckReferenceCase(string name, float tau, float klWeight, float ceWeight, string teacherKind, string tail, float beta)
     {
         using var r = SafeTensorsReader.Open(Path.Combine(TestPaths.Fixture("kd-op"), "cases.safetensors"));
         Tensor h = Param(r, "h"), w = Param(r, "W");
@@ -49,7 +68,7 @@ public class DistillationLossTests
         TeacherTargets teacher = teacherKind == "dense"
             ? DenseTeacher.FromHidden(Param(r, "th"), Param(r, "tW"))
             : new TopKTeacher(ReadInt32(r, teacherKind + ".ids"), r.ReadFloat32(teacherKind + ".logprobs"), teacherKind == "top6" ? 6 : v);
-        var loss = new DistillationLoss(klWeight, ceWeight, tau, tail == "bucket" ? TopKTail.Bucket : TopKTail.Renormalize);
+        var loss = new DistillationLoss(klWeight, ceWeight, tau, tail == "bucket" ? TopKTail.Bucket : TopKTail.Renormalize, beta);
         var result = KnowledgeDistillationOps.Loss(h, w, targets, teacher, loss);
         Backprop.Backward(result.Total);
 
@@ -97,6 +116,36 @@ public class DistillationLossTests
         TeacherTargets teacher = kind == "dense" ? DenseTeacher.FromLogits(teacherLogits, v) : TopKTeacher.FromLogits(teacherLogits, v, k);
         var loss = new DistillationLoss(0.6f, 0.4f, tau, kind == "bucket" ? TopKTail.Bucket : TopKTail.Renormalize);
         GradCheck.Check(() => Functional.WeightedSum([KnowledgeDistillationOps.Loss(h, w, targets, teacher, loss).Total], [1.3f]), [h, w], eps: 3e-3f);
+    }
+
+    public static TheoryData<string, float, float> BetaFiniteDifferenceCases => new()
+    {
+        { "dense", 2f, 0.5f }, { "dense", 1f, 1f }, { "dense", 1f, 0.1f }, { "bucket", 2f, 0.5f }, { "bucket", 1f, 1f }, { "bucket", 0.5f, 0.3f },
+    };
+
+    [Theory]
+    [MemberData(nameof(BetaFiniteDifferenceCases))]
+    public void KdBetaBackwardMatchesFiniteDifferences(string kind, float tau, float beta)
+    {
+        const int rows = 7, hidden = 5, v = 11, k = 4;
+        var h = GradCheck.Random(Rng, 1, rows, hidden);
+        var w = GradCheck.Random(Rng, 1, v, hidden);
+        var teacherLogits = GradCheck.Random(Rng, 2, rows, v).Span.ToArray();
+        int[] targets = Enumerable.Range(0, rows).Select(i => i == 3 ? -1 : (i * 4) % v).ToArray();
+        TeacherTargets teacher = kind == "dense" ? DenseTeacher.FromLogits(teacherLogits, v) : TopKTeacher.FromLogits(teacherLogits, v, k);
+        var loss = new DistillationLoss(0.6f, 0.4f, tau, kind == "bucket" ? TopKTail.Bucket : TopKTail.Renormalize, beta);
+        GradCheck.Check(() => Functional.WeightedSum([KnowledgeDistillationOps.Loss(h, w, targets, teacher, loss).Total], [1.3f]), [h, w], eps: 3e-3f);
+    }
+
+    [Fact]
+    public void KdBetaWithARenormalisedTopKTeacherIsRefused()
+    {
+        var h = GradCheck.Random(Rng, 1, 2, 3);
+        var w = GradCheck.Random(Rng, 1, 5, 3);
+        var teacher = TopKTeacher.FromLogits(GradCheck.Random(Rng, 1, 2, 5).Span, 5, 2);
+        var e = Assert.Throws<DeepSeekSharpException>(() => KnowledgeDistillationOps.Loss(h, w, [1, 2], teacher, new DistillationLoss(1f, 0f, 1f, TopKTail.Renormalize, 0.5f)));
+        Assert.StartsWith("kd_beta 0.5 needs a full-vocabulary teacher or kd_tail: bucket", e.Message);
+        Assert.Contains("kd_beta must be in [0, 1]", Assert.Throws<DeepSeekSharpException>(() => new DistillationLoss(1f, 0f, 1f, TopKTail.Bucket, 1.5f).Validate("x")).Message);
     }
 
     [Theory]

@@ -114,5 +114,22 @@ public class DistillationTrainingTests
         Assert.StartsWith(path + ": distillation needs exactly one of", e.Message);
         File.WriteAllText(path, "distillation: {teacher: a, kd_temprature: 2}\n");
         Assert.Contains("unknown distillation key 'kd_temprature'", Assert.Throws<DeepSeekSharpException>(() => TrainConfig.Load(path, [])).Message);
+        File.WriteAllText(path, "distillation: {logits: d, kd_beta: 0.5}\n");
+        Assert.Equal($"{path}: distillation.kd_beta > 0 with a top-k teacher needs kd_tail: bucket (with renormalize the student's top-k side is not a distribution)",
+            Assert.Throws<DeepSeekSharpException>(() => TrainConfig.Load(path, [])).Message);
+        File.WriteAllText(path, "distillation: {teacher: t, kd_beta: 2}\n");
+        Assert.Equal($"{path}: distillation: kd_beta must be in [0, 1] (got 2)", Assert.Throws<DeepSeekSharpException>(() => TrainConfig.Load(path, [])).Message);
+    }
+
+    [Fact]
+    public void ReverseKlTrainingFromATeacherLowersTheReverseKl()
+    {
+        string output = Path.Combine(_dir, "reverse");
+        // kd_beta 1, kd_alpha 1, kd_ce_alpha 0: the loss is KL(student ‖ teacher) alone.
+        Train(Config(output, $"{{teacher: {Teacher()}, kd_alpha: 1, kd_ce_alpha: 0, kd_beta: 1}}", steps: 8));
+        double[] losses = Losses(output);
+        Assert.True(losses[0] > 0.01 && losses[^1] < 0.5 * losses[0], $"reverse KL should fall: {string.Join(", ", losses)}");
+        using var run = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, TrainConfig.RunFileName)));
+        Assert.Equal(1, run.RootElement.GetProperty("distillation").GetProperty("kd_beta").GetDouble());
     }
 }
