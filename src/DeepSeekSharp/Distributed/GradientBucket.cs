@@ -14,6 +14,9 @@ namespace DeepSeekSharp.Distributed;
 /// as the backward has produced its gradients and computes on while it travels. Per step: <see cref="AddMicroBatch"/>
 /// after each of this rank's backward passes, then <see cref="StartReduction"/>, then one of the waits. All buffers
 /// are allocated here, once.
+/// A group of one (a single process) has nothing to send: it keeps no send, receive or gather buffers, and with one
+/// micro-batch per step no tree either, since that micro-batch's gradient already is the sum. The bits are the same
+/// (the exchange only moves data), and a single process pays for its gradients once instead of about five times.
 /// </remarks>
 public sealed class GradientBucket : IDisposable
 {
@@ -21,7 +24,11 @@ public sealed class GradientBucket : IDisposable
     private readonly PairwiseSumTree _tree;
     private readonly TreeAccumulator _accumulator;
     private readonly List<(int Start, int End)> _allNodes = [];
-    private readonly float[] _send, _receive, _gathered;
+    private readonly float[] _send, _gathered;
+    private float[] _receive;
+    // A single process: no exchange; with one micro-batch per step the parameters' gradients are the sum as they are.
+    private readonly bool _alone, _direct;
+    private bool _directAdded, _shardCopied;
     private readonly int[] _sendCounts, _sendOffsets, _receiveCounts, _receiveOffsets;
     private readonly CollectiveRequest _request = new();
     private bool _inFlight, _shardReady;
@@ -42,6 +49,8 @@ public sealed class GradientBucket : IDisposable
         int perRank = microBatches / n;
         MicroBatches = (group.Rank * perRank, perRank);
         _accumulator = new TreeAccumulator(_tree, MicroBatches.First, perRank, Gradients.Length);
+        _alone = n == 1;
+        _direct = _alone && microBatches == 1;
 
         int s = Shards.ShardLength, mine = _accumulator.Nodes.Count;
         _sendCounts = new int[n];
@@ -59,9 +68,10 @@ public sealed class GradientBucket : IDisposable
             _receiveOffsets[r] = received;
             received = checked(received + nodes.Count * s);
         }
-        _send = new float[checked(n * mine * s)];
-        _receive = new float[received];
-        _gathered = new float[checked(n * s)];
+        // Alone, the shard is the whole vector: a copy of it is made only if someone asks for it (WaitShard: ZeRO-1).
+        _send = _alone ? [] : new float[checked(n * mine * s)];
+        _receive = _alone ? [] : new float[received];
+        _gathered = _alone ? [] : new float[checked(n * s)];
     }
 
     /// <summary>The bucket's gradients as one flat vector.</summary>
@@ -84,6 +94,12 @@ public sealed class GradientBucket : IDisposable
     {
         if (_inFlight) throw new InvalidOperationException("the bucket is being reduced: wait for it before adding the next step's micro-batches");
         if (_shardReady) Reset();
+        if (_direct)
+        {
+            if (_directAdded) throw new InvalidOperationException("all 1 micro-batches of this rank were already added; Reset for the next step");
+            _directAdded = true;   // the gradient stays where the backward left it (the trainer zeroes it before the next step)
+            return;
+        }
         Gradients.CopyTo(0, _accumulator.BeginLeaf());
         _accumulator.CommitLeaf();
         Gradients.Clear();
@@ -92,9 +108,16 @@ public sealed class GradientBucket : IDisposable
     /// <summary>Sends this rank's partial sums toward the shard owners without waiting (after its last micro-batch).</summary>
     public void StartReduction()
     {
-        if (!_accumulator.IsComplete)
+        if (_direct ? !_directAdded : !_accumulator.IsComplete)
             throw new InvalidOperationException($"{_accumulator.Added} of this rank's {MicroBatches.Count} micro-batches were added: add them all before reducing");
         if (_inFlight || _shardReady) throw new InvalidOperationException("this step's micro-batches were already reduced: add the next step's first");
+        if (_alone)
+        {
+            // Nothing travels: the tree's root is this process's sum. Written back now, so WaitAll has nothing to do.
+            if (!_direct) Gradients.CopyFrom(_accumulator.Root(0), 0);
+            _inFlight = true;
+            return;
+        }
         int s = Shards.ShardLength, mine = PartialSums;
         for (int d = 0; d < _group.Size; d++)
         {
@@ -111,7 +134,7 @@ public sealed class GradientBucket : IDisposable
     }
 
     /// <summary>True once the partial sums have arrived (drives MPI's progress; never blocks).</summary>
-    public bool IsArrived => !_inFlight || _request.Test();
+    public bool IsArrived => !_inFlight || _alone || _request.Test();
 
     /// <summary>
     /// Waits for the partial sums and finishes the tree for this rank's shard: returns the summed gradient of
@@ -120,6 +143,20 @@ public sealed class GradientBucket : IDisposable
     /// </summary>
     public Span<float> WaitShard()
     {
+        if (_alone)
+        {
+            // The sum is in the gradients (StartReduction); the shard is a padded copy of it, made once per step so
+            // that scaling it in place (clipping) holds until the optimizer reads it.
+            if (!_inFlight && !_shardReady) throw new InvalidOperationException("StartReduction first");
+            if (!_shardCopied)
+            {
+                if (_receive.Length == 0) _receive = new float[Shards.ShardLength];
+                Gradients.CopyTo(0, _receive.AsSpan(0, Gradients.Length));
+                _shardCopied = true;
+            }
+            (_inFlight, _shardReady) = (false, true);
+            return _receive.AsSpan(0, Shards.ShardLength);
+        }
         if (!_shardReady)
         {
             if (!_inFlight) throw new InvalidOperationException("StartReduction first");
@@ -134,14 +171,45 @@ public sealed class GradientBucket : IDisposable
     /// <summary>Waits, then gathers every rank's shard: the bucket's buffers hold the whole sum (data parallelism without ZeRO).</summary>
     public void WaitAll()
     {
+        if (_alone)
+        {
+            if (!_shardReady && !_inFlight) throw new InvalidOperationException("StartReduction first");
+            (_inFlight, _shardReady) = (false, true);   // StartReduction already left the sum in the gradients
+            return;
+        }
         ReadOnlySpan<float> shard = WaitShard();
         _group.AllGather(shard, _gathered.AsSpan());
         Gradients.CopyFrom(_gathered.AsSpan(0, Gradients.Length), 0);
     }
 
+    /// <summary>
+    /// Σg² of each <see cref="BlockSquares.Length"/>-element block of this rank's reduced shard (padding included), for
+    /// the global gradient norm; after <see cref="WaitAll"/> or <see cref="WaitShard"/>. A single process reads the
+    /// blocks from the gradients themselves, one block at a time, instead of keeping a contiguous copy.
+    /// </summary>
+    public void ShardBlockSquares(Span<double> destination)
+    {
+        if (!_alone || _shardCopied)
+        {
+            BlockSquares.Compute(WaitShard(), destination);
+            return;
+        }
+        if (!_shardReady) throw new InvalidOperationException("WaitAll first");
+        Span<float> block = stackalloc float[BlockSquares.Length];
+        for (int b = 0; b < destination.Length; b++)
+        {
+            int start = b * BlockSquares.Length, count = Math.Max(0, Math.Min(BlockSquares.Length, Gradients.Length - start));
+            block.Clear();
+            if (count > 0) Gradients.CopyTo(start, block[..count]);
+            BlockSquares.Compute(block, destination.Slice(b, 1));
+        }
+    }
+
     private void Reset()
     {
         _accumulator.Reset();
+        _directAdded = false;
+        _shardCopied = false;
         _shardReady = false;
     }
 

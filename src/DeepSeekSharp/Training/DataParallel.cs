@@ -75,8 +75,10 @@ public sealed class DataParallel : IDisposable
     {
         long momentBytes = 2L * (moments == MomentPrecision.Bf16 ? 2 : 4);
         long momentElements = zeroStage == 1 ? (trainable + ranks - 1) / ranks : trainable;
-        int treeBuffers = (int)Math.Ceiling(Math.Log2(Math.Max(1, microBatchesPerRank))) + 1;
-        long gradientCopies = 1 + treeBuffers + 3;
+        // The gradients, then the pairwise tree's partial sums and the exchange's send, receive and gather buffers; a
+        // single process exchanges nothing, and with one micro-batch per step needs no tree either (GradientBucket).
+        int treeBuffers = ranks == 1 && microBatchesPerRank == 1 ? 0 : (int)Math.Ceiling(Math.Log2(Math.Max(1, microBatchesPerRank))) + 1;
+        long gradientCopies = 1 + treeBuffers + (ranks == 1 ? 0 : 3);
         return Math.Min(long.MaxValue / 2, trainable * sizeof(float) * gradientCopies) + Math.Min(long.MaxValue / 2, momentElements * momentBytes);
     }
 
@@ -123,11 +125,10 @@ public sealed class DataParallel : IDisposable
         int at = 0;
         foreach (var bucket in _buckets)
         {
-            Span<float> shard = bucket.Gradients.WaitShard();
-            int blocks = shard.Length / BlockSquares.Length;
-            BlockSquares.Compute(shard, _localBlocks.AsSpan(at, blocks));
-            at += blocks;
             if (_zeroStage == 0) bucket.Gradients.WaitAll();
+            int blocks = bucket.Gradients.Shards.ShardLength / BlockSquares.Length;
+            bucket.Gradients.ShardBlockSquares(_localBlocks.AsSpan(at, blocks));
+            at += blocks;
         }
         _world.AllGather<double>(_localBlocks, _allBlocks);
         // Bucket by bucket, rank by rank, block by block: the blocks in the order of the flat vector; a shard's padding

@@ -129,4 +129,56 @@ public class GradientBucketTests
         var e = Assert.Throws<DeepSeekSharpException>(() => new GradientBucket(world, [new float[1]], 0));
         Assert.Contains("multiple of the rank count", e.Message);
     }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    public void AOneProcessBucketNeedsNoExchangeAndItsNormBlocksAreThoseOfThePaddedSum(int microBatches)
+    {
+        // 2,500 gradient elements in three parameters: shards aligned to the norm's 1,024-element blocks pad it to 3,072.
+        var leaves = PairwiseSumTreeTests.Leaves(microBatches, 2500, seed: 11);
+        float[] a = new float[700], b = new float[1300], c = new float[500];
+        using var world = new SingleProcessCommunicator();
+        using var bucket = new GradientBucket(world, [a, b, c], microBatches, BlockSquares.Length);
+        Assert.Equal(3 * BlockSquares.Length, bucket.Shards.ShardLength);
+        for (int step = 0; step < 2; step++)
+        {
+            foreach (var leaf in leaves)
+            {
+                new FlatSegments([a, b, c]).CopyFrom(leaf, 0);   // the backward writes into zeroed buffers
+                bucket.AddMicroBatch();
+                // With one micro-batch per step its gradient is the sum already: the bucket leaves it where it is.
+                if (microBatches == 1) Assert.Equal(leaf[0], a[0]);
+                else Assert.All(a, x => Assert.Equal(0f, x));
+            }
+            bucket.StartReduction();
+            bucket.WaitAll();
+            var sum = new float[bucket.Shards.ShardLength];
+            for (int i = 0; i < 2500; i++) sum[i] = PairwiseSumTreeTests.Definition(leaves, 0, microBatches, i);
+            var flat = new float[2500];
+            new FlatSegments([a, b, c]).CopyTo(0, flat);
+            for (int i = 0; i < 2500; i++) Assert.Equal(BitConverter.SingleToInt32Bits(sum[i]), BitConverter.SingleToInt32Bits(flat[i]));
+            var expected = new double[3];
+            BlockSquares.Compute(sum, expected);
+            var blocks = new double[3];
+            bucket.ShardBlockSquares(blocks);
+            Assert.Equal(expected, blocks);
+            // ZeRO-1 asks for the shard itself: the whole padded sum.
+            Assert.Equal(sum, bucket.WaitShard().ToArray());
+            foreach (var buffer in new[] { a, b, c }) buffer.AsSpan().Clear();
+        }
+    }
+
+    [Fact]
+    public void OneProcessTrainingStateIsTheGradientsAndMomentsWithoutExchangeBuffers()
+    {
+        const long Trainable = 1_000_000;
+        // One micro-batch: the gradients (4 bytes) and two fp32 moments (8 bytes) per element, nothing else.
+        Assert.Equal(Trainable * 12, DeepSeekSharp.Training.DataParallel.TrainingStateBytes(Trainable, DeepSeekSharp.Optim.MomentPrecision.Fp32, 1, 1, 0));
+        // Four micro-batches: the tree's ⌈log₂ 4⌉ + 1 = 3 partial sums as well.
+        Assert.Equal(Trainable * (12 + 12), DeepSeekSharp.Training.DataParallel.TrainingStateBytes(Trainable, DeepSeekSharp.Optim.MomentPrecision.Fp32, 4, 1, 0));
+        // Two ranks exchange: send, receive and gather buffers on top of the tree; ZeRO-1 halves the BF16 moments.
+        Assert.Equal(Trainable * (4 + 4 * 2 + 12) + Trainable / 2 * 4,
+            DeepSeekSharp.Training.DataParallel.TrainingStateBytes(Trainable, DeepSeekSharp.Optim.MomentPrecision.Bf16, 2, 2, 1));
+    }
 }
