@@ -104,6 +104,20 @@ public static class Functional
         IReadOnlyList<ExpertLinear> up, IReadOnlyList<ExpertLinear> down) =>
         GroupedExpertsOp.Forward(x, rows, offsets, gate, up, down);
 
+    /// <summary>
+    /// The routed SwiGLU experts with DeepSeek-V3's FP8 recipe as grouped GEMMs (see <see cref="GroupedFp8ExpertsOp"/>):
+    /// the values and gradients of running each expert as FP8 Linears (<see cref="LinearFp8"/>) around
+    /// <see cref="SiluMul"/>, with the SwiGLU inputs cached in FP8 when <paramref name="fp8SwiGluCache"/>.
+    /// </summary>
+    /// <param name="x">[N, H]</param>
+    /// <param name="gateWeights">E weights [I, H]</param>
+    /// <param name="upWeights">E weights [I, H]</param>
+    /// <param name="downWeights">E weights [H, I]</param>
+    /// <returns>[rows.Length, H]</returns>
+    public static Tensor GroupedSwiGluExpertsFp8(Tensor x, int[] rows, int[] offsets, IReadOnlyList<Tensor> gateWeights,
+        IReadOnlyList<Tensor> upWeights, IReadOnlyList<Tensor> downWeights, bool fp8SwiGluCache = true) =>
+        GroupedFp8ExpertsOp.Forward(x, rows, offsets, gateWeights, upWeights, downWeights, fp8SwiGluCache);
+
     /// <summary>Whether <see cref="GroupedSwiGluExperts(Tensor, int[], int[], IReadOnlyList{ExpertLinear}, IReadOnlyList{ExpertLinear}, IReadOnlyList{ExpertLinear})"/>
     /// can run these experts (the adapters of each projection share a rank).</summary>
     public static bool CanGroupSwiGluExperts(IReadOnlyList<ExpertLinear> gate, IReadOnlyList<ExpertLinear> up, IReadOnlyList<ExpertLinear> down) =>

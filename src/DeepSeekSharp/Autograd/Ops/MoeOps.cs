@@ -241,8 +241,11 @@ internal sealed class RoutedExpertsOp : GradNode
             Backprop.BackwardFrom(b.Output!, seed);
             b.Output = null;
         });
-        // Tokens appear in up to k experts, so their input gradients are summed here, one expert after another.
+        // Tokens appear in up to k experts, so their input gradients are summed here, one expert after another, in
+        // expert order (not the largest-first order of the work): the grouped ops sum in that order too, so both paths
+        // give the same bits.
         Span<float> dx = GradOf(Inputs[0]);
+        Array.Sort(_branches, (a, b) => a.Expert.CompareTo(b.Expert));
         foreach (var b in _branches)
         {
             float[]? g = b.Input!.Grad;
