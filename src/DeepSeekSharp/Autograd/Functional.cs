@@ -77,8 +77,13 @@ public static class Functional
     public static Tensor RouteWeights(Tensor scores, int[] idx, int k, bool normalize, float scale) =>
         RouteWeightsOp.Forward(scores, idx, k, normalize, scale);
 
-    public static Tensor MoeCombine(Tensor weights, Tensor stacked, int[] rowToken, int[] rowSlot) =>
-        MoeCombineOp.Forward(weights, stacked, rowToken, rowSlot);
+    /// <summary>y[t] = Σ_j w[t, j] · stacked[row of (t, j)] (see <see cref="MoeCombineOp"/>).</summary>
+    /// <param name="weights">[N, k]</param>
+    /// <param name="stacked">[S, H] expert outputs grouped by expert</param>
+    /// <param name="bf16Cache">keep the expert outputs for the backward as BF16 (V3's FP8 recipe) instead of reading them</param>
+    /// <returns>[N, H]</returns>
+    public static Tensor MoeCombine(Tensor weights, Tensor stacked, int[] rowToken, int[] rowSlot, bool bf16Cache = false) =>
+        MoeCombineOp.Forward(weights, stacked, rowToken, rowSlot, bf16Cache);
 
     /// <summary>
     /// Runs expert e on rows <c>x[rows[offsets[e]..offsets[e+1])]</c> for every expert, concurrently, and returns the

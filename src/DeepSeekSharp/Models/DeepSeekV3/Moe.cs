@@ -37,6 +37,10 @@ public sealed class Moe : Layer
     /// </summary>
     public bool GroupedExperts { get; set; } = true;
 
+    /// <summary>The combine keeps the routed experts' outputs for its backward (the routing weights' gradient) in BF16
+    /// rather than fp32 (DeepSeek-V3's FP8 recipe; set by precision fp8 and <c>fp8_bf16_combine</c>).</summary>
+    public bool Bf16CombineCache { get; set; }
+
     /// <summary>The routed experts as grouped GEMMs, or null when they must run as modules (see <see cref="GroupedExperts"/>).</summary>
     private Tensor? GroupedExpertsForward(Tensor x, int[] rowToken, int[] offsets)
     {
@@ -89,7 +93,7 @@ public sealed class Moe : Layer
         var rows = RoutedRows.Group(idx, Gate.TopK, Experts.Count);                     // token slots grouped by expert
         Tensor stacked = GroupedExpertsForward(x, rows.Token, rows.Offsets)               // Expert_e(x_t) [N·k, H]
             ?? Functional.RoutedExperts(x, rows.Token, rows.Offsets, (e, expertRows) => Experts[e].Forward(expertRows));
-        Tensor y = Functional.MoeCombine(weights, stacked, rows.Token, rows.Slot);       // Σ_j g_j · Expert_j(x)
+        Tensor y = Functional.MoeCombine(weights, stacked, rows.Token, rows.Slot, Bf16CombineCache); // Σ_j g_j · Expert_j(x)
         return shared is null ? y : Functional.Add(shared, y);
     }
 }
