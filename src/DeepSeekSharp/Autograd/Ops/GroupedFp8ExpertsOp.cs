@@ -211,30 +211,26 @@ internal sealed class GroupedFp8ExpertsOp : GradNode
         }
         if (dwDown is not null)
         {
-            float[] hd = StoragePool.Rent(ci);
-            DecodeRows(h, off, count, null, hd.AsSpan(0, ci));
-            WeightGradient(be, dyE, hd.AsSpan(0, ci), count, hidden, inter, dwDown);
-            StoragePool.Return(hd);
+            var hc = ColumnTiles(be, h, off, count, null);
+            WeightGradient(be, dyE, count, hidden, hc, dwDown);
+            Fp8Quantizer.Return(hc);
         }
         if (dh is null) return;
         // SwiGLU (its SiluMulOp): differentiated at the cached (dequantised) inputs.
         float[] gd = StoragePool.Rent(ci), ud = StoragePool.Rent(ci), dgate = StoragePool.Rent(ci), dup = StoragePool.Rent(ci);
-        float[]? xd = null;
+        Fp8Tensor? xc = null;
         try
         {
             swiglu.Read(off, count, inter, gd.AsSpan(0, ci), ud.AsSpan(0, ci));
             be.SiluMulBackward(gd.AsSpan(0, ci), ud.AsSpan(0, ci), dh.AsSpan(0, ci), dgate.AsSpan(0, ci), dup.AsSpan(0, ci), accumulate: false);
             // gate_proj, then up_proj (the module path's order: both add into the expert's input gradient).
             var dxE = dxs is null ? default : dxs.AsSpan(off * hidden, count * hidden);
-            if (dwGate is not null || dwUp is not null)
-            {
-                xd = StoragePool.Rent(count * hidden);                                          // x[rows_e] decoded [c, H]
-                DecodeRows(x, off, count, _rows, xd.AsSpan(0, count * hidden));
-            }
+            // x[rows_e] in 128×1 tiles, once for both weight gradients (each FP8 Linear of the module path makes the same codes).
+            if (dwGate is not null || dwUp is not null) xc = ColumnTiles(be, x, off, count, _rows);
             foreach (var (dOut, w, dw) in (ReadOnlySpan<(float[], Fp8Tensor, float[]?)>)[(dgate, wGate, dwGate), (dup, wUp, dwUp)])
             {
                 if (!dxE.IsEmpty) InputGradient(be, dOut.AsSpan(0, ci), count, inter, w, dxE, hidden);
-                if (dw is not null) WeightGradient(be, dOut.AsSpan(0, ci), xd.AsSpan(0, count * hidden), count, inter, hidden, dw);
+                if (dw is not null) WeightGradient(be, dOut.AsSpan(0, ci), count, inter, xc!, dw);
             }
         }
         finally
@@ -244,7 +240,7 @@ internal sealed class GroupedFp8ExpertsOp : GradNode
             StoragePool.Return(ud);
             StoragePool.Return(dgate);
             StoragePool.Return(dup);
-            if (xd is not null) StoragePool.Return(xd);
+            if (xc is not null) Fp8Quantizer.Return(xc);
         }
     }
 
@@ -257,16 +253,27 @@ internal sealed class GroupedFp8ExpertsOp : GradNode
         Fp8Quantizer.Return(q);
     }
 
-    /// <summary>dW [out, in] += dOutᵀ · input with both [c, ·] requantised in 128×1 tiles over the expert's rows.</summary>
-    private static void WeightGradient(IBackend be, ReadOnlySpan<float> dOut, ReadOnlySpan<float> input, int count, int outDim, int inDim, float[] dw)
+    /// <summary>dW [out, in] += dOutᵀ · input, dOut [c, out] requantised in 128×1 tiles over the expert's rows and the
+    /// input [c, in] already so (<see cref="ColumnTiles"/>).</summary>
+    private static void WeightGradient(IBackend be, ReadOnlySpan<float> dOut, int count, int outDim, Fp8Tensor input, float[] dw)
     {
         var dq = Fp8Quantizer.Rent(count, outDim, 128, 1);
-        var xq = Fp8Quantizer.Rent(count, inDim, 128, 1);
         be.QuantizeE4M3(dOut, count, outDim, 128, 1, dq.Codes, dq.Scales, []);
-        be.QuantizeE4M3(input, count, inDim, 128, 1, xq.Codes, xq.Scales, []);
-        be.GemmE4M3(true, false, outDim, inDim, count, dq, xq, 1f, dw, inDim);
+        be.GemmE4M3(true, false, outDim, input.Cols, count, dq, input, 1f, dw, input.Cols);
         Fp8Quantizer.Return(dq);
-        Fp8Quantizer.Return(xq);
+    }
+
+    /// <summary>The cached rows (see <see cref="DecodeRows"/>) decoded and requantised in 128×1 tiles: the weight-gradient
+    /// GEMM reduces over tokens, so the 1×128 scales of the cache do not carry over (a pooled [c, cols] transient).</summary>
+    private static Fp8Tensor ColumnTiles(IBackend be, Fp8Tensor cache, int first, int count, int[]? rows)
+    {
+        int cols = cache.Cols;
+        float[] decoded = StoragePool.Rent(count * cols);
+        DecodeRows(cache, first, count, rows, decoded.AsSpan(0, count * cols));
+        var q = Fp8Quantizer.Rent(count, cols, 128, 1);
+        be.QuantizeE4M3(decoded.AsSpan(0, count * cols), count, cols, 128, 1, q.Codes, q.Scales, []);
+        StoragePool.Return(decoded);
+        return q;
     }
 
     /// <summary>dst's row r = the values of q's row rows[first + r] (or row first + r when <paramref name="rows"/> is null).</summary>
