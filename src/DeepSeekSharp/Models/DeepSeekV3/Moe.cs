@@ -64,6 +64,7 @@ public sealed class Moe : Layer
     /// Linears FP8 on their own fp32 weight (no adapter, no stored weight) and one SwiGLU cache setting for all.</summary>
     private Tensor? Fp8GroupedExperts(Tensor x, int[] rowToken, int[] offsets)
     {
+        if (Experts.Count == 0) return null;
         bool swigluCache = Experts[0].Fp8SwigluCache;
         var weights = new Tensor[3 * Experts.Count];
         for (int e = 0; e < Experts.Count; e++)
