@@ -6,9 +6,13 @@
 # bench-medium training step on 1 thread took 17.0, 12.8, 9.1, 7.4, 7.4 s; dss's first timed step after a single
 # warm-up was ~25 % slower than its later ones), and a steady-state step is what a training run spends its time in.
 # Usage: ROUNDS=3 MODELS="bench-small bench-medium" THREADS="1 2" tools/bench/train_compare.sh
+# Before/after: BASE=<revision> builds that revision too and adds the engines dss-fp32@base and dss-fp8@base, e.g.
+#   BASE=main ROUNDS=3 THREADS="1 2" MODES=train ENGINES="dss-fp32 dss-fp8 dss-fp32@base dss-fp8@base" tools/bench/train_compare.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-source tools/bench/private_build.sh && private_build train
+source tools/bench/private_build.sh
+if [ -n "${BASE:-}" ]; then private_build base "$BASE"; DSS_BASE=$DSS; fi
+private_build train
 ROUNDS="${ROUNDS:-3}"
 MODELS="${MODELS:-bench-small}"
 THREADS="${THREADS:-2}"
@@ -24,10 +28,13 @@ for r in $(seq "$ROUNDS"); do
       for mode in $MODES; do
         for e in $ENGINES; do
           case $e in
-            dss-fp32|dss-fp8)
-              [ "$mode" = fwd ] && [ "$e" = dss-fp8 ] && continue
-              line=$($DSS bench train --model "$dir" --batch "$b" --seq "$t" --steps $steps --warmup 3 --threads "$th" \
-                      --mode "$mode" --precision "${e#dss-}" --json | tail -1) ;;
+            dss-fp32|dss-fp8|dss-fp32@base|dss-fp8@base)
+              [ "$mode" = fwd ] && [ "${e%@base}" = dss-fp8 ] && continue
+              bin=$DSS
+              [ "$e" != "${e%@base}" ] && bin=$DSS_BASE
+              p=${e%@base}
+              line=$($bin bench train --model "$dir" --batch "$b" --seq "$t" --steps $steps --warmup 3 --threads "$th" \
+                      --mode "$mode" --precision "${p#dss-}" --json | tail -1) ;;
             torch-fp32)
               line=$(GOMP_SPINCOUNT=1000 OPENBLAS_THREAD_TIMEOUT=4 /usr/bin/python3 tools/reference/bench_model.py "$dir" \
                       --batch "$b" --seq "$t" --threads "$th" --mode "$mode" --warmup 3 --iters $steps | tail -1) ;;

@@ -77,8 +77,13 @@ public static class Functional
     public static Tensor RouteWeights(Tensor scores, int[] idx, int k, bool normalize, float scale) =>
         RouteWeightsOp.Forward(scores, idx, k, normalize, scale);
 
-    public static Tensor MoeCombine(Tensor weights, Tensor stacked, int[] rowToken, int[] rowSlot) =>
-        MoeCombineOp.Forward(weights, stacked, rowToken, rowSlot);
+    /// <summary>y[t] = Σ_j w[t, j] · stacked[row of (t, j)] (see <see cref="MoeCombineOp"/>).</summary>
+    /// <param name="weights">[N, k]</param>
+    /// <param name="stacked">[S, H] expert outputs grouped by expert</param>
+    /// <param name="bf16Cache">keep the expert outputs for the backward as BF16 (V3's FP8 recipe) instead of reading them</param>
+    /// <returns>[N, H]</returns>
+    public static Tensor MoeCombine(Tensor weights, Tensor stacked, int[] rowToken, int[] rowSlot, bool bf16Cache = false) =>
+        MoeCombineOp.Forward(weights, stacked, rowToken, rowSlot, bf16Cache);
 
     /// <summary>
     /// Runs expert e on rows <c>x[rows[offsets[e]..offsets[e+1])]</c> for every expert, concurrently, and returns the
@@ -103,6 +108,20 @@ public static class Functional
     public static Tensor GroupedSwiGluExperts(Tensor x, int[] rows, int[] offsets, IReadOnlyList<ExpertLinear> gate,
         IReadOnlyList<ExpertLinear> up, IReadOnlyList<ExpertLinear> down) =>
         GroupedExpertsOp.Forward(x, rows, offsets, gate, up, down);
+
+    /// <summary>
+    /// The routed SwiGLU experts with DeepSeek-V3's FP8 recipe as grouped GEMMs (see <see cref="GroupedFp8ExpertsOp"/>):
+    /// the values and gradients of running each expert as FP8 Linears (<see cref="LinearFp8"/>) around
+    /// <see cref="SiluMul"/>, with the SwiGLU inputs cached in FP8 when <paramref name="fp8SwiGluCache"/>.
+    /// </summary>
+    /// <param name="x">[N, H]</param>
+    /// <param name="gateWeights">E weights [I, H]</param>
+    /// <param name="upWeights">E weights [I, H]</param>
+    /// <param name="downWeights">E weights [H, I]</param>
+    /// <returns>[rows.Length, H]</returns>
+    public static Tensor GroupedSwiGluExpertsFp8(Tensor x, int[] rows, int[] offsets, IReadOnlyList<Tensor> gateWeights,
+        IReadOnlyList<Tensor> upWeights, IReadOnlyList<Tensor> downWeights, bool fp8SwiGluCache = true) =>
+        GroupedFp8ExpertsOp.Forward(x, rows, offsets, gateWeights, upWeights, downWeights, fp8SwiGluCache);
 
     /// <summary>Whether <see cref="GroupedSwiGluExperts(Tensor, int[], int[], IReadOnlyList{ExpertLinear}, IReadOnlyList{ExpertLinear}, IReadOnlyList{ExpertLinear})"/>
     /// can run these experts (the adapters of each projection share a rank).</summary>

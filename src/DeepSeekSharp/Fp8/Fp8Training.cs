@@ -22,8 +22,10 @@ public static class Fp8Training
     /// <param name="swigluCache">with fp8: cache the SwiGLU inputs of every MLP/expert in FP8 (V3's recipe)</param>
     /// <param name="e5m6OProjCache">with fp8: cache the input of each attention output projection (o_proj) in E5M6
     /// with power-of-two scales rather than E4M3 (V3's recipe)</param>
+    /// <param name="bf16Combine">with fp8: the MoE combine keeps the routed experts' outputs for its backward in BF16
+    /// (V3's recipe)</param>
     /// <returns>how many Linears changed precision</returns>
-    public static int Apply(DeepSeekModel model, string precision, bool swigluCache = true, bool e5m6OProjCache = true)
+    public static int Apply(DeepSeekModel model, string precision, bool swigluCache = true, bool e5m6OProjCache = true, bool bf16Combine = true)
     {
         int count = 0;
         switch (precision)
@@ -36,6 +38,7 @@ public static class Fp8Training
                 {
                     if (module is Mlp mlp) mlp.Fp8SwigluCache = swigluCache && mlp.GateProj.Fp8Compute;
                     if (module is Mla mla) mla.OProj.Fp8E5M6InputCache = e5m6OProjCache && mla.OProj.Fp8Compute;
+                    if (module is Moe moe) moe.Bf16CombineCache = bf16Combine;
                 }
                 break;
             case "bf16":

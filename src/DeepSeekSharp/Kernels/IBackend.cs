@@ -89,6 +89,15 @@ public interface IBackend
     /// </summary>
     void GemmE4M3(bool transA, bool transB, int m, int n, int k, DeepSeekSharp.Fp8.Fp8Tensor a, DeepSeekSharp.Fp8.Fp8Tensor b, float beta, Span<float> c, int ldc);
 
+    /// <summary>
+    /// Grouped <see cref="GemmE4M3"/> (the forward GEMMs of FP8 routed experts, all experts in one call): for each group,
+    /// C (M × N at <see cref="E4M3GemmGroup.COffset"/>, row stride <paramref name="ldc"/>) = rows [ARow, ARow + M) of A
+    /// [·, K] · op(B), op(B) = Bᵀ with B [N, K] when <paramref name="transB"/>, else B [K, N]. C is overwritten. Each
+    /// group's values are those <see cref="GemmE4M3"/> computes on the same rows (bit for bit on the CPU). Groups must not
+    /// write overlapping C.
+    /// </summary>
+    void GroupedGemmE4M3(bool transB, ReadOnlySpan<E4M3GemmGroup> groups, int ldc);
+
     /// <summary>values[r, c] = E4M3(codes[r, c]) · scales[r / tileRows, c / tileCols] (the inverse of <see cref="QuantizeE4M3"/>).</summary>
     void DequantizeE4M3(ReadOnlySpan<byte> codes, int rows, int cols, int tileRows, int tileCols, ReadOnlySpan<float> scales, Span<float> values);
 
@@ -142,3 +151,11 @@ public readonly record struct MlaAttentionShape(int Batch, int SeqLen, int Heads
 /// </summary>
 public readonly record struct GemmGroup(int M, int N, int K, float[] A, int AOffset, float[] B, int BOffset, float[] C, int COffset,
     int BRowsOffset = -1);
+
+/// <summary>
+/// One product of <see cref="IBackend.GroupedGemmE4M3"/>: rows [<paramref name="ARow"/>, ARow + M) of the E4M3
+/// <paramref name="A"/> (an expert's tokens among the stacked rows; ARow a multiple of A's tile height) times op(B)
+/// (the expert's weight, 128×128 tiles), into C at <paramref name="COffset"/>.
+/// </summary>
+public readonly record struct E4M3GemmGroup(int M, int N, int K, DeepSeekSharp.Fp8.Fp8Tensor A, int ARow, DeepSeekSharp.Fp8.Fp8Tensor B,
+    float[] C, int COffset);

@@ -142,6 +142,7 @@ public sealed class TrainConfig
     [Key("base_model_precision")] public string BaseModelPrecision { get; set; } = "auto";
     [Key("fp8_swiglu_cache")] public bool Fp8SwigluCache { get; set; } = true;
     [Key("fp8_e5m6_o_proj")] public bool Fp8E5M6OProj { get; set; } = true;
+    [Key("fp8_bf16_combine")] public bool Fp8Bf16Combine { get; set; } = true;
     [Key("recompute_norms")] public bool RecomputeNorms { get; set; }
     [Key("recompute_mla_up")] public bool RecomputeMlaUp { get; set; }
 

@@ -108,7 +108,7 @@ public sealed class Trainer
         if (_freezing is not null) _balancer.FreezeBiases(_freezing.FrozenBuffers);
         // The adapter file holds no routing biases, so a LoRA run keeps the base's: the frozen base is the base on disk.
         if (_lora is not null) _balancer.FreezeBiases(_model.NamedBuffers().Select(b => b.Buffer).ToHashSet<Tensors.Tensor>(ReferenceEqualityComparer.Instance));
-        DeepSeekSharp.Fp8.Fp8Training.Apply(_model, cfg.Precision, cfg.Fp8SwigluCache, cfg.Fp8E5M6OProj);
+        DeepSeekSharp.Fp8.Fp8Training.Apply(_model, cfg.Precision, cfg.Fp8SwigluCache, cfg.Fp8E5M6OProj, cfg.Fp8Bf16Combine);
         _model.RecomputeNorms(cfg.RecomputeNorms);
         _model.RecomputeMlaUpProjections(cfg.RecomputeMlaUp);
         // After every change to the parameters (adapters, freezing, FP8 copies): the buckets hold their arrays.

@@ -10,7 +10,7 @@ namespace DeepSeekSharp.Autograd.Ops;
 /// are expert e's); every projection of every expert is one <see cref="IBackend.GroupedGemm"/> call, gate and up
 /// together, so the backend spreads all experts' tiles over its cores at once. Outputs come back stacked [S, H] in the
 /// grouped order, like <see cref="RoutedExpertsOp"/>, whose per-module path remains for experts this op cannot run
-/// (FP8 or BF16 compute, adapters that are not low-rank, FP8 SwiGLU caches).
+/// (BF16 compute, adapters that are not low-rank; FP8 compute has its own grouped op, <see cref="GroupedFp8ExpertsOp"/>).
 /// <para>
 /// Each projection of an expert is an <see cref="ExpertLinear"/>: an fp32 weight, or a frozen weight kept as stored
 /// (BF16, FP8 blocks), which the forward GEMMs read in place and the backward widens into pooled scratch one weight at a

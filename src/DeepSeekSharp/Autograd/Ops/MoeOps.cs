@@ -110,19 +110,28 @@ internal sealed class RouteWeightsOp : GradNode
 /// Combines routed expert outputs: y[t] = Σ_j w[t, j] · E_j(x_t). The expert outputs arrive stacked in one tensor
 /// [S, H] (grouped by expert, as <see cref="RoutedExpertsOp"/> returns them); stacked row r belongs to token
 /// <c>rowToken[r]</c> and is that token's choice number <c>rowSlot[r]</c> (0 ≤ slot &lt; k).
+/// <para>
+/// The backward reads the expert outputs for the routing weights' gradient (dw[t, j] = E_j(x_t) · dy[t]) and nothing
+/// else of them. With <c>bf16Cache</c> it keeps them as a BF16 copy (round to nearest even; DeepSeek-V3 keeps the
+/// combine's inputs in BF16) and copies of the [N, k] weights, so the fp32 outputs [S, H] can go after the forward; the
+/// forward sums the fp32 values either way, and the gradient of the outputs (w · dy) does not depend on them.
+/// </para>
 /// </summary>
 internal sealed class MoeCombineOp : GradNode
 {
     private readonly int[] _rowToken, _rowSlot;
+    private byte[]? _stackedBf16;                          // [S, H] BF16 bits, or null: the backward reads the inputs
+    private float[]? _weights;                             // [N, k] copy, kept with the BF16 outputs
 
     public override bool ReadsOutput => false;
 
-    private MoeCombineOp(Tensor weights, Tensor stacked, int[] rowToken, int[] rowSlot) : base(weights, stacked)
+    private MoeCombineOp(Tensor weights, Tensor stacked, int[] rowToken, int[] rowSlot, byte[]? stackedBf16, float[]? weightCopy)
+        : base(stackedBf16 is null, weights, stacked)
     {
-        (_rowToken, _rowSlot) = (rowToken, rowSlot);
+        (_rowToken, _rowSlot, _stackedBf16, _weights) = (rowToken, rowSlot, stackedBf16, weightCopy);
     }
 
-    public static Tensor Forward(Tensor weights, Tensor stacked, int[] rowToken, int[] rowSlot)
+    public static Tensor Forward(Tensor weights, Tensor stacked, int[] rowToken, int[] rowSlot, bool bf16Cache = false)
     {
         int n = weights.Shape[0], k = weights.Shape[1], hidden = stacked.Shape[^1], rows = OpBase.Rows(stacked);
         if (rowToken.Length != rows || rowSlot.Length != rows)
@@ -136,25 +145,57 @@ internal sealed class MoeCombineOp : GradNode
             var target = ys.Slice(t * hidden, hidden);
             TensorPrimitives.MultiplyAdd(o.Slice(r * hidden, hidden), ws[t * k + rowSlot[r]], target, target);
         }
-        return OpBase.Record(y, () => new MoeCombineOp(weights, stacked, rowToken, rowSlot), weights, stacked);
+        if (!OpBase.WillRecord(weights, stacked)) return y;
+        byte[]? bf16 = null;
+        float[]? weightCopy = null;
+        if (bf16Cache)
+        {
+            bf16 = StoragePool.RentBytes(2 * rows * hidden);
+            NumericFormats.FloatToBf16(o[..(rows * hidden)], System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(bf16.AsSpan(0, 2 * rows * hidden)));
+            weightCopy = StoragePool.Rent(n * k);
+            ws[..(n * k)].CopyTo(weightCopy);
+        }
+        return OpBase.Record(y, () => new MoeCombineOp(weights, stacked, rowToken, rowSlot, bf16, weightCopy), weights, stacked);
     }
 
     public override void Backward(Tensor output, float[] dy)
     {
         Tensor weights = Inputs[0], stacked = Inputs[1];
-        int hidden = output.Shape[1], k = weights.Shape[1];
+        int hidden = output.Shape[1], k = weights.Shape[1], rows = _rowToken.Length;
         // Every stacked row is one (token, slot) pair, so its gradient is written exactly once.
         Span<float> dw = GradOf(weights), dOut = GradForWrite(stacked, out bool overwrite);
-        var ws = weights.Span; var o = stacked.Span;
-        for (int r = 0; r < _rowToken.Length; r++)
+        ReadOnlySpan<float> ws = _weights is null ? weights.Span : _weights.AsSpan(0, weights.Shape[0] * k);
+        var bf16 = _stackedBf16 is null ? default : System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(_stackedBf16.AsSpan(0, 2 * rows * hidden));
+        float[]? row = _stackedBf16 is null || dw.IsEmpty ? null : StoragePool.Rent(hidden);
+        try
         {
-            int t = _rowToken[r], slot = t * k + _rowSlot[r];
-            var g = dy.AsSpan(t * hidden, hidden);
-            if (!dw.IsEmpty) dw[slot] += TensorPrimitives.Dot(o.Slice(r * hidden, hidden), g);
-            if (dOut.IsEmpty) continue;
-            var dRow = dOut.Slice(r * hidden, hidden);
-            if (overwrite) TensorPrimitives.Multiply(g, ws[slot], dRow);
-            else TensorPrimitives.MultiplyAdd(g, ws[slot], dRow, dRow);
+            for (int r = 0; r < rows; r++)
+            {
+                int t = _rowToken[r], slot = t * k + _rowSlot[r];
+                var g = dy.AsSpan(t * hidden, hidden);
+                if (!dw.IsEmpty)
+                {
+                    ReadOnlySpan<float> o;
+                    if (row is null) o = stacked.Span.Slice(r * hidden, hidden);
+                    else
+                    {
+                        NumericFormats.Bf16ToFloat(bf16.Slice(r * hidden, hidden), row.AsSpan(0, hidden));
+                        o = row.AsSpan(0, hidden);
+                    }
+                    dw[slot] += TensorPrimitives.Dot(o, g);
+                }
+                if (dOut.IsEmpty) continue;
+                var dRow = dOut.Slice(r * hidden, hidden);
+                if (overwrite) TensorPrimitives.Multiply(g, ws[slot], dRow);
+                else TensorPrimitives.MultiplyAdd(g, ws[slot], dRow, dRow);
+            }
+        }
+        finally
+        {
+            if (row is not null) StoragePool.Return(row);
+            if (_stackedBf16 is not null) StoragePool.ReturnBytes(_stackedBf16);
+            if (_weights is not null) StoragePool.Return(_weights);
+            (_stackedBf16, _weights) = (null, null);
         }
     }
 }
@@ -241,8 +282,11 @@ internal sealed class RoutedExpertsOp : GradNode
             Backprop.BackwardFrom(b.Output!, seed);
             b.Output = null;
         });
-        // Tokens appear in up to k experts, so their input gradients are summed here, one expert after another.
+        // Tokens appear in up to k experts, so their input gradients are summed here, one expert after another, in
+        // expert order (not the largest-first order of the work): the grouped ops sum in that order too, so both paths
+        // give the same bits.
         Span<float> dx = GradOf(Inputs[0]);
+        Array.Sort(_branches, (a, b) => a.Expert.CompareTo(b.Expert));
         foreach (var b in _branches)
         {
             float[]? g = b.Input!.Grad;

@@ -102,6 +102,13 @@ public sealed class CpuBackend : IBackend
         return (float*)handle.AddrOfPinnedObject();
     }
 
+    private static unsafe byte* Pin(byte[] array, System.Runtime.InteropServices.GCHandle[] handles, ref int pinned)
+    {
+        var handle = System.Runtime.InteropServices.GCHandle.Alloc(array, System.Runtime.InteropServices.GCHandleType.Pinned);
+        handles[pinned++] = handle;
+        return (byte*)handle.AddrOfPinnedObject();
+    }
+
     /// <summary>Bounds of one group's operands (the kernels read raw pointers, so every index is checked here).</summary>
     private static void CheckGroup(bool transA, bool transB, int lda, int ldb, int ldc, in GemmGroup g, ReadOnlySpan<int> bRows)
     {
@@ -207,6 +214,37 @@ public sealed class CpuBackend : IBackend
             var aOperand = new E4M3Operand(ac, asc, a.Rows, a.Cols, a.TileRows, a.TileCols);
             var bOperand = new E4M3Operand(bc, bsc, b.Rows, b.Cols, b.TileRows, b.TileCols);
             SgemmBlocked.MultiplyE4M3(Pool, BlisSgemmKernel.Best, transA, transB, m, n, k, aOperand, bOperand, beta, pc, ldc);
+        }
+    }
+
+    public unsafe void GroupedGemmE4M3(bool transB, ReadOnlySpan<E4M3GemmGroup> groups, int ldc)
+    {
+        if (groups.IsEmpty) return;
+        foreach (var g in groups) E4M3Shapes.CheckGroup(transB, g, ldc);
+        // Codes, scales and outputs are separate arrays (the experts' weights each have their own): pinned for the call.
+        var handles = ArrayPool<System.Runtime.InteropServices.GCHandle>.Shared.Rent(5 * groups.Length);
+        var native = ArrayPool<E4M3SgemmGroup>.Shared.Rent(groups.Length);
+        int pinned = 0;
+        try
+        {
+            for (int i = 0; i < groups.Length; i++)
+            {
+                var g = groups[i];
+                var (a, b) = (g.A, g.B);
+                // A's rows from ARow on: the operand starts at that row's codes and its tile row's scales.
+                var aOperand = new E4M3Operand(Pin(a.Codes, handles, ref pinned) + (nint)g.ARow * a.Cols,
+                    Pin(a.Scales, handles, ref pinned) + (nint)(g.ARow / a.TileRows) * a.ScaleCols, g.M, a.Cols, a.TileRows, a.TileCols);
+                var bOperand = new E4M3Operand(Pin(b.Codes, handles, ref pinned), Pin(b.Scales, handles, ref pinned), b.Rows, b.Cols,
+                    b.TileRows, b.TileCols);
+                native[i] = new E4M3SgemmGroup(g.M, g.N, g.K, aOperand, bOperand, Pin(g.C, handles, ref pinned) + g.COffset, ldc);
+            }
+            BlisSgemm.MultiplyGroupedE4M3(Pool, BlisSgemmKernel.Best, transB, native.AsSpan(0, groups.Length));
+        }
+        finally
+        {
+            for (int i = 0; i < pinned; i++) handles[i].Free();
+            ArrayPool<System.Runtime.InteropServices.GCHandle>.Shared.Return(handles, clearArray: true);
+            ArrayPool<E4M3SgemmGroup>.Shared.Return(native);
         }
     }
 

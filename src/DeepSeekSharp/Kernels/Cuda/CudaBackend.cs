@@ -389,6 +389,32 @@ public sealed unsafe class CudaBackend : IBackend, IDisposable
         }
     }
 
+    /// <summary>One <see cref="GemmE4M3"/> per group on the group's rows of A (decoded from A's codes into pooled scratch
+    /// first, as <see cref="GemmE4M3"/> decodes its operands).</summary>
+    public void GroupedGemmE4M3(bool transB, ReadOnlySpan<E4M3GemmGroup> groups, int ldc)
+    {
+        foreach (var g in groups) E4M3Shapes.CheckGroup(transB, g, ldc);
+        foreach (var g in groups)
+        {
+            if (g.M == 0 || g.N == 0) continue;
+            var (a, b) = (g.A, g.B);
+            float[] av = StoragePool.Rent(Math.Max(1, g.M * g.K)), bv = StoragePool.Rent(Math.Max(1, b.Rows * b.Cols));
+            try
+            {
+                for (int r = 0; r < g.M; r++)
+                    DeepSeekSharp.Fp8.Fp8Quantizer.DequantizeRowRange(a.Codes, a.Cols, a.TileRows, a.TileCols, a.Scales, g.ARow + r, 0, g.K,
+                        av.AsSpan(r * g.K, g.K));
+                DequantizeE4M3(b.Codes, b.Rows, b.Cols, b.TileRows, b.TileCols, b.Scales, bv);
+                Gemm(false, transB, g.M, g.N, g.K, 1f, av, Math.Max(1, g.K), bv, Math.Max(1, b.Cols), 0f, g.C.AsSpan(g.COffset), ldc);
+            }
+            finally
+            {
+                StoragePool.Return(av);
+                StoragePool.Return(bv);
+            }
+        }
+    }
+
     public void DequantizeE4M3(ReadOnlySpan<byte> codes, int rows, int cols, int tileRows, int tileCols, ReadOnlySpan<float> scales, Span<float> values)
     {
         int n = rows * cols;

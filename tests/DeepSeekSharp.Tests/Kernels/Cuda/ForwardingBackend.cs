@@ -34,6 +34,7 @@ internal class ForwardingBackend(IBackend inner) : IBackend
         Span<float> dequantized) => inner.QuantizeE4M3(x, rows, cols, tileRows, tileCols, codes, scales, dequantized);
     public virtual void GemmE4M3(bool transA, bool transB, int m, int n, int k, DeepSeekSharp.Fp8.Fp8Tensor a, DeepSeekSharp.Fp8.Fp8Tensor b, float beta,
         Span<float> c, int ldc) => inner.GemmE4M3(transA, transB, m, n, k, a, b, beta, c, ldc);
+    public virtual void GroupedGemmE4M3(bool transB, ReadOnlySpan<E4M3GemmGroup> groups, int ldc) => inner.GroupedGemmE4M3(transB, groups, ldc);
     public virtual void DequantizeE4M3(ReadOnlySpan<byte> codes, int rows, int cols, int tileRows, int tileCols, ReadOnlySpan<float> scales,
         Span<float> values) => inner.DequantizeE4M3(codes, rows, cols, tileRows, tileCols, scales, values);
     public virtual void QuantizeE5M6(ReadOnlySpan<float> x, int rows, int cols, Span<ushort> codes, Span<float> scales) => inner.QuantizeE5M6(x, rows, cols, codes, scales);

@@ -67,35 +67,12 @@ public static unsafe partial class BlisSgemm
         }
         if (live == 0) return;
 
-        int threads = pool?.AvailableThreads ?? 1;
-        // Enough tasks that dynamic claiming evens out the workers; none so small that repacking B dominates.
-        long target = threads == 1 ? long.MaxValue : Math.Max(MinGroupedTaskWork, total / (4L * threads));
-        int capacity = 0;
-        foreach (var g in groups)
-            if (g.M > 0 && g.N > 0 && g.K > 0)
-                capacity += (g.M + SgemmBlocked.MC - 1) / SgemmBlocked.MC * ((g.N + SgemmMicroKernels.NR - 1) / SgemmMicroKernels.NR);
-        GroupedTask[] rented = System.Buffers.ArrayPool<GroupedTask>.Shared.Rent(capacity);
-        int count = 0;
+        int[] shapes = System.Buffers.ArrayPool<int>.Shared.Rent(3 * groups.Length);
         for (int gi = 0; gi < groups.Length; gi++)
-        {
-            var g = groups[gi];
-            if (g.M == 0 || g.N == 0 || g.K == 0 || alpha == 0f) continue;
-            long work = (long)g.M * g.N * g.K;
-            int strips = (g.N + SgemmMicroKernels.NR - 1) / SgemmMicroKernels.NR, rowBlocks = (g.M + SgemmBlocked.MC - 1) / SgemmBlocked.MC;
-            long pieces = target == long.MaxValue ? 1 : Math.Max(1, (work + target - 1) / target);
-            // Column blocks first (each repacks only its own B), never wider than the plain driver's NC; then rows.
-            int colBlocks = (int)Math.Clamp(pieces, (g.N + SgemmBlocked.NC - 1) / SgemmBlocked.NC, strips);
-            int rowSplit = (int)Math.Clamp((pieces + colBlocks - 1) / colBlocks, 1, rowBlocks);
-            int stripsPer = (strips + colBlocks - 1) / colBlocks, blocksPer = (rowBlocks + rowSplit - 1) / rowSplit;
-            for (int r = 0; r < rowBlocks; r += blocksPer)
-                for (int s = 0; s < strips; s += stripsPer)
-                {
-                    int i0 = r * SgemmBlocked.MC, j0 = s * SgemmMicroKernels.NR;
-                    int rows = Math.Min(blocksPer * SgemmBlocked.MC, g.M - i0), cols = Math.Min(stripsPer * SgemmMicroKernels.NR, g.N - j0);
-                    rented[count++] = new GroupedTask(gi, i0, rows, j0, cols, (long)rows * cols * g.K);
-                }
-        }
-        rented.AsSpan(0, count).Sort(static (x, y) => y.Work.CompareTo(x.Work));
+            (shapes[3 * gi], shapes[3 * gi + 1], shapes[3 * gi + 2]) = (groups[gi].M, groups[gi].N, alpha == 0f ? 0 : groups[gi].K);
+        int threads = pool?.AvailableThreads ?? 1;
+        GroupedTask[] rented = PlanGroupedTasks(threads, shapes.AsSpan(0, 3 * groups.Length), total, out int count);
+        System.Buffers.ArrayPool<int>.Shared.Return(shapes);
         try
         {
             fixed (SgemmGroup* pg = groups)
@@ -113,7 +90,48 @@ public static unsafe partial class BlisSgemm
         }
     }
 
-    private readonly record struct GroupedTask(int Group, int I0, int Rows, int J0, int Cols, long Work);
+    /// <summary>
+    /// Cuts the groups (M, N, K triples in <paramref name="shapes"/>; K = 0 skips a group) into tasks of (group, row
+    /// range, column range), largest first, rented from the shared array pool (the caller returns them). Enough tasks
+    /// that dynamic claiming evens out the workers; none so small that repacking B dominates.
+    /// </summary>
+    internal static GroupedTask[] PlanGroupedTasks(int threads, ReadOnlySpan<int> shapes, long total, out int count)
+    {
+        int groups = shapes.Length / 3;
+        long target = threads == 1 ? long.MaxValue : Math.Max(MinGroupedTaskWork, total / (4L * threads));
+        int capacity = 0;
+        for (int gi = 0; gi < groups; gi++)
+        {
+            int m = shapes[3 * gi], n = shapes[3 * gi + 1], k = shapes[3 * gi + 2];
+            if (m > 0 && n > 0 && k > 0)
+                capacity += (m + SgemmBlocked.MC - 1) / SgemmBlocked.MC * ((n + SgemmMicroKernels.NR - 1) / SgemmMicroKernels.NR);
+        }
+        GroupedTask[] rented = System.Buffers.ArrayPool<GroupedTask>.Shared.Rent(Math.Max(1, capacity));
+        count = 0;
+        for (int gi = 0; gi < groups; gi++)
+        {
+            int m = shapes[3 * gi], n = shapes[3 * gi + 1], k = shapes[3 * gi + 2];
+            if (m == 0 || n == 0 || k == 0) continue;
+            long work = (long)m * n * k;
+            int strips = (n + SgemmMicroKernels.NR - 1) / SgemmMicroKernels.NR, rowBlocks = (m + SgemmBlocked.MC - 1) / SgemmBlocked.MC;
+            long pieces = target == long.MaxValue ? 1 : Math.Max(1, (work + target - 1) / target);
+            // Column blocks first (each repacks only its own B), never wider than the plain driver's NC; then rows.
+            int colBlocks = (int)Math.Clamp(pieces, (n + SgemmBlocked.NC - 1) / SgemmBlocked.NC, strips);
+            int rowSplit = (int)Math.Clamp((pieces + colBlocks - 1) / colBlocks, 1, rowBlocks);
+            int stripsPer = (strips + colBlocks - 1) / colBlocks, blocksPer = (rowBlocks + rowSplit - 1) / rowSplit;
+            for (int r = 0; r < rowBlocks; r += blocksPer)
+                for (int s = 0; s < strips; s += stripsPer)
+                {
+                    int i0 = r * SgemmBlocked.MC, j0 = s * SgemmMicroKernels.NR;
+                    int rows = Math.Min(blocksPer * SgemmBlocked.MC, m - i0), cols = Math.Min(stripsPer * SgemmMicroKernels.NR, n - j0);
+                    rented[count++] = new GroupedTask(gi, i0, rows, j0, cols, (long)rows * cols * k);
+                }
+        }
+        rented.AsSpan(0, count).Sort(static (x, y) => y.Work.CompareTo(x.Work));
+        return rented;
+    }
+
+    internal readonly record struct GroupedTask(int Group, int I0, int Rows, int J0, int Cols, long Work);
 
     private sealed class GroupedJob(BlisSgemmKernel kernel, bool transA, bool transB, float alpha, float beta, SgemmGroup* groups,
         GroupedTask[] tasks) : IWorkerTask
