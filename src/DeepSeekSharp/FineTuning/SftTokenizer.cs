@@ -28,9 +28,9 @@ public sealed record SftTokenizer(ITextTokenizer Tokenizer, string Source, strin
     {
         string? file = cfg.Tokenizer switch
         {
-            "byte" when cfg.BaseModel is not null => File.Exists(Path.Combine(cfg.BaseModel, "tokenizer.json")) ? Path.Combine(cfg.BaseModel, "tokenizer.json")
-                : throw new DeepSeekSharpException($"base_model {cfg.BaseModel} has no tokenizer.json; give tokenizer: PATH"),
-            "byte" => null,
+            null when cfg.BaseModel is not null => File.Exists(Path.Combine(cfg.BaseModel, "tokenizer.json")) ? Path.Combine(cfg.BaseModel, "tokenizer.json")
+                : throw new DeepSeekSharpException($"base_model {cfg.BaseModel} has no tokenizer.json; give tokenizer: PATH, or tokenizer: byte"),
+            null or "byte" => null,
             "bpe" => Path.Combine(cfg.OutputDir, "tokenizer.json") is var p && File.Exists(p) ? p
                 : throw new DeepSeekSharpException($"tokenizer: bpe: {p} does not exist yet (a training run writes it); give tokenizer: PATH"),
             var path when Directory.Exists(path) => Path.Combine(path, "tokenizer.json"),

@@ -13,15 +13,15 @@ public static class TokenizerFactory
     /// <param name="ct">stops a BPE training between documents (OperationCanceledException)</param>
     public static (ITextTokenizer Tokenizer, string? File) Create(TrainConfig cfg, Action<string> log, CancellationToken ct = default)
     {
-        if (cfg.Tokenizer == "byte" && cfg.BaseModel is not null)
+        if (cfg.Tokenizer is null && cfg.BaseModel is not null)
         {
             // Fine-tuning keeps the base model's tokenizer: its ids are what the weights were trained on.
             string baseTokenizer = Path.Combine(cfg.BaseModel, "tokenizer.json");
             if (!File.Exists(baseTokenizer))
-                throw new DeepSeekSharpException($"base_model {cfg.BaseModel} has no tokenizer.json; give tokenizer: PATH (a model is never fine-tuned with the byte tokenizer by default)");
+                throw new DeepSeekSharpException($"base_model {cfg.BaseModel} has no tokenizer.json; give tokenizer: PATH, or tokenizer: byte (a model is never fine-tuned with the byte tokenizer unless asked)");
             return (HfTokenizer.Load(baseTokenizer), baseTokenizer);
         }
-        if (cfg.Tokenizer == "byte")
+        if (cfg.Tokenizer is null or "byte")
         {
             // Saved beside the checkpoints so `dss generate --prompt` and HF tools can read the models it trains.
             Directory.CreateDirectory(cfg.OutputDir);

@@ -45,7 +45,8 @@ public sealed class TrainConfig
     [Key("base_model")] public string? BaseModel { get; set; }
     [Key("model_config")] public string? ModelConfig { get; set; }
     [Key("model_preset")] public string? ModelPreset { get; set; }
-    [Key("tokenizer")] public string Tokenizer { get; set; } = "byte";
+    // Unset: the base model's tokenizer.json with base_model, else byte. An explicit "byte" is honoured even with a base.
+    [Key("tokenizer")] public string? Tokenizer { get; set; }
     [Key("tokenizer_vocab_size")] public int TokenizerVocabSize { get; set; } = 0;
 
     // Data

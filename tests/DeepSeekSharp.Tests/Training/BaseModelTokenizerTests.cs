@@ -28,5 +28,12 @@ public sealed class BaseModelTokenizerTests
         var ex = Assert.Throws<DeepSeekSharpException>(() => TinyRun.Train(TinyRun.Settings(corpus, Path.Combine(dir, "tuned2"), $"base_model={bare}", "max_steps=3")));
         Assert.Contains($"base_model {bare} has no tokenizer.json", ex.Message);
         Assert.False(Directory.Exists(Path.Combine(dir, "tuned2", "checkpoint-3")));
+
+        // Asked for explicitly, the byte tokenizer is used even with a base (a random-init base made by `dss init` has none).
+        string byteRun = Path.Combine(dir, "tuned3");
+        TinyRun.Train(TinyRun.Settings(corpus, byteRun, $"base_model={bare}", "tokenizer=byte", "max_steps=3"));
+        string written = File.ReadAllText(Path.Combine(byteRun, "checkpoint-3", "tokenizer.json"));
+        Assert.NotEqual(baseTokenizer, written);
+        Assert.Equal(new DeepSeekSharp.Tokenization.ByteTokenizer().VocabSize, DeepSeekSharp.Tokenization.HfTokenizer.Load(Path.Combine(byteRun, "checkpoint-3", "tokenizer.json")).VocabSize);
     }
 }
