@@ -45,7 +45,10 @@ internal static class BenchRolloutCommand
             var decoder = new CachedDecoder(m);
             var none = new HashSet<int>();
             using var noGrad = GradMode.NoGrad();
-            RolloutSampler.Generate(decoder, [promptIds[0]], 2, 2, none, sampling, 0);                      // warm-up
+            // Warm-up (compiles both paths). Each batched round then takes a new decoder, as every GRPO step does, so its
+            // time includes packing the weights for the many-row products.
+            RolloutSampler.Generate(new CachedDecoder(m), promptIds, g, 2, none, sampling, 0);
+            RolloutSampler.Generate(decoder, [promptIds[0]], 1, 2, none, sampling, 0);
             int singles = r.GetValue(single) is > 0 and var s ? Math.Min(s, p * g) : p * g;
             int roundCount = Math.Max(1, r.GetValue(rounds));
             var batchedRates = new List<double>();
@@ -54,7 +57,7 @@ internal static class BenchRolloutCommand
             for (int round = 0; round < roundCount; round++)
             {
                 var clock = Stopwatch.StartNew();
-                var batched = RolloutSampler.Generate(decoder, promptIds, g, n, none, sampling, 1 + round);
+                var batched = RolloutSampler.Generate(new CachedDecoder(m), promptIds, g, n, none, sampling, 1 + round);
                 double batchedRate = batched.Sum(x => (long)x.Completion.Length) / clock.Elapsed.TotalSeconds;
                 clock.Restart();
                 long singleTokens = 0;
