@@ -1,4 +1,7 @@
 using System.Buffers;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using DeepSeekSharp.Autograd;
 using DeepSeekSharp.Models.DeepSeekV3;
 using DeepSeekSharp.Nn;
@@ -22,8 +25,12 @@ namespace DeepSeekSharp.Inference;
 /// </remarks>
 public static class AbsorbedMlaAttention
 {
-    /// <summary>Multiply-adds from which a row's scores and context go through the GEMM instead of vector dot products.</summary>
-    private const long RowGemmFrom = 32 * 1024;
+    /// <summary>
+    /// Multiply-adds from which a row's scores and context go through the GEMM (DeepSeek-V3: 128 heads × 512 latent
+    /// dimensions, always) instead of inlined vector loops (a small model's 8 heads × 64: the GEMM's packing and
+    /// 6-row tiles cost more than the products).
+    /// </summary>
+    private const long RowGemmFrom = 256 * 1024;
 
     /// <summary>
     /// Runs the attention of one layer for new rows of several sequences. Row r belongs to sequence
@@ -91,25 +98,21 @@ public static class AbsorbedMlaAttention
                     backend.Gemm(false, false, n, dc, keys, 1f, scores, keys, latent, dc, 0f, cxRow, dc);
                     return;
                 }
-                // Small rows (decoding a small model): vector dot products, key-major so each cached key is read once.
+                // Small rows (decoding a small model): inlined vector loops, key-major so each cached key is read once.
+                var qpeRow = qData.AsSpan(r * n * qd, n * qd);
                 for (int t = 0; t < keys; t++)
                 {
                     var kc = latent.AsSpan(t * dc, dc);
                     var kr = ropeKeys.AsSpan(t * dr, dr);
                     for (int h = 0; h < n; h++)
-                        scores[h * keys + t] = scale * (TensorPrimitives.Dot(qaRow.Slice(h * dc, dc), kc)
-                            + TensorPrimitives.Dot(qData.AsSpan((r * n + h) * qd + dn, dr), kr));
+                        scores[h * keys + t] = scale * (Dot(qaRow.Slice(h * dc, dc), kc) + Dot(qpeRow.Slice(h * qd + dn, dr), kr));
                 }
                 for (int h = 0; h < n; h++) TensorPrimitives.SoftMax(scores.AsSpan(h * keys, keys), scores.AsSpan(h * keys, keys));
                 cxRow.Clear();
                 for (int t = 0; t < keys; t++)
                 {
                     var kc = latent.AsSpan(t * dc, dc);
-                    for (int h = 0; h < n; h++)
-                    {
-                        var acc = cxRow.Slice(h * dc, dc);
-                        TensorPrimitives.MultiplyAdd(kc, scores[h * keys + t], acc, acc);
-                    }
+                    for (int h = 0; h < n; h++) Axpy(scores[h * keys + t], kc, cxRow.Slice(h * dc, dc));
                 }
             }
             finally { ArrayPool<float>.Shared.Return(scores); }
@@ -122,10 +125,58 @@ public static class AbsorbedMlaAttention
         return project(mla.OProj, o);
     }
 
+    /// <summary>Σ a·b over a short vector (a latent or rope key): one inlined loop, no per-call dispatch.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Dot(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    {
+        int n = a.Length, i = 0;
+        if (b.Length < n) throw new ArgumentException("vector lengths differ");
+        ref float pa = ref MemoryMarshal.GetReference(a), pb = ref MemoryMarshal.GetReference(b);
+        float sum = 0;
+        if (Vector512.IsHardwareAccelerated && n >= 16)
+        {
+            var acc = Vector512<float>.Zero;
+            for (; i <= n - 16; i += 16)
+                acc = Vector512.FusedMultiplyAdd(Vector512.LoadUnsafe(ref pa, (nuint)i), Vector512.LoadUnsafe(ref pb, (nuint)i), acc);
+            sum = Vector512.Sum(acc);
+        }
+        else if (Vector256.IsHardwareAccelerated && n >= 8)
+        {
+            var acc = Vector256<float>.Zero;
+            for (; i <= n - 8; i += 8)
+                acc = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref pa, (nuint)i), Vector256.LoadUnsafe(ref pb, (nuint)i), acc);
+            sum = Vector256.Sum(acc);
+        }
+        for (; i < n; i++) sum += Unsafe.Add(ref pa, i) * Unsafe.Add(ref pb, i);
+        return sum;
+    }
+
+    /// <summary>y += alpha · x over a short vector: one inlined loop.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Axpy(float alpha, ReadOnlySpan<float> x, Span<float> y)
+    {
+        int n = y.Length, i = 0;
+        if (x.Length < n) throw new ArgumentException("vector lengths differ");
+        ref float px = ref MemoryMarshal.GetReference(x), py = ref MemoryMarshal.GetReference(y);
+        if (Vector512.IsHardwareAccelerated)
+        {
+            var a = Vector512.Create(alpha);
+            for (; i <= n - 16; i += 16)
+                Vector512.FusedMultiplyAdd(Vector512.LoadUnsafe(ref px, (nuint)i), a, Vector512.LoadUnsafe(ref py, (nuint)i)).StoreUnsafe(ref py, (nuint)i);
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            var a = Vector256.Create(alpha);
+            for (; i <= n - 8; i += 8)
+                Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref px, (nuint)i), a, Vector256.LoadUnsafe(ref py, (nuint)i)).StoreUnsafe(ref py, (nuint)i);
+        }
+        for (; i < n; i++) Unsafe.Add(ref py, i) += alpha * Unsafe.Add(ref px, i);
+    }
+
     /// <summary>y[m] = x[k] · W[k, m] (W row-major) as k vector multiply-adds: a weight-streaming row product.</summary>
     private static void RowTimesMatrix(ReadOnlySpan<float> x, ReadOnlySpan<float> w, int m, Span<float> y)
     {
         y.Clear();
-        for (int p = 0; p < x.Length; p++) TensorPrimitives.MultiplyAdd(w.Slice(p * m, m), x[p], y, y);
+        for (int p = 0; p < x.Length; p++) Axpy(x[p], w.Slice(p * m, m), y);
     }
 }

@@ -111,6 +111,33 @@ public class CachedDecoderTests
     }
 
     [Fact]
+    public void RowsWithManyKeysTakeTheGemmPathAndMatchTheTrainingForm()
+    {
+        // 16 heads × 64 latent dimensions: from about 256 visible keys a row's scores and context go through the GEMM
+        // (DeepSeek-V3's shapes always do); the rows before that take the vector loops. Both against the training form.
+        var node = System.Text.Json.Nodes.JsonNode.Parse(Presets.TinyV3)!;
+        (node["num_attention_heads"], node["num_key_value_heads"], node["kv_lora_rank"], node["num_hidden_layers"]) = (16, 16, 64, 2);
+        node["max_position_embeddings"] = 320;
+        var model = new DeepSeekModel(DeepSeekConfig.Parse(node.ToJsonString()), materialize: true);
+        ModelInit.InitializeRandom(model, 5);
+        var decoder = new CachedDecoder(model);
+        var rng = new Random(3);
+        int v = model.Config.VocabSize;
+        var tokens = Enumerable.Range(0, 300).Select(_ => rng.Next(v)).ToList();
+        var cache = decoder.NewCache();
+        var prefill = decoder.Forward([(tokens.ToArray(), cache)]).Logits.Span.ToArray();
+        using (GradMode.NoGrad())
+        {
+            var full = model.Forward(tokens.ToArray(), SequenceBatch.Training(1, tokens.Count)).Logits.Span;
+            for (int i = 0; i < full.Length; i++) Assert.True(Math.Abs(full[i] - prefill[i]) < 1e-4, $"prefill logit {i}");
+        }
+        tokens.Add(7);
+        var step = decoder.Forward([(new[] { 7 }, cache)]).Logits.Span.ToArray();
+        var want = FullLogitsLast(model, tokens);
+        for (int j = 0; j < v; j++) Assert.True(Math.Abs(want[j] - step[j]) < 1e-4, $"decode logit {j}");
+    }
+
+    [Fact]
     public void MtpDraftLogitsEqualTheTrainingFormMtpLogits()
     {
         var model = ModelCheckpoint.Load(TestPaths.Fixture("v3-tiny"));
