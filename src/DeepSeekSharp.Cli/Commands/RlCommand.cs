@@ -11,13 +11,18 @@ internal static class RlCommand
     {
         var config = new Option<string>("--config") { Description = "GRPO run YAML (TRL's names: num_generations, max_completion_length, beta, epsilon, loss_type, reward_funcs, ...; see docs/rl.md)", Required = true };
         var set = new Option<string[]>("--set") { Description = "override one key (key=value), may repeat", AllowMultipleArgumentsPerToken = false };
-        var cmd = new Command("rl", "Reinforcement learning after SFT: GRPO with rule-based rewards (DeepSeek-R1's recipe)") { config, set };
+        var resume = new Option<bool>("--resume") { Description = "continue the run in output_dir from its latest checkpoint, exactly as if it had not stopped" };
+        var stopAt = new Option<int?>("--stop-at-step") { Description = "save and stop after this step, as if interrupted" };
+        var overwrite = new Option<bool>("--overwrite") { Description = "start a new run in an output_dir that holds a previous one, deleting its checkpoints and metrics" };
+        var cmd = new Command("rl", "Reinforcement learning after SFT: GRPO with rule-based rewards (DeepSeek-R1's recipe)") { config, set, resume, stopAt, overwrite };
         cmd.SetAction((r, ct) => Task.FromResult(CliCommon.Run(() =>
         {
             var cfg = GrpoConfig.Load(r.GetValue(config), r.GetValue(set) ?? []);
-            var result = GrpoTrainer.Run(cfg, line => Console.Error.WriteLine(line), ct);
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"done: {result.Steps} steps; test accuracy {Percent(result.AccuracyBefore)} → {Percent(result.AccuracyAfter)}; policy in {result.FinalCheckpoint}"));
+            var result = GrpoTrainer.Run(cfg, new GrpoRunOptions(r.GetValue(stopAt), r.GetValue(resume), r.GetValue(overwrite)), line => Console.Error.WriteLine(line), ct);
+            Console.WriteLine(result.Interrupted
+                ? $"stopped at step {result.Steps}; continue with --resume (checkpoint {result.FinalCheckpoint})"
+                : string.Create(CultureInfo.InvariantCulture,
+                    $"done: {result.Steps} steps; test accuracy {Percent(result.AccuracyBefore)} → {Percent(result.AccuracyAfter)}; policy in {result.FinalCheckpoint}"));
             return 0;
         })));
         cmd.Subcommands.Add(TaskCommand());

@@ -58,6 +58,23 @@ public sealed class LatentKvCache
     /// <summary>Commits <paramref name="count"/> tokens written at [Length, Length+count) in every layer.</summary>
     public void Advance(int count) => Length += count;
 
+    /// <summary>
+    /// A new cache holding this one's tokens, with room for <paramref name="extra"/> more: the G completions of a prompt
+    /// start from copies of the prompt's cache, so the prompt is encoded once (copying dc + dr floats per token and layer
+    /// is far cheaper than recomputing them).
+    /// </summary>
+    public LatentKvCache Fork(int extra = 0)
+    {
+        var copy = new LatentKvCache(Layers, LatentDim, RopeDim, Length + Math.Max(0, extra));
+        for (int l = 0; l < Layers; l++)
+        {
+            _cKv[l].AsSpan(0, Length * LatentDim).CopyTo(copy._cKv[l]);
+            _kPe[l].AsSpan(0, Length * RopeDim).CopyTo(copy._kPe[l]);
+        }
+        copy.Length = Length;
+        return copy;
+    }
+
     public void Truncate(int length)
     {
         if (length < 0 || length > Length) throw new ArgumentOutOfRangeException(nameof(length));

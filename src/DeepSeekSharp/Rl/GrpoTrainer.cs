@@ -14,8 +14,16 @@ using DeepSeekSharp.Training;
 
 namespace DeepSeekSharp.Rl;
 
-/// <summary>What a GRPO run did: test accuracy before and after (NaN without a test set) and the steps taken.</summary>
-public sealed record GrpoResult(double AccuracyBefore, double AccuracyAfter, int Steps, string FinalCheckpoint);
+/// <summary>What a GRPO run did: test accuracy before and after (NaN without a test set, or after a stop), the steps taken.</summary>
+/// <param name="Interrupted">the run stopped early (<see cref="GrpoRunOptions.StopAtStep"/>) after saving its last step</param>
+public sealed record GrpoResult(double AccuracyBefore, double AccuracyAfter, int Steps, string FinalCheckpoint, bool Interrupted = false);
+
+/// <summary>How to run a GRPO config.</summary>
+/// <param name="StopAtStep">save and stop after this step, as if interrupted (tests and experiments)</param>
+/// <param name="Resume">continue the run in output_dir from its latest checkpoint, exactly (policy, AdamW moments and step; the
+/// sampling streams, data order, schedule and reference follow from the config and the step)</param>
+/// <param name="Overwrite">start a new run in an output_dir that holds a previous one, deleting its checkpoints and metrics</param>
+public sealed record GrpoRunOptions(int? StopAtStep = null, bool Resume = false, bool Overwrite = false);
 
 /// <summary>
 /// GRPO after SFT (DeepSeekMath, DeepSeek-R1), one step at a time: sample G completions of each prompt with the
@@ -38,8 +46,14 @@ public sealed class GrpoTrainer
     private readonly List<Parameter> _trained;
     private readonly HashSet<int> _stops;
     private readonly LoraSettings? _lora;
+    private readonly string? _resumeFrom;
+    private readonly int _startStep;
+    private readonly Queue<double> _tiedHistory = new();
 
-    private GrpoTrainer(GrpoConfig cfg, Action<string> log)
+    /// <summary>The GRPO-only part of a checkpoint's state (next to trainer_state.json): the tied-groups window of the warning.</summary>
+    private const string StateFile = "grpo_state.json";
+
+    private GrpoTrainer(GrpoConfig cfg, GrpoRunOptions opts, Action<string> log)
     {
         (_cfg, _log) = (cfg, log);
         string tokenizerFile = Path.Combine(cfg.BaseModel, "tokenizer.json");
@@ -47,11 +61,14 @@ public sealed class GrpoTrainer
         _tokenizer = SftTokenizer.Load(tokenizerFile);
         _template = FineTuning.ChatTemplate.Resolve(cfg.ChatTemplate, null, _tokenizer);
         _rewards = RewardSet.FromNames(cfg.RewardFuncs, cfg.RewardWeights, Directory.GetCurrentDirectory());
-        _policy = ModelCheckpoint.Load(cfg.BaseModel);
+        if (opts.Resume)
+            _resumeFrom = CheckpointStore.Latest(cfg.OutputDir) ?? throw new DeepSeekSharpException($"{cfg.OutputDir}: no checkpoint-<step> folder to resume from");
+        // A full policy resumes from the checkpoint's weights; a LoRA policy from the base plus the checkpoint's adapters.
+        _policy = ModelCheckpoint.Load(_resumeFrom is not null && cfg.Adapter != "lora" ? _resumeFrom : cfg.BaseModel);
         if (cfg.Adapter == "lora")
         {
             _lora = new LoraSettings(cfg.LoraR, cfg.LoraAlpha, cfg.LoraTargetModules, cfg.LoraTargetLinear);
-            log($"lora: {LoraAdapters.Apply(_policy, _lora, cfg.Seed).Summary}");
+            log($"lora: {(_resumeFrom is null ? LoraAdapters.Apply(_policy, _lora, cfg.Seed) : LoraAdapters.Load(_policy, _resumeFrom)).Summary}");
         }
         else if (cfg.Beta != 0)
         {
@@ -60,27 +77,52 @@ public sealed class GrpoTrainer
         }
         _trained = _policy.NamedParameters().Where(p => p.Parameter.RequiresGrad).Select(p => p.Parameter).ToList();
         _optimizer = new AdamW(_policy.NamedParameters()) { Beta1 = cfg.AdamBeta1, Beta2 = cfg.AdamBeta2, WeightDecay = cfg.WeightDecay };
+        if (_resumeFrom is not null)
+        {
+            // AdamW's moments and step: the same pieces `dss train --resume` restores (exact or refused).
+            _startStep = checked((int)CheckpointStore.LoadTrainingState(_resumeFrom, _optimizer).GlobalStep);
+            string statePath = Path.Combine(_resumeFrom, StateFile);
+            if (!File.Exists(statePath)) throw new DeepSeekSharpException($"{statePath}: missing, so the run cannot continue exactly");
+            try
+            {
+                foreach (double f in System.Text.Json.JsonSerializer.Deserialize<GrpoState>(File.ReadAllText(statePath))?.TiedHistory ?? [])
+                    _tiedHistory.Enqueue(f);
+            }
+            catch (System.Text.Json.JsonException e) { throw new DeepSeekSharpException($"{statePath}: invalid GRPO state ({e.Message})"); }
+            log($"resumed from {_resumeFrom} at step {_startStep}");
+        }
         _stops = [];
         if (_tokenizer.Tokenizer.EosId is int eos) _stops.Add(eos);
         if (_stops.Count == 0) throw new DeepSeekSharpException($"{tokenizerFile}: the tokenizer has no EOS token to end a completion with");
     }
 
-    public static GrpoResult Run(GrpoConfig cfg, Action<string> log, CancellationToken ct) => new GrpoTrainer(cfg, log).Loop(ct);
+    public static GrpoResult Run(GrpoConfig cfg, Action<string> log, CancellationToken ct) => Run(cfg, new GrpoRunOptions(), log, ct);
 
-    private GrpoResult Loop(CancellationToken ct)
+    /// <summary>Runs GRPO in <c>cfg.OutputDir</c>, which this process owns until it returns (<see cref="RunFolder"/>).</summary>
+    public static GrpoResult Run(GrpoConfig cfg, GrpoRunOptions opts, Action<string> log, CancellationToken ct)
+    {
+        if (opts.Resume && opts.Overwrite) throw new DeepSeekSharpException($"{cfg.OutputDir}: --overwrite starts a new run and --resume continues this one; give one of them");
+        using var folder = RunFolder.Acquire(cfg.OutputDir);
+        if (!opts.Resume) folder.StartFresh(opts.Overwrite, [cfg.BaseModel, cfg.Dataset, cfg.TestDataset]);
+        return new GrpoTrainer(cfg, opts, log).Loop(opts.StopAtStep, ct);
+    }
+
+    private sealed record GrpoState(double[] TiedHistory);
+
+    private GrpoResult Loop(int? stopAtStep, CancellationToken ct)
     {
         var items = Gsm8kEvaluator.Read(_cfg.Dataset);
         if (items.Count == 0) throw new DeepSeekSharpException($"{_cfg.Dataset}: the dataset has no prompts");
         var test = _cfg.TestDataset.Length > 0 ? Gsm8kEvaluator.Read(_cfg.TestDataset, _cfg.EvalLimit > 0 ? _cfg.EvalLimit : null) : null;
-        Directory.CreateDirectory(_cfg.OutputDir);
-        using var metrics = new MetricsLog(_cfg.OutputDir);
-        double before = Evaluate(test, metrics, 0);
+        double recordedBefore = _resumeFrom is null ? double.NaN : RecordedAccuracy(MetricsLog.JsonlFile(_cfg.OutputDir), 0);
+        // A resumed run drops the records its predecessor wrote after the checkpoint, so the file reads as one run.
+        using var metrics = new MetricsLog(_cfg.OutputDir, _resumeFrom is null ? null : _startStep);
+        double before = _resumeFrom is null ? Evaluate(test, metrics, 0) : recordedBefore;
         var schedule = new LrSchedule(_cfg.LrScheduler, _cfg.LearningRate, _cfg.WarmupSteps, _cfg.MaxSteps);
         var order = Enumerable.Range(0, items.Count).ToArray();
         new Random(_cfg.Seed).Shuffle(order);
-        var tiedHistory = new Queue<double>();
-        string last = "";
-        for (int step = 1; step <= _cfg.MaxSteps; step++)
+        string last = _resumeFrom ?? "";
+        for (int step = _startStep + 1; step <= _cfg.MaxSteps; step++)
         {
             ct.ThrowIfCancellationRequested();
             var stepItems = Enumerable.Range(0, _cfg.PromptsPerStep).Select(j => items[order[((step - 1) * _cfg.PromptsPerStep + j) % items.Count]]).ToList();
@@ -105,9 +147,9 @@ public sealed class GrpoTrainer
             double trainSeconds = clock.Elapsed.TotalSeconds;
 
             double tiedFraction = (double)advantages.TiedGroups / _cfg.PromptsPerStep;
-            tiedHistory.Enqueue(tiedFraction);
-            if (tiedHistory.Count > 5) tiedHistory.Dequeue();
-            if (tiedHistory.Count == 5 && tiedHistory.All(f => f >= 0.9))
+            _tiedHistory.Enqueue(tiedFraction);
+            if (_tiedHistory.Count > 5) _tiedHistory.Dequeue();
+            if (_tiedHistory.Count == 5 && _tiedHistory.All(f => f >= 0.9))
                 _log($"warning: step {step}: for 5 steps ≥ 90% of the groups had tied rewards (no learning signal): the task is too hard or too easy for the policy, or the temperature too low");
             if (step % _cfg.LoggingSteps == 0 || step == _cfg.MaxSteps)
             {
@@ -132,7 +174,13 @@ public sealed class GrpoTrainer
                 _log(string.Create(CultureInfo.InvariantCulture,
                     $"step {step}/{_cfg.MaxSteps}  reward {Mean(scores.Total):F3} ± {Std(scores.Total):F3}  kl {stats.Kl:F4}  clip {stats.LowClip + stats.HighClip:P1}  len {(double)completionTokens / rollouts.Length:F1}  tied {tiedFraction:P0}  rollout {completionTokens / Math.Max(1e-9, rolloutSeconds):F0} tok/s  train {stats.Tokens / Math.Max(1e-9, trainSeconds):F0} tok/s"));
             }
-            if (_cfg.SaveSteps > 0 && step % _cfg.SaveSteps == 0 || step == _cfg.MaxSteps) last = Save(step);
+            bool stop = step == stopAtStep && step < _cfg.MaxSteps;
+            if (_cfg.SaveSteps > 0 && step % _cfg.SaveSteps == 0 || step == _cfg.MaxSteps || stop) last = Save(step);
+            if (stop)
+            {
+                _log($"stopped at step {step}; continue with --resume");
+                return new GrpoResult(before, double.NaN, step, last, Interrupted: true);
+            }
         }
         double after = Evaluate(test, metrics, _cfg.MaxSteps);
         return new GrpoResult(before, after, _cfg.MaxSteps, last);
@@ -237,17 +285,34 @@ public sealed class GrpoTrainer
         return result.Accuracy;
     }
 
+    /// <summary>
+    /// checkpoint-STEP: the policy (a model folder, or a PEFT adapter folder for a LoRA policy) with the tokenizer, plus
+    /// what a resume needs: AdamW's moments and step (<see cref="CheckpointStore"/>'s files) and the GRPO state.
+    /// </summary>
     private string Save(int step)
     {
-        string dir = Path.Combine(_cfg.OutputDir, $"checkpoint-{step}");
-        IO.AtomicFolder.Write(dir, tmp =>
+        string tokenizerConfig = Path.Combine(_cfg.BaseModel, "tokenizer_config.json");
+        var state = new GrpoState([.. _tiedHistory]);
+        return CheckpointStore.Save(_cfg.OutputDir, new TrainerState(step, _optimizer.Step), _policy, _policy.Config.ToJson(), _optimizer,
+            Path.Combine(_cfg.BaseModel, "tokenizer.json"), File.Exists(tokenizerConfig) ? File.ReadAllText(tokenizerConfig) : null, keep: 0,
+            _lora, _lora is null ? null : _cfg.BaseModel,
+            writeExtra: tmp => IO.AtomicFile.WriteAllText(Path.Combine(tmp, StateFile), System.Text.Json.JsonSerializer.Serialize(state)));
+    }
+
+    /// <summary>The accuracy of the eval record of <paramref name="step"/> in a metrics file (a resumed run's "before"), NaN if none.</summary>
+    private static double RecordedAccuracy(string metricsFile, int step)
+    {
+        if (!File.Exists(metricsFile)) return double.NaN;
+        foreach (var line in File.ReadLines(metricsFile))
         {
-            if (_lora is not null) LoraAdapters.WriteFiles(_policy, tmp, _lora, Path.GetFullPath(_cfg.BaseModel));
-            else ModelCheckpoint.Save(_policy, tmp, overwrite: true);
-            foreach (var file in new[] { "tokenizer.json", "tokenizer_config.json" })
-                if (File.Exists(Path.Combine(_cfg.BaseModel, file))) File.Copy(Path.Combine(_cfg.BaseModel, file), Path.Combine(tmp, file));
-        }, replace: true);
-        return dir;
+            if (string.IsNullOrWhiteSpace(line) || !line.TrimEnd().EndsWith('}')) continue;       // a line torn by a kill
+            using var doc = System.Text.Json.JsonDocument.Parse(line);
+            var r = doc.RootElement;
+            if (r.GetProperty("kind").GetString() == "eval" && r.GetProperty("step").GetInt64() == step
+                && r.TryGetProperty("accuracy", out var a) && a.ValueKind == System.Text.Json.JsonValueKind.Number)
+                return a.GetDouble();
+        }
+        return double.NaN;
     }
 
     private static double Mean(IReadOnlyList<float> x) => x.Count == 0 ? double.NaN : x.Average(v => (double)v);

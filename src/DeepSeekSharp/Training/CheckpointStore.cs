@@ -33,16 +33,17 @@ public static class CheckpointStore
     /// <param name="lora">for a LoRA run: the weights are a PEFT adapter folder (adapter_config.json +
     /// adapter_model.safetensors, see <see cref="FineTuning.Lora.LoraAdapters"/>) instead of the full model, whose base
     /// stays at <paramref name="baseModel"/></param>
+    /// <param name="writeExtra">writes a trainer's own files into the folder being assembled (GRPO's state), before it is checked and renamed</param>
     public static string Save(string outputDir, TrainerState state, DeepSeekModel model, string configJson, AdamW optimizer,
         string? tokenizerFile, string? tokenizerConfigJson, int keep, FineTuning.Lora.LoraSettings? lora = null, string? baseModel = null,
-        FineTuning.Esft.EsftCheckpoint? esft = null) =>
-        Save(outputDir, state, model, configJson, optimizer.State(), tokenizerFile, tokenizerConfigJson, keep, lora, baseModel, esft);
+        FineTuning.Esft.EsftCheckpoint? esft = null, Action<string>? writeExtra = null) =>
+        Save(outputDir, state, model, configJson, optimizer.State(), tokenizerFile, tokenizerConfigJson, keep, lora, baseModel, esft, writeExtra);
 
     /// <param name="optimizerState">whole-parameter AdamW moments by name (<see cref="IOptimizer.State"/>; a ZeRO-1 run
     /// gathers them on every rank before rank 0 writes, so the file is the one a single process writes)</param>
     public static string Save(string outputDir, TrainerState state, DeepSeekModel model, string configJson, IEnumerable<(string Name, float[] M, float[] V)> optimizerState,
         string? tokenizerFile, string? tokenizerConfigJson, int keep, FineTuning.Lora.LoraSettings? lora = null, string? baseModel = null,
-        FineTuning.Esft.EsftCheckpoint? esft = null)
+        FineTuning.Esft.EsftCheckpoint? esft = null, Action<string>? writeExtra = null)
     {
         long step = state.GlobalStep;
         string final = Path.Combine(outputDir, $"checkpoint-{step}");
@@ -68,6 +69,7 @@ public static class CheckpointStore
                 File.Copy(tokenizerFile, Path.Combine(tmp, "tokenizer.json"), true);
                 if (tokenizerConfigJson is not null) AtomicFile.WriteAllText(Path.Combine(tmp, "tokenizer_config.json"), tokenizerConfigJson);
             }
+            writeExtra?.Invoke(tmp);
             AtomicFile.WriteAllText(Path.Combine(tmp, StateFile), JsonSerializer.Serialize(state));
             var weightNames = lora is not null ? FineTuning.Lora.LoraAdapters.AdapterTensors(model).Select(t => t.Name)
                 : esft is { AsAdapter: true } ? FineTuning.Esft.EsftAdapter.AdapterTensors(model, esft.Experts).Select(t => t.Name)

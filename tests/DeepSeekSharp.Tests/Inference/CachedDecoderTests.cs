@@ -67,6 +67,77 @@ public class CachedDecoderTests
     }
 
     [Fact]
+    public void ForkedCacheDecodesExactlyLikeItsSource()
+    {
+        var model = ModelCheckpoint.Load(TestPaths.Fixture("v3-tiny"));
+        var decoder = new CachedDecoder(model);
+        int[] prompt = [5, 9, 2, 7, 1, 3, 8];
+        var source = decoder.NewCache();
+        decoder.Forward([(prompt, source)]);
+        var fork = source.Fork(extra: 4);
+        Assert.Equal(prompt.Length, fork.Length);
+        // The same next token through the source and through its copy: bitwise the same logits (one row each, same kernels).
+        var viaSource = decoder.Forward([(new[] { 4 }, source)]).Logits.Span.ToArray();
+        var viaFork = decoder.Forward([(new[] { 4 }, fork)]).Logits.Span.ToArray();
+        Assert.Equal(viaSource, viaFork);
+        // Writing into the fork left the source's rows alone: another token through the source still matches a fresh prefill.
+        var fresh = decoder.NewCache();
+        decoder.Forward([(prompt, fresh)]);
+        var again = decoder.Forward([(new[] { 6 }, fresh)]).Logits.Span.ToArray();
+        source.Truncate(prompt.Length);
+        Assert.Equal(again, decoder.Forward([(new[] { 6 }, source)]).Logits.Span.ToArray());
+    }
+
+    [Fact]
+    public void DecodeStepOverManySequencesMatchesTheTrainingForm()
+    {
+        // Nine sequences in one decode step: the attention's per-head products run as GEMMs over all rows (more than
+        // four), the per-row part against each row's own cache of its own length.
+        var model = ModelCheckpoint.Load(TestPaths.Fixture("v3-tiny"));
+        var decoder = new CachedDecoder(model);
+        var rng = new Random(7);
+        int v = model.Config.VocabSize;
+        var sequences = Enumerable.Range(0, 9).Select(i => Enumerable.Range(0, 3 + i).Select(_ => rng.Next(v)).ToList()).ToList();
+        var caches = sequences.Select(_ => decoder.NewCache()).ToList();
+        decoder.Forward(sequences.Select((s, i) => (s.ToArray(), caches[i])).ToList());
+        var next = sequences.Select(_ => rng.Next(v)).ToArray();
+        var logits = decoder.ForwardLastLogits(sequences.Select((s, i) => (new[] { next[i] }, caches[i])).ToList()).Span.ToArray();
+        for (int i = 0; i < sequences.Count; i++)
+        {
+            sequences[i].Add(next[i]);
+            var want = FullLogitsLast(model, sequences[i]);
+            for (int j = 0; j < v; j++) Assert.True(Math.Abs(want[j] - logits[i * v + j]) < 1e-4, $"sequence {i}, logit {j}");
+        }
+    }
+
+    [Fact]
+    public void RowsWithManyKeysTakeTheGemmPathAndMatchTheTrainingForm()
+    {
+        // 16 heads × 64 latent dimensions: from about 256 visible keys a row's scores and context go through the GEMM
+        // (DeepSeek-V3's shapes always do); the rows before that take the vector loops. Both against the training form.
+        var node = System.Text.Json.Nodes.JsonNode.Parse(Presets.TinyV3)!;
+        (node["num_attention_heads"], node["num_key_value_heads"], node["kv_lora_rank"], node["num_hidden_layers"]) = (16, 16, 64, 2);
+        node["max_position_embeddings"] = 320;
+        var model = new DeepSeekModel(DeepSeekConfig.Parse(node.ToJsonString()), materialize: true);
+        ModelInit.InitializeRandom(model, 5);
+        var decoder = new CachedDecoder(model);
+        var rng = new Random(3);
+        int v = model.Config.VocabSize;
+        var tokens = Enumerable.Range(0, 300).Select(_ => rng.Next(v)).ToList();
+        var cache = decoder.NewCache();
+        var prefill = decoder.Forward([(tokens.ToArray(), cache)]).Logits.Span.ToArray();
+        using (GradMode.NoGrad())
+        {
+            var full = model.Forward(tokens.ToArray(), SequenceBatch.Training(1, tokens.Count)).Logits.Span;
+            for (int i = 0; i < full.Length; i++) Assert.True(Math.Abs(full[i] - prefill[i]) < 1e-4, $"prefill logit {i}");
+        }
+        tokens.Add(7);
+        var step = decoder.Forward([(new[] { 7 }, cache)]).Logits.Span.ToArray();
+        var want = FullLogitsLast(model, tokens);
+        for (int j = 0; j < v; j++) Assert.True(Math.Abs(want[j] - step[j]) < 1e-4, $"decode logit {j}");
+    }
+
+    [Fact]
     public void MtpDraftLogitsEqualTheTrainingFormMtpLogits()
     {
         var model = ModelCheckpoint.Load(TestPaths.Fixture("v3-tiny"));

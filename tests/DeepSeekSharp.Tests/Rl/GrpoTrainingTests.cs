@@ -41,6 +41,34 @@ public sealed class GrpoTrainingTests : IDisposable
         Assert.Equal(rollouts.Select(r => r.Completion), again.Select(r => r.Completion));
     }
 
+    [Fact]
+    public void FirstTokensOfAGroupFollowTheTemperedSoftmaxOfThePromptsLogits()
+    {
+        // Every completion's first token is drawn from the prompt's one logits row (the prompt is encoded once): 20,000
+        // draws against softmax(z/τ) computed here directly, in total variation (about 0.06 expected from sampling alone).
+        var model = TinyModels.ByteVocabulary(context: 64, seed: 4);
+        int[] prompt = [72, 105, 33, 10];
+        const float Tau = 0.7f;
+        const int Draws = 20000;
+        float[] z;
+        Rollout[] rollouts;
+        using (GradMode.NoGrad())
+        {
+            var decoder = new CachedDecoder(model);
+            z = decoder.ForwardLastLogits([(prompt, decoder.NewCache())]).Span.ToArray();
+            rollouts = RolloutSampler.Generate(new CachedDecoder(model), [prompt], Draws, 1, new HashSet<int>(), new SamplingOptions { Temperature = Tau }, seed: 9);
+        }
+        double max = z.Max(), total = z.Sum(v => Math.Exp((v - max) / Tau));
+        var counts = new int[z.Length];
+        foreach (var r in rollouts) counts[r.Completion[0]]++;
+        double tv = 0;
+        for (int t = 0; t < z.Length; t++) tv += Math.Abs(counts[t] / (double)Draws - Math.Exp((z[t] - max) / Tau) / total);
+        Assert.True(tv / 2 < 0.1, $"total variation {tv / 2:F3}");
+        // Each recorded log-probability is the token's own under the same distribution.
+        foreach (var r in rollouts.Take(50))
+            Assert.True(Math.Abs(r.LogProbs[0] - ((z[r.Completion[0]] - max) / Tau - Math.Log(total))) < 1e-4);
+    }
+
     private string Task()
     {
         string data = Path.Combine(_dir, "arith");
@@ -97,6 +125,53 @@ public sealed class GrpoTrainingTests : IDisposable
         var biases = baseline.NamedBuffers().Where(b => b.Name.EndsWith("e_score_correction_bias", StringComparison.Ordinal)).ToDictionary(b => b.Name, b => b.Buffer.Span.ToArray());
         Assert.NotEmpty(biases);
         foreach (var (name, buffer) in trained.NamedBuffers().Where(b => biases.ContainsKey(b.Name))) Assert.Equal(biases[name], buffer.Span.ToArray());
+    }
+
+    [Theory]
+    [InlineData("full")]
+    [InlineData("lora")]
+    public void AStoppedAndResumedRunEndsBitwiseEqualToAnUninterruptedOne(string policy)
+    {
+        string baseModel = TinyRun.BaseCheckpoint(_dir), data = Task();
+        string whole = Path.Combine(_dir, "whole"), split = Path.Combine(_dir, "split");
+        // μ = 2 and β > 0: AdamW's moments and step, the reference policy and the clipping all carry into the resumed steps.
+        string[] extra = policy == "lora"
+            ? ["adapter=lora", "lora_r=4", "lora_alpha=8", "lora_target_linear=true", "beta=0.04", "num_iterations=2", "max_steps=4", "save_steps=1"]
+            : ["num_iterations=2", "beta=0.1", "learning_rate=5e-2", "max_steps=4", "save_steps=1", "test_dataset="];
+        var ct = TestContext.Current.CancellationToken;
+        var full = GrpoTrainer.Run(GrpoConfig.Load(null, Settings(baseModel, data, whole, extra)), new GrpoRunOptions(), _ => { }, ct);
+        var stopped = GrpoTrainer.Run(GrpoConfig.Load(null, Settings(baseModel, data, split, extra)), new GrpoRunOptions(StopAtStep: 2), _ => { }, ct);
+        Assert.True(stopped.Interrupted);
+        Assert.Equal(2, stopped.Steps);
+        Assert.False(Directory.Exists(Path.Combine(split, "checkpoint-3")));
+        // A fresh run refuses the folder of a stopped one; --resume continues it.
+        Assert.ThrowsAny<DeepSeekSharpException>(() => GrpoTrainer.Run(GrpoConfig.Load(null, Settings(baseModel, data, split, extra)), new GrpoRunOptions(), _ => { }, ct));
+        var logs = new List<string>();
+        var resumed = GrpoTrainer.Run(GrpoConfig.Load(null, Settings(baseModel, data, split, extra)), new GrpoRunOptions(Resume: true), logs.Add, ct);
+        Assert.Contains(logs, l => l.StartsWith("resumed from", StringComparison.Ordinal) && l.EndsWith("at step 2", StringComparison.Ordinal));
+        Assert.Equal(4, resumed.Steps);
+        Assert.False(resumed.Interrupted);
+        Assert.Equal(full.AccuracyBefore, resumed.AccuracyBefore);
+        Assert.Equal(full.AccuracyAfter, resumed.AccuracyAfter);
+        // Every file of every checkpoint, byte for byte (weights or adapters, AdamW moments, trainer and GRPO state, tokenizer).
+        for (int step = 1; step <= 4; step++)
+        {
+            string a = Path.Combine(whole, $"checkpoint-{step}"), b = Path.Combine(split, $"checkpoint-{step}");
+            var files = Directory.GetFiles(a).Select(Path.GetFileName).Order().ToList();
+            Assert.Equal(files, Directory.GetFiles(b).Select(Path.GetFileName).Order().ToList());
+            Assert.Contains("optimizer.safetensors", files);
+            foreach (var file in files) Assert.True(File.ReadAllBytes(Path.Combine(a, file!)).SequenceEqual(File.ReadAllBytes(Path.Combine(b, file!))), $"checkpoint-{step}/{file}");
+        }
+        // The logged records, all but the wall-clock rates, one per step as in the uninterrupted run.
+        static string Logged(string output) => string.Join("\n", File.ReadLines(Path.Combine(output, "metrics.jsonl")).Select(l =>
+        {
+            var node = System.Text.Json.Nodes.JsonNode.Parse(l)!.AsObject();
+            node.Remove("rollout_tokens_per_s");
+            node.Remove("train_tokens_per_s");
+            return node.ToJsonString();
+        }));
+        Assert.Equal(Logged(whole), Logged(split));
+        Assert.Equal([1L, 2L, 3L, 4L], Records(split, "train").Select(r => r.GetProperty("step").GetInt64()));
     }
 
     [Theory]
