@@ -268,6 +268,7 @@ public sealed class Trainer
             }
             long step = _step + 1;
             var stepClock = Stopwatch.StartNew();
+            var (dispatchBefore, combineBefore) = (_experts.Traffic.DispatchBytes, _experts.Traffic.CombineBytes);
             _model.ZeroGrad();
             float lambda = step <= cfg.MtpLambdaSwitch * cfg.MaxSteps ? cfg.MtpLambda : cfg.MtpLambdaLate;
             double lossSum = 0, mainSum = 0, mtpSum = 0, auxSum = 0;
@@ -327,14 +328,14 @@ public sealed class Trainer
             progress?.Report(new TrainProgress(step, stopAt, mainLoss, lr, tps));
 
             if (metrics is not null && (diverged || step % cfg.LoggingSteps == 0 || step == stopAt))
-                metrics.Write("train", step, new Dictionary<string, object>
+                metrics.Write("train", step, StepRecord(_experts, dispatchBefore, combineBefore, new Dictionary<string, object>
                 {
                     ["tokens"] = _tokensSeen, ["trained_tokens"] = trainedTokens, ["loss"] = mainLoss, ["total_loss"] = (float)lossSum,
                     ["mtp_loss"] = (float)mtpSum, ["balance_loss"] = (float)auxSum, ["lr"] = lr,
                     ["grad_norm"] = gradNorm, ["tokens_per_s"] = Math.Round(tps, 1),
                     ["max_vio"] = balance.ModelMean, ["elapsed_s"] = Math.Round(Elapsed, 2),
                     ["max_vio_per_layer"] = balance.PerGate,
-                });
+                }));
             if (diverged)
                 throw new DeepSeekSharpException($"{cfg.OutputDir}: step {step} diverged ("
                     + (badWeights > 0 ? $"{badWeights:N0} weights are NaN/Inf after its update" : $"loss is {mainLoss}")
@@ -348,6 +349,15 @@ public sealed class Trainer
             if (step % cfg.SaveSteps == 0 || step == stopAt) lastCheckpoint = SaveCheckpoint();
         }
         return new TrainResult(_step, lastCheckpoint, lastVal, Interrupted: _step < cfg.MaxSteps);
+    }
+
+    /// <summary>Under expert parallelism the step's record also says what rank 0's exchanges sent to the other ranks of its group.</summary>
+    private static Dictionary<string, object> StepRecord(ExpertParallel experts, long dispatchBefore, long combineBefore, Dictionary<string, object> record)
+    {
+        if (experts.Size == 1) return record;
+        record["ep_dispatch_bytes"] = experts.Traffic.DispatchBytes - dispatchBefore;
+        record["ep_combine_bytes"] = experts.Traffic.CombineBytes - combineBefore;
+        return record;
     }
 
     /// <summary>

@@ -137,13 +137,15 @@ public sealed class ExpertParallelTrainingTests : IDisposable
         Train(2, config, exact, accumulation: 2, "expert_parallel_size=2");
         Train(2, config, bf16, accumulation: 2, "expert_parallel_size=2", "ep_dispatch=bf16", "ep_combine=bf16");
         Train(2, config, fp8, accumulation: 2, "expert_parallel_size=2", "ep_dispatch=fp8", "ep_combine=bf16");
-        // Measured (docs/parallelism.md §7): loss within 1.3e-4 (BF16) and 6.5e-4 (FP8) relative over the 4 steps; the
-        // weights' relative L2 distance 3.5e-3 and 2.4e-2. The bounds leave about 3× room.
-        foreach (var (run, lossBound, weightBound) in new[] { (bf16, 5e-4, 1e-2), (fp8, 2e-3, 7e-2) })
+        // Measured (docs/parallelism.md §7): step 1's loss (no update yet) within 2.3e-5 relative for both, the 4 steps'
+        // within 6.6e-4 (BF16) and 1.1e-3 (FP8); the final weights' relative L2 distance 1.1e-2 and 2.0e-2 (AdamW's
+        // normalised steps and the routing biases' sign updates amplify the rounding). The bounds leave about 3× room.
+        foreach (var (run, lossBound, weightBound) in new[] { (bf16, 2e-3, 3e-2), (fp8, 3e-3, 6e-2) })
         {
             var expected = Rows(exact, "train").Select(r => r.GetProperty("loss").GetDouble()).ToList();
             var actual = Rows(run, "train").Select(r => r.GetProperty("loss").GetDouble()).ToList();
             Assert.Equal(expected.Count, actual.Count);
+            Assert.True(Math.Abs(actual[0] - expected[0]) <= 1e-4 * expected[0], $"{run}: step 1 loss {actual[0]} vs {expected[0]}");
             for (int i = 0; i < expected.Count; i++)
                 Assert.True(Math.Abs(actual[i] - expected[i]) <= lossBound * expected[i], $"{run}: step {i + 1} loss {actual[i]} vs {expected[i]}");
             double distance = WeightDistance(exact, run);
