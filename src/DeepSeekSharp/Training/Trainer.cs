@@ -344,7 +344,9 @@ public sealed class Trainer
             // under expert parallelism every rank runs them, as each MoE layer's experts are spread over its group.
             if ((metrics is not null || _experts.Size > 1) && (step % cfg.EvalSteps == 0 || step == cfg.MaxSteps))
             {
-                lastVal = Evaluate(data, metrics, step, Elapsed, ct) ?? lastVal;
+                // Under expert parallelism every rank's forward is a collective, so no rank may leave it alone: a stop
+                // request is taken at the next step's agreement instead.
+                lastVal = Evaluate(data, metrics, step, Elapsed, _experts.Size > 1 ? CancellationToken.None : ct) ?? lastVal;
             }
             if (step % cfg.SaveSteps == 0 || step == stopAt) lastCheckpoint = SaveCheckpoint();
         }
