@@ -18,7 +18,7 @@ public sealed class ExpertTraffic
 /// One MoE layer's routed experts split over an expert-parallel group (docs/parallelism.md §7): this rank computes
 /// experts [<see cref="First"/>, First + <see cref="Count"/>) for the token rows every rank of the group routes to
 /// them. Each source rank's rows run through their own copy of the local experts' weight tensors
-/// (<see cref="Projections"/>: the same arrays, a separate gradient each), so the weight gradient of every source
+/// (<see cref="SourceWeights"/>: the same arrays, a separate gradient each), so the weight gradient of every source
 /// micro-batch is formed apart, exactly as one process forms it, and joins the pairwise tree at its own global index.
 /// </summary>
 public sealed class ExpertShard
@@ -62,10 +62,6 @@ public sealed class ExpertShard
     public WireFormat Combine { get; }
 
     public ExpertTraffic Traffic { get; }
-
-    /// <summary>Local expert <paramref name="expert"/>'s gate, up and down weight copies that source rank <paramref name="source"/>'s rows run through.</summary>
-    public (ExpertLinear Gate, ExpertLinear Up, ExpertLinear Down) Projections(int source, int expert) =>
-        (_gate[source][expert], _up[source][expert], _down[source][expert]);
 
     /// <summary>The weight tensors of <paramref name="source"/>'s copies for local expert <paramref name="expert"/> (gate, up, down).</summary>
     public IReadOnlyList<Tensor> SourceWeights(int source, int expert) =>
