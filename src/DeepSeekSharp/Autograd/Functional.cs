@@ -123,6 +123,13 @@ public static class Functional
         IReadOnlyList<Tensor> upWeights, IReadOnlyList<Tensor> downWeights, bool fp8SwiGluCache = true) =>
         GroupedFp8ExpertsOp.Forward(x, rows, offsets, gateWeights, upWeights, downWeights, fp8SwiGluCache);
 
+    /// <summary>
+    /// The routed experts split over an expert-parallel group: rows dispatched to the rank holding their expert, run
+    /// there as grouped GEMMs, combined back in stacked order (see <see cref="ExpertParallelOp"/>). A collective.
+    /// </summary>
+    public static Tensor ExpertParallel(Tensor x, int[] rows, int[] offsets, Models.DeepSeekV3.ExpertShard shard) =>
+        ExpertParallelOp.Forward(x, rows, offsets, shard);
+
     /// <summary>Whether <see cref="GroupedSwiGluExperts(Tensor, int[], int[], IReadOnlyList{ExpertLinear}, IReadOnlyList{ExpertLinear}, IReadOnlyList{ExpertLinear})"/>
     /// can run these experts (the adapters of each projection share a rank).</summary>
     public static bool CanGroupSwiGluExperts(IReadOnlyList<ExpertLinear> gate, IReadOnlyList<ExpertLinear> up, IReadOnlyList<ExpertLinear> down) =>

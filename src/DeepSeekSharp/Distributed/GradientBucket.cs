@@ -11,7 +11,7 @@ namespace DeepSeekSharp.Distributed;
 /// to rank d, which adds everyone's pieces as the tree says (<see cref="PairwiseSumTree.CombineCover"/>); an allgather
 /// then copies the finished shards everywhere (<see cref="WaitAll"/>), or each rank keeps only its own
 /// (<see cref="WaitShard"/>, ZeRO-1). <see cref="StartReduction"/> returns at once, so a trainer starts a bucket as soon
-/// as the backward has produced its gradients and computes on while it travels. Per step: <see cref="AddMicroBatch"/>
+/// as the backward has produced its gradients and computes on while it travels. Per step: <see cref="AddMicroBatch()"/>
 /// after each of this rank's backward passes, then <see cref="StartReduction"/>, then one of the waits. All buffers
 /// are allocated here, once.
 /// A group of one (a single process) has nothing to send: it keeps no send, receive or gather buffers, and with one
@@ -105,6 +105,21 @@ public sealed class GradientBucket : IDisposable
         Gradients.Clear();
     }
 
+    /// <summary>
+    /// Takes the gradient held in <paramref name="gradients"/> (laid out as <see cref="Gradients"/>) as global
+    /// micro-batch <paramref name="microBatch"/> of this rank's range, in any order, and clears it: an expert-parallel
+    /// rank receives the rows of several source ranks' micro-batches at once and forms each one's expert gradient apart.
+    /// </summary>
+    public void AddMicroBatch(int microBatch, FlatSegments gradients)
+    {
+        if (_inFlight) throw new InvalidOperationException("the bucket is being reduced: wait for it before adding the next step's micro-batches");
+        if (gradients.Length != Gradients.Length) throw new ArgumentException($"a gradient of {gradients.Length} floats, expected {Gradients.Length}");
+        if (_shardReady) Reset();
+        gradients.CopyTo(0, _accumulator.BeginLeaf());
+        _accumulator.CommitLeaf(microBatch);
+        gradients.Clear();
+    }
+
     /// <summary>Sends this rank's partial sums toward the shard owners without waiting (after its last micro-batch).</summary>
     public void StartReduction()
     {
@@ -139,7 +154,7 @@ public sealed class GradientBucket : IDisposable
     /// <summary>
     /// Waits for the partial sums and finishes the tree for this rank's shard: returns the summed gradient of
     /// [Shards.Start(rank), +Shards.Count(rank)), padded to Shards.ShardLength with zeros. Valid until the next step's
-    /// first <see cref="AddMicroBatch"/>; the caller may scale it in place (gradient clipping) before the optimizer reads it.
+    /// first <see cref="AddMicroBatch()"/>; the caller may scale it in place (gradient clipping) before the optimizer reads it.
     /// </summary>
     public Span<float> WaitShard()
     {

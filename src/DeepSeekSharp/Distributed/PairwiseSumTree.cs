@@ -46,6 +46,21 @@ public readonly struct PairwiseSumTree
         }
     }
 
+    /// <summary>The parent of node [start, end) (not the root).</summary>
+    public (int Start, int End) Parent(int start, int end)
+    {
+        int s = 0, e = Leaves;
+        while (e - s >= 2)
+        {
+            int m = Split(s, e);
+            if ((start == s && end == m) || (start == m && end == e)) return (s, e);
+            if (end <= m) e = m;
+            else if (start >= m) s = m;
+            else break;
+        }
+        throw new ArgumentException($"[{start}, {end}) is not a node below the root of the {Leaves}-leaf tree");
+    }
+
     /// <summary>True when [s1, e1) and [e1, e2) are the two children of the node [s1, e2).</summary>
     public bool AreSiblings(int s1, int e1, int e2) => Split(s1, e2) == e1 && IsNode(s1, e2);
 

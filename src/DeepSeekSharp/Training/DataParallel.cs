@@ -25,20 +25,33 @@ public sealed class DataParallel : IDisposable
 
     private readonly ICommunicator _world;
     private readonly List<ParameterBucket> _buckets = [];
+    // The first _denseBuckets of _buckets are reduced over the world; the rest, one per local routed expert (in
+    // model order), over the expert-data-parallel group.
+    private readonly int _denseBuckets;
+    private readonly List<ExpertUnit> _localExperts = [];
+    private readonly ExpertParallel _experts;
+    // Where the norm finds each expert's block squares: per routed expert in model order, its owner and the offset of
+    // its blocks in the owner's local block list, and its blocks per shard (0: an expert without trained parameters).
+    private readonly List<(int Owner, int Offset, int Blocks)> _expertBlocks = [];
     private readonly List<Parameter> _trainable;
     private readonly int _zeroStage;
     private readonly double[] _localBlocks, _allBlocks;
+    private int _microBatchesAdded;
 
     /// <param name="world">the data-parallel group (every rank of the job)</param>
     /// <param name="parameters">the model's parameters; the trained ones (RequiresGrad) are reduced and updated</param>
     /// <param name="microBatchesPerRank">gradient_accumulation_steps: micro-batches each rank trains per step</param>
     /// <param name="zeroStage">0: every rank keeps all AdamW moments; 1: each keeps its shard's (ZeRO-1)</param>
     /// <param name="adamW">the optimizer's settings (its parameters are ignored: the buckets decide them)</param>
-    public DataParallel(ICommunicator world, IReadOnlyList<(string Name, Parameter Parameter)> parameters, int microBatchesPerRank, int zeroStage, AdamW adamW)
+    /// <param name="experts">the routed experts and, with expert_parallel_size &gt; 1, the groups they are split over
+    /// (<see cref="ExpertParallel.Create"/>, called before this)</param>
+    public DataParallel(ICommunicator world, IReadOnlyList<(string Name, Parameter Parameter)> parameters, int microBatchesPerRank, int zeroStage, AdamW adamW,
+        ExpertParallel experts)
     {
         if (zeroStage is not (0 or 1)) throw new DeepSeekSharpException($"zero_stage: {zeroStage} is not supported (0: no sharding, 1: AdamW state sharded over the ranks)");
         _world = world;
         _zeroStage = zeroStage;
+        _experts = experts;
         MicroBatchesPerRank = microBatchesPerRank;
         var trained = parameters.Where(p => p.Parameter.RequiresGrad).ToList();
         _trainable = trained.Select(p => p.Parameter).ToList();
@@ -46,25 +59,47 @@ public sealed class DataParallel : IDisposable
         // reaches still has its zero gradient, as AdamW would give it).
         foreach (var p in _trainable) p.Grad ??= new float[p.Length];
         int m = checked(microBatchesPerRank * world.Size);
-        for (int start = 0; start < trained.Count;)
+        // Routed experts go in buckets of their own, one per expert, so the gradient norm's blocks (and the order they
+        // are added in) are the same whichever rank holds an expert and however many hold it.
+        var expertParameters = experts.Units.SelectMany(u => u.Members.Select(p => p.Parameter)).ToHashSet<Parameter>(ReferenceEqualityComparer.Instance);
+        var dense = trained.Where(p => !expertParameters.Contains(p.Parameter)).ToList();
+        for (int start = 0; start < dense.Count;)
         {
             int end = start;
             long elements = 0;
-            do elements += trained[end++].Parameter.Length;
-            while (end < trained.Count && elements + trained[end].Parameter.Length <= BucketElements);
-            var members = trained.GetRange(start, end - start);
-            var gradients = new GradientBucket(world, members.Select(p => (Memory<float>)p.Parameter.Grad.AsMemory(0, (int)p.Parameter.Length)).ToList(), m, BlockSquares.Length);
-            var values = new ShardedParameters(world, members.Select(p => p.Parameter.Data.AsMemory(0, (int)p.Parameter.Length)).ToList(), BlockSquares.Length);
-            _buckets.Add(new ParameterBucket(members, gradients, values));
+            do elements += dense[end++].Parameter.Length;
+            while (end < dense.Count && elements + dense[end].Parameter.Length <= BucketElements);
+            _buckets.Add(NewBucket(world, dense.GetRange(start, end - start), m));
             start = end;
+        }
+        _denseBuckets = _buckets.Count;
+        var ownerBlocks = new int[experts.Size];
+        foreach (var unit in experts.Units)
+        {
+            int blocks = unit.Members.Count == 0 ? 0
+                : new ShardLayout(checked((int)unit.Members.Sum(p => p.Parameter.Length)), experts.ExpertData.Size, BlockSquares.Length).ShardLength / BlockSquares.Length;
+            _expertBlocks.Add((unit.Owner, ownerBlocks[unit.Owner], blocks));
+            ownerBlocks[unit.Owner] += blocks;
+            if (blocks == 0 || !experts.IsLocal(unit)) continue;
+            _localExperts.Add(unit);
+            _buckets.Add(NewBucket(experts.ExpertData, [.. unit.Members], m));
         }
         int localBlocks = _buckets.Sum(b => b.Gradients.Shards.ShardLength / BlockSquares.Length);
         _localBlocks = new double[localBlocks];
         _allBlocks = new double[checked(localBlocks * world.Size)];
-        Optimizer = zeroStage == 1
-            ? new ShardedAdamW(world, _buckets, adamW.Moments) { Beta1 = adamW.Beta1, Beta2 = adamW.Beta2, Eps = adamW.Eps, WeightDecay = adamW.WeightDecay }
+        IOptimizer inner = zeroStage == 1
+            ? new ShardedAdamW(world, _buckets[.._denseBuckets], adamW.Moments) { Beta1 = adamW.Beta1, Beta2 = adamW.Beta2, Eps = adamW.Eps, WeightDecay = adamW.WeightDecay }
             : adamW;
+        IOptimizer? expertOptimizer = zeroStage == 1 && _buckets.Count > _denseBuckets
+            ? new ShardedAdamW(experts.ExpertData, _buckets[_denseBuckets..], adamW.Moments) { Beta1 = adamW.Beta1, Beta2 = adamW.Beta2, Eps = adamW.Eps, WeightDecay = adamW.WeightDecay }
+            : null;
+        Optimizer = new ExpertParallelOptimizer(expertOptimizer is null ? [inner] : [inner, expertOptimizer], experts, parameters);
     }
+
+    private static ParameterBucket NewBucket(ICommunicator group, List<(string Name, Parameter Parameter)> members, int microBatches) =>
+        new(members,
+            new GradientBucket(group, members.Select(p => (Memory<float>)p.Parameter.Grad.AsMemory(0, (int)p.Parameter.Length)).ToList(), microBatches, BlockSquares.Length),
+            new ShardedParameters(group, members.Select(p => p.Parameter.Data.AsMemory(0, (int)p.Parameter.Length)).ToList(), BlockSquares.Length));
 
     /// <summary>
     /// Bytes per rank for <paramref name="trainable"/> trained elements beyond the weights: the gradients, AdamW's
@@ -105,12 +140,26 @@ public sealed class DataParallel : IDisposable
 
     public string Summary => _world.Size == 1 && _zeroStage == 0 ? "single process"
         : $"data parallel over {_world.Size} rank(s) ({_world.Description}), {MicroBatchesPerStep} micro-batches per step, {_buckets.Count} gradient bucket(s), "
-          + (_zeroStage == 1 ? "ZeRO-1 (AdamW state sharded)" : "AdamW state replicated");
+          + (_zeroStage == 1 ? "ZeRO-1 (AdamW state sharded)" : "AdamW state replicated")
+          + (_experts.Size > 1 ? $"; expert parallel over groups of {_experts.Size} rank(s), {_localExperts.Count} of {_expertBlocks.Count} routed experts trained here, expert gradients reduced over {_experts.ExpertData.Size} rank(s)" : "");
 
-    /// <summary>Takes the gradient the last backward left in the parameters as this rank's next micro-batch (and zeroes them).</summary>
+    /// <summary>
+    /// Takes the gradient the last backward left in the parameters as this rank's next micro-batch (and zeroes them).
+    /// Under expert parallelism each local expert takes one gradient per source rank of its group, each at the global
+    /// index of that rank's micro-batch.
+    /// </summary>
     public void AddMicroBatch()
     {
-        foreach (var bucket in _buckets) bucket.Gradients.AddMicroBatch();
+        int micro = _microBatchesAdded;
+        _microBatchesAdded = (_microBatchesAdded + 1) % MicroBatchesPerRank;
+        for (int b = 0; b < _buckets.Count; b++)
+        {
+            var gradients = _buckets[b].Gradients;
+            if (b < _denseBuckets || _localExperts[b - _denseBuckets].SourceGradients is not { } sources) gradients.AddMicroBatch();
+            else
+                for (int s = 0; s < sources.Count; s++)
+                    gradients.AddMicroBatch(checked((_experts.GroupIndex * _experts.Size + s) * MicroBatchesPerRank + micro), sources[s]);
+        }
     }
 
     /// <summary>
@@ -135,13 +184,22 @@ public sealed class DataParallel : IDisposable
         // blocks (all after the real ones) are +0.0 and change no bit of the sum.
         double squares = 0;
         int bucketOffset = 0;
-        foreach (var bucket in _buckets)
+        foreach (var bucket in _buckets.Take(_denseBuckets))
         {
             int blocks = bucket.Gradients.Shards.ShardLength / BlockSquares.Length;
             for (int r = 0; r < _world.Size; r++)
                 for (int k = 0; k < blocks; k++) squares += _allBlocks[r * _localBlocks.Length + bucketOffset + k];
             bucketOffset += blocks;
         }
+        // Then every routed expert in model order, its shards in order over the expert-data-parallel ranks holding it
+        // (world rank g·k + owner for the g-th), wherever it lives.
+        int k0 = _experts.Size;
+        foreach (var (owner, offset, blocks) in _expertBlocks)
+            for (int g = 0; g < _experts.ExpertData.Size; g++)
+            {
+                int from = (g * k0 + owner) * _localBlocks.Length + bucketOffset + offset;
+                for (int k = 0; k < blocks; k++) squares += _allBlocks[from + k];
+            }
         float norm = (float)Math.Sqrt(squares);
         if (maxNorm > 0 && norm > maxNorm && float.IsFinite(norm))
         {

@@ -61,6 +61,15 @@ public sealed class TrainConfig
     /// <summary>DeepSpeed's ZeRO stage for a data-parallel run: 0 keeps AdamW's moments on every rank, 1 shards them over
     /// the ranks (each updates its shard, then the parameters are allgathered). Same bits either way.</summary>
     [Key("zero_stage")] public int ZeroStage { get; set; }
+    /// <summary>Expert parallelism (docs/parallelism.md §7): each group of this many consecutive ranks splits every MoE
+    /// layer's routed experts into contiguous blocks and exchanges the routed token rows by all-to-all. 1: every rank
+    /// holds every expert. Must divide the routed experts and the rank count.</summary>
+    [Key("expert_parallel_size")] public int ExpertParallelSize { get; set; } = 1;
+    /// <summary>What the expert-parallel dispatch (token rows to the experts, and output gradients back to them) sends:
+    /// fp32 (exact: the same bits as one process), bf16, or fp8 (E4M3 with one fp32 scale per 1×128 block).</summary>
+    [Key("ep_dispatch")] public string EpDispatch { get; set; } = "fp32";
+    /// <summary>What the expert-parallel combine (expert outputs back, and input gradients back) sends: fp32 or bf16.</summary>
+    [Key("ep_combine")] public string EpCombine { get; set; } = "fp32";
     [Key("seed")] public int Seed { get; set; } = 42;
 
     // Fine-tuning data (docs/fine-tuning.md)
@@ -432,6 +441,9 @@ public sealed class TrainConfig
         Require((long)MicroBatchSize * SequenceLen <= Array.MaxLength, "sequence_len", $"× micro_batch_size = {(long)MicroBatchSize * SequenceLen} tokens exceeds one batch array ({Array.MaxLength})");
         AtLeast("gradient_accumulation_steps", GradientAccumulationSteps, 1);
         Require(ZeroStage is 0 or 1, "zero_stage", $"must be 0 or 1 (got {ZeroStage}; stages 2 and 3 are not implemented)");
+        AtLeast("expert_parallel_size", ExpertParallelSize, 1);
+        Require(EpDispatch is "fp32" or "bf16" or "fp8", "ep_dispatch", $"must be fp32, bf16 or fp8 (got '{EpDispatch}')");
+        Require(EpCombine is "fp32" or "bf16", "ep_combine", $"must be fp32 or bf16 (got '{EpCombine}')");
         AtLeast("max_steps", MaxSteps, 1);
         FinitePositive("learning_rate", LearningRate);
         AtLeast("warmup_steps", WarmupSteps, 0);

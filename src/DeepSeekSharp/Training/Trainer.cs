@@ -42,6 +42,7 @@ public sealed class Trainer
     private readonly ITextTokenizer _tokenizer;
     private readonly DeepSeekModel _model;
     private readonly DataParallel _parallel;
+    private readonly ExpertParallel _experts;
     private readonly IOptimizer _optimizer;
     private readonly BiasBalancer _balancer;
     private readonly string _configJson;
@@ -60,7 +61,8 @@ public sealed class Trainer
     private FineTuning.Lora.LoraApplyResult? _lora;
     private FineTuning.Esft.ExpertConfig? _esft;
 
-    private Trainer(TrainConfig cfg, TrainOptions opts, bool resumeInPlace, Distributed.ICommunicator world, Action<string> log, CancellationToken ct)
+    private Trainer(TrainConfig cfg, TrainOptions opts, bool resumeInPlace, Distributed.ICommunicator world,
+        (Distributed.ICommunicator? Group, Distributed.ICommunicator ExpertData) expertGroups, Action<string> log, CancellationToken ct)
     {
         _cfg = cfg;
         _opts = opts;
@@ -111,8 +113,12 @@ public sealed class Trainer
         DeepSeekSharp.Fp8.Fp8Training.Apply(_model, cfg.Precision, cfg.Fp8SwigluCache, cfg.Fp8E5M6OProj, cfg.Fp8Bf16Combine);
         _model.RecomputeNorms(cfg.RecomputeNorms);
         _model.RecomputeMlaUpProjections(cfg.RecomputeMlaUp);
-        // After every change to the parameters (adapters, freezing, FP8 copies): the buckets hold their arrays.
-        _parallel = new DataParallel(world, _model.NamedParameters().ToList(), cfg.GradientAccumulationSteps, cfg.ZeroStage, adamW);
+        // After every change to the parameters (adapters, freezing, FP8 copies): the shards and buckets hold their arrays.
+        if (cfg.ExpertParallelSize > 1 && (_lora is not null || _esft is not null || _freezing is not null))
+            throw new DeepSeekSharpException("expert_parallel_size: expert parallelism trains every weight (no adapter, no freezing)");
+        _experts = ExpertParallel.Create(world, expertGroups, _model, Distributed.RowExchange.Parse(cfg.EpDispatch, "ep_dispatch"),
+            Distributed.RowExchange.Parse(cfg.EpCombine, "ep_combine"));
+        _parallel = new DataParallel(world, _model.NamedParameters().ToList(), cfg.GradientAccumulationSteps, cfg.ZeroStage, adamW, _experts);
         _optimizer = _parallel.Optimizer;
         if (resumeFrom is not null)
         {
@@ -154,12 +160,15 @@ public sealed class Trainer
             folder?.StartFresh(opts.Overwrite, cfg.Datasets.Select(d => d.Path).Concat([cfg.BaseModel, cfg.ModelConfig, cfg.Tokenizer, opts.ResumeDir]));
         // Rank 0 writes the tokenizer file and the token cache first (Loop's barrier); the others then find them ready
         // and only read, instead of racing to write the same files.
+        // Splitting the world is a collective too, so it comes before that barrier.
+        var expertGroups = ExpertParallel.SplitWorld(world, cfg.ExpertParallelSize);
         if (!root) world.Barrier();
-        var trainer = new Trainer(cfg, opts, resumeInPlace, world, log, ct);
+        var trainer = new Trainer(cfg, opts, resumeInPlace, world, expertGroups, log, ct);
         try { return trainer.Loop(progress, ct); }
         finally
         {
             trainer._parallel.Dispose();
+            trainer._experts.Dispose();
             if (root) Reporting.RunReport.WriteAfterTraining(cfg.OutputDir, log);
         }
     }
@@ -259,6 +268,7 @@ public sealed class Trainer
             }
             long step = _step + 1;
             var stepClock = Stopwatch.StartNew();
+            var (dispatchBefore, combineBefore) = (_experts.Traffic.DispatchBytes, _experts.Traffic.CombineBytes);
             _model.ZeroGrad();
             float lambda = step <= cfg.MtpLambdaSwitch * cfg.MaxSteps ? cfg.MtpLambda : cfg.MtpLambdaLate;
             double lossSum = 0, mainSum = 0, mtpSum = 0, auxSum = 0;
@@ -318,26 +328,38 @@ public sealed class Trainer
             progress?.Report(new TrainProgress(step, stopAt, mainLoss, lr, tps));
 
             if (metrics is not null && (diverged || step % cfg.LoggingSteps == 0 || step == stopAt))
-                metrics.Write("train", step, new Dictionary<string, object>
+                metrics.Write("train", step, StepRecord(_experts, dispatchBefore, combineBefore, new Dictionary<string, object>
                 {
                     ["tokens"] = _tokensSeen, ["trained_tokens"] = trainedTokens, ["loss"] = mainLoss, ["total_loss"] = (float)lossSum,
                     ["mtp_loss"] = (float)mtpSum, ["balance_loss"] = (float)auxSum, ["lr"] = lr,
                     ["grad_norm"] = gradNorm, ["tokens_per_s"] = Math.Round(tps, 1),
                     ["max_vio"] = balance.ModelMean, ["elapsed_s"] = Math.Round(Elapsed, 2),
                     ["max_vio_per_layer"] = balance.PerGate,
-                });
+                }));
             if (diverged)
                 throw new DeepSeekSharpException($"{cfg.OutputDir}: step {step} diverged ("
                     + (badWeights > 0 ? $"{badWeights:N0} weights are NaN/Inf after its update" : $"loss is {mainLoss}")
                     + $"); nothing of it was saved, the last good checkpoint is {lastCheckpoint ?? "none (no save yet)"}; lower learning_rate");
-            // Validation and samples run on rank 0 only (the others wait for it at the next step's first collective).
-            if (metrics is not null && (step % cfg.EvalSteps == 0 || step == cfg.MaxSteps))
+            // Validation and samples run on rank 0 only (the others wait for it at the next step's first collective);
+            // under expert parallelism every rank runs them, as each MoE layer's experts are spread over its group.
+            if ((metrics is not null || _experts.Size > 1) && (step % cfg.EvalSteps == 0 || step == cfg.MaxSteps))
             {
-                lastVal = Evaluate(data, metrics, step, Elapsed, ct) ?? lastVal;
+                // Under expert parallelism every rank's forward is a collective, so no rank may leave it alone: a stop
+                // request is taken at the next step's agreement instead.
+                lastVal = Evaluate(data, metrics, step, Elapsed, _experts.Size > 1 ? CancellationToken.None : ct) ?? lastVal;
             }
             if (step % cfg.SaveSteps == 0 || step == stopAt) lastCheckpoint = SaveCheckpoint();
         }
         return new TrainResult(_step, lastCheckpoint, lastVal, Interrupted: _step < cfg.MaxSteps);
+    }
+
+    /// <summary>Under expert parallelism the step's record also says what rank 0's exchanges sent to the other ranks of its group.</summary>
+    private static Dictionary<string, object> StepRecord(ExpertParallel experts, long dispatchBefore, long combineBefore, Dictionary<string, object> record)
+    {
+        if (experts.Size == 1) return record;
+        record["ep_dispatch_bytes"] = experts.Traffic.DispatchBytes - dispatchBefore;
+        record["ep_combine_bytes"] = experts.Traffic.CombineBytes - combineBefore;
+        return record;
     }
 
     /// <summary>
@@ -429,7 +451,7 @@ public sealed class Trainer
     }
 
     /// <summary>Validation and a sample; null (nothing recorded) when <paramref name="ct"/> stops it part-way.</summary>
-    private float? Evaluate(ITrainingBatches data, MetricsLog metrics, long step, double elapsed, CancellationToken ct)
+    private float? Evaluate(ITrainingBatches data, MetricsLog? metrics, long step, double elapsed, CancellationToken ct)
     {
         int batches = Math.Min(data.ValidationBatches, _cfg.EvalBatches);
         if (batches == 0) return float.NaN;
@@ -482,7 +504,7 @@ public sealed class Trainer
             ["elapsed_s"] = Math.Round(elapsed, 2),
         };
         if (gsm8k is not null) record["gsm8k_accuracy"] = (float)gsm8k.Accuracy;
-        metrics.Write("eval", step, record);
+        metrics?.Write("eval", step, record);
         return valLoss;
     }
 
@@ -526,6 +548,7 @@ public sealed class Trainer
     {
         var state = new TrainerState(_step, _optimizer.Step, _tokensSeen, Math.Round(Elapsed, 2));
         var moments = _optimizer.State().ToList();
+        _experts.GatherWeights();
         if (!_parallel.IsRoot)
         {
             _savedStep = _step;

@@ -41,6 +41,12 @@ public sealed class Moe : Layer
     /// rather than fp32 (DeepSeek-V3's FP8 recipe; set by precision fp8 and <c>fp8_bf16_combine</c>).</summary>
     public bool Bf16CombineCache { get; set; }
 
+    /// <summary>
+    /// Set for expert-parallel training: this rank computes only its block of the routed experts, for the rows every
+    /// rank of the group routes to them (<see cref="Autograd.Ops.ExpertParallelOp"/>); null: every expert runs here.
+    /// </summary>
+    public ExpertShard? Shard { get; set; }
+
     /// <summary>The routed experts as grouped GEMMs, or null when they must run as modules (see <see cref="GroupedExperts"/>).</summary>
     private Tensor? GroupedExpertsForward(Tensor x, int[] rowToken, int[] offsets)
     {
@@ -92,7 +98,8 @@ public sealed class Moe : Layer
         Tensor? shared = SharedExperts?.Forward(x);                                       // Σ FFN^(s)(x) [N, H]
         var (_, idx, weights) = Gate.Forward(x);                                          // top-k experts and g [N, k]
         var rows = RoutedRows.Group(idx, Gate.TopK, Experts.Count);                     // token slots grouped by expert
-        Tensor stacked = GroupedExpertsForward(x, rows.Token, rows.Offsets)               // Expert_e(x_t) [N·k, H]
+        Tensor stacked = Shard is { } shard ? Functional.ExpertParallel(x, rows.Token, rows.Offsets, shard)
+            : GroupedExpertsForward(x, rows.Token, rows.Offsets)                          // Expert_e(x_t) [N·k, H]
             ?? Functional.RoutedExperts(x, rows.Token, rows.Offsets, (e, expertRows) => Experts[e].Forward(expertRows));
         Tensor y = Functional.MoeCombine(weights, stacked, rows.Token, rows.Slot, Bf16CombineCache); // Σ_j g_j · Expert_j(x)
         return shared is null ? y : Functional.Add(shared, y);
