@@ -204,12 +204,12 @@ public sealed class GradientBucket : IDisposable
     /// </summary>
     public void ShardBlockSquares(Span<double> destination)
     {
-        if (!_alone || _shardCopied)
+        // Exchanged, a copied shard, or (ZeRO-1, no WaitAll) the shard the optimizer will read anyway.
+        if (!_alone || _shardCopied || !_shardReady)
         {
             BlockSquares.Compute(WaitShard(), destination);
             return;
         }
-        if (!_shardReady) throw new InvalidOperationException("WaitAll first");
         Span<float> block = stackalloc float[BlockSquares.Length];
         for (int b = 0; b < destination.Length; b++)
         {

@@ -412,7 +412,7 @@ public sealed class TrainConfig
         }
         catch (FormatException) { throw new DeepSeekSharpException($"{source}: '{key}' = '{raw}' is not a valid {prop.PropertyType.Name}"); }
         catch (OverflowException) { throw new DeepSeekSharpException($"{source}: '{key}' = '{raw}' is out of range"); }
-        if (raw is "null" or "~" && prop.PropertyType == typeof(string) && Nullable.GetUnderlyingType(prop.PropertyType) is null && prop.Name is "BaseModel" or "ModelConfig" or "ModelPreset" or "ChatTemplateJinja" or "Adapter" or "Esft" or "EsftMethod")
+        if (raw is "null" or "~" && prop.PropertyType == typeof(string) && Nullable.GetUnderlyingType(prop.PropertyType) is null && prop.Name is "BaseModel" or "ModelConfig" or "Tokenizer" or "ModelPreset" or "ChatTemplateJinja" or "Adapter" or "Esft" or "EsftMethod")
             value = null;
         prop.SetValue(this, value);
         _sources[key] = source;
