@@ -27,7 +27,8 @@ public static class FrozenBaseStorage
     };
 
     /// <summary>Loads the base at <paramref name="dir"/> with its compressible Linears in <paramref name="storage"/>
-    /// (an FP8 checkpoint's codes are taken as stored, never widened in memory; its BF16 head stays BF16).</summary>
+    /// (an FP8 checkpoint's codes are taken as stored, never widened in memory, and mapped from its files rather than
+    /// copied; its BF16 head stays BF16).</summary>
     public static DeepSeekModel Load(string dir, WeightStorage storage) =>
         storage == WeightStorage.Fp32 ? ModelCheckpoint.Load(dir) : InferenceWeights.Load(dir, storage);
 
@@ -62,6 +63,10 @@ public static class FrozenBaseStorage
         var w = weight.Span;
         for (int r = 0; r < stored.Rows; r++) stored.DecodeRow(r, 0, w.Slice(r * stored.Cols, stored.Cols));
     }
+
+    /// <summary>Bytes of FP8 codes mapped from the checkpoint file (file-backed pages, not anonymous memory).</summary>
+    public static long MappedBytes(DeepSeekModel model) =>
+        model.NamedModules().Select(m => m.Module).OfType<Linear>().Sum(l => l.InferenceWeight is { IsMapped: true } w ? w.Codes.Length : 0L);
 
     /// <summary>Bytes the model's weights take now: compressed copies plus every materialised fp32 parameter and buffer.</summary>
     public static long WeightBytes(DeepSeekModel model) => InferenceWeights.WeightBytes(model)

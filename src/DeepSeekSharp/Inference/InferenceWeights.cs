@@ -10,7 +10,7 @@ namespace DeepSeekSharp.Inference;
 /// their fp32 copies. kv_b_proj stays fp32 (absorbed attention reads W_UK/W_UV directly), as do the embedding, the
 /// MoE gates and norms. FP8 applies to the Linears DeepSeek's FP8 checkpoints quantise (attention and MLP/experts);
 /// the head and the MTP eh_proj stay in their stored precision. From an FP8 checkpoint the codes are taken as stored,
-/// never widened to fp32 in memory.
+/// never widened to fp32 in memory, and mapped from the checkpoint file rather than copied.
 /// </summary>
 public static class InferenceWeights
 {
@@ -92,10 +92,13 @@ public static class InferenceWeights
             if (linear.Weight.IsMeta && reader.IsFp8Block(name) && reader.BlockSize == (128, 128))
             {
                 var entry = reader.GetEntry(name);
-                var codes = reader.ReadRawBytes(name);
+                // Stored as F8_E4M3 [out, in], row-major: exactly the layout the kernels read, so the codes stay in the
+                // file's mapping (file-backed pages the kernel can evict) instead of a copy in anonymous memory. The
+                // scales are small and are copied.
+                var codes = reader.MapRawBytes(name);
                 var scales = new float[reader.GetEntry(name + "_scale_inv").ElementCount];
                 reader.ReadFloat32(name + "_scale_inv", scales);
-                linear.InferenceWeight = CompressedWeight.FromFp8(new Fp8.Fp8Tensor(entry.Shape[0], entry.Shape[1], 128, 128, codes, scales));
+                linear.InferenceWeight = CompressedWeight.FromFp8Codes(entry.Shape[0], entry.Shape[1], codes, scales);
             }
             else
             {

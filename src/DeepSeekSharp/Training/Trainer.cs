@@ -212,7 +212,10 @@ public sealed class Trainer
             var storage = _cfg.Adapter is not null ? FineTuning.FrozenBaseStorage.Resolve(_cfg.BaseModelPrecision, DeepSeekConfig.Load(Path.Combine(_cfg.BaseModel, "config.json")))
                 : Tensors.WeightStorage.Fp32;
             _log($"loading base model {_cfg.BaseModel}{(storage == Tensors.WeightStorage.Fp32 ? "" : $" (frozen Linears kept as {(storage == Tensors.WeightStorage.Bf16 ? "BF16" : "FP8 blocks")})")}");
-            return (FineTuning.FrozenBaseStorage.Load(_cfg.BaseModel, storage), baseJson);
+            var frozen = FineTuning.FrozenBaseStorage.Load(_cfg.BaseModel, storage);
+            long mapped = FineTuning.FrozenBaseStorage.MappedBytes(frozen);
+            if (mapped > 0) _log($"frozen base: {mapped / 1e9:F2} GB of FP8 codes mapped from the checkpoint files (file-backed pages, not copied)");
+            return (frozen, baseJson);
         }
         string json;
         if (_cfg.ModelConfig is not null) json = IO.InputFile.ReadAllText(ModelCheckpoint.ConfigPath(_cfg.ModelConfig), "config file");

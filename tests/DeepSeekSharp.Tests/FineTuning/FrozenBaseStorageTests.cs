@@ -53,7 +53,69 @@ public sealed class FrozenBaseStorageTests : IDisposable
         TinyRun.Train(Lora(fp8, onCodes), log: logs.Add);   // auto: an FP8 checkpoint stays FP8
         TinyRun.Train(Lora(widened, onFp32));
         Assert.Contains(logs, l => l.Contains("frozen Linears kept as FP8 blocks"));
+        Assert.Contains(logs, l => l.Contains("FP8 codes mapped from the checkpoint files"));
         AssertSameRun(onCodes, onFp32);
+    }
+
+    /// <summary>LoRA losses and adapter gradients over <paramref name="model"/>'s base, for 3 SGD steps on the adapters.</summary>
+    private static List<float[]> LoraSteps(DeepSeekModel model)
+    {
+        var lora = DeepSeekSharp.FineTuning.Lora.LoraAdapters.Apply(model, new DeepSeekSharp.FineTuning.Lora.LoraSettings(4, 8, [], TargetLinear: true), seed: 1);
+        int[] tokens = [.. Enumerable.Range(0, 32).Select(i => (i * 37 + 11) % model.Config.VocabSize)];
+        var batch = SequenceBatch.Training(1, tokens.Length);
+        long[] divisors = DeepSeekSharp.Training.LanguageModelLoss.CountTargets(tokens, batch, 0);
+        var trace = new List<float[]>();
+        for (int step = 0; step < 3; step++)
+        {
+            var loss = DeepSeekSharp.Training.LanguageModelLoss.Compute(model, tokens, batch, 0, 0, divisors: divisors).Total;
+            Backprop.Backward(loss);
+            trace.Add([loss.Data[0]]);
+            foreach (var (_, adapter) in lora.Adapters.OrderBy(a => a.Key, StringComparer.Ordinal))
+                foreach (var p in new[] { adapter.A, adapter.B })
+                {
+                    // An expert no token chose has no gradient (the same in both runs).
+                    if (p.Grad is not { } g) { trace.Add([]); continue; }
+                    trace.Add(g.ToArray());
+                    for (int i = 0; i < g.Length; i++) p.Span[i] -= 1e-2f * g[i];
+                    p.Grad = null;
+                }
+        }
+        return trace;
+    }
+
+    [Fact]
+    public void AnFp8BasesCodesAreMappedFromTheCheckpointAndTrainAsACopyOfThemBitForBit()
+    {
+        string fp8 = Path.Combine(_dir, "fp8");
+        Fp8Checkpoint.Quantize(BaseModel(), fp8);
+        var mapped = DeepSeekSharp.FineTuning.FrozenBaseStorage.Load(fp8, WeightStorage.Fp8Block);
+        // The readers that mapped the files are disposed by now: the weights alone keep the mappings alive.
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        var linears = Fp8Checkpoint.Fp8Linears(mapped).Where(l => !l.Path.EndsWith(".kv_b_proj", StringComparison.Ordinal)).ToList();
+        Assert.NotEmpty(linears);
+        using (var reader = DeepSeekSharp.IO.HfCheckpoint.HfCheckpointReader.Open(fp8, (128, 128)))
+            foreach (var (path, linear) in linears)
+            {
+                var w = linear.InferenceWeight!;
+                Assert.True(w.IsMapped, path);
+                Assert.True(reader.GetEntry(path + ".weight").DType == DType.F8E4M3, path);
+                Assert.True(w.Codes.Span.SequenceEqual(reader.ReadRawBytes(path + ".weight")), $"{path}: mapped codes differ from the file's");
+            }
+        Assert.Equal(linears.Sum(l => (long)l.Linear.OutFeatures * l.Linear.InFeatures), DeepSeekSharp.FineTuning.FrozenBaseStorage.MappedBytes(mapped));
+
+        // The same base with its codes copied into arrays (as before mapping): the same losses and gradients, bit for bit.
+        var copied = DeepSeekSharp.FineTuning.FrozenBaseStorage.Load(fp8, WeightStorage.Fp8Block);
+        foreach (var (_, linear) in Fp8Checkpoint.Fp8Linears(copied))
+            if (linear.InferenceWeight is { IsMapped: true } w)
+                linear.InferenceWeight = CompressedWeight.FromFp8Codes(w.Rows, w.Cols, w.Codes.ToArray(), w.Scales!);
+        Assert.Equal(0, DeepSeekSharp.FineTuning.FrozenBaseStorage.MappedBytes(copied));
+        var want = LoraSteps(copied);
+        var got = LoraSteps(mapped);
+        Assert.Contains(got, g => g.Length > 1 && g.Any(v => v != 0));
+        Assert.NotEqual(got[0][0], got[^1].Length == 1 ? float.NaN : got.Last(g => g.Length == 1)[0]);   // the adapters learn
+        Assert.Equal(want.Count, got.Count);
+        for (int i = 0; i < want.Count; i++) Assert.Equal(want[i], got[i]);
     }
 
     [Fact]

@@ -149,6 +149,10 @@ public sealed class HfCheckpointReader : IDisposable
     public byte[] ReadRawBytes(string name) => _owner.TryGetValue(name, out var f) ? f.GetBytes(f.Get(name)).ToArray()
         : throw new DeepSeekSharpException($"{Directory}: no tensor named '{name}'");
 
+    /// <summary>The stored bytes of a tensor, mapped from its file rather than copied (see <see cref="SafeTensorsReader.MapBytes"/>).</summary>
+    public ReadOnlyMemory<byte> MapRawBytes(string name) => _owner.TryGetValue(name, out var f) ? f.MapBytes(f.Get(name))
+        : throw new DeepSeekSharpException($"{Directory}: no tensor named '{name}'");
+
     /// <summary>Reads any floating-point tensor as fp32; FP8 weights with scales are block-dequantised.</summary>
     public void ReadFloat32(string name, Span<float> destination)
     {

@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.IO.MemoryMappedFiles;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
@@ -17,8 +16,7 @@ public sealed unsafe class SafeTensorsReader : IDisposable
     /// <summary>Headers larger than this are refused (real ones are well under 10 MB).</summary>
     public const long MaxHeaderBytes = 100L << 20;
 
-    private readonly MemoryMappedFile? _map;
-    private readonly MemoryMappedViewAccessor? _view;
+    private readonly MappedFile _file;
     private readonly byte* _base;
     private readonly long _dataStart;
     private readonly Dictionary<string, TensorEntry> _byName;
@@ -50,11 +48,8 @@ public sealed unsafe class SafeTensorsReader : IDisposable
         Metadata = metadata;
         Tensors = entries;
         _byName = entries.ToDictionary(e => e.Name, StringComparer.Ordinal);
-        _map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
-        _view = _map.CreateViewAccessor(0, length, MemoryMappedFileAccess.Read);
-        byte* p = null;
-        _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
-        _base = p + _view.PointerOffset;
+        _file = new MappedFile(path, length);
+        _base = _file.Pointer;
         _ = name;
     }
 
@@ -77,6 +72,13 @@ public sealed unsafe class SafeTensorsReader : IDisposable
 
     /// <summary>The raw bytes of a tensor (valid while this reader is not disposed).</summary>
     public ReadOnlySpan<byte> GetBytes(TensorEntry entry) => new(_base + _dataStart + entry.Offset, checked((int)entry.ByteLength));
+
+    /// <summary>
+    /// The bytes of a tensor as memory backed by the file mapping, not copied: the pages stay file-backed (the
+    /// kernel may evict and re-read them) and the mapping lives as long as the returned memory, after this reader is
+    /// disposed too.
+    /// </summary>
+    public ReadOnlyMemory<byte> MapBytes(TensorEntry entry) => _file.Slice(_dataStart + entry.Offset, checked((int)entry.ByteLength));
 
     /// <summary>Converts a floating-point tensor to fp32 into <paramref name="destination"/>.</summary>
     public void ReadAsFloat32(string name, Span<float> destination)
@@ -181,13 +183,6 @@ public sealed unsafe class SafeTensorsReader : IDisposable
         return new TensorEntry(name, dtype, shape.ToArray(), begin, bytes);
     }
 
-    public void Dispose()
-    {
-        if (_view is not null)
-        {
-            _view.SafeMemoryMappedViewHandle.ReleasePointer();
-            _view.Dispose();
-        }
-        _map?.Dispose();
-    }
+    /// <summary>Unmaps the file, unless <see cref="MapBytes"/> handed out views: those keep it mapped while referenced.</summary>
+    public void Dispose() => _file.Dispose();
 }

@@ -147,7 +147,7 @@ public sealed unsafe class CudaBackend : IBackend, IDisposable
             DevicePtr weight = Scratch<float>((long)rows * cols);
             if (w.Storage == WeightStorage.Fp8Block)
             {
-                DevicePtr codes = Up<byte>(w.Codes!), scales = Up<float>(w.Scales!);
+                DevicePtr codes = Up<byte>(w.Codes.Span), scales = Up<float>(w.Scales!);
                 Args().Add(codes).Add(rows).Add(cols).Add(128).Add(128).Add(scales).Add(weight);
                 Launch("dequantize_e4m3", LaunchPlan.ElementwiseGrid((long)rows * cols), LaunchPlan.ElementwiseThreads);
             }
