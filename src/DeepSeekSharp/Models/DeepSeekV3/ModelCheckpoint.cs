@@ -31,11 +31,14 @@ public static class ModelCheckpoint
         var config = DeepSeekConfig.Load(Path.Combine(dir, "config.json"));
         if (!HasWeights(dir)) throw new DeepSeekSharpException($"{dir}: no *.safetensors weights (use `dss init` to create a random-init model)");
         var model = new DeepSeekModel(config, materialize: false);
-        // Skipped weights are filled by the caller with one-byte FP8 codes (InferenceWeights), the rest as fp32.
-        long valueBytes = model.NamedParameters().Sum(p => skip(p.Name) ? p.Parameter.Length : p.Parameter.Length * sizeof(float))
+        using var reader = HfCheckpointReader.Open(dir, BlockSize(config));
+        // Skipped weights are filled by the caller with one-byte FP8 codes (InferenceWeights), the rest as fp32. Codes
+        // the checkpoint stores as 128x128-block E4M3 are mapped from the file, not copied: file-backed pages the kernel
+        // can drop under pressure, so they are not counted against the memory this process may fill.
+        bool mapped(string name) => reader.Contains(name) && reader.IsFp8Block(name) && reader.BlockSize == (128, 128);
+        long valueBytes = model.NamedParameters().Sum(p => !skip(p.Name) ? p.Parameter.Length * sizeof(float) : mapped(p.Name) ? 0 : p.Parameter.Length)
             + model.NamedBuffers().Sum(b => b.Buffer.Length * sizeof(float));
         ModelFootprint.EnsureFits(config, valueBytes, "its weights");
-        using var reader = HfCheckpointReader.Open(dir, BlockSize(config));
         foreach (var (name, p) in model.NamedParameters())
             if (!skip(name)) LoadTensor(reader, dir, name, p, required: true);
         foreach (var (name, b) in model.NamedBuffers())
