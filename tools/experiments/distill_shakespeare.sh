@@ -5,7 +5,9 @@
 # and a MoE (configs/models/kd-student-moe, 89K active). For every student and seed, the same steps, data order and
 # schedule:
 #   ce            cross-entropy on the labels only (the baseline)
-#   ce-wall       cross-entropy for as many steps as the online KD run's wall time buys (same wall time)
+#   ce-wall       cross-entropy for STEPS x WALL_RATIO steps: the same wall time as the online run, with WALL_RATIO the
+#                 online step / student step ratio measured by tools/bench/distill_step.sh on a quiet machine (unset: the
+#                 ratio of the two runs' own elapsed times, which a shared machine distorts)
 #   online        the teacher beside the student, its full distribution (kd_alpha, kd_temperature below)
 #   top8-renorm   offline, the teacher's top-8 from a dump, tail renormalised away (Axolotl's treatment)
 #   top8-bucket   offline, top-8, the left-over mass as one more category (tail-aware)
@@ -26,6 +28,7 @@ STEPS="${STEPS:-1500}"
 THREADS="${THREADS:-1}"
 KD_ALPHA="${KD_ALPHA:-0.9}"
 KD_TEMPERATURE="${KD_TEMPERATURE:-1}"
+WALL_RATIO="${WALL_RATIO:-}"
 VARIANTS="${VARIANTS:-ce online top8-renorm top8-bucket top32-renorm top32-bucket ce-wall}"
 mkdir -p "$OUT/configs" "$OUT/data"
 
@@ -115,11 +118,12 @@ for student in $STUDENTS; do
         ce) kd=() ;;
         ce-wall)
           # As many steps as the online run's wall time buys at the ce run's rate (both measured from their logs).
-          steps=$(python3 - "$OUT/$student-ce-s$seed/metrics.jsonl" "$OUT/$student-online-s$seed/metrics.jsonl" "$STEPS" <<'PY'
+          steps=$(python3 - "$OUT/$student-ce-s$seed/metrics.jsonl" "$OUT/$student-online-s$seed/metrics.jsonl" "$STEPS" "$WALL_RATIO" <<'PY'
 import json, sys
 def last_elapsed(path):
     return [json.loads(l) for l in open(path) if '"kind":"train"' in l][-1]["elapsed_s"]
-print(int(int(sys.argv[3]) * last_elapsed(sys.argv[2]) / last_elapsed(sys.argv[1])))
+ratio = float(sys.argv[4]) if sys.argv[4] else last_elapsed(sys.argv[2]) / last_elapsed(sys.argv[1])
+print(int(int(sys.argv[3]) * ratio))
 PY
 )
           kd=() ;;

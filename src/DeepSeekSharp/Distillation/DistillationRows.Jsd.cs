@@ -67,21 +67,7 @@ internal static partial class DistillationRows
     {
         int k = ids.Length;
         var a = s.Sparse.AsSpan(0, k + 1);
-        double max = double.NegativeInfinity, listed = 0;
-        for (int i = 0; i < k; i++)
-        {
-            bool empty = ids[i] < 0 || float.IsNegativeInfinity(logProbs[i]);
-            a[i] = empty ? double.NegativeInfinity : logProbs[i] * (double)st.InvT;
-            if (!empty) listed += Math.Exp(logProbs[i]);
-            max = Math.Max(max, a[i]);
-        }
-        double tailMass = 1 - listed;
-        if (tailMass <= k * TailNoisePerId) tailMass = 0;
-        a[k] = tailMass > 0 ? Math.Log(tailMass) * st.InvT : double.NegativeInfinity;
-        max = Math.Max(max, a[k]);
-        double sum = 0;
-        foreach (double ai in a) sum += Math.Exp(ai - max);
-        double logNorm = max + Math.Log(sum);
+        double logNorm = TemperedTeacherCategories(ids, logProbs, st.InvT, bucket: true, a);
 
         // The student's mass outside the ids, summed directly (as the forward KL's bucket does).
         var te = st.TemperedExp;

@@ -84,6 +84,33 @@ internal static partial class DistillationRows
     }
 
     /// <summary>
+    /// The teacher's categories of a top-k row at temperature 1/<paramref name="invT"/>, unnormalised, into
+    /// <paramref name="a"/> [k + 1]: logp/τ per listed id (−∞ for an empty slot), and with <paramref name="bucket"/>
+    /// log(1 − Σ p)/τ for "every other id" (else −∞). Returns the log of their normaliser.
+    /// </summary>
+    private static double TemperedTeacherCategories(ReadOnlySpan<int> ids, ReadOnlySpan<float> logProbs, float invT, bool bucket, Span<double> a)
+    {
+        int k = ids.Length;
+        double max = double.NegativeInfinity, listed = 0;
+        for (int i = 0; i < k; i++)
+        {
+            bool empty = ids[i] < 0 || float.IsNegativeInfinity(logProbs[i]);
+            a[i] = empty ? double.NegativeInfinity : logProbs[i] * (double)invT;
+            if (!empty) listed += Math.Exp(logProbs[i]);
+            max = Math.Max(max, a[i]);
+        }
+        // Below k float32 half-ulps of 1 the left-over mass is the rounding of the stored log-probs (k = V would
+        // otherwise make a tail of noise that tempering amplifies): taken as 0.
+        double tailMass = 1 - listed;
+        if (tailMass <= k * TailNoisePerId) tailMass = 0;
+        a[k] = bucket && tailMass > 0 ? Math.Log(tailMass) * invT : double.NegativeInfinity;
+        max = Math.Max(max, a[k]);
+        double sum = 0;
+        foreach (double ai in a) sum += Math.Exp(ai - max);
+        return max + Math.Log(sum);
+    }
+
+    /// <summary>
     /// KL against a top-k teacher row: <paramref name="ids"/> [K] (−1 = an empty slot) and their teacher log-probabilities at
     /// τ = 1, <paramref name="logProbs"/> [K]. The teacher at τ over the listed ids is softmax(logp/τ) (renormalised);
     /// <see cref="TopKTail.Bucket"/> adds the category "every other id" with teacher mass (1 − Σ exp(logp)) tempered the
@@ -94,24 +121,8 @@ internal static partial class DistillationRows
     {
         int k = ids.Length;
         var a = s.Sparse.AsSpan(0, k + 1);
-        double max = double.NegativeInfinity, listed = 0;
-        for (int i = 0; i < k; i++)
-        {
-            bool empty = ids[i] < 0 || float.IsNegativeInfinity(logProbs[i]);
-            a[i] = empty ? double.NegativeInfinity : logProbs[i] * (double)st.InvT;
-            if (!empty) listed += Math.Exp(logProbs[i]);
-            max = Math.Max(max, a[i]);
-        }
         bool bucket = tail == TopKTail.Bucket;
-        // Below k float32 half-ulps of 1 the left-over mass is the rounding of the stored log-probs (k = V would
-        // otherwise make a tail of noise that tempering amplifies): taken as 0.
-        double tailMass = 1 - listed;
-        if (tailMass <= k * TailNoisePerId) tailMass = 0;
-        a[k] = bucket && tailMass > 0 ? Math.Log(tailMass) * st.InvT : double.NegativeInfinity;
-        max = Math.Max(max, a[k]);
-        double sum = 0;
-        foreach (double ai in a) sum += Math.Exp(ai - max);
-        double logNorm = max + Math.Log(sum);
+        double logNorm = TemperedTeacherCategories(ids, logProbs, st.InvT, bucket, a);
         double kl = 0;
         for (int i = 0; i < k; i++)
         {
