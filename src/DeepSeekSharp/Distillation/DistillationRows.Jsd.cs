@@ -71,13 +71,7 @@ internal static partial class DistillationRows
 
         // The student's mass outside the ids, summed directly (as the forward KL's bucket does).
         var te = st.TemperedExp;
-        for (int i = 0; i < k; i++)
-        {
-            if (ids[i] < 0) continue;
-            s.Saved[i] = te[ids[i]];
-            te[ids[i]] = 0;
-        }
-        double outside = Math.Max(TensorPrimitives.Sum<float>(te) / st.SumT, MinMass);
+        double outside = StudentMassOutside(ids, st, s);
 
         // Per category: log Q, log M and the two KL terms; a[c] becomes log(Q_c/M_c).
         double klPm = 0, klQm = 0;

@@ -111,6 +111,23 @@ internal static partial class DistillationRows
     }
 
     /// <summary>
+    /// The student's tempered mass outside the listed ids, summed directly (not 1 − Σ q_ids, which cancels when the ids
+    /// hold nearly all), floored at <see cref="MinMass"/>. Leaves the ids' entries of the tempered exponentials zeroed,
+    /// their values in <c>s.Saved</c> for the caller to restore.
+    /// </summary>
+    private static double StudentMassOutside(ReadOnlySpan<int> ids, in Student st, Scratch s)
+    {
+        var te = st.TemperedExp;
+        for (int i = 0; i < ids.Length; i++)
+        {
+            if (ids[i] < 0) continue;
+            s.Saved[i] = te[ids[i]];
+            te[ids[i]] = 0;
+        }
+        return Math.Max(TensorPrimitives.Sum<float>(te) / st.SumT, MinMass);
+    }
+
+    /// <summary>
     /// KL against a top-k teacher row: <paramref name="ids"/> [K] (−1 = an empty slot) and their teacher log-probabilities at
     /// τ = 1, <paramref name="logProbs"/> [K]. The teacher at τ over the listed ids is softmax(logp/τ) (renormalised);
     /// <see cref="TopKTail.Bucket"/> adds the category "every other id" with teacher mass (1 − Σ exp(logp)) tempered the
@@ -135,13 +152,7 @@ internal static partial class DistillationRows
 
         // The student's mass outside the ids, summed directly (not 1 − Σ q_ids, which cancels when the ids hold nearly all).
         var te = st.TemperedExp;
-        for (int i = 0; i < k; i++)
-        {
-            if (ids[i] < 0) continue;
-            s.Saved[i] = te[ids[i]];
-            te[ids[i]] = 0;
-        }
-        double outside = Math.Max(TensorPrimitives.Sum<float>(te) / st.SumT, MinMass);
+        double outside = StudentMassOutside(ids, st, s);
         double logPr = a[k] - logNorm, pr = Math.Exp(logPr);
         kl += pr * (logPr - Math.Log(outside));
         if (!dz.IsEmpty)

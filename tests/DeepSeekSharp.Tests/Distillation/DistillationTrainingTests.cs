@@ -27,47 +27,11 @@ public class DistillationTrainingTests
         return dir;
     }
 
-    /// <summary>Four prompt/answer examples in one micro-batch of four: every step sees the same batch.</summary>
-    private string Config(string output, string distillation, int steps)
-    {
-        string data = Path.Combine(_dir, "qa.jsonl");
-        File.WriteAllLines(data, Enumerable.Range(0, 4).Select(i => JsonSerializer.Serialize(new
-        {
-            segments = new object[] { new { text = $"Q{i}: what?\n", label = false }, new { text = $"A: number {i * 7}\n", label = true } },
-        })));
-        string path = Path.Combine(_dir, Path.GetFileName(output) + ".yaml");
-        File.WriteAllText(path, $"""
-            model_preset: tiny-v3
-            tokenizer: byte
-            datasets:
-              - path: {data}
-                type: input_output
-            val_set_size: 0
-            sequence_len: 32
-            micro_batch_size: 4
-            max_steps: {steps}
-            warmup_steps: 0
-            learning_rate: 3e-3
-            eval_steps: 1000
-            eval_batches: 0
-            sample_tokens: 0
-            logging_steps: 1
-            save_steps: 1000
-            mtp_lambda: 0
-            seed: 5
-            threads: 1
-            output_dir: {output}
-            distillation: {distillation}
-            """);
-        return path;
-    }
+    private string Config(string output, string distillation, int steps) => KdRun.Config(_dir, output, distillation, steps, packed: false);
 
-    private static double[] Losses(string output) =>
-        File.ReadLines(Path.Combine(output, "metrics.jsonl")).Select(l => JsonDocument.Parse(l).RootElement)
-            .Where(r => r.GetProperty("kind").GetString() == "train").Select(r => r.GetProperty("loss").GetDouble()).ToArray();
+    private static double[] Losses(string output) => KdRun.Losses(output);
 
-    private static void Train(string config) =>
-        Trainer.Run(TrainConfig.Load(config, []), new TrainOptions(), null, _ => { }, TestContext.Current.CancellationToken);
+    private static void Train(string config) => KdRun.Train(config);
 
     [Fact]
     public void AStudentTrainedWithKdFromATeacherLowersTheKl()
