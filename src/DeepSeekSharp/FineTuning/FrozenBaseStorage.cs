@@ -68,7 +68,10 @@ public static class FrozenBaseStorage
     public static long MappedBytes(DeepSeekModel model) =>
         model.NamedModules().Select(m => m.Module).OfType<Linear>().Sum(l => l.InferenceWeight is { IsMapped: true } w ? w.Codes.Length : 0L);
 
-    /// <summary>Bytes the model's weights take now: compressed copies plus every materialised fp32 parameter and buffer.</summary>
-    public static long WeightBytes(DeepSeekModel model) => InferenceWeights.WeightBytes(model)
+    /// <summary>
+    /// Bytes of memory the model's weights fill now: compressed copies plus every materialised fp32 parameter and
+    /// buffer. Codes mapped from the checkpoint are left out: file-backed pages the kernel can drop and read again.
+    /// </summary>
+    public static long WeightBytes(DeepSeekModel model) => InferenceWeights.WeightBytes(model) - MappedBytes(model)
         + model.NamedBuffers().Where(b => !b.Buffer.IsMeta).Sum(b => b.Buffer.Length * 4L);
 }

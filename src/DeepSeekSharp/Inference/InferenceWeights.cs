@@ -89,7 +89,7 @@ public static class InferenceWeights
                 if (!shape.AsSpan().SequenceEqual(linear.Weight.Shape))
                     throw new DeepSeekSharpException($"{dir}: weight '{name}' has shape {ShapeUtil.Format(shape)}, the config implies {ShapeUtil.Format(linear.Weight.Shape)}");
             }
-            if (linear.Weight.IsMeta && reader.IsFp8Block(name) && reader.BlockSize == (128, 128))
+            if (linear.Weight.IsMeta && reader.IsMappableFp8Block(name))
             {
                 var entry = reader.GetEntry(name);
                 // Stored as F8_E4M3 [out, in], row-major: exactly the layout the kernels read, so the codes stay in the

@@ -98,9 +98,7 @@ public sealed class Trainer
         // Gradients, AdamW's two moments and the reduction's buffers come on top of the weights: refuse now rather than
         // at the first step.
         long trainable = _model.NamedParameters().Where(p => p.Parameter.RequiresGrad).Sum(p => p.Parameter.Length);
-        // FP8 codes mapped from the checkpoint are file-backed pages the kernel can drop and read again under
-        // pressure, so they do not count against the memory this process may fill.
-        ModelFootprint.EnsureFits(_model.Config, FineTuning.FrozenBaseStorage.WeightBytes(_model) - FineTuning.FrozenBaseStorage.MappedBytes(_model)
+        ModelFootprint.EnsureFits(_model.Config, FineTuning.FrozenBaseStorage.WeightBytes(_model)
             + DataParallel.TrainingStateBytes(trainable, cfg.MomentPrecision, cfg.GradientAccumulationSteps, world.Size, cfg.ZeroStage),
             "training it (weights, gradients, AdamW moments and the gradient reduction's buffers)");
         var adamW = new AdamW(_model.NamedParameters())

@@ -145,6 +145,12 @@ public sealed class HfCheckpointReader : IDisposable
     /// <summary>Whether <paramref name="name"/> is an E4M3 block-quantised weight (its scale was checked on open).</summary>
     public bool IsFp8Block(string name) => GetEntry(name).DType == DType.F8E4M3;
 
+    /// <summary>
+    /// Whether <paramref name="name"/> is E4M3 in 128×128 blocks, row-major [out, in]: the layout the kernels read, so its
+    /// codes can stay in the file's mapping (<see cref="MapRawBytes"/>) instead of being copied.
+    /// </summary>
+    public bool IsMappableFp8Block(string name) => IsFp8Block(name) && _block == (128, 128);
+
     /// <summary>The stored bytes of a tensor (e.g. FP8 codes), copied.</summary>
     public byte[] ReadRawBytes(string name) => _owner.TryGetValue(name, out var f) ? f.GetBytes(f.Get(name)).ToArray()
         : throw new DeepSeekSharpException($"{Directory}: no tensor named '{name}'");

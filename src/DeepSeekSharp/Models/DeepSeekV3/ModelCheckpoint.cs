@@ -35,8 +35,8 @@ public static class ModelCheckpoint
         // Skipped weights are filled by the caller with one-byte FP8 codes (InferenceWeights), the rest as fp32. Codes
         // the checkpoint stores as 128x128-block E4M3 are mapped from the file, not copied: file-backed pages the kernel
         // can drop under pressure, so they are not counted against the memory this process may fill.
-        bool mapped(string name) => reader.Contains(name) && reader.IsFp8Block(name) && reader.BlockSize == (128, 128);
-        long valueBytes = model.NamedParameters().Sum(p => !skip(p.Name) ? p.Parameter.Length * sizeof(float) : mapped(p.Name) ? 0 : p.Parameter.Length)
+        long valueBytes = model.NamedParameters().Sum(p => !skip(p.Name) ? p.Parameter.Length * sizeof(float)
+                : reader.Contains(p.Name) && reader.IsMappableFp8Block(p.Name) ? 0 : p.Parameter.Length)
             + model.NamedBuffers().Sum(b => b.Buffer.Length * sizeof(float));
         ModelFootprint.EnsureFits(config, valueBytes, "its weights");
         foreach (var (name, p) in model.NamedParameters())
